@@ -1,0 +1,405 @@
+//! Raw config → typed [`Config`], with every cross-reference checked.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use indexmap::IndexMap;
+
+use super::error::ConfigError;
+use super::raw::{RawBackend, RawConfig, RawHeaderMatch, RawRoute};
+use super::yaml::{self, Positions};
+use super::{
+    AccessLogSettings, Admin, BackendSpec, Config, Listener, LogTarget, Rewrite, RouteBackend,
+    RouteSpec, ServerSettings, Sticky,
+};
+use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
+
+pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
+    let (raw, pos): (RawConfig, Positions) = yaml::parse(path, &text)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut errors = Vec::new();
+
+    let listeners = compile_listeners(&raw, &pos, &mut errors);
+    let backends = compile_backends(&raw.backends, &pos, &mut errors);
+    let routes = compile_routes(&raw.routes, &backends, &pos, &mut errors);
+
+    let token = match &raw.admin.token_file {
+        None => None,
+        Some(file) => {
+            let file = base.join(file);
+            match std::fs::read_to_string(&file) {
+                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                Ok(_) => {
+                    errors.push(ConfigError::at(
+                        pos.value(&["admin", "token_file"]),
+                        format!("token file {} is empty", file.display()),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(ConfigError::at(
+                        pos.value(&["admin", "token_file"]),
+                        format!("cannot read token file {}: {e}", file.display()),
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    let admin = Admin {
+        addr: raw.admin.addr.0,
+        token,
+    };
+    if !admin.addr.ip().is_loopback() && admin.token.is_none() {
+        errors.push(ConfigError::at(
+            pos.value(&["admin", "addr"]),
+            "admin address is not loopback: set admin.token_file so the admin API is not open to the network",
+        ));
+    }
+
+    let target = match raw.access_log.path.as_str() {
+        "off" => LogTarget::Off,
+        "stdout" | "-" => LogTarget::Stdout,
+        p => LogTarget::File(base.join(p)),
+    };
+    let server = ServerSettings {
+        max_header_bytes: raw.server.max_header_bytes,
+        max_headers: raw.server.max_headers,
+        header_read_timeout: raw.server.header_read_timeout.0,
+        drain_timeout: raw.server.drain_timeout.0,
+    };
+    if server.max_header_bytes < 8192 {
+        errors.push(ConfigError::at(
+            pos.value(&["server", "max_header_bytes"]),
+            "max_header_bytes must be at least 8192",
+        ));
+    }
+
+    if let Some(err) = ConfigError::collect(errors) {
+        return Err(err);
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        weights_path: base.join(&raw.weights_file),
+        text,
+        listeners,
+        admin,
+        access_log: AccessLogSettings {
+            format: raw.access_log.format,
+            target,
+        },
+        trusted_proxies: raw.trusted_proxies.iter().map(|c| c.0).collect(),
+        server,
+        backends,
+        routes,
+    })
+}
+
+fn compile_listeners(
+    raw: &RawConfig,
+    pos: &Positions,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Listener> {
+    if raw.listeners.is_empty() {
+        errors.push(ConfigError::at(
+            pos.value(&[]),
+            "at least one listener is required",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let idx = i.to_string();
+        if !names.insert(l.name.as_str()) {
+            errors.push(ConfigError::at(
+                pos.value(&["listeners", &idx, "name"]),
+                format!("duplicate listener name {:?}", l.name),
+            ));
+        }
+        if l.tls.is_some() {
+            errors.push(ConfigError::at(
+                pos.key(&["listeners", &idx, "tls"]),
+                "TLS termination is not available in this version; terminate TLS in front of cutover",
+            ));
+        }
+        out.push(Listener {
+            name: l.name.clone(),
+            addr: l.addr.0,
+        });
+    }
+    out
+}
+
+fn compile_backends(
+    raw: &IndexMap<String, RawBackend>,
+    pos: &Positions,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Arc<BackendSpec>> {
+    if raw.is_empty() {
+        errors.push(ConfigError::at(
+            pos.value(&[]),
+            "at least one backend is required",
+        ));
+    }
+    let mut out = Vec::new();
+    for (name, b) in raw {
+        if b.health_check.is_some() {
+            errors.push(ConfigError::at(
+                pos.key(&["backends", name, "health_check"]),
+                "health checks are not available in this version",
+            ));
+        }
+        let host_header = match &b.host_header {
+            None => None,
+            Some(h) => match HeaderValue::from_str(h) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    errors.push(ConfigError::at(
+                        pos.value(&["backends", name, "host_header"]),
+                        format!("invalid Host value {h:?}"),
+                    ));
+                    None
+                }
+            },
+        };
+        if b.url.scheme == http::uri::Scheme::HTTPS {
+            errors.push(ConfigError::at(
+                pos.value(&["backends", name, "url"]),
+                "https backends are not available in this version",
+            ));
+        }
+        out.push(Arc::new(BackendSpec {
+            name: name.as_str().into(),
+            url: b.url.clone(),
+            connect_timeout: b.connect_timeout.0,
+            timeout: b.timeout.0,
+            pool_idle_timeout: b.pool_idle_timeout.0,
+            pool_max_idle: b.pool_max_idle,
+            host_header,
+        }));
+    }
+    out
+}
+
+fn compile_routes(
+    raw: &[RawRoute],
+    backends: &[Arc<BackendSpec>],
+    pos: &Positions,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<RouteSpec> {
+    if raw.is_empty() {
+        errors.push(ConfigError::at(
+            pos.value(&[]),
+            "at least one route is required",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let idx = i.to_string();
+        let at = |rest: &[&str]| {
+            let mut p = vec!["routes", idx.as_str()];
+            p.extend_from_slice(rest);
+            p.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        };
+        let value =
+            |rest: &[&str]| pos.value(&at(rest).iter().map(String::as_str).collect::<Vec<_>>());
+        let key = |rest: &[&str]| pos.key(&at(rest).iter().map(String::as_str).collect::<Vec<_>>());
+
+        if r.name.is_empty()
+            || !r
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errors.push(ConfigError::at(
+                value(&["name"]),
+                format!(
+                    "route name {:?} must be letters, digits, '-', '_' or '.'",
+                    r.name
+                ),
+            ));
+        }
+        if !names.insert(r.name.as_str()) {
+            errors.push(ConfigError::at(
+                value(&["name"]),
+                format!("duplicate route name {:?}", r.name),
+            ));
+        }
+        for (feature, present) in [("mirror", r.mirror.is_some()), ("guard", r.guard.is_some())] {
+            if present {
+                errors.push(ConfigError::at(
+                    key(&[feature]),
+                    format!("`{feature}` is not available in this version"),
+                ));
+            }
+        }
+
+        let mut route_backends = Vec::new();
+        if r.backends.is_empty() {
+            errors.push(ConfigError::at(
+                value(&["backends"]),
+                "a route needs at least one backend",
+            ));
+        }
+        for (name, rb) in &r.backends {
+            let Some(spec) = backends.iter().find(|b| &*b.name == name) else {
+                errors.push(ConfigError::at(
+                    key(&["backends", name]),
+                    format!("unknown backend {name:?} (not in `backends`)"),
+                ));
+                continue;
+            };
+            let rewrite = rb
+                .as_ref()
+                .and_then(|rb| rb.rewrite.as_ref())
+                .map(|rw| Rewrite {
+                    prefix: rw.prefix.clone(),
+                    to: rw.to.clone(),
+                });
+            if let Some(rw) = &rewrite
+                && (!rw.prefix.starts_with('/') || !rw.to.starts_with('/'))
+            {
+                errors.push(ConfigError::at(
+                    value(&["backends", name, "rewrite"]),
+                    "rewrite prefix and to must start with '/'",
+                ));
+            }
+            route_backends.push(RouteBackend {
+                spec: spec.clone(),
+                rewrite,
+            });
+        }
+
+        let stable = match &r.stable {
+            None => 0,
+            Some(s) => match r.backends.get_index_of(s.as_str()) {
+                Some(i) => i,
+                None => {
+                    errors.push(ConfigError::at(
+                        value(&["stable"]),
+                        format!("stable backend {s:?} is not one of this route's backends"),
+                    ));
+                    0
+                }
+            },
+        };
+
+        let sticky = match &r.sticky {
+            None => Sticky::None,
+            Some(s) => match (&s.cookie, &s.header, &s.pin_cookie) {
+                (Some(c), None, None) => Sticky::Cookie(c.clone()),
+                (None, Some(h), None) => Sticky::Header(h.0.clone()),
+                (None, None, Some(p)) if is_cookie_name(p) => Sticky::Pin(p.clone()),
+                (None, None, Some(p)) => {
+                    errors.push(ConfigError::at(
+                        value(&["sticky", "pin_cookie"]),
+                        format!("{p:?} is not a valid cookie name"),
+                    ));
+                    Sticky::None
+                }
+                _ => {
+                    errors.push(ConfigError::at(
+                        value(&["sticky"]),
+                        "sticky takes exactly one of cookie, header, pin_cookie",
+                    ));
+                    Sticky::None
+                }
+            },
+        };
+
+        let matcher = compile_matcher(r, &value, errors);
+        out.push(RouteSpec {
+            name: r.name.as_str().into(),
+            matcher,
+            backends: route_backends,
+            stable,
+            sticky,
+            force_header: r.force_header.as_ref().map(|h| h.0.clone()),
+        });
+    }
+    out
+}
+
+fn compile_matcher(
+    r: &RawRoute,
+    value: &dyn Fn(&[&str]) -> super::Location,
+    errors: &mut Vec<ConfigError>,
+) -> Matcher {
+    let m = &r.matcher;
+    let path_conditions = [
+        m.path_prefix.is_some(),
+        m.path.is_some(),
+        m.path_regex.is_some(),
+    ];
+    if path_conditions.iter().filter(|c| **c).count() > 1 {
+        errors.push(ConfigError::at(
+            value(&["match"]),
+            "use only one of path_prefix, path, path_regex",
+        ));
+    }
+    for (field, p) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
+        if let Some(p) = p
+            && !p.starts_with('/')
+        {
+            errors.push(ConfigError::at(
+                value(&["match", field]),
+                format!("{field} must start with '/'"),
+            ));
+        }
+    }
+    let path = if let Some(p) = &m.path_prefix {
+        if p == "/" {
+            PathMatch::Any
+        } else {
+            PathMatch::Prefix(p.as_str().into())
+        }
+    } else if let Some(p) = &m.path {
+        PathMatch::Exact(p.as_str().into())
+    } else if let Some(re) = &m.path_regex {
+        PathMatch::Regex(re.0.clone())
+    } else {
+        PathMatch::Any
+    };
+    let headers = m
+        .headers
+        .iter()
+        .filter_map(|(name, hm)| {
+            let compiled = match hm {
+                RawHeaderMatch::Exact(v) => match HeaderValue::from_str(v) {
+                    Ok(v) => HeaderMatch::Exact(v),
+                    Err(_) => {
+                        errors.push(ConfigError::at(
+                            value(&["match", "headers", name.0.as_str()]),
+                            "invalid header value",
+                        ));
+                        return None;
+                    }
+                },
+                RawHeaderMatch::Regex { regex } => HeaderMatch::Regex(regex.0.clone()),
+                RawHeaderMatch::Present { present: true } => HeaderMatch::Present,
+                RawHeaderMatch::Present { present: false } => HeaderMatch::Absent,
+            };
+            Some((name.0.clone(), compiled))
+        })
+        .collect();
+    Matcher {
+        path,
+        host: m.host.as_deref().map(HostMatch::parse),
+        methods: m
+            .methods
+            .as_ref()
+            .map(|ms| ms.iter().map(|m| m.0.clone()).collect()),
+        headers,
+    }
+}
+
+/// RFC 6265 cookie-name: a token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}

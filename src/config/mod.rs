@@ -1,0 +1,157 @@
+//! Configuration: the main config file and the weight file, read once and
+//! compiled into typed, checked values. Nothing downstream re-parses them.
+
+mod compile;
+pub mod error;
+pub mod raw;
+pub mod values;
+mod weights;
+pub mod yaml;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+pub use error::{ConfigError, Location};
+pub use raw::LogFormat;
+pub use values::BackendUrl;
+pub use weights::{Weights, format_percent};
+
+use crate::routing::Matcher;
+
+/// The compiled main config.
+#[derive(Debug)]
+pub struct Config {
+    /// The config file this came from.
+    pub path: PathBuf,
+    /// The weight file, resolved against the config file's folder.
+    pub weights_path: PathBuf,
+    /// The config file's text, kept to fingerprint the live version.
+    pub text: String,
+    pub listeners: Vec<Listener>,
+    pub admin: Admin,
+    pub access_log: AccessLogSettings,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub server: ServerSettings,
+    pub backends: Vec<Arc<BackendSpec>>,
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    /// Bearer token for mutating endpoints, read from `token_file`.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSettings {
+    pub format: LogFormat,
+    pub target: LogTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// A backend as configured; shared by every route that uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendSpec {
+    pub name: Arc<str>,
+    pub url: BackendUrl,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+    pub host_header: Option<HeaderValue>,
+}
+
+#[derive(Debug)]
+pub struct RouteSpec {
+    pub name: Arc<str>,
+    pub matcher: Matcher,
+    pub backends: Vec<RouteBackend>,
+    /// Index into `backends` of the rollback target.
+    pub stable: usize,
+    pub sticky: Sticky,
+    pub force_header: Option<HeaderName>,
+}
+
+impl RouteSpec {
+    pub fn backend_index(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| &*b.spec.name == name)
+    }
+}
+
+#[derive(Debug)]
+pub struct RouteBackend {
+    pub spec: Arc<BackendSpec>,
+    pub rewrite: Option<Rewrite>,
+}
+
+/// Replaces a leading `prefix` of the forwarded path with `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub prefix: String,
+    pub to: String,
+}
+
+impl Rewrite {
+    pub fn apply<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => format!("{}{rest}", self.to).into(),
+            None => path.into(),
+        }
+    }
+}
+
+/// Where a route's bucket comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// A random bucket per request.
+    None,
+    /// The hash of a cookie's value; random when the cookie is absent.
+    Cookie(String),
+    /// The hash of a header's value; random when the header is absent.
+    Header(HeaderName),
+    /// The proxy draws a bucket once and stores it in this cookie.
+    Pin(String),
+}
+
+impl Config {
+    /// Reads and compiles the main config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        Config::parse(path, text)
+    }
+
+    /// Compiles config text as if read from `path` (relative paths in it resolve against its folder).
+    pub fn parse(path: &Path, text: String) -> Result<Config, ConfigError> {
+        compile::compile(path, text)
+    }
+
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| &*r.name == name)
+    }
+}

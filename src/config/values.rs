@@ -1,0 +1,175 @@
+//! Scalar config values that are parsed while deserialising, so a bad one is
+//! reported by serde_yaml at its exact line and column.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserialize, Deserializer};
+
+/// Implements `Deserialize` for a value type through its `FromStr`.
+macro_rules! from_str_value {
+    ($ty:ty, $what:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                raw.parse()
+                    .map_err(|e| de::Error::custom(format!("invalid {} {raw:?}: {e}", $what)))
+            }
+        }
+    };
+}
+
+/// A duration written as `2s`, `800ms`, `1m30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = humantime::DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim()).map(Dur)
+    }
+}
+from_str_value!(Dur, "duration");
+
+/// A socket address such as `127.0.0.1:8080` or `[::1]:8080`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Addr(pub SocketAddr);
+
+impl FromStr for Addr {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim().parse().map(Addr)
+    }
+}
+from_str_value!(Addr, "address");
+
+/// A backend base URL: `http://host:port` with an optional path prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendUrl {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix prepended to every forwarded path, without a trailing slash.
+    pub base_path: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("{0}")]
+    Syntax(#[from] http::uri::InvalidUri),
+    #[error("scheme must be http or https")]
+    Scheme,
+    #[error("a host is required")]
+    Host,
+    #[error("query strings and fragments are not allowed in a backend URL")]
+    Query,
+}
+
+impl FromStr for BackendUrl {
+    type Err = UrlError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let uri: http::Uri = s.trim().parse()?;
+        let scheme = uri.scheme().cloned().ok_or(UrlError::Scheme)?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(UrlError::Scheme);
+        }
+        let authority = uri.authority().cloned().ok_or(UrlError::Host)?;
+        if authority.host().is_empty() {
+            return Err(UrlError::Host);
+        }
+        if uri.query().is_some() || s.contains('#') {
+            return Err(UrlError::Query);
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        Ok(BackendUrl {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+}
+from_str_value!(BackendUrl, "URL");
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+/// A regular expression, compiled once at load.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl FromStr for Pattern {
+    type Err = regex::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        regex::Regex::new(s).map(Pattern)
+    }
+}
+from_str_value!(Pattern, "regex");
+
+/// An HTTP header name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HeaderNameValue(pub http::HeaderName);
+
+impl FromStr for HeaderNameValue {
+    type Err = http::header::InvalidHeaderName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        http::HeaderName::from_bytes(s.trim().as_bytes()).map(HeaderNameValue)
+    }
+}
+from_str_value!(HeaderNameValue, "header name");
+
+/// An HTTP method, upper-cased as written on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MethodValue(pub http::Method);
+
+impl FromStr for MethodValue {
+    type Err = http::method::InvalidMethod;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        http::Method::from_bytes(s.trim().to_ascii_uppercase().as_bytes()).map(MethodValue)
+    }
+}
+from_str_value!(MethodValue, "method");
+
+/// A CIDR block (`10.0.0.0/8`) or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl FromStr for Cidr {
+    type Err = ipnet::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(Cidr(ipnet::IpNet::from(ip))),
+            Err(_) => s.parse().map(Cidr),
+        }
+    }
+}
+from_str_value!(Cidr, "CIDR");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_urls_keep_a_base_path_without_trailing_slash() {
+        let url: BackendUrl = "http://127.0.0.1:8000/legacy/".parse().unwrap();
+        assert_eq!(url.authority.as_str(), "127.0.0.1:8000");
+        assert_eq!(url.base_path, "/legacy");
+        assert!("ftp://x".parse::<BackendUrl>().is_err());
+        assert!("127.0.0.1:8000".parse::<BackendUrl>().is_err());
+        assert!("http://x/?a=1".parse::<BackendUrl>().is_err());
+    }
+
+    #[test]
+    fn durations_accept_human_units() {
+        assert_eq!(
+            "800ms".parse::<Dur>().unwrap().0,
+            Duration::from_millis(800)
+        );
+        assert_eq!("1m30s".parse::<Dur>().unwrap().0, Duration::from_secs(90));
+        assert!("soon".parse::<Dur>().is_err());
+    }
+}

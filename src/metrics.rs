@@ -1,0 +1,157 @@
+//! Prometheus metrics. Names and labels are part of the product's contract.
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Label value for requests that matched no route.
+pub const NO_ROUTE: &str = "-";
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub backend_weight: GaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub config_version: IntGaugeVec,
+    pub active_connections: IntGaugeVec,
+    pub access_log_dropped: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("cutover_requests_total", "Requests proxied, by route, backend and status class (or error when the backend gave no response)."),
+            &["route", "backend", "code"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "cutover_request_duration_seconds",
+                "Time from receiving a request to the end of its response body.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "backend"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("cutover_upstream_errors_total", "Failed exchanges with a backend, by kind (connect, timeout, reset, protocol, body)."),
+            &["route", "backend", "kind"],
+        )
+        .expect("valid metric");
+        let backend_weight = GaugeVec::new(
+            Opts::new(
+                "cutover_backend_weight_percent",
+                "Live weight of each backend of each route, in percent.",
+            ),
+            &["route", "backend"],
+        )
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "cutover_config_reloads_total",
+                "Config and weight reloads, by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_version = IntGaugeVec::new(
+            Opts::new(
+                "cutover_config_version_info",
+                "Always 1; the label is a hash of the live config and weights.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        let active_connections = IntGaugeVec::new(
+            Opts::new(
+                "cutover_active_connections",
+                "Open client connections, by listener.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let access_log_dropped = IntCounter::new(
+            "cutover_access_log_dropped_total",
+            "Access log lines dropped because the log writer could not keep up.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(backend_weight.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_version.clone()),
+            Box::new(active_connections.clone()),
+            Box::new(access_log_dropped.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        // Both results exist from the start so rate() and alerts see a zero.
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_errors,
+            backend_weight,
+            config_reloads,
+            config_version,
+            active_connections,
+            access_log_dropped,
+        }
+    }
+
+    /// Resolved per-(route, backend) handles, so the request path does no label lookups.
+    pub fn route_backend(&self, route: &str, backend: &str) -> RouteBackendMetrics {
+        let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"]
+            .map(|code| self.requests.with_label_values(&[route, backend, code]));
+        RouteBackendMetrics {
+            by_class,
+            duration: self.request_duration.with_label_values(&[route, backend]),
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[derive(Clone)]
+pub struct RouteBackendMetrics {
+    by_class: [IntCounter; 6],
+    duration: Histogram,
+}
+
+impl RouteBackendMetrics {
+    /// Records one finished exchange; `status` is `None` when the backend gave no response.
+    pub fn observe(&self, status: Option<u16>, seconds: f64) {
+        let class = match status {
+            Some(s @ 100..=599) => usize::from(s / 100 - 1),
+            _ => 5,
+        };
+        self.by_class[class].inc();
+        self.duration.observe(seconds);
+    }
+}

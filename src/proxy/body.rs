@@ -1,0 +1,173 @@
+//! The response body handed to hyper: the backend's streaming body or a short
+//! local one, carrying the [`Exchange`] that is recorded when the body ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::upstream::FailureKind;
+use crate::access_log::{AccessLog, LogRecord, Outcome};
+use crate::table::Table;
+
+/// One request's bookkeeping: recorded into metrics and the access log
+/// when dropped, i.e. when the response body has been sent or abandoned.
+pub struct Exchange {
+    started: Instant,
+    table: Arc<Table>,
+    /// (route, backend) indexes once a backend was chosen.
+    pub target: Option<(usize, usize)>,
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    body_bytes: u64,
+    log: Option<(Arc<AccessLog>, LogRecord)>,
+}
+
+impl Exchange {
+    pub fn new(
+        started: Instant,
+        table: Arc<Table>,
+        log: Option<(Arc<AccessLog>, LogRecord)>,
+    ) -> Exchange {
+        Exchange {
+            started,
+            table,
+            target: None,
+            status: 0,
+            upstream_status: None,
+            body_bytes: 0,
+            log,
+        }
+    }
+
+    pub fn log_record(&mut self) -> Option<&mut LogRecord> {
+        self.log.as_mut().map(|(_, rec)| rec)
+    }
+
+    /// Counts a failed exchange with the chosen backend.
+    pub fn record_failure(&self, kind: FailureKind) {
+        if let Some((ri, bi)) = self.target {
+            let route = &self.table.config.routes[ri];
+            self.table
+                .metrics
+                .upstream_errors
+                .with_label_values(&[&route.name, &route.backends[bi].spec.name, kind.label()])
+                .inc();
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        match self.target {
+            Some((ri, bi)) => self.table.routes[ri].backends[bi]
+                .metrics
+                .observe(self.upstream_status, elapsed.as_secs_f64()),
+            None => self
+                .table
+                .unmatched
+                .observe(Some(self.status), elapsed.as_secs_f64()),
+        }
+        if let Some((log, rec)) = &self.log {
+            let outcome = Outcome {
+                status: self.status,
+                body_bytes: self.body_bytes,
+                duration: elapsed,
+                upstream_status: self.upstream_status,
+            };
+            log.write(rec, &outcome);
+        }
+    }
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+}
+
+pub struct ResponseBody {
+    inner: Inner,
+    exchange: Option<Box<Exchange>>,
+}
+
+impl ResponseBody {
+    pub fn upstream(body: Incoming, exchange: Box<Exchange>) -> ResponseBody {
+        ResponseBody {
+            inner: Inner::Upstream(body),
+            exchange: Some(exchange),
+        }
+    }
+
+    pub fn local(text: impl Into<Bytes>, exchange: Option<Box<Exchange>>) -> ResponseBody {
+        let bytes = text.into();
+        ResponseBody {
+            inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
+            exchange,
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        if let Some(ex) = &mut self.exchange {
+            ex.body_bytes += n as u64;
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Upstream(body) => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                match &frame {
+                    Some(Ok(f)) => {
+                        let n = f.data_ref().map_or(0, Bytes::len);
+                        this.count(n);
+                    }
+                    Some(Err(_)) => {
+                        if let Some(ex) = &this.exchange {
+                            ex.record_failure(FailureKind::Body);
+                        }
+                    }
+                    None => {}
+                }
+                Poll::Ready(frame)
+            }
+            Inner::Local(bytes) => {
+                let frame = bytes.take();
+                if let Some(b) = &frame {
+                    let n = b.len();
+                    this.count(n);
+                }
+                Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Local(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Local(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Header rewriting between client and backend.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// True when the request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has_token(headers, "upgrade")
+}
+
+fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including every header
+/// named in `Connection`. With `upgrade`, `Upgrade` is kept and
+/// `Connection: upgrade` re-added so the switch reaches the other side.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`. Values from a trusted peer are
+/// extended; from anyone else they are replaced, since backends (Django's
+/// `SECURE_PROXY_SSL_HEADER`, Flask's ProxyFix) believe them.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let peer_text = peer.to_string();
+    let xff = match (peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
+        (true, Some(prior)) => format!("{prior}, {peer_text}"),
+        _ => peer_text,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+    if !peer_trusted {
+        headers.remove(header::FORWARDED);
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Keeps a sane client-supplied request id, otherwise creates one.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= 200
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return v.clone();
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+fn new_request_id() -> HeaderValue {
+    let n: u128 = rand::random();
+    HeaderValue::from_str(&format!("{n:032x}")).expect("hex is a valid header value")
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v.trim_matches('"'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_upgrade_header() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_from_untrusted_peers_are_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        set_forwarded(
+            &mut h,
+            "10.0.0.1".parse().unwrap(),
+            false,
+            "http",
+            Some(&HeaderValue::from_static("example.com")),
+        );
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "example.com");
+        assert!(h.get("forwarded").is_none());
+    }
+
+    #[test]
+    fn forwarded_headers_from_trusted_peers_are_extended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), true, "http", None);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+    }
+
+    #[test]
+    fn cookies_are_found_across_headers() {
+        let h = map(&[
+            ("cookie", "a=1; sessionid=abc"),
+            ("cookie", "cutover_pin=42"),
+        ]);
+        assert_eq!(cookie(&h, "sessionid"), Some("abc"));
+        assert_eq!(cookie(&h, "cutover_pin"), Some("42"));
+        assert_eq!(cookie(&h, "session"), None);
+    }
+}

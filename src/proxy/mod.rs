@@ -1,0 +1,376 @@
+//! The forwarding path: one request in, one backend chosen, one response out.
+
+pub mod body;
+pub mod headers;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::access_log::{AccessLog, LogRecord};
+use crate::config::{RouteSpec, Sticky};
+use crate::live::Live;
+use crate::routing::{RequestView, host_without_port, normalize_path};
+use crate::split::{self, BUCKETS};
+use crate::table::{LiveRoute, Table};
+use body::{Exchange, ResponseBody};
+use headers::{
+    X_REQUEST_ID, cookie, ensure_request_id, is_upgrade_request, set_forwarded, strip_hop_by_hop,
+};
+use upstream::FailureKind;
+
+/// The client connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+pub struct Proxy {
+    pub live: Arc<Live>,
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+/// Why the proxy answered a request itself.
+#[derive(Debug)]
+enum Refusal {
+    BadRequest(&'static str),
+    NoRoute,
+    Upstream {
+        kind: FailureKind,
+        backend: Arc<str>,
+    },
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::Upstream {
+                kind: FailureKind::Timeout,
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refusal::BadRequest(why) => format!("bad request: {why}\n"),
+            Refusal::NoRoute => "no route matches this request\n".into(),
+            Refusal::Upstream { kind, backend } => match kind {
+                FailureKind::Connect => {
+                    format!("bad gateway: cannot connect to backend {backend}\n")
+                }
+                FailureKind::Timeout => {
+                    format!("gateway timeout: backend {backend} sent no response in time\n")
+                }
+                FailureKind::Reset => {
+                    format!("bad gateway: backend {backend} closed the connection\n")
+                }
+                FailureKind::Protocol | FailureKind::Body => {
+                    format!("bad gateway: backend {backend} sent an invalid response\n")
+                }
+            },
+        }
+    }
+}
+
+/// Where a request goes and whether the response must pin the client.
+struct Choice {
+    backend: usize,
+    set_pin: Option<u16>,
+}
+
+impl Proxy {
+    /// Serves one client request. Never fails: problems become responses.
+    pub async fn serve(
+        self: Arc<Self>,
+        conn: Arc<ConnInfo>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let started = Instant::now();
+        let table = self.live.load();
+        let log = self
+            .access_log
+            .as_ref()
+            .map(|log| (log.clone(), capture(&conn, &req)));
+        let mut exchange = Box::new(Exchange::new(started, table.clone(), log));
+        let response = match self.forward(&table, &conn, req, &mut exchange).await {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                exchange.status = parts.status.as_u16();
+                exchange.upstream_status = Some(parts.status.as_u16());
+                Response::from_parts(parts, ResponseBody::upstream(body, exchange))
+            }
+            Err(refusal) => {
+                if let Refusal::Upstream { kind, .. } = &refusal {
+                    exchange.record_failure(*kind);
+                }
+                let status = refusal.status();
+                exchange.status = status.as_u16();
+                let mut resp =
+                    Response::new(ResponseBody::local(refusal.message(), Some(exchange)));
+                *resp.status_mut() = status;
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                resp
+            }
+        };
+        Ok(response)
+    }
+
+    async fn forward(
+        &self,
+        table: &Table,
+        conn: &ConnInfo,
+        mut req: Request<Incoming>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<Incoming>, Refusal> {
+        let client_host = client_host(&req)?;
+        let path = normalize_path(req.uri().path())
+            .map_err(|_| Refusal::BadRequest("malformed request path"))?;
+        let view = RequestView {
+            path: &path,
+            host: client_host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .map(host_without_port),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        let ri = table
+            .config
+            .routes
+            .iter()
+            .position(|r| r.matcher.matches(&view))
+            .ok_or(Refusal::NoRoute)?;
+        let route = &table.config.routes[ri];
+        let live_route = &table.routes[ri];
+        let choice = choose(route, live_route, req.headers());
+        let route_backend = &route.backends[choice.backend];
+        let spec = &route_backend.spec;
+        exchange.target = Some((ri, choice.backend));
+        if let Some(rec) = exchange.log_record() {
+            rec.route = Some(route.name.clone());
+            rec.backend = Some(spec.name.clone());
+        }
+
+        let forwarded_path = match &route_backend.rewrite {
+            Some(rw) => rw.apply(&path),
+            None => path,
+        };
+        let mut pq = String::with_capacity(spec.url.base_path.len() + forwarded_path.len() + 64);
+        pq.push_str(&spec.url.base_path);
+        pq.push_str(&forwarded_path);
+        if let Some(q) = req.uri().query() {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let pq = PathAndQuery::from_maybe_shared(Bytes::from(pq))
+            .map_err(|_| Refusal::BadRequest("malformed request path"))?;
+        let uri = Uri::from_parts({
+            let mut p = http::uri::Parts::default();
+            p.scheme = Some(spec.url.scheme.clone());
+            p.authority = Some(spec.url.authority.clone());
+            p.path_and_query = Some(pq);
+            p
+        })
+        .map_err(|_| Refusal::BadRequest("malformed request target"))?;
+
+        let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        if parts.version == Version::HTTP_2 {
+            join_cookies(&mut parts.headers);
+        }
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        let trusted = table
+            .config
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&conn.peer.ip()));
+        set_forwarded(
+            &mut parts.headers,
+            conn.peer.ip(),
+            trusted,
+            conn.proto,
+            client_host.as_ref(),
+        );
+        let request_id = ensure_request_id(&mut parts.headers);
+        if let Some(rec) = exchange.log_record() {
+            rec.request_id = Some(request_id.clone());
+        }
+        let host = spec.host_header.clone().or(client_host).unwrap_or_else(|| {
+            HeaderValue::from_str(spec.url.authority.as_str())
+                .expect("authority is a valid header value")
+        });
+        parts.headers.insert(header::HOST, host);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+
+        let upstream = &live_route.backends[choice.backend].upstream;
+        let refuse = |kind| Refusal::Upstream {
+            kind,
+            backend: spec.name.clone(),
+        };
+        let mut resp = upstream
+            .send(Request::from_parts(parts, body))
+            .await
+            .map_err(refuse)?;
+
+        // A response framed by both Content-Length and Transfer-Encoding is
+        // ambiguous; hyper would keep the stale length (hyper PR 4181).
+        if resp.headers().contains_key(header::TRANSFER_ENCODING)
+            && resp.headers().contains_key(header::CONTENT_LENGTH)
+        {
+            return Err(refuse(FailureKind::Protocol));
+        }
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && let Some(client_upgrade) = client_upgrade {
+            tunnel(client_upgrade, hyper::upgrade::on(&mut resp));
+        }
+        strip_hop_by_hop(resp.headers_mut(), switching);
+        if let (Some(bucket), Sticky::Pin(name)) = (choice.set_pin, &route.sticky)
+            && let Ok(v) = HeaderValue::from_str(&format!(
+                "{name}={bucket}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
+            ))
+        {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+        if !resp.headers().contains_key(&X_REQUEST_ID) {
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        }
+        Ok(resp)
+    }
+}
+
+/// The host the client asked for: the request target's authority, else `Host`.
+/// HTTP/1.1 requires exactly one `Host` (RFC 9112 §3.2).
+fn client_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Refusal> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(Refusal::BadRequest("more than one Host header"));
+    }
+    if let Some(h) = &host
+        && (h.is_empty()
+            || h.to_str()
+                .ok()
+                .and_then(|s| s.parse::<http::uri::Authority>().ok())
+                .is_none())
+    {
+        return Err(Refusal::BadRequest("invalid Host header"));
+    }
+    if let Some(authority) = req.uri().authority() {
+        return Ok(HeaderValue::from_str(authority.as_str()).ok());
+    }
+    if host.is_none() && req.version() == Version::HTTP_11 {
+        return Err(Refusal::BadRequest("missing Host header"));
+    }
+    Ok(host)
+}
+
+fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap) -> Choice {
+    if let Some(name) = &route.force_header
+        && let Some(wanted) = headers.get(name).and_then(|v| v.to_str().ok())
+        && let Some(backend) = route.backend_index(wanted.trim())
+    {
+        return Choice {
+            backend,
+            set_pin: None,
+        };
+    }
+    let (bucket, set_pin) = match &route.sticky {
+        Sticky::None => (split::random_bucket(), None),
+        Sticky::Cookie(name) => (
+            cookie(headers, name)
+                .map_or_else(split::random_bucket, |v| split::sticky_bucket(v.as_bytes())),
+            None,
+        ),
+        Sticky::Header(name) => (
+            headers
+                .get(name)
+                .map_or_else(split::random_bucket, |v| split::sticky_bucket(v.as_bytes())),
+            None,
+        ),
+        Sticky::Pin(name) => match cookie(headers, name)
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|b| *b < BUCKETS)
+        {
+            Some(bucket) => (bucket, None),
+            None => {
+                let bucket = split::random_bucket();
+                (bucket, Some(bucket))
+            }
+        },
+    };
+    Choice {
+        backend: live.split.pick(bucket),
+        set_pin,
+    }
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let joined: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Splices the client and backend connections once both have switched protocols.
+fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        match tokio::try_join!(client, backend) {
+            Ok((client, backend)) => {
+                let mut client = TokioIo::new(client);
+                let mut backend = TokioIo::new(backend);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "protocol upgrade failed"),
+        }
+    });
+}
+
+fn capture(conn: &ConnInfo, req: &Request<Incoming>) -> LogRecord {
+    let h = req.headers();
+    LogRecord {
+        peer: conn.peer.ip(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        authorization: h
+            .get(header::AUTHORIZATION)
+            .filter(|v| v.as_bytes().starts_with(b"Basic "))
+            .cloned(),
+        referer: h.get(header::REFERER).cloned(),
+        user_agent: h.get(header::USER_AGENT).cloned(),
+        request_id: None,
+        route: None,
+        backend: None,
+    }
+}

@@ -1,0 +1,248 @@
+//! Listeners, connection lifecycle and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus::IntGauge;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access_log::AccessLog;
+use crate::config::{ConfigError, ServerSettings};
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::proxy::{ConnInfo, Proxy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// A running proxy: its bound addresses and the means to stop it.
+pub struct Running {
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub admin_addr: SocketAddr,
+    pub live: Arc<Live>,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting and drains in-flight requests (up to the drain deadline).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Resolves once every listener has stopped and draining has finished.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Loads `config_path`, binds every listener and the admin listener, and serves.
+pub async fn start(config_path: &Path) -> Result<Running, StartError> {
+    let (config, weights) = Live::read_files(config_path)?;
+    let metrics = Arc::new(Metrics::new());
+    let access_log = AccessLog::start(&config.access_log, metrics.clone())
+        .map_err(StartError::AccessLog)?
+        .map(Arc::new);
+    let settings = config.server;
+
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let listener = bind(&format!("listener {}", l.name), l.addr).await?;
+        bound.push((l.name.clone(), listener));
+    }
+    let admin_listener = bind("admin", config.admin.addr).await?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .expect("bound socket has an address");
+
+    let live = Arc::new(Live::new(config, weights, metrics.clone()));
+    let proxy = Arc::new(Proxy {
+        live: live.clone(),
+        access_log: access_log.clone(),
+    });
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let builder = Arc::new(connection_builder(&settings));
+
+    let mut listeners = Vec::new();
+    for (name, listener) in bound {
+        let addr = listener.local_addr().expect("bound socket has an address");
+        tracing::info!(listener = %name, %addr, "listening");
+        listeners.push((name.clone(), addr));
+        let gauge = metrics.active_connections.with_label_values(&[&name]);
+        tokio::spawn(accept_loop(
+            listener,
+            proxy.clone(),
+            builder.clone(),
+            gauge,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    tracing::info!(addr = %admin_addr, "admin listening");
+    let admin_task = tokio::spawn(admin_loop(admin_listener, live.clone()));
+    live.set_ready(true);
+
+    let done = {
+        let live = live.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            live.set_ready(false);
+            tracker.close();
+            let deadline = live.load().config.server.drain_timeout;
+            tracing::info!(in_flight_connections = tracker.len(), deadline = ?deadline, "draining");
+            if tokio::time::timeout(deadline, tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    remaining = tracker.len(),
+                    "drain deadline passed; closing the remaining connections"
+                );
+            }
+            admin_task.abort();
+            if let Some(log) = &access_log {
+                log.flush();
+            }
+            tracing::info!("stopped");
+        })
+    };
+    Ok(Running {
+        listeners,
+        admin_addr,
+        live,
+        shutdown,
+        done,
+    })
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: what.to_string(),
+            addr,
+            source,
+        })
+}
+
+fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Without a timer hyper ignores header_read_timeout, and slow clients hold connections forever.
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes)
+        .max_headers(settings.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// Decrements a gauge when dropped.
+struct GaugeGuard(IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    gauge: IntGauge,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(ConnInfo {
+            peer,
+            proto: "http",
+        });
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        gauge.inc();
+        let guard = GaugeGuard(gauge.clone());
+        tracker.spawn(async move {
+            let _guard = guard;
+            let service = service_fn(move |req| proxy.clone().serve(conn.clone(), req));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+}
+
+/// Serves the admin API until aborted: it stays up while the proxy drains,
+/// so `/readyz` can tell load balancers to stop sending traffic.
+async fn admin_loop(listener: TcpListener, live: Arc<Live>) {
+    let builder = hyper::server::conn::http1::Builder::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let live = live.clone();
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| crate::admin::handle(live.clone(), req)),
+        );
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}

@@ -1,0 +1,100 @@
+//! The live routing table: a compiled config plus a weight table, with the
+//! pools and metric handles each request needs already resolved. Immutable;
+//! a change builds a new one.
+
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use crate::config::{BackendSpec, Config, Weights};
+use crate::metrics::{Metrics, NO_ROUTE, RouteBackendMetrics};
+use crate::proxy::upstream::Upstream;
+use crate::split::Split;
+
+pub struct Table {
+    pub config: Arc<Config>,
+    pub weights: Weights,
+    /// Hash of the config text and the weight table.
+    pub version: String,
+    /// Parallel to `config.routes`.
+    pub routes: Box<[LiveRoute]>,
+    /// Metrics for requests that matched no route.
+    pub unmatched: RouteBackendMetrics,
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct LiveRoute {
+    pub split: Split,
+    /// Parallel to the route's backends.
+    pub backends: Box<[LiveBackend]>,
+}
+
+pub struct LiveBackend {
+    pub upstream: Arc<Upstream>,
+    pub metrics: RouteBackendMetrics,
+}
+
+/// Upstream clients by backend settings, so connection pools survive
+/// reloads that do not change a backend.
+#[derive(Default)]
+pub struct UpstreamCache {
+    by_spec: HashMap<BackendSpec, Arc<Upstream>>,
+}
+
+impl UpstreamCache {
+    fn get(&mut self, spec: &Arc<BackendSpec>) -> Arc<Upstream> {
+        self.by_spec
+            .entry((**spec).clone())
+            .or_insert_with(|| Arc::new(Upstream::new(spec.clone())))
+            .clone()
+    }
+
+    /// Drops clients no longer used by `config`.
+    fn retain_for(&mut self, config: &Config) {
+        self.by_spec
+            .retain(|spec, _| config.backends.iter().any(|b| **b == *spec));
+    }
+}
+
+impl Table {
+    pub fn build(
+        config: Arc<Config>,
+        weights: Weights,
+        upstreams: &mut UpstreamCache,
+        metrics: &Arc<Metrics>,
+    ) -> Table {
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(ri, route)| LiveRoute {
+                split: Split::from_basis_points(weights.route(ri)),
+                backends: route
+                    .backends
+                    .iter()
+                    .map(|b| LiveBackend {
+                        upstream: upstreams.get(&b.spec),
+                        metrics: metrics.route_backend(&route.name, &b.spec.name),
+                    })
+                    .collect(),
+            })
+            .collect();
+        upstreams.retain_for(&config);
+        let version = version_hash(&config, &weights);
+        Table {
+            unmatched: metrics.route_backend(NO_ROUTE, NO_ROUTE),
+            metrics: metrics.clone(),
+            config,
+            weights,
+            version,
+            routes,
+        }
+    }
+}
+
+fn version_hash(config: &Config, weights: &Weights) -> String {
+    let mut h = siphasher::sip::SipHasher13::new();
+    h.write(config.text.as_bytes());
+    h.write(weights.to_yaml(config).as_bytes());
+    format!("{:016x}", h.finish())
+}
