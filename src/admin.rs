@@ -1,19 +1,38 @@
-//! The admin listener: metrics, health and readiness.
+//! The admin listener: metrics, health, and the control API.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 
-use crate::live::Live;
+use crate::control::{self, ControlError};
+use crate::live::{Changed, Live, RollbackReason};
 
 pub type AdminResponse = Response<Full<Bytes>>;
 
-pub async fn handle(live: Arc<Live>, req: Request<Incoming>) -> Result<AdminResponse, Infallible> {
-    let resp = match (req.method(), req.uri().path()) {
+/// Largest request body the admin API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Names the operator behind a change, shown in logs and the history.
+pub const ACTOR_HEADER: &str = "x-cutover-actor";
+/// Optional free-text reason for a change.
+pub const REASON_HEADER: &str = "x-cutover-reason";
+
+pub async fn handle(
+    live: Arc<Live>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<AdminResponse, Infallible> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let resp = match (&method, path.as_str()) {
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -22,16 +41,213 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>) -> Result<AdminResp
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if live.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        (_, "/metrics" | "/healthz" | "/readyz") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &status(&live)),
+        (&Method::GET, "/admin/weights") => {
+            let table = live.load();
+            json_response(
+                StatusCode::OK,
+                &json!(control::named(&table.config, &table.weights)),
+            )
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        (&Method::PUT, p) if p.starts_with("/admin/weights/") => {
+            let route = p.trim_start_matches("/admin/weights/").to_string();
+            mutate(&live, peer, req, move |live, who, why, body| {
+                let set: std::collections::BTreeMap<String, f64> = serde_json::from_slice(&body)
+                    .map_err(|e| {
+                        bad_body(format!("expected {{\"backend\": percent, ...}}: {e}"))
+                    })?;
+                let set: Vec<(String, f64)> = set.into_iter().collect();
+                let why = why.unwrap_or_else(|| format!("shift {route}"));
+                live.change_weights(&who, &why, |c, w| control::shift(c, w, &route, &set))
+                    .map_err(control_error)
+            })
+            .await
+        }
+        (&Method::POST, "/admin/rollback") => {
+            mutate(&live, peer, req, |live, who, why, body| {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Body {
+                    #[serde(default)]
+                    routes: Vec<String>,
+                    #[serde(default)]
+                    all: bool,
+                    reason: Option<String>,
+                }
+                let b: Body = serde_json::from_slice(&body).map_err(|e| {
+                    bad_body(format!(
+                        "expected {{\"routes\": [...]}} or {{\"all\": true}}: {e}"
+                    ))
+                })?;
+                let what = if b.all {
+                    "all routes".to_string()
+                } else {
+                    b.routes.join(", ")
+                };
+                let why = b.reason.or(why).map_or_else(
+                    || format!("rollback {what}"),
+                    |r| format!("rollback {what}: {r}"),
+                );
+                live.rollback(&who, &why, &b.routes, b.all, RollbackReason::Manual)
+                    .map_err(control_error)
+            })
+            .await
+        }
+        (&Method::POST, "/admin/undo") => {
+            mutate(&live, peer, req, |live, who, _why, _body| {
+                live.undo(&who).map_err(control_error)
+            })
+            .await
+        }
+        (
+            _,
+            "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/weights"
+            | "/admin/rollback" | "/admin/undo",
+        ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => json_error(StatusCode::NOT_FOUND, "not found"),
     };
     Ok(resp)
 }
 
+type Failure = (StatusCode, String);
+
+fn bad_body(message: String) -> Failure {
+    (StatusCode::BAD_REQUEST, message)
+}
+
+fn control_error(e: ControlError) -> Failure {
+    let status = match e {
+        ControlError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+        ControlError::NothingToUndo => StatusCode::CONFLICT,
+        ControlError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, e.to_string())
+}
+
+/// Checks the token, reads the body, names the actor, and runs the change
+/// off the async workers (it writes and fsyncs files).
+async fn mutate<F>(
+    live: &Arc<Live>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    change: F,
+) -> AdminResponse
+where
+    F: FnOnce(&Live, String, Option<String>, Bytes) -> Result<Changed, Failure> + Send + 'static,
+{
+    let table = live.load();
+    if let Some(token) = &table.config.admin.token
+        && !authorized(req.headers().get(header::AUTHORIZATION), token)
+    {
+        let mut resp = json_error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    let actor = header_text(req.headers().get(ACTOR_HEADER));
+    let why = header_text(req.headers().get(REASON_HEADER));
+    let who = match actor {
+        Some(a) => format!("{peer} ({a})"),
+        None => peer.to_string(),
+    };
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large or unreadable",
+            );
+        }
+    };
+    let live = live.clone();
+    match tokio::task::spawn_blocking(move || change(&live, who, why, body)).await {
+        Ok(Ok(changed)) => json_response(StatusCode::OK, &json!(changed)),
+        Ok(Err((status, message))) => json_error(status, &message),
+        Err(_) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the change failed unexpectedly",
+        ),
+    }
+}
+
+/// Compares the bearer token in constant time.
+fn authorized(header: Option<&HeaderValue>, token: &str) -> bool {
+    let Some(presented) = header
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    presented.trim().as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+/// A short printable header value, for logs.
+fn header_text(value: Option<&HeaderValue>) -> Option<String> {
+    let s = value?.to_str().ok()?.trim();
+    (!s.is_empty()).then(|| s.chars().filter(|c| !c.is_control()).take(80).collect())
+}
+
+fn status(live: &Live) -> Value {
+    let table = live.load();
+    let rates = live.rates.last_minute(&table);
+    let routes: Vec<Value> = table
+        .config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(ri, route)| {
+            let backends: Vec<Value> = route
+                .backends
+                .iter()
+                .zip(table.weights.route(ri))
+                .map(|(b, &w)| {
+                    let rate = rates
+                        .get(&(route.name.to_string(), b.spec.name.to_string()))
+                        .copied()
+                        .unwrap_or_default();
+                    json!({
+                        "name": &*b.spec.name,
+                        "weight": f64::from(w) / 100.0,
+                        "url": b.spec.url.to_string(),
+                        "health": "unchecked",
+                        "requests_per_second": rate.requests_per_second,
+                        "error_rate": rate.error_rate,
+                    })
+                })
+                .collect();
+            json!({
+                "name": &*route.name,
+                "match": route.matcher.to_string(),
+                "stable": &*route.backends[route.stable].spec.name,
+                "backends": backends,
+            })
+        })
+        .collect();
+    let history = control::History::beside(&table.config.weights_path);
+    json!({
+        "version": table.version,
+        "config": table.config.path.display().to_string(),
+        "weights_file": table.config.weights_path.display().to_string(),
+        "ready": live.is_ready(),
+        "last_reload": live.last_reload(),
+        "last_change": history.entries().pop().map(|e| json!({"time": e.time, "who": e.who, "why": e.why})),
+        "routes": routes,
+    })
+}
+
 fn text(status: StatusCode, body: &'static str) -> AdminResponse {
     respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn json_response(status: StatusCode, value: &Value) -> AdminResponse {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    respond(status, "application/json", body)
+}
+
+fn json_error(status: StatusCode, message: &str) -> AdminResponse {
+    json_response(status, &json!({ "error": message }))
 }
 
 fn respond(
@@ -41,9 +257,7 @@ fn respond(
 ) -> AdminResponse {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }

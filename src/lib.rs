@@ -8,10 +8,13 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod live;
 pub mod metrics;
 pub mod proxy;
+pub mod rates;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod split;

@@ -1,23 +1,65 @@
 //! The live table behind an `ArcSwap`: readers take one snapshot per request;
 //! changes build a whole new table and publish it with one pointer store.
+//!
+//! Every change — a reload, a shift, a rollback, an undo — goes through one
+//! lock, is applied in memory first (so a rollback takes effect at once),
+//! then persisted to the weight file and recorded in its history.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use serde::Serialize;
 
 use crate::config::{Config, ConfigError, Weights, format_percent};
+use crate::control::{self, ControlError, History, HistoryEntry, NamedWeights};
 use crate::metrics::Metrics;
-use crate::table::{Table, UpstreamCache};
+use crate::rates::Rates;
+use crate::table::{Table, UpstreamCache, version_hash};
+
+/// The outcome of the last reload, shown by `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadState {
+    pub result: &'static str,
+    pub error: Option<String>,
+    pub time: String,
+}
+
+/// The outcome of a weight change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Changed {
+    pub version: String,
+    pub weights: NamedWeights,
+    pub persisted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persist_error: Option<String>,
+}
+
+/// Why a route was rolled back (the `reason` label of `cutover_rollbacks_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackReason {
+    Manual,
+    Guard,
+}
+
+impl RollbackReason {
+    fn label(self) -> &'static str {
+        match self {
+            RollbackReason::Manual => "manual",
+            RollbackReason::Guard => "guard",
+        }
+    }
+}
 
 pub struct Live {
     table: ArcSwap<Table>,
-    /// Serialises table changes; readers never take it.
-    upstreams: Mutex<UpstreamCache>,
+    /// Held for the whole of a change; request handling never takes it.
+    changes: Mutex<UpstreamCache>,
     pub metrics: Arc<Metrics>,
+    pub rates: Rates,
     ready: AtomicBool,
-    last_reload_error: Mutex<Option<String>>,
+    last_reload: Mutex<ReloadState>,
 }
 
 impl Live {
@@ -26,10 +68,15 @@ impl Live {
         let table = Table::build(Arc::new(config), weights, &mut upstreams, &metrics);
         let live = Live {
             table: ArcSwap::from_pointee(table),
-            upstreams: Mutex::new(upstreams),
+            changes: Mutex::new(upstreams),
             metrics,
+            rates: Rates::default(),
             ready: AtomicBool::new(false),
-            last_reload_error: Mutex::new(None),
+            last_reload: Mutex::new(ReloadState {
+                result: "ok",
+                error: None,
+                time: control::now_rfc3339(),
+            }),
         };
         live.publish(&live.load());
         live
@@ -47,57 +94,214 @@ impl Live {
         self.table.load_full()
     }
 
-    /// Builds a table from `config` and `weights` and makes it live.
-    pub fn install(&self, config: Arc<Config>, weights: Weights) -> Arc<Table> {
-        let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
-        let table = Arc::new(Table::build(config, weights, &mut upstreams, &self.metrics));
+    fn lock(&self) -> std::sync::MutexGuard<'_, UpstreamCache> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn install(
+        &self,
+        upstreams: &mut UpstreamCache,
+        config: Arc<Config>,
+        weights: Weights,
+    ) -> Arc<Table> {
+        let table = Arc::new(Table::build(config, weights, upstreams, &self.metrics));
         self.table.store(table.clone());
-        drop(upstreams);
         self.publish(&table);
         table
     }
 
-    /// Re-reads both files; on any error the current table keeps serving.
-    pub fn reload(&self) -> Result<Arc<Table>, ConfigError> {
-        let current = self.load();
-        match Live::read_files(&current.config.path) {
-            Ok((config, weights)) => {
-                if config.listeners != current.config.listeners
-                    || config.admin.addr != current.config.admin.addr
-                {
-                    tracing::warn!(
-                        "listener or admin addresses changed: they take effect after a restart"
-                    );
-                }
-                let table = self.install(Arc::new(config), weights);
-                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
-                *self
-                    .last_reload_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = None;
-                tracing::info!(version = %table.version, "config reloaded");
-                Ok(table)
-            }
-            Err(err) => {
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                *self
-                    .last_reload_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
-                tracing::error!("config reload rejected, the previous config keeps serving: {err}");
-                Err(err)
-            }
+    /// Re-reads both files (SIGHUP); on any error the current table keeps serving.
+    pub fn reload(&self) -> Result<bool, ConfigError> {
+        let path = self.load().config.path.clone();
+        let config_text =
+            std::fs::read_to_string(&path).map_err(|e| ConfigError::Read(path.clone(), e));
+        let result = config_text.and_then(|text| self.reload_texts(text, None, true));
+        if let Err(err) = &result {
+            self.reload_failed(err);
         }
+        result
     }
 
-    pub fn last_reload_error(&self) -> Option<String> {
-        self.last_reload_error
+    /// Compiles new config text (and weight text read alongside it, when the
+    /// weight file did not move) and makes it live unless nothing changed.
+    /// Returns whether a new table was installed.
+    pub fn reload_texts(
+        &self,
+        config_text: String,
+        weights_text: Option<String>,
+        force: bool,
+    ) -> Result<bool, ConfigError> {
+        let mut upstreams = self.lock();
+        let current = self.load();
+        let result = (|| {
+            let config = Config::parse(&current.config.path, config_text)?;
+            let weights = match weights_text {
+                Some(text) if config.weights_path == current.config.weights_path => {
+                    Weights::parse(&config.weights_path, &text, &config)?
+                }
+                _ => Weights::load(&config)?,
+            };
+            Ok((config, weights))
+        })();
+        let (config, weights) = match result {
+            Ok(pair) => pair,
+            Err(err) => {
+                drop(upstreams);
+                self.reload_failed(&err);
+                return Err(err);
+            }
+        };
+        if !force && version_hash(&config, &weights) == current.version {
+            return Ok(false);
+        }
+        if config.listeners != current.config.listeners
+            || config.admin.addr != current.config.admin.addr
+        {
+            tracing::warn!("listener or admin addresses changed: they take effect after a restart");
+        }
+        let before = control::named(&current.config, &current.weights);
+        let table = self.install(&mut upstreams, Arc::new(config), weights);
+        let after = control::named(&table.config, &table.weights);
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadState {
+            result: "ok",
+            error: None,
+            time: control::now_rfc3339(),
+        };
+        tracing::info!(version = %table.version, "config reloaded");
+        if before != after {
+            log_change("weight file", "weight file changed", &before, &after);
+            let entry = HistoryEntry {
+                time: control::now_rfc3339(),
+                who: "weight file".into(),
+                why: "weight file changed".into(),
+                before,
+                after,
+            };
+            if let Err(e) = History::beside(&table.config.weights_path).push(entry) {
+                tracing::warn!(error = %e, "cannot record the weight history");
+            }
+        }
+        Ok(true)
+    }
+
+    fn reload_failed(&self, err: &ConfigError) {
+        self.metrics
+            .config_reloads
+            .with_label_values(&["error"])
+            .inc();
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadState {
+            result: "error",
+            error: Some(err.to_string()),
+            time: control::now_rfc3339(),
+        };
+        tracing::error!("config reload rejected, the previous config keeps serving: {err}");
+    }
+
+    pub fn last_reload(&self) -> ReloadState {
+        self.last_reload
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Computes a new weight table from the live one, applies it, persists
+    /// it and records the change in the history.
+    pub fn change_weights(
+        &self,
+        who: &str,
+        why: &str,
+        compute: impl FnOnce(&Config, &Weights) -> Result<Weights, ControlError>,
+    ) -> Result<Changed, ControlError> {
+        let mut upstreams = self.lock();
+        let current = self.load();
+        let next = compute(&current.config, &current.weights)?;
+        let table = self.install(&mut upstreams, current.config.clone(), next);
+        let before = control::named(&current.config, &current.weights);
+        let after = control::named(&table.config, &table.weights);
+        log_change(who, why, &before, &after);
+        let entry = HistoryEntry {
+            time: control::now_rfc3339(),
+            who: who.into(),
+            why: why.into(),
+            before,
+            after,
+        };
+        Ok(self.persist(&table, Some(entry)))
+    }
+
+    /// Sends the given routes (or all) wholly to their stable backends.
+    pub fn rollback(
+        &self,
+        who: &str,
+        why: &str,
+        routes: &[String],
+        all: bool,
+        reason: RollbackReason,
+    ) -> Result<Changed, ControlError> {
+        let mut rolled = Vec::new();
+        let changed = self.change_weights(who, why, |config, weights| {
+            let selected = control::select_routes(config, routes, all)?;
+            rolled = selected
+                .iter()
+                .map(|&ri| config.routes[ri].name.clone())
+                .collect();
+            Ok(weights.rolled_back(config, &selected))
+        })?;
+        for route in rolled {
+            self.metrics
+                .rollbacks
+                .with_label_values(&[&route, reason.label()])
+                .inc();
+        }
+        Ok(changed)
+    }
+
+    /// Restores the table the newest history entry replaced.
+    pub fn undo(&self, who: &str) -> Result<Changed, ControlError> {
+        let mut upstreams = self.lock();
+        let current = self.load();
+        let history = History::beside(&current.config.weights_path);
+        let entry = history
+            .pop()
+            .map_err(|e| ControlError::Io(e.to_string()))?
+            .ok_or(ControlError::NothingToUndo)?;
+        let restored = match control::from_named(&current.config, &entry.before) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = history.push(entry);
+                return Err(e);
+            }
+        };
+        let table = self.install(&mut upstreams, current.config.clone(), restored);
+        let before = control::named(&current.config, &current.weights);
+        let after = control::named(&table.config, &table.weights);
+        log_change(
+            who,
+            &format!("undo of: {} by {} at {}", entry.why, entry.who, entry.time),
+            &before,
+            &after,
+        );
+        Ok(self.persist(&table, None))
+    }
+
+    fn persist(&self, table: &Table, entry: Option<HistoryEntry>) -> Changed {
+        let path = &table.config.weights_path;
+        let previous = std::fs::read_to_string(path).ok();
+        let text = control::render(&table.config, &table.weights, previous.as_deref());
+        let mut result = control::write_atomic(path, text.as_bytes());
+        if let (Ok(()), Some(entry)) = (&result, entry) {
+            result = History::beside(path).push(entry);
+        }
+        if let Err(e) = &result {
+            tracing::error!(file = %path.display(), error = %e, "the change is live but could not be written to the weight file");
+        }
+        Changed {
+            version: table.version.clone(),
+            weights: control::named(&table.config, &table.weights),
+            persisted: result.is_ok(),
+            persist_error: result.err().map(|e| format!("{}: {e}", path.display())),
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -122,4 +326,10 @@ impl Live {
         m.config_version.reset();
         m.config_version.with_label_values(&[&table.version]).set(1);
     }
+}
+
+/// One structured line per change: who, what, before, after.
+fn log_change(who: &str, why: &str, before: &NamedWeights, after: &NamedWeights) {
+    let json = |w: &NamedWeights| serde_json::to_string(w).unwrap_or_default();
+    tracing::info!(who, what = why, before = %json(before), after = %json(after), "weights changed");
 }

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub config_version: IntGaugeVec,
     pub active_connections: IntGaugeVec,
     pub access_log_dropped: IntCounter,
+    pub rollbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -83,8 +84,17 @@ impl Metrics {
             "Access log lines dropped because the log writer could not keep up.",
         )
         .expect("valid metric");
+        let rollbacks = IntCounterVec::new(
+            Opts::new(
+                "cutover_rollbacks_total",
+                "Rollbacks to the stable backend, by route and reason (manual, guard).",
+            ),
+            &["route", "reason"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rollbacks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(backend_weight.clone()),
@@ -109,6 +119,7 @@ impl Metrics {
             config_version,
             active_connections,
             access_log_dropped,
+            rollbacks,
         }
     }
 
@@ -153,5 +164,11 @@ impl RouteBackendMetrics {
         };
         self.by_class[class].inc();
         self.duration.observe(seconds);
+    }
+
+    /// (all requests, failed ones: 5xx or no response).
+    pub fn counts(&self) -> (u64, u64) {
+        let total = self.by_class.iter().map(IntCounter::get).sum();
+        (total, self.by_class[4].get() + self.by_class[5].get())
     }
 }

@@ -99,6 +99,10 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     }
     tracing::info!(addr = %admin_addr, "admin listening");
     let admin_task = tokio::spawn(admin_loop(admin_listener, live.clone()));
+    if let Err(e) = crate::reload::spawn(live.clone(), shutdown.clone()) {
+        tracing::warn!(error = %e, "cannot watch the config folders; reload with SIGHUP");
+    }
+    tokio::spawn(sample_rates(live.clone(), shutdown.clone()));
     live.set_ready(true);
 
     let done = {
@@ -161,6 +165,16 @@ fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor>
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
     builder
+}
+
+async fn sample_rates(live: Arc<Live>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(crate::rates::SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => live.rates.sample(&live.load()),
+        }
+    }
 }
 
 /// Decrements a gauge when dropped.
@@ -229,8 +243,8 @@ async fn accept_loop(
 async fn admin_loop(listener: TcpListener, live: Arc<Live>) {
     let builder = hyper::server::conn::http1::Builder::new();
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(pair) => pair,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -239,7 +253,7 @@ async fn admin_loop(listener: TcpListener, live: Arc<Live>) {
         let live = live.clone();
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| crate::admin::handle(live.clone(), req)),
+            service_fn(move |req| crate::admin::handle(live.clone(), peer, req)),
         );
         tokio::spawn(async move {
             let _ = conn.await;

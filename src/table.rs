@@ -92,7 +92,8 @@ impl Table {
     }
 }
 
-fn version_hash(config: &Config, weights: &Weights) -> String {
+/// The live version: a hash of the config text and the weight table.
+pub fn version_hash(config: &Config, weights: &Weights) -> String {
     let mut h = siphasher::sip::SipHasher13::new();
     h.write(config.text.as_bytes());
     h.write(weights.to_yaml(config).as_bytes());

@@ -5,7 +5,7 @@ mod compile;
 pub mod error;
 pub mod raw;
 pub mod values;
-mod weights;
+pub mod weights;
 pub mod yaml;
 
 use std::net::SocketAddr;

@@ -1,0 +1,390 @@
+//! `shift`, `rollback`, `undo` and `status`: through the admin API when the
+//! proxy is up, else by editing the weight file with the same checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use cutover::admin::ACTOR_HEADER;
+use cutover::config::{Config, Weights};
+use cutover::control as weights_control;
+use cutover::live::{Changed, Live, RollbackReason};
+use cutover::metrics::Metrics;
+
+/// How to reach the proxy.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Config file (names the weight file, the admin address and token).
+    #[arg(short, long, default_value = "config/cutover.yaml")]
+    config: PathBuf,
+    /// Admin API address; defaults to the config's `admin.addr`.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// File holding the admin bearer token; defaults to the config's
+    /// `admin.token_file` (or the CUTOVER_ADMIN_TOKEN variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// Where a command is carried out.
+enum Mode {
+    Api(AdminClient),
+    File(Config),
+}
+
+pub fn block_on(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
+/// Parses `new=25`.
+pub fn parse_assignment(s: &str) -> Result<(String, f64), String> {
+    let (name, pct) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected BACKEND=PERCENT, got {s:?}"))?;
+    let pct: f64 = pct
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{pct:?} is not a number"))?;
+    Ok((name.trim().to_string(), pct))
+}
+
+/// The operator's login name, when the environment tells it.
+fn actor() -> Option<String> {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+fn file_actor() -> String {
+    actor().map_or_else(|| "cli".to_string(), |a| format!("cli ({a})"))
+}
+
+async fn connect(target: &Target) -> anyhow::Result<Mode> {
+    let config = Config::load(&target.config);
+    let admin = match (target.admin, &config) {
+        (Some(addr), _) => addr,
+        (None, Ok(c)) => c.admin.addr,
+        (None, Err(e)) => bail!("{e}"),
+    };
+    // A wildcard listen address is reached over loopback.
+    let admin = if admin.ip().is_unspecified() {
+        SocketAddr::new(
+            if admin.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
+            admin.port(),
+        )
+    } else {
+        admin
+    };
+    let up = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(admin),
+    )
+    .await;
+    if let Ok(Ok(_)) = up {
+        let token = match &target.token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("CUTOVER_ADMIN_TOKEN")
+                .ok()
+                .or_else(|| config.as_ref().ok().and_then(|c| c.admin.token.clone())),
+        };
+        return Ok(Mode::Api(AdminClient {
+            addr: admin,
+            token,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }));
+    }
+    let config = config.map_err(|e| {
+        anyhow!("the proxy is not reachable at {admin} and the config cannot be read:\n{e}")
+    })?;
+    eprintln!(
+        "proxy not reachable at {admin}: editing {} directly",
+        config.weights_path.display()
+    );
+    Ok(Mode::File(config))
+}
+
+/// Runs a change against the weight file, as the proxy would.
+fn offline(
+    config: Config,
+    change: impl FnOnce(&Live) -> Result<Changed, weights_control::ControlError>,
+) -> anyhow::Result<Changed> {
+    let weights = Weights::load(&config).map_err(|e| anyhow!("{e}"))?;
+    let live = Live::new(config, weights, Arc::new(Metrics::new()));
+    change(&live).map_err(|e| anyhow!("{e}"))
+}
+
+pub async fn shift(
+    target: Target,
+    route: String,
+    weights: Vec<(String, f64)>,
+) -> anyhow::Result<()> {
+    let changed = match connect(&target).await? {
+        Mode::Api(client) => {
+            let body: serde_json::Map<String, Value> =
+                weights.iter().map(|(b, w)| (b.clone(), json!(w))).collect();
+            client
+                .call(
+                    Method::PUT,
+                    &format!("/admin/weights/{route}"),
+                    Some(Value::Object(body)),
+                )
+                .await?
+        }
+        Mode::File(config) => {
+            let who = file_actor();
+            let changed = offline(config, |live| {
+                live.change_weights(&who, &format!("shift {route}"), |c, w| {
+                    weights_control::shift(c, w, &route, &weights)
+                })
+            })?;
+            serde_json::to_value(changed)?
+        }
+    };
+    report(&changed)
+}
+
+pub async fn rollback(
+    target: Target,
+    routes: Vec<String>,
+    all: bool,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    if routes.is_empty() && !all {
+        bail!("name the routes to roll back, or pass --all");
+    }
+    let started = std::time::Instant::now();
+    let changed = match connect(&target).await? {
+        Mode::Api(client) => {
+            let body = json!({"routes": routes, "all": all, "reason": reason});
+            client
+                .call(Method::POST, "/admin/rollback", Some(body))
+                .await?
+        }
+        Mode::File(config) => {
+            let who = file_actor();
+            let what = if all {
+                "all routes".to_string()
+            } else {
+                routes.join(", ")
+            };
+            let why = reason.map_or_else(
+                || format!("rollback {what}"),
+                |r| format!("rollback {what}: {r}"),
+            );
+            serde_json::to_value(offline(config, |live| {
+                live.rollback(&who, &why, &routes, all, RollbackReason::Manual)
+            })?)?
+        }
+    };
+    report(&changed)?;
+    println!(
+        "rolled back in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
+pub async fn undo(target: Target) -> anyhow::Result<()> {
+    let changed = match connect(&target).await? {
+        Mode::Api(client) => {
+            client
+                .call(Method::POST, "/admin/undo", Some(json!({})))
+                .await?
+        }
+        Mode::File(config) => {
+            let who = file_actor();
+            serde_json::to_value(offline(config, |live| live.undo(&who))?)?
+        }
+    };
+    report(&changed)
+}
+
+pub async fn status(target: Target) -> anyhow::Result<()> {
+    match connect(&target).await? {
+        Mode::Api(client) => {
+            let status = client.call(Method::GET, "/admin/status", None).await?;
+            print!("{}", render_status(&status));
+        }
+        Mode::File(config) => {
+            let weights = Weights::load(&config).map_err(|e| anyhow!("{e}"))?;
+            println!(
+                "proxy: not running; weights from {}",
+                config.weights_path.display()
+            );
+            for (route, per_backend) in weights_control::named(&config, &weights) {
+                let parts: Vec<String> = per_backend
+                    .iter()
+                    .map(|(b, w)| format!("{b} {w}%"))
+                    .collect();
+                println!("  {route:<16} {}", parts.join("  "));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints the new weights, and warns loudly when they were not persisted.
+fn report(changed: &Value) -> anyhow::Result<()> {
+    if let Some(routes) = changed["weights"].as_object() {
+        for (route, per_backend) in routes {
+            let parts: Vec<String> = per_backend
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(b, w)| format!("{b} {}%", w.as_f64().unwrap_or(0.0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!("{route:<16} {}", parts.join("  "));
+        }
+    }
+    println!("version {}", changed["version"].as_str().unwrap_or("?"));
+    if changed["persisted"] == json!(false) {
+        eprintln!(
+            "WARNING: the change is live but was NOT written to the weight file: {}",
+            changed["persist_error"].as_str().unwrap_or("unknown error")
+        );
+    }
+    Ok(())
+}
+
+/// The `status` table.
+pub fn render_status(status: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let reload = &status["last_reload"];
+    let _ = writeln!(
+        out,
+        "version {}   config {}",
+        status["version"].as_str().unwrap_or("?"),
+        status["config"].as_str().unwrap_or("?")
+    );
+    match reload["result"].as_str() {
+        Some("error") => {
+            let _ = writeln!(
+                out,
+                "last reload: FAILED at {} (old config still serving)",
+                reload["time"].as_str().unwrap_or("?")
+            );
+            for line in reload["error"].as_str().unwrap_or("").lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "last reload: ok at {}",
+                reload["time"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    if let Some(change) = status["last_change"].as_object() {
+        let text = |k: &str| {
+            change
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string()
+        };
+        let _ = writeln!(
+            out,
+            "last change: {} by {} at {}",
+            text("why"),
+            text("who"),
+            text("time")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<12} {:>7} {:>9} {:>7}  {}",
+        "ROUTE", "BACKEND", "WEIGHT", "REQ/S 1m", "ERR 1m", "HEALTH"
+    );
+    for route in status["routes"].as_array().into_iter().flatten() {
+        let name = route["name"].as_str().unwrap_or("?");
+        let stable = route["stable"].as_str().unwrap_or("");
+        for (i, b) in route["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let backend = b["name"].as_str().unwrap_or("?");
+            let marker = if backend == stable { "*" } else { "" };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<12} {:>6}% {:>9.1} {:>6.1}%  {}",
+                if i == 0 { name } else { "" },
+                format!("{backend}{marker}"),
+                b["weight"].as_f64().unwrap_or(0.0),
+                b["requests_per_second"].as_f64().unwrap_or(0.0),
+                b["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                b["health"].as_str().unwrap_or("?"),
+            );
+        }
+    }
+    let _ = writeln!(out, "\n* stable backend (rollback target)");
+    out
+}
+
+struct AdminClient {
+    addr: SocketAddr,
+    token: Option<String>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl AdminClient {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(actor) = actor() {
+            req = req.header(ACTOR_HEADER, actor);
+        }
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.client.request(req.body(Full::new(body))?),
+        )
+        .await
+        .context("the admin API did not answer within 10 s")?
+        .with_context(|| format!("cannot reach the admin API at {}", self.addr))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes)}));
+        if status == StatusCode::OK {
+            Ok(value)
+        } else {
+            bail!(
+                "{} ({status})",
+                value["error"].as_str().unwrap_or("request failed")
+            )
+        }
+    }
+}

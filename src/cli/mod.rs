@@ -1,0 +1,210 @@
+//! The `cutover` command line.
+
+mod check;
+mod control;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use cutover::demo;
+use cutover::server::{self, Running};
+
+#[derive(Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "A traffic-splitting reverse proxy for migrations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(short, long, default_value = "config/cutover.yaml")]
+        config: PathBuf,
+    },
+    /// Validate the config and weight file; print the route table and splits.
+    Check {
+        #[arg(short, long, default_value = "config/cutover.yaml")]
+        config: PathBuf,
+    },
+    /// Start two built-in demo backends and the proxy in front of them.
+    Demo {
+        /// Proxy address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// Address of the built-in legacy app.
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        legacy: SocketAddr,
+        /// Address of the built-in new app.
+        #[arg(long, default_value = "127.0.0.1:19000")]
+        new: SocketAddr,
+    },
+    /// Set a route's weights, e.g. `cutover shift api new=25`.
+    Shift {
+        route: String,
+        /// BACKEND=PERCENT pairs; with two backends, naming one gives the rest to the other.
+        #[arg(required = true, value_parser = control::parse_assignment)]
+        weights: Vec<(String, f64)>,
+        #[command(flatten)]
+        target: control::Target,
+    },
+    /// Send 100% of the named routes (or all) to their stable backend.
+    Rollback {
+        routes: Vec<String>,
+        #[arg(long, conflicts_with = "routes")]
+        all: bool,
+        /// Why, for the log and the history.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        target: control::Target,
+    },
+    /// Restore the weight table from before the last change.
+    Undo {
+        #[command(flatten)]
+        target: control::Target,
+    },
+    /// Live weights, request and error rates, reload state.
+    Status {
+        #[command(flatten)]
+        target: control::Target,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cutover::access_log::init_local_offset();
+    init_tracing();
+    let result = match cli.command {
+        Command::Check { config } => check::run(&config),
+        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
+        Command::Demo {
+            listen,
+            admin,
+            legacy,
+            new,
+        } => runtime().and_then(|rt| {
+            rt.block_on(run_demo(demo::Addresses {
+                listen,
+                admin,
+                legacy,
+                new,
+            }))
+        }),
+        Command::Shift {
+            route,
+            weights,
+            target,
+        } => control::block_on(control::shift(target, route, weights)),
+        Command::Rollback {
+            routes,
+            all,
+            reason,
+            target,
+        } => control::block_on(control::rollback(target, routes, all, reason)),
+        Command::Undo { target } => control::block_on(control::undo(target)),
+        Command::Status { target } => control::block_on(control::status(target)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn run(config: &Path) -> anyhow::Result<()> {
+    let running = server::start(config).await?;
+    serve_until_signalled(running).await
+}
+
+/// Waits for SIGTERM/SIGINT (drain, then return) and reloads on SIGHUP.
+async fn serve_until_signalled(running: Running) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                let _ = running.live.reload();
+            }
+        }
+    }
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    running.begin_shutdown();
+    running.wait().await;
+    Ok(())
+}
+
+async fn run_demo(mut addrs: demo::Addresses) -> anyhow::Result<()> {
+    addrs.legacy = demo::start_app(demo::App::Legacy, addrs.legacy)
+        .await
+        .with_context(|| format!("cannot start the demo legacy app on {}", addrs.legacy))?;
+    addrs.new = demo::start_app(demo::App::New, addrs.new)
+        .await
+        .with_context(|| format!("cannot start the demo new app on {}", addrs.new))?;
+    let dir = std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()));
+    let config = demo::write_config(&dir, &addrs).context("cannot write the demo config")?;
+    let running = server::start(&config).await?;
+    let proxy = running.listeners[0].1;
+    let admin = running.admin_addr;
+    println!(
+        "\ncutover demo is running\n\
+         \n  proxy         http://{proxy}/\
+         \n  metrics       http://{admin}/metrics\
+         \n  legacy app    http://{legacy}/   (Django-style: paginated lists, integer ids)\
+         \n  new app       http://{new}/   (Flask-style: bare lists, string ids)\
+         \n  config        {config}\
+         \n\nTry:\
+         \n  curl -si http://{proxy}/api/users/                                # 90% legacy, 10% new\
+         \n  curl -si -H 'Authorization: Token alice' http://{proxy}/api/users/  # sticky per user\
+         \n  curl -si -H 'X-Cutover-Backend: new' http://{proxy}/api/users/    # pin a backend\
+         \n  curl -si -X POST http://{proxy}/api/auth/login/                   # rewritten to /auth/login/ on new\
+         \n  curl -s http://{admin}/metrics | grep cutover_requests_total\
+         \n\nEdit the weights in {weights} and send SIGHUP (kill -HUP {pid}) to apply them.\
+         \nPress Ctrl-C to stop.\n",
+        legacy = addrs.legacy,
+        new = addrs.new,
+        config = config.display(),
+        weights = dir.join("demo-weights.yaml").display(),
+        pid = std::process::id(),
+    );
+    let result = serve_until_signalled(running).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

@@ -1,0 +1,143 @@
+//! Hot reload: watches the folders of the config and weight files.
+//!
+//! Watching the folders rather than the files catches every way a file gets
+//! replaced: an editor's write-and-rename, `cp` over it, an in-place rewrite,
+//! and Kubernetes' ConfigMap update (a swap of the `..data` symlink, which a
+//! watch on the file itself never sees). Bursts of events are debounced, the
+//! files must read the same twice in a row before they are acted on (so a
+//! file caught mid-write is never loaded), and a slow poll backs the watch up.
+
+use std::collections::BTreeSet;
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::live::Live;
+
+/// Quiet time after the last event before the files are read.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Gap between the two reads that must agree.
+const SETTLE: Duration = Duration::from_millis(50);
+/// Backstop poll, for file systems whose events do not arrive.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Starts watching; reloads run until `shutdown` is cancelled.
+pub fn spawn(live: Arc<Live>, shutdown: CancellationToken) -> notify::Result<()> {
+    let (tx, rx) = mpsc::channel::<()>(16);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.try_send(());
+        }
+    })?;
+    let mut task = WatchTask {
+        live,
+        watcher,
+        watched: BTreeSet::new(),
+        events: rx,
+    };
+    task.watch_folders()?;
+    tokio::spawn(async move { task.run(shutdown).await });
+    Ok(())
+}
+
+struct WatchTask {
+    live: Arc<Live>,
+    watcher: notify::RecommendedWatcher,
+    watched: BTreeSet<PathBuf>,
+    events: mpsc::Receiver<()>,
+}
+
+impl WatchTask {
+    fn files(&self) -> (PathBuf, PathBuf) {
+        let table = self.live.load();
+        (table.config.path.clone(), table.config.weights_path.clone())
+    }
+
+    /// Watches the folders holding the current files (they can move on reload).
+    fn watch_folders(&mut self) -> notify::Result<()> {
+        let (config, weights) = self.files();
+        let wanted: BTreeSet<PathBuf> = [config, weights].iter().map(|p| folder_of(p)).collect();
+        for dir in wanted.difference(&self.watched.clone()) {
+            self.watcher.watch(dir, RecursiveMode::NonRecursive)?;
+            tracing::debug!(dir = %dir.display(), "watching for config changes");
+        }
+        for dir in self.watched.difference(&wanted) {
+            let _ = self.watcher.unwatch(dir);
+        }
+        self.watched = wanted;
+        Ok(())
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut last_seen = read_both(&self.files()).map(|(_, _, h)| h);
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = self.events.recv() => {
+                    if event.is_none() {
+                        return;
+                    }
+                    // Debounce: wait for a quiet spell.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, self.events.recv()).await {}
+                }
+                _ = poll.tick() => {}
+            }
+            let Some((config_text, weights_text, hash)) = read_settled(&self.files()).await else {
+                continue;
+            };
+            if last_seen == Some(hash) {
+                continue;
+            }
+            last_seen = Some(hash);
+            let live = self.live.clone();
+            let reload = tokio::task::spawn_blocking(move || {
+                live.reload_texts(config_text, Some(weights_text), false)
+            })
+            .await;
+            if let Ok(Ok(true)) = reload
+                && let Err(e) = self.watch_folders()
+            {
+                tracing::warn!(error = %e, "cannot watch the config folders");
+            }
+        }
+    }
+}
+
+fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Both files' text and a hash of the pair, or `None` if either is unreadable.
+fn read_both((config, weights): &(PathBuf, PathBuf)) -> Option<(String, String, u64)> {
+    let c = std::fs::read_to_string(config).ok()?;
+    let w = std::fs::read_to_string(weights).ok()?;
+    let mut h = siphasher::sip::SipHasher13::new();
+    h.write(c.as_bytes());
+    h.write_u8(0xff);
+    h.write(w.as_bytes());
+    Some((c, w, h.finish()))
+}
+
+/// Reads both files until two reads `SETTLE` apart agree (bounded).
+async fn read_settled(files: &(PathBuf, PathBuf)) -> Option<(String, String, u64)> {
+    let mut previous = read_both(files);
+    for _ in 0..20 {
+        tokio::time::sleep(SETTLE).await;
+        let current = read_both(files);
+        match (&previous, &current) {
+            (Some(a), Some(b)) if a.2 == b.2 => return current,
+            _ => previous = current,
+        }
+    }
+    None
+}
