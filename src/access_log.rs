@@ -52,19 +52,11 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Starts the writer; `None` when logging is off.
-    pub fn start(
-        settings: &AccessLogSettings,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Option<AccessLog>> {
+    pub fn start(settings: &AccessLogSettings, metrics: Arc<Metrics>) -> std::io::Result<Option<AccessLog>> {
         let sink: Box<dyn Write + Send> = match &settings.target {
             LogTarget::Off => return Ok(None),
             LogTarget::Stdout => Box::new(std::io::stdout()),
-            LogTarget::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+            LogTarget::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         };
         let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE_LINES);
         std::thread::Builder::new()
@@ -131,9 +123,7 @@ fn now() -> OffsetDateTime {
 
 /// nginx's `$time_local`: `22/Nov/2026:01:31:56 +0000`.
 fn time_local(t: OffsetDateTime) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let (oh, om, _) = t.offset().as_hms();
     let sign = if t.offset().is_negative() { '-' } else { '+' };
     format!(
@@ -186,17 +176,10 @@ fn request_target(rec: &LogRecord) -> std::borrow::Cow<'_, str> {
 /// `$remote_user`: the user name of a Basic `Authorization` header.
 fn remote_user(auth: Option<&HeaderValue>) -> Option<String> {
     let value = auth?.to_str().ok()?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8_lossy(&decoded).into_owned();
-    Some(
-        text.split_once(':')
-            .map_or(text.clone(), |(u, _)| u.to_string()),
-    )
+    Some(text.split_once(':').map_or(text.clone(), |(u, _)| u.to_string()))
 }
 
 /// `$remote_addr - $remote_user [$time_local] "$request" $status
@@ -212,32 +195,18 @@ pub fn combined_line(rec: &LogRecord, outcome: &Outcome, t: OffsetDateTime) -> S
     out.push_str(" [");
     out.push_str(&time_local(t));
     out.push_str("] \"");
-    let request = format!(
-        "{} {} {}",
-        rec.method,
-        request_target(rec),
-        version_text(rec.version)
-    );
+    let request = format!("{} {} {}", rec.method, request_target(rec), version_text(rec.version));
     push_escaped(&mut out, request.as_bytes());
     out.push_str(&format!("\" {} {} \"", outcome.status, outcome.body_bytes));
-    push_escaped(
-        &mut out,
-        rec.referer.as_ref().map_or(&[][..], |v| v.as_bytes()),
-    );
+    push_escaped(&mut out, rec.referer.as_ref().map_or(&[][..], |v| v.as_bytes()));
     out.push_str("\" \"");
-    push_escaped(
-        &mut out,
-        rec.user_agent.as_ref().map_or(&[][..], |v| v.as_bytes()),
-    );
+    push_escaped(&mut out, rec.user_agent.as_ref().map_or(&[][..], |v| v.as_bytes()));
     out.push_str("\"\n");
     out
 }
 
 fn json_line(rec: &LogRecord, outcome: &Outcome, t: OffsetDateTime) -> String {
-    let text = |v: &Option<HeaderValue>| {
-        v.as_ref()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
+    let text = |v: &Option<HeaderValue>| v.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let value = serde_json::json!({
         "time": t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "remote_addr": rec.peer.to_string(),
@@ -268,9 +237,7 @@ mod tests {
         LogRecord {
             peer: "127.0.0.1".parse().unwrap(),
             method: Method::GET,
-            uri: "/api/users/?q=\"x\""
-                .parse()
-                .unwrap_or_else(|_| "/api/users/".parse().unwrap()),
+            uri: "/api/users/?q=\"x\"".parse().unwrap_or_else(|_| "/api/users/".parse().unwrap()),
             version: Version::HTTP_11,
             authorization: Some(HeaderValue::from_static("Basic YWRhOnNlY3JldA==")),
             referer: None,

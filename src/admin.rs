@@ -25,41 +25,57 @@ pub const ACTOR_HEADER: &str = "x-cutover-actor";
 /// Optional free-text reason for a change.
 pub const REASON_HEADER: &str = "x-cutover-reason";
 
-pub async fn handle(
-    live: Arc<Live>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<AdminResponse, Infallible> {
+pub async fn handle(live: Arc<Live>, peer: SocketAddr, req: Request<Incoming>) -> Result<AdminResponse, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let resp = match (&method, path.as_str()) {
-        (&Method::GET, "/metrics") => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            live.metrics.render(),
-        ),
+        (&Method::GET, "/metrics") => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", live.metrics.render()),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if live.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &status(&live)),
         (&Method::GET, "/admin/weights") => {
             let table = live.load();
-            json_response(
-                StatusCode::OK,
-                &json!(control::named(&table.config, &table.weights)),
-            )
+            json_response(StatusCode::OK, &json!(control::named(&table.config, &table.weights)))
+        }
+        (&Method::GET, "/admin/parity") => {
+            let table = live.load();
+            let wanted = query_param(req.uri(), "route");
+            let reports: Vec<Value> = table
+                .config
+                .routes
+                .iter()
+                .filter(|r| r.mirror.is_some() && wanted.as_deref().is_none_or(|w| w == &*r.name))
+                .map(|r| {
+                    let mut report = live.parity.report(&r.name, 25);
+                    let m = r.mirror.as_ref().expect("filtered on mirror");
+                    report["min_clean_share"] = json!(m.min_clean_share);
+                    report["backends"] = json!([&*r.backends[r.stable].spec.name, &*r.backends[m.to].spec.name]);
+                    report
+                })
+                .collect();
+            match wanted {
+                Some(w) if reports.is_empty() => json_error(StatusCode::NOT_FOUND, &format!("no mirrored route {w:?}")),
+                _ => json_response(StatusCode::OK, &json!({ "routes": reports })),
+            }
         }
         (&Method::PUT, p) if p.starts_with("/admin/weights/") => {
             let route = p.trim_start_matches("/admin/weights/").to_string();
+            let force = query_param(req.uri(), "force").is_some_and(|v| v == "true" || v == "1");
             mutate(&live, peer, req, move |live, who, why, body| {
-                let set: std::collections::BTreeMap<String, f64> = serde_json::from_slice(&body)
-                    .map_err(|e| {
-                        bad_body(format!("expected {{\"backend\": percent, ...}}: {e}"))
-                    })?;
+                let set: std::collections::BTreeMap<String, f64> =
+                    serde_json::from_slice(&body).map_err(|e| bad_body(format!("expected {{\"backend\": percent, ...}}: {e}")))?;
                 let set: Vec<(String, f64)> = set.into_iter().collect();
                 let why = why.unwrap_or_else(|| format!("shift {route}"));
-                live.change_weights(&who, &why, |c, w| control::shift(c, w, &route, &set))
-                    .map_err(control_error)
+                live.change_weights(&who, &why, |c, w| {
+                    let next = control::shift(c, w, &route, &set)?;
+                    if !force {
+                        let ri = c.route_index(&route).expect("shift checked the route");
+                        control::check_parity_gate(c, w, &next, ri, live.parity.clean_share(&route))?;
+                    }
+                    Ok(next)
+                })
+                .map_err(control_error)
             })
             .await
         }
@@ -74,35 +90,22 @@ pub async fn handle(
                     all: bool,
                     reason: Option<String>,
                 }
-                let b: Body = serde_json::from_slice(&body).map_err(|e| {
-                    bad_body(format!(
-                        "expected {{\"routes\": [...]}} or {{\"all\": true}}: {e}"
-                    ))
-                })?;
-                let what = if b.all {
-                    "all routes".to_string()
-                } else {
-                    b.routes.join(", ")
-                };
-                let why = b.reason.or(why).map_or_else(
-                    || format!("rollback {what}"),
-                    |r| format!("rollback {what}: {r}"),
-                );
+                let b: Body = serde_json::from_slice(&body)
+                    .map_err(|e| bad_body(format!("expected {{\"routes\": [...]}} or {{\"all\": true}}: {e}")))?;
+                let what = if b.all { "all routes".to_string() } else { b.routes.join(", ") };
+                let why = b
+                    .reason
+                    .or(why)
+                    .map_or_else(|| format!("rollback {what}"), |r| format!("rollback {what}: {r}"));
                 live.rollback(&who, &why, &b.routes, b.all, RollbackReason::Manual)
                     .map_err(control_error)
             })
             .await
         }
-        (&Method::POST, "/admin/undo") => {
-            mutate(&live, peer, req, |live, who, _why, _body| {
-                live.undo(&who).map_err(control_error)
-            })
-            .await
-        }
+        (&Method::POST, "/admin/undo") => mutate(&live, peer, req, |live, who, _why, _body| live.undo(&who).map_err(control_error)).await,
         (
             _,
-            "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/weights"
-            | "/admin/rollback" | "/admin/undo",
+            "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo" | "/admin/parity",
         ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     };
@@ -118,7 +121,7 @@ fn bad_body(message: String) -> Failure {
 fn control_error(e: ControlError) -> Failure {
     let status = match e {
         ControlError::UnknownRoute(_) => StatusCode::NOT_FOUND,
-        ControlError::NothingToUndo => StatusCode::CONFLICT,
+        ControlError::NothingToUndo | ControlError::ParityBelowBar { .. } => StatusCode::CONFLICT,
         ControlError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -127,12 +130,7 @@ fn control_error(e: ControlError) -> Failure {
 
 /// Checks the token, reads the body, names the actor, and runs the change
 /// off the async workers (it writes and fsyncs files).
-async fn mutate<F>(
-    live: &Arc<Live>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-    change: F,
-) -> AdminResponse
+async fn mutate<F>(live: &Arc<Live>, peer: SocketAddr, req: Request<Incoming>, change: F) -> AdminResponse
 where
     F: FnOnce(&Live, String, Option<String>, Bytes) -> Result<Changed, Failure> + Send + 'static,
 {
@@ -154,29 +152,20 @@ where
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large or unreadable",
-            );
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable");
         }
     };
     let live = live.clone();
     match tokio::task::spawn_blocking(move || change(&live, who, why, body)).await {
         Ok(Ok(changed)) => json_response(StatusCode::OK, &json!(changed)),
         Ok(Err((status, message))) => json_error(status, &message),
-        Err(_) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the change failed unexpectedly",
-        ),
+        Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "the change failed unexpectedly"),
     }
 }
 
 /// Compares the bearer token in constant time.
 fn authorized(header: Option<&HeaderValue>, token: &str) -> bool {
-    let Some(presented) = header
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-    else {
+    let Some(presented) = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) else {
         return false;
     };
     presented.trim().as_bytes().ct_eq(token.as_bytes()).into()
@@ -236,6 +225,13 @@ fn status(live: &Live) -> Value {
     })
 }
 
+fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| v.to_string())
+    })
+}
+
 fn text(status: StatusCode, body: &'static str) -> AdminResponse {
     respond(status, "text/plain; charset=utf-8", body)
 }
@@ -250,11 +246,7 @@ fn json_error(status: StatusCode, message: &str) -> AdminResponse {
     json_response(status, &json!({ "error": message }))
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> AdminResponse {
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> AdminResponse {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut()

@@ -19,11 +19,7 @@ pub enum ControlError {
     #[error("unknown route {0:?}")]
     UnknownRoute(String),
     #[error("route {route:?} has no backend {backend:?} (it has: {known})")]
-    UnknownBackend {
-        route: String,
-        backend: String,
-        known: String,
-    },
+    UnknownBackend { route: String, backend: String, known: String },
     #[error("{0}")]
     BadWeight(String),
     #[error("weights of route {route:?} sum to {sum}, not 100")]
@@ -36,6 +32,11 @@ pub enum ControlError {
     Stale(ConfigError),
     #[error("{0}")]
     Io(String),
+    #[error(
+        "route {route:?}: parity is {measured}, below the bar of {bar:.2}% clean set by min_clean_share; \
+         fix the differences (see `cutover parity {route}`) or force the shift"
+    )]
+    ParityBelowBar { route: String, measured: String, bar: f64 },
 }
 
 /// A route's weights by backend name, in percent: the form users read and write.
@@ -62,40 +63,22 @@ pub fn named(config: &Config, weights: &Weights) -> NamedWeights {
 
 /// Sets one route's weights. Backends not named get 0, except that naming
 /// one backend of a two-backend route gives the rest to the other.
-pub fn shift(
-    config: &Config,
-    current: &Weights,
-    route: &str,
-    set: &[(String, f64)],
-) -> Result<Weights, ControlError> {
-    let ri = config
-        .route_index(route)
-        .ok_or_else(|| ControlError::UnknownRoute(route.into()))?;
+pub fn shift(config: &Config, current: &Weights, route: &str, set: &[(String, f64)]) -> Result<Weights, ControlError> {
+    let ri = config.route_index(route).ok_or_else(|| ControlError::UnknownRoute(route.into()))?;
     let spec = &config.routes[ri];
     let mut bp = vec![0u16; spec.backends.len()];
     let mut named = vec![false; spec.backends.len()];
     for (backend, percent) in set {
-        let bi = spec
-            .backend_index(backend)
-            .ok_or_else(|| ControlError::UnknownBackend {
-                route: route.into(),
-                backend: backend.clone(),
-                known: spec
-                    .backends
-                    .iter()
-                    .map(|b| b.spec.name.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
-        bp[bi] = percent_to_basis_points(*percent)
-            .map_err(|e| ControlError::BadWeight(format!("{backend}: {e}")))?;
+        let bi = spec.backend_index(backend).ok_or_else(|| ControlError::UnknownBackend {
+            route: route.into(),
+            backend: backend.clone(),
+            known: spec.backends.iter().map(|b| b.spec.name.to_string()).collect::<Vec<_>>().join(", "),
+        })?;
+        bp[bi] = percent_to_basis_points(*percent).map_err(|e| ControlError::BadWeight(format!("{backend}: {e}")))?;
         named[bi] = true;
     }
     if set.len() == 1 && spec.backends.len() == 2 {
-        let other = named
-            .iter()
-            .position(|n| !n)
-            .expect("one of two is unnamed");
+        let other = named.iter().position(|n| !n).expect("one of two is unnamed");
         bp[other] = BUCKETS - bp[1 - other];
     }
     let sum: u32 = bp.iter().map(|&w| u32::from(w)).sum();
@@ -109,12 +92,48 @@ pub fn shift(
     Ok(current.with_route(ri, bp))
 }
 
-/// The indexes of the named routes (all routes when `all`).
-pub fn select_routes(
+/// Parity gates a shift: raising the share of a route's non-stable backends
+/// is refused while its measured clean share is below `min_clean_share`.
+/// `clean` is (clean share, requests compared) from the mirror, if any.
+pub fn check_parity_gate(
     config: &Config,
-    routes: &[String],
-    all: bool,
-) -> Result<Vec<usize>, ControlError> {
+    current: &Weights,
+    next: &Weights,
+    route: usize,
+    clean: Option<(f64, u64)>,
+) -> Result<(), ControlError> {
+    let spec = &config.routes[route];
+    let Some(bar) = spec.mirror.as_ref().and_then(|m| m.min_clean_share) else {
+        return Ok(());
+    };
+    let moved = |w: &Weights| -> u32 {
+        w.route(route)
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != spec.stable)
+            .map(|(_, &bp)| u32::from(bp))
+            .sum()
+    };
+    if moved(next) <= moved(current) {
+        return Ok(());
+    }
+    match clean {
+        Some((share, _)) if share >= bar => Ok(()),
+        Some((share, compared)) => Err(ControlError::ParityBelowBar {
+            route: spec.name.to_string(),
+            measured: format!("{:.2}% clean over {compared} compared requests", share * 100.0),
+            bar: bar * 100.0,
+        }),
+        None => Err(ControlError::ParityBelowBar {
+            route: spec.name.to_string(),
+            measured: "not measured yet".into(),
+            bar: bar * 100.0,
+        }),
+    }
+}
+
+/// The indexes of the named routes (all routes when `all`).
+pub fn select_routes(config: &Config, routes: &[String], all: bool) -> Result<Vec<usize>, ControlError> {
     if all {
         return Ok((0..config.routes.len()).collect());
     }
@@ -123,11 +142,7 @@ pub fn select_routes(
     }
     routes
         .iter()
-        .map(|r| {
-            config
-                .route_index(r)
-                .ok_or_else(|| ControlError::UnknownRoute(r.clone()))
-        })
+        .map(|r| config.route_index(r).ok_or_else(|| ControlError::UnknownRoute(r.clone())))
         .collect()
 }
 
@@ -153,10 +168,7 @@ pub fn render(config: &Config, weights: &Weights, previous: Option<&str>) -> Str
                 out.push('\n');
             }
         }
-        let parts: Vec<String> = per_backend
-            .iter()
-            .map(|(b, w)| format!("{b}: {w}"))
-            .collect();
+        let parts: Vec<String> = per_backend.iter().map(|(b, w)| format!("{b}: {w}")).collect();
         out.push_str(&format!("{name}: {{ {} }}", parts.join(", ")));
         if let Some(c) = layout.trailing.get(&name) {
             out.push_str("  ");
@@ -193,22 +205,14 @@ impl CommentLayout {
             }
             let top_level = !line.starts_with([' ', '\t']);
             if let (true, Some((key, rest))) = (top_level, line.split_once(':')) {
-                let key = key
-                    .trim()
-                    .trim_matches(|c| c == '"' || c == '\'')
-                    .to_string();
+                let key = key.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
                 if !seen_route {
                     // Comments before the first route belong to the file, up to a blank line.
-                    let split = pending
-                        .iter()
-                        .rposition(|l| l.trim().is_empty())
-                        .map_or(0, |i| i + 1);
+                    let split = pending.iter().rposition(|l| l.trim().is_empty()).map_or(0, |i| i + 1);
                     layout.header.extend(pending.drain(..split));
                 }
                 seen_route = true;
-                layout
-                    .above
-                    .insert(key.clone(), std::mem::take(&mut pending));
+                layout.above.insert(key.clone(), std::mem::take(&mut pending));
                 if let Some(pos) = rest.find(" #") {
                     layout.trailing.insert(key, rest[pos + 1..].to_string());
                 }
@@ -233,20 +237,10 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         if let Ok(meta) = std::fs::metadata(path) {
             let _ = file.set_permissions(meta.permissions());
         }
@@ -363,10 +357,7 @@ mod tests {
     fn bad_shifts_are_refused() {
         let c = config();
         let w = Weights::all_stable(&c);
-        assert!(matches!(
-            shift(&c, &w, "nope", &[]),
-            Err(ControlError::UnknownRoute(_))
-        ));
+        assert!(matches!(shift(&c, &w, "nope", &[]), Err(ControlError::UnknownRoute(_))));
         assert!(matches!(
             shift(&c, &w, "api", &[("old".into(), 5.0)]),
             Err(ControlError::UnknownBackend { .. })
@@ -379,13 +370,7 @@ mod tests {
             shift(&c, &w, "api", &[("new".into(), 100.5)]),
             Err(ControlError::BadWeight(_))
         ));
-        let ok = shift(
-            &c,
-            &w,
-            "three",
-            &[("new".into(), 50.0), ("third".into(), 50.0)],
-        )
-        .unwrap();
+        let ok = shift(&c, &w, "three", &[("new".into(), 50.0), ("third".into(), 50.0)]).unwrap();
         assert_eq!(ok.route(1), &[0, 5000, 5000]);
     }
 
@@ -417,10 +402,7 @@ mod tests {
             history.push(entry).unwrap();
         }
         assert_eq!(history.entries().len(), HISTORY_LEN);
-        assert_eq!(
-            history.pop().unwrap().unwrap().who,
-            format!("t{}", HISTORY_LEN + 4)
-        );
+        assert_eq!(history.pop().unwrap().unwrap().who, format!("t{}", HISTORY_LEN + 4));
         assert_eq!(history.entries().len(), HISTORY_LEN - 1);
     }
 }

@@ -166,13 +166,9 @@ async fn serve(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>
     };
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut().insert(
-        "x-demo-backend",
-        header::HeaderValue::from_static(app.name()),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert("x-demo-backend", header::HeaderValue::from_static(app.name()));
     Ok(resp)
 }

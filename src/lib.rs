@@ -12,6 +12,7 @@ pub mod control;
 pub mod demo;
 pub mod live;
 pub mod metrics;
+pub mod mirror;
 pub mod proxy;
 pub mod rates;
 pub mod reload;

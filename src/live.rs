@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::config::{Config, ConfigError, Weights, format_percent};
 use crate::control::{self, ControlError, History, HistoryEntry, NamedWeights};
 use crate::metrics::Metrics;
+use crate::mirror::parity::Parity;
 use crate::rates::Rates;
 use crate::table::{Table, UpstreamCache, version_hash};
 
@@ -58,6 +59,8 @@ pub struct Live {
     changes: Mutex<UpstreamCache>,
     pub metrics: Arc<Metrics>,
     pub rates: Rates,
+    /// Parity statistics; they outlive reloads.
+    pub parity: Arc<Parity>,
     ready: AtomicBool,
     last_reload: Mutex<ReloadState>,
 }
@@ -71,6 +74,7 @@ impl Live {
             changes: Mutex::new(upstreams),
             metrics,
             rates: Rates::default(),
+            parity: Arc::default(),
             ready: AtomicBool::new(false),
             last_reload: Mutex::new(ReloadState {
                 result: "ok",
@@ -98,12 +102,7 @@ impl Live {
         self.changes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn install(
-        &self,
-        upstreams: &mut UpstreamCache,
-        config: Arc<Config>,
-        weights: Weights,
-    ) -> Arc<Table> {
+    fn install(&self, upstreams: &mut UpstreamCache, config: Arc<Config>, weights: Weights) -> Arc<Table> {
         let table = Arc::new(Table::build(config, weights, upstreams, &self.metrics));
         self.table.store(table.clone());
         self.publish(&table);
@@ -113,8 +112,7 @@ impl Live {
     /// Re-reads both files (SIGHUP); on any error the current table keeps serving.
     pub fn reload(&self) -> Result<bool, ConfigError> {
         let path = self.load().config.path.clone();
-        let config_text =
-            std::fs::read_to_string(&path).map_err(|e| ConfigError::Read(path.clone(), e));
+        let config_text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read(path.clone(), e));
         let result = config_text.and_then(|text| self.reload_texts(text, None, true));
         if let Err(err) = &result {
             self.reload_failed(err);
@@ -125,20 +123,13 @@ impl Live {
     /// Compiles new config text (and weight text read alongside it, when the
     /// weight file did not move) and makes it live unless nothing changed.
     /// Returns whether a new table was installed.
-    pub fn reload_texts(
-        &self,
-        config_text: String,
-        weights_text: Option<String>,
-        force: bool,
-    ) -> Result<bool, ConfigError> {
+    pub fn reload_texts(&self, config_text: String, weights_text: Option<String>, force: bool) -> Result<bool, ConfigError> {
         let mut upstreams = self.lock();
         let current = self.load();
         let result = (|| {
             let config = Config::parse(&current.config.path, config_text)?;
             let weights = match weights_text {
-                Some(text) if config.weights_path == current.config.weights_path => {
-                    Weights::parse(&config.weights_path, &text, &config)?
-                }
+                Some(text) if config.weights_path == current.config.weights_path => Weights::parse(&config.weights_path, &text, &config)?,
                 _ => Weights::load(&config)?,
             };
             Ok((config, weights))
@@ -154,9 +145,7 @@ impl Live {
         if !force && version_hash(&config, &weights) == current.version {
             return Ok(false);
         }
-        if config.listeners != current.config.listeners
-            || config.admin.addr != current.config.admin.addr
-        {
+        if config.listeners != current.config.listeners || config.admin.addr != current.config.admin.addr {
             tracing::warn!("listener or admin addresses changed: they take effect after a restart");
         }
         let before = control::named(&current.config, &current.weights);
@@ -186,10 +175,7 @@ impl Live {
     }
 
     fn reload_failed(&self, err: &ConfigError) {
-        self.metrics
-            .config_reloads
-            .with_label_values(&["error"])
-            .inc();
+        self.metrics.config_reloads.with_label_values(&["error"]).inc();
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadState {
             result: "error",
             error: Some(err.to_string()),
@@ -199,10 +185,7 @@ impl Live {
     }
 
     pub fn last_reload(&self) -> ReloadState {
-        self.last_reload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.last_reload.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Computes a new weight table from the live one, applies it, persists
@@ -231,28 +214,15 @@ impl Live {
     }
 
     /// Sends the given routes (or all) wholly to their stable backends.
-    pub fn rollback(
-        &self,
-        who: &str,
-        why: &str,
-        routes: &[String],
-        all: bool,
-        reason: RollbackReason,
-    ) -> Result<Changed, ControlError> {
+    pub fn rollback(&self, who: &str, why: &str, routes: &[String], all: bool, reason: RollbackReason) -> Result<Changed, ControlError> {
         let mut rolled = Vec::new();
         let changed = self.change_weights(who, why, |config, weights| {
             let selected = control::select_routes(config, routes, all)?;
-            rolled = selected
-                .iter()
-                .map(|&ri| config.routes[ri].name.clone())
-                .collect();
+            rolled = selected.iter().map(|&ri| config.routes[ri].name.clone()).collect();
             Ok(weights.rolled_back(config, &selected))
         })?;
         for route in rolled {
-            self.metrics
-                .rollbacks
-                .with_label_values(&[&route, reason.label()])
-                .inc();
+            self.metrics.rollbacks.with_label_values(&[&route, reason.label()]).inc();
         }
         Ok(changed)
     }

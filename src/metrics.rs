@@ -1,13 +1,10 @@
 //! Prometheus metrics. Names and labels are part of the product's contract.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const DURATION_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Label value for requests that matched no route.
 pub const NO_ROUTE: &str = "-";
@@ -23,13 +20,18 @@ pub struct Metrics {
     pub active_connections: IntGaugeVec,
     pub access_log_dropped: IntCounter,
     pub rollbacks: IntCounterVec,
+    pub mirror_requests: IntCounterVec,
+    pub parity_mismatches: IntCounterVec,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("cutover_requests_total", "Requests proxied, by route, backend and status class (or error when the backend gave no response)."),
+            Opts::new(
+                "cutover_requests_total",
+                "Requests proxied, by route, backend and status class (or error when the backend gave no response).",
+            ),
             &["route", "backend", "code"],
         )
         .expect("valid metric");
@@ -43,7 +45,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_errors = IntCounterVec::new(
-            Opts::new("cutover_upstream_errors_total", "Failed exchanges with a backend, by kind (connect, timeout, reset, protocol, body)."),
+            Opts::new(
+                "cutover_upstream_errors_total",
+                "Failed exchanges with a backend, by kind (connect, timeout, reset, protocol, body).",
+            ),
             &["route", "backend", "kind"],
         )
         .expect("valid metric");
@@ -56,10 +61,7 @@ impl Metrics {
         )
         .expect("valid metric");
         let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "cutover_config_reloads_total",
-                "Config and weight reloads, by result.",
-            ),
+            Opts::new("cutover_config_reloads_total", "Config and weight reloads, by result."),
             &["result"],
         )
         .expect("valid metric");
@@ -72,10 +74,7 @@ impl Metrics {
         )
         .expect("valid metric");
         let active_connections = IntGaugeVec::new(
-            Opts::new(
-                "cutover_active_connections",
-                "Open client connections, by listener.",
-            ),
+            Opts::new("cutover_active_connections", "Open client connections, by listener."),
             &["listener"],
         )
         .expect("valid metric");
@@ -92,8 +91,26 @@ impl Metrics {
             &["route", "reason"],
         )
         .expect("valid metric");
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "cutover_mirror_requests_total",
+                "Shadow requests by route and outcome (compared, dropped, skipped, error).",
+            ),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
+        let parity_mismatches = IntCounterVec::new(
+            Opts::new(
+                "cutover_parity_mismatches_total",
+                "Compared requests whose backends differed, by route and kind of difference (noise and accepted differences excluded).",
+            ),
+            &["route", "kind"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rollbacks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mirror_requests.clone()),
+            Box::new(parity_mismatches.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_errors.clone()),
@@ -120,13 +137,14 @@ impl Metrics {
             active_connections,
             access_log_dropped,
             rollbacks,
+            mirror_requests,
+            parity_mismatches,
         }
     }
 
     /// Resolved per-(route, backend) handles, so the request path does no label lookups.
     pub fn route_backend(&self, route: &str, backend: &str) -> RouteBackendMetrics {
-        let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"]
-            .map(|code| self.requests.with_label_values(&[route, backend, code]));
+        let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"].map(|code| self.requests.with_label_values(&[route, backend, code]));
         RouteBackendMetrics {
             by_class,
             duration: self.request_duration.with_label_values(&[route, backend]),

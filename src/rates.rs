@@ -38,11 +38,7 @@ impl Rates {
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         samples.push_back(Sample { at: now, counts });
-        while samples.len() > 2
-            && samples
-                .get(1)
-                .is_some_and(|s| now.duration_since(s.at) >= WINDOW)
-        {
+        while samples.len() > 2 && samples.get(1).is_some_and(|s| now.duration_since(s.at) >= WINDOW) {
             samples.pop_front();
         }
     }
@@ -61,11 +57,7 @@ impl Rates {
                 let (dreq, derr) = (req.saturating_sub(req0), err.saturating_sub(err0));
                 let rate = Rate {
                     requests_per_second: dreq as f64 / secs,
-                    error_rate: if dreq == 0 {
-                        0.0
-                    } else {
-                        derr as f64 / dreq as f64
-                    },
+                    error_rate: if dreq == 0 { 0.0 } else { derr as f64 / dreq as f64 },
                 };
                 (key, rate)
             })
@@ -77,10 +69,7 @@ fn counts(table: &Table) -> HashMap<Key, (u64, u64)> {
     let mut out = HashMap::new();
     for (route, live) in table.config.routes.iter().zip(table.routes.iter()) {
         for (b, lb) in route.backends.iter().zip(live.backends.iter()) {
-            out.insert(
-                (route.name.to_string(), b.spec.name.to_string()),
-                lb.metrics.counts(),
-            );
+            out.insert((route.name.to_string(), b.spec.name.to_string()), lb.metrics.counts());
         }
     }
     out

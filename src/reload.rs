@@ -97,10 +97,7 @@ impl WatchTask {
             }
             last_seen = Some(hash);
             let live = self.live.clone();
-            let reload = tokio::task::spawn_blocking(move || {
-                live.reload_texts(config_text, Some(weights_text), false)
-            })
-            .await;
+            let reload = tokio::task::spawn_blocking(move || live.reload_texts(config_text, Some(weights_text), false)).await;
             if let Ok(Ok(true)) = reload
                 && let Err(e) = self.watch_folders()
             {

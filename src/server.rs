@@ -69,9 +69,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         bound.push((l.name.clone(), listener));
     }
     let admin_listener = bind("admin", config.admin.addr).await?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .expect("bound socket has an address");
+    let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
 
     let live = Arc::new(Live::new(config, weights, metrics.clone()));
     let proxy = Arc::new(Proxy {
@@ -114,10 +112,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
             tracker.close();
             let deadline = live.load().config.server.drain_timeout;
             tracing::info!(in_flight_connections = tracker.len(), deadline = ?deadline, "draining");
-            if tokio::time::timeout(deadline, tracker.wait())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
                 tracing::warn!(
                     remaining = tracker.len(),
                     "drain deadline passed; closing the remaining connections"
@@ -140,13 +135,11 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: what.to_string(),
-            addr,
-            source,
-        })
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+        what: what.to_string(),
+        addr,
+        source,
+    })
 }
 
 fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
@@ -209,10 +202,7 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ConnInfo {
-            peer,
-            proto: "http",
-        });
+        let conn = Arc::new(ConnInfo { peer, proto: "http" });
         let proxy = proxy.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();

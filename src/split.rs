@@ -58,10 +58,7 @@ impl Split {
 
     /// The index of the backend that owns `bucket`.
     pub fn pick(&self, bucket: u16) -> usize {
-        self.upper
-            .iter()
-            .position(|&end| bucket < end)
-            .unwrap_or(self.upper.len() - 1)
+        self.upper.iter().position(|&end| bucket < end).unwrap_or(self.upper.len() - 1)
     }
 
     /// The `start..end` range of backend `index`.

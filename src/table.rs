@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{BackendSpec, Config, Weights};
 use crate::metrics::{Metrics, NO_ROUTE, RouteBackendMetrics};
+use crate::mirror::MirrorGate;
 use crate::proxy::upstream::Upstream;
 use crate::split::Split;
 
@@ -25,6 +26,8 @@ pub struct Table {
 
 pub struct LiveRoute {
     pub split: Split,
+    /// Bounds the route's shadows in flight.
+    pub mirror_gate: Arc<MirrorGate>,
     /// Parallel to the route's backends.
     pub backends: Box<[LiveBackend]>,
 }
@@ -51,24 +54,19 @@ impl UpstreamCache {
 
     /// Drops clients no longer used by `config`.
     fn retain_for(&mut self, config: &Config) {
-        self.by_spec
-            .retain(|spec, _| config.backends.iter().any(|b| **b == *spec));
+        self.by_spec.retain(|spec, _| config.backends.iter().any(|b| **b == *spec));
     }
 }
 
 impl Table {
-    pub fn build(
-        config: Arc<Config>,
-        weights: Weights,
-        upstreams: &mut UpstreamCache,
-        metrics: &Arc<Metrics>,
-    ) -> Table {
+    pub fn build(config: Arc<Config>, weights: Weights, upstreams: &mut UpstreamCache, metrics: &Arc<Metrics>) -> Table {
         let routes = config
             .routes
             .iter()
             .enumerate()
             .map(|(ri, route)| LiveRoute {
                 split: Split::from_basis_points(weights.route(ri)),
+                mirror_gate: Arc::default(),
                 backends: route
                     .backends
                     .iter()

@@ -28,24 +28,14 @@ fn describe(config: &Config, weights: &Weights) -> String {
     let _ = writeln!(out, "admin:     {} ({token})", config.admin.addr);
     let _ = writeln!(out, "\nroutes (first match wins):");
     for (ri, route) in config.routes.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "{:>3}. {}  match: {}",
-            ri + 1,
-            route.name,
-            route.matcher
-        );
+        let _ = writeln!(out, "{:>3}. {}  match: {}", ri + 1, route.name, route.matcher);
         let sticky = match &route.sticky {
             cutover::config::Sticky::None => "none (random per request)".to_string(),
             cutover::config::Sticky::Cookie(c) => format!("cookie {c}"),
             cutover::config::Sticky::Header(h) => format!("header {h}"),
             cutover::config::Sticky::Pin(c) => format!("pin cookie {c}"),
         };
-        let _ = writeln!(
-            out,
-            "     sticky: {sticky}   stable: {}",
-            route.backends[route.stable].spec.name
-        );
+        let _ = writeln!(out, "     sticky: {sticky}   stable: {}", route.backends[route.stable].spec.name);
         if let Some(h) = &route.force_header {
             let _ = writeln!(out, "     force header: {h}");
         }

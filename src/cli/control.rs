@@ -42,21 +42,13 @@ enum Mode {
 }
 
 pub fn block_on(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(fut)
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(fut)
 }
 
 /// Parses `new=25`.
 pub fn parse_assignment(s: &str) -> Result<(String, f64), String> {
-    let (name, pct) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected BACKEND=PERCENT, got {s:?}"))?;
-    let pct: f64 = pct
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("{pct:?} is not a number"))?;
+    let (name, pct) = s.split_once('=').ok_or_else(|| format!("expected BACKEND=PERCENT, got {s:?}"))?;
+    let pct: f64 = pct.trim_end_matches('%').parse().map_err(|_| format!("{pct:?} is not a number"))?;
     Ok((name.trim().to_string(), pct))
 }
 
@@ -92,11 +84,7 @@ async fn connect(target: &Target) -> anyhow::Result<Mode> {
     } else {
         admin
     };
-    let up = tokio::time::timeout(
-        Duration::from_millis(500),
-        tokio::net::TcpStream::connect(admin),
-    )
-    .await;
+    let up = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(admin)).await;
     if let Ok(Ok(_)) = up {
         let token = match &target.token_file {
             Some(f) => Some(
@@ -115,48 +103,40 @@ async fn connect(target: &Target) -> anyhow::Result<Mode> {
             client: Client::builder(TokioExecutor::new()).build_http(),
         }));
     }
-    let config = config.map_err(|e| {
-        anyhow!("the proxy is not reachable at {admin} and the config cannot be read:\n{e}")
-    })?;
-    eprintln!(
-        "proxy not reachable at {admin}: editing {} directly",
-        config.weights_path.display()
-    );
+    let config = config.map_err(|e| anyhow!("the proxy is not reachable at {admin} and the config cannot be read:\n{e}"))?;
+    eprintln!("proxy not reachable at {admin}: editing {} directly", config.weights_path.display());
     Ok(Mode::File(config))
 }
 
 /// Runs a change against the weight file, as the proxy would.
-fn offline(
-    config: Config,
-    change: impl FnOnce(&Live) -> Result<Changed, weights_control::ControlError>,
-) -> anyhow::Result<Changed> {
+fn offline(config: Config, change: impl FnOnce(&Live) -> Result<Changed, weights_control::ControlError>) -> anyhow::Result<Changed> {
     let weights = Weights::load(&config).map_err(|e| anyhow!("{e}"))?;
     let live = Live::new(config, weights, Arc::new(Metrics::new()));
     change(&live).map_err(|e| anyhow!("{e}"))
 }
 
-pub async fn shift(
-    target: Target,
-    route: String,
-    weights: Vec<(String, f64)>,
-) -> anyhow::Result<()> {
+pub async fn shift(target: Target, route: String, weights: Vec<(String, f64)>, force: bool) -> anyhow::Result<()> {
     let changed = match connect(&target).await? {
         Mode::Api(client) => {
-            let body: serde_json::Map<String, Value> =
-                weights.iter().map(|(b, w)| (b.clone(), json!(w))).collect();
-            client
-                .call(
-                    Method::PUT,
-                    &format!("/admin/weights/{route}"),
-                    Some(Value::Object(body)),
-                )
-                .await?
+            let body: serde_json::Map<String, Value> = weights.iter().map(|(b, w)| (b.clone(), json!(w))).collect();
+            let path = if force {
+                format!("/admin/weights/{route}?force=true")
+            } else {
+                format!("/admin/weights/{route}")
+            };
+            client.call(Method::PUT, &path, Some(Value::Object(body))).await?
         }
         Mode::File(config) => {
             let who = file_actor();
             let changed = offline(config, |live| {
                 live.change_weights(&who, &format!("shift {route}"), |c, w| {
-                    weights_control::shift(c, w, &route, &weights)
+                    let next = weights_control::shift(c, w, &route, &weights)?;
+                    if !force {
+                        // Offline there is no measured parity: gated routes need --force.
+                        let ri = c.route_index(&route).expect("shift checked the route");
+                        weights_control::check_parity_gate(c, w, &next, ri, None)?;
+                    }
+                    Ok(next)
                 })
             })?;
             serde_json::to_value(changed)?
@@ -165,12 +145,7 @@ pub async fn shift(
     report(&changed)
 }
 
-pub async fn rollback(
-    target: Target,
-    routes: Vec<String>,
-    all: bool,
-    reason: Option<String>,
-) -> anyhow::Result<()> {
+pub async fn rollback(target: Target, routes: Vec<String>, all: bool, reason: Option<String>) -> anyhow::Result<()> {
     if routes.is_empty() && !all {
         bail!("name the routes to roll back, or pass --all");
     }
@@ -178,41 +153,25 @@ pub async fn rollback(
     let changed = match connect(&target).await? {
         Mode::Api(client) => {
             let body = json!({"routes": routes, "all": all, "reason": reason});
-            client
-                .call(Method::POST, "/admin/rollback", Some(body))
-                .await?
+            client.call(Method::POST, "/admin/rollback", Some(body)).await?
         }
         Mode::File(config) => {
             let who = file_actor();
-            let what = if all {
-                "all routes".to_string()
-            } else {
-                routes.join(", ")
-            };
-            let why = reason.map_or_else(
-                || format!("rollback {what}"),
-                |r| format!("rollback {what}: {r}"),
-            );
+            let what = if all { "all routes".to_string() } else { routes.join(", ") };
+            let why = reason.map_or_else(|| format!("rollback {what}"), |r| format!("rollback {what}: {r}"));
             serde_json::to_value(offline(config, |live| {
                 live.rollback(&who, &why, &routes, all, RollbackReason::Manual)
             })?)?
         }
     };
     report(&changed)?;
-    println!(
-        "rolled back in {:.1} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    println!("rolled back in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
     Ok(())
 }
 
 pub async fn undo(target: Target) -> anyhow::Result<()> {
     let changed = match connect(&target).await? {
-        Mode::Api(client) => {
-            client
-                .call(Method::POST, "/admin/undo", Some(json!({})))
-                .await?
-        }
+        Mode::Api(client) => client.call(Method::POST, "/admin/undo", Some(json!({}))).await?,
         Mode::File(config) => {
             let who = file_actor();
             serde_json::to_value(offline(config, |live| live.undo(&who))?)?
@@ -229,20 +188,150 @@ pub async fn status(target: Target) -> anyhow::Result<()> {
         }
         Mode::File(config) => {
             let weights = Weights::load(&config).map_err(|e| anyhow!("{e}"))?;
-            println!(
-                "proxy: not running; weights from {}",
-                config.weights_path.display()
-            );
+            println!("proxy: not running; weights from {}", config.weights_path.display());
             for (route, per_backend) in weights_control::named(&config, &weights) {
-                let parts: Vec<String> = per_backend
-                    .iter()
-                    .map(|(b, w)| format!("{b} {w}%"))
-                    .collect();
+                let parts: Vec<String> = per_backend.iter().map(|(b, w)| format!("{b} {w}%")).collect();
                 println!("  {route:<16} {}", parts.join("  "));
             }
         }
     }
     Ok(())
+}
+
+pub async fn parity(target: Target, route: Option<String>, raw: bool) -> anyhow::Result<()> {
+    let Mode::Api(client) = connect(&target).await? else {
+        bail!("parity is measured by the running proxy, and it is not reachable");
+    };
+    let path = match &route {
+        Some(r) => format!("/admin/parity?route={r}"),
+        None => "/admin/parity".to_string(),
+    };
+    let report = client.call(Method::GET, &path, None).await?;
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_parity(&report));
+    }
+    Ok(())
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// The `parity` report.
+pub fn render_parity(report: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let routes = report["routes"].as_array().cloned().unwrap_or_default();
+    if routes.is_empty() {
+        out.push_str("no route mirrors traffic: add `mirror:` to a route to measure parity\n");
+    }
+    for r in routes {
+        let name = r["route"].as_str().unwrap_or("?");
+        let backends = r["backends"]
+            .as_array()
+            .map(|b| b.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let (left, right) = (
+            backends.first().copied().unwrap_or("left"),
+            backends.get(1).copied().unwrap_or("right"),
+        );
+        let compared = r["compared"].as_u64().unwrap_or(0);
+        let _ = write!(out, "route {name}: {left} vs {right}, {compared} requests compared");
+        match r["clean_share"].as_f64() {
+            Some(share) => {
+                let _ = write!(out, ", {} clean", pct(share));
+                if let Some(bar) = r["min_clean_share"].as_f64() {
+                    let verdict = if share >= bar { "meets" } else { "BELOW" };
+                    let _ = write!(
+                        out,
+                        " ({verdict} the bar of {}; shift is {})",
+                        pct(bar),
+                        if share >= bar { "allowed" } else { "refused without --force" }
+                    );
+                }
+                out.push('\n');
+            }
+            None => out.push_str(", nothing compared yet\n"),
+        }
+        let outcomes = r["outcomes"]
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  shadows: {}   noise samples: {}",
+            if outcomes.is_empty() { "none" } else { &outcomes },
+            r["noise_samples"]
+        );
+        let rates = r["mismatch_rate"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k} {}", pct(v.as_f64().unwrap_or(0.0))))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            })
+            .unwrap_or_default();
+        let _ = writeln!(out, "  mismatching requests by kind: {rates}");
+        let paths = r["paths"].as_array().cloned().unwrap_or_default();
+        if !paths.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n  {:<8} {:<40} {:>7} {:>7}  {:<9} {left} -> {right}",
+                "KIND", "PATH", "RATE", "NOISE", "VERDICT"
+            );
+            for p in paths {
+                let path = p["path"].as_str().unwrap_or("");
+                let verdict = p["verdict"].as_str().unwrap_or("?");
+                let mut line = format!(
+                    "  {:<8} {:<40} {:>7} {:>7}  {:<9} {} -> {}",
+                    p["kind"].as_str().unwrap_or("?"),
+                    if path.is_empty() { "(whole)" } else { path },
+                    pct(p["rate"].as_f64().unwrap_or(0.0)),
+                    pct(p["noise_rate"].as_f64().unwrap_or(0.0)),
+                    verdict,
+                    p["left"].as_str().unwrap_or(""),
+                    p["right"].as_str().unwrap_or(""),
+                );
+                if let Some(reason) = p["accepted_reason"].as_str() {
+                    line.push_str(&format!("  (accepted: {reason})"));
+                }
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        let samples = r["samples"].as_array().cloned().unwrap_or_default();
+        if !samples.is_empty() {
+            let _ = writeln!(out, "\n  recent differences:");
+            for s in samples.iter().take(5) {
+                let _ = writeln!(
+                    out,
+                    "  {} {} {}  request {}  {left} {} / {right} {}  served by {}",
+                    s["time"].as_str().unwrap_or(""),
+                    s["method"].as_str().unwrap_or(""),
+                    s["path"].as_str().unwrap_or(""),
+                    s["request_id"].as_str().unwrap_or(""),
+                    s["statuses"][0],
+                    s["statuses"][1],
+                    s["served_by"].as_str().unwrap_or(""),
+                );
+                for d in s["differences"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "      {:<6} {:<34} {} -> {}  [{}]",
+                        d["kind"].as_str().unwrap_or(""),
+                        d["path"].as_str().unwrap_or(""),
+                        d["left"].as_str().unwrap_or(""),
+                        d["right"].as_str().unwrap_or(""),
+                        d["verdict"].as_str().unwrap_or(""),
+                    );
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Prints the new weights, and warns loudly when they were not persisted.
@@ -251,11 +340,7 @@ fn report(changed: &Value) -> anyhow::Result<()> {
         for (route, per_backend) in routes {
             let parts: Vec<String> = per_backend
                 .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(b, w)| format!("{b} {}%", w.as_f64().unwrap_or(0.0)))
-                        .collect()
-                })
+                .map(|m| m.iter().map(|(b, w)| format!("{b} {}%", w.as_f64().unwrap_or(0.0))).collect())
                 .unwrap_or_default();
             println!("{route:<16} {}", parts.join("  "));
         }
@@ -293,43 +378,22 @@ pub fn render_status(status: &Value) -> String {
             }
         }
         _ => {
-            let _ = writeln!(
-                out,
-                "last reload: ok at {}",
-                reload["time"].as_str().unwrap_or("?")
-            );
+            let _ = writeln!(out, "last reload: ok at {}", reload["time"].as_str().unwrap_or("?"));
         }
     }
     if let Some(change) = status["last_change"].as_object() {
-        let text = |k: &str| {
-            change
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string()
-        };
-        let _ = writeln!(
-            out,
-            "last change: {} by {} at {}",
-            text("why"),
-            text("who"),
-            text("time")
-        );
+        let text = |k: &str| change.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        let _ = writeln!(out, "last change: {} by {} at {}", text("why"), text("who"), text("time"));
     }
     let _ = writeln!(
         out,
-        "\n{:<16} {:<12} {:>7} {:>9} {:>7}  {}",
-        "ROUTE", "BACKEND", "WEIGHT", "REQ/S 1m", "ERR 1m", "HEALTH"
+        "\n{:<16} {:<12} {:>7} {:>9} {:>7}  HEALTH",
+        "ROUTE", "BACKEND", "WEIGHT", "REQ/S 1m", "ERR 1m"
     );
     for route in status["routes"].as_array().into_iter().flatten() {
         let name = route["name"].as_str().unwrap_or("?");
         let stable = route["stable"].as_str().unwrap_or("");
-        for (i, b) in route["backends"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, b) in route["backends"].as_array().into_iter().flatten().enumerate() {
             let backend = b["name"].as_str().unwrap_or("?");
             let marker = if backend == stable { "*" } else { "" };
             let _ = writeln!(
@@ -367,24 +431,17 @@ impl AdminClient {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let resp = tokio::time::timeout(
-            Duration::from_secs(10),
-            self.client.request(req.body(Full::new(body))?),
-        )
-        .await
-        .context("the admin API did not answer within 10 s")?
-        .with_context(|| format!("cannot reach the admin API at {}", self.addr))?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req.body(Full::new(body))?))
+            .await
+            .context("the admin API did not answer within 10 s")?
+            .with_context(|| format!("cannot reach the admin API at {}", self.addr))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
-        let value: Value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes)}));
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes)}));
         if status == StatusCode::OK {
             Ok(value)
         } else {
-            bail!(
-                "{} ({status})",
-                value["error"].as_str().unwrap_or("request failed")
-            )
+            bail!("{} ({status})", value["error"].as_str().unwrap_or("request failed"))
         }
     }
 }

@@ -14,11 +14,7 @@ use cutover::demo;
 use cutover::server::{self, Running};
 
 #[derive(Parser)]
-#[command(
-    name = "cutover",
-    version,
-    about = "A traffic-splitting reverse proxy for migrations"
-)]
+#[command(name = "cutover", version, about = "A traffic-splitting reverse proxy for migrations")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,6 +53,18 @@ enum Command {
         /// BACKEND=PERCENT pairs; with two backends, naming one gives the rest to the other.
         #[arg(required = true, value_parser = control::parse_assignment)]
         weights: Vec<(String, f64)>,
+        /// Shift even though the route's measured parity is below its `min_clean_share`.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: control::Target,
+    },
+    /// Parity report: how the backends' answers differ, by kind and JSON path, with samples.
+    Parity {
+        route: Option<String>,
+        /// Print the raw JSON report.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: control::Target,
     },
@@ -85,6 +93,14 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
+        // Reports piped into `head` should end quietly, as other Unix tools do.
+        // (Not for the servers: a closed client socket must not kill the proxy.)
+        // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     cutover::access_log::init_local_offset();
     init_tracing();
     let result = match cli.command {
@@ -106,8 +122,10 @@ pub fn main() -> ExitCode {
         Command::Shift {
             route,
             weights,
+            force,
             target,
-        } => control::block_on(control::shift(target, route, weights)),
+        } => control::block_on(control::shift(target, route, weights, force)),
+        Command::Parity { route, json, target } => control::block_on(control::parity(target, route, json)),
         Command::Rollback {
             routes,
             all,
@@ -127,8 +145,7 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -8,12 +8,13 @@ use http::HeaderValue;
 use indexmap::IndexMap;
 
 use super::error::ConfigError;
-use super::raw::{RawBackend, RawConfig, RawHeaderMatch, RawRoute};
+use super::raw::{CompareMode, RawBackend, RawConfig, RawHeaderMatch, RawMirror, RawRoute};
 use super::yaml::{self, Positions};
 use super::{
-    AccessLogSettings, Admin, BackendSpec, Config, Listener, LogTarget, Rewrite, RouteBackend,
-    RouteSpec, ServerSettings, Sticky,
+    AcceptRule, AccessLogSettings, Admin, BackendSpec, Config, Listener, LogTarget, MirrorSpec, Rewrite, RouteBackend, RouteSpec,
+    ServerSettings, Sticky,
 };
+use crate::mirror::compare::{CompareRules, Kind, PathPattern};
 use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
 
 pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
@@ -97,16 +98,9 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
     })
 }
 
-fn compile_listeners(
-    raw: &RawConfig,
-    pos: &Positions,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<Listener> {
+fn compile_listeners(raw: &RawConfig, pos: &Positions, errors: &mut Vec<ConfigError>) -> Vec<Listener> {
     if raw.listeners.is_empty() {
-        errors.push(ConfigError::at(
-            pos.value(&[]),
-            "at least one listener is required",
-        ));
+        errors.push(ConfigError::at(pos.value(&[]), "at least one listener is required"));
     }
     let mut names = HashSet::new();
     let mut out = Vec::new();
@@ -132,16 +126,9 @@ fn compile_listeners(
     out
 }
 
-fn compile_backends(
-    raw: &IndexMap<String, RawBackend>,
-    pos: &Positions,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<Arc<BackendSpec>> {
+fn compile_backends(raw: &IndexMap<String, RawBackend>, pos: &Positions, errors: &mut Vec<ConfigError>) -> Vec<Arc<BackendSpec>> {
     if raw.is_empty() {
-        errors.push(ConfigError::at(
-            pos.value(&[]),
-            "at least one backend is required",
-        ));
+        errors.push(ConfigError::at(pos.value(&[]), "at least one backend is required"));
     }
     let mut out = Vec::new();
     for (name, b) in raw {
@@ -183,17 +170,9 @@ fn compile_backends(
     out
 }
 
-fn compile_routes(
-    raw: &[RawRoute],
-    backends: &[Arc<BackendSpec>],
-    pos: &Positions,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<RouteSpec> {
+fn compile_routes(raw: &[RawRoute], backends: &[Arc<BackendSpec>], pos: &Positions, errors: &mut Vec<ConfigError>) -> Vec<RouteSpec> {
     if raw.is_empty() {
-        errors.push(ConfigError::at(
-            pos.value(&[]),
-            "at least one route is required",
-        ));
+        errors.push(ConfigError::at(pos.value(&[]), "at least one route is required"));
     }
     let mut names = HashSet::new();
     let mut out = Vec::new();
@@ -204,45 +183,25 @@ fn compile_routes(
             p.extend_from_slice(rest);
             p.iter().map(|s| s.to_string()).collect::<Vec<_>>()
         };
-        let value =
-            |rest: &[&str]| pos.value(&at(rest).iter().map(String::as_str).collect::<Vec<_>>());
+        let value = |rest: &[&str]| pos.value(&at(rest).iter().map(String::as_str).collect::<Vec<_>>());
         let key = |rest: &[&str]| pos.key(&at(rest).iter().map(String::as_str).collect::<Vec<_>>());
 
-        if r.name.is_empty()
-            || !r
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             errors.push(ConfigError::at(
                 value(&["name"]),
-                format!(
-                    "route name {:?} must be letters, digits, '-', '_' or '.'",
-                    r.name
-                ),
+                format!("route name {:?} must be letters, digits, '-', '_' or '.'", r.name),
             ));
         }
         if !names.insert(r.name.as_str()) {
-            errors.push(ConfigError::at(
-                value(&["name"]),
-                format!("duplicate route name {:?}", r.name),
-            ));
+            errors.push(ConfigError::at(value(&["name"]), format!("duplicate route name {:?}", r.name)));
         }
-        for (feature, present) in [("mirror", r.mirror.is_some()), ("guard", r.guard.is_some())] {
-            if present {
-                errors.push(ConfigError::at(
-                    key(&[feature]),
-                    format!("`{feature}` is not available in this version"),
-                ));
-            }
+        if r.guard.is_some() {
+            errors.push(ConfigError::at(key(&["guard"]), "`guard` is not available in this version"));
         }
 
         let mut route_backends = Vec::new();
         if r.backends.is_empty() {
-            errors.push(ConfigError::at(
-                value(&["backends"]),
-                "a route needs at least one backend",
-            ));
+            errors.push(ConfigError::at(value(&["backends"]), "a route needs at least one backend"));
         }
         for (name, rb) in &r.backends {
             let Some(spec) = backends.iter().find(|b| &*b.name == name) else {
@@ -252,13 +211,10 @@ fn compile_routes(
                 ));
                 continue;
             };
-            let rewrite = rb
-                .as_ref()
-                .and_then(|rb| rb.rewrite.as_ref())
-                .map(|rw| Rewrite {
-                    prefix: rw.prefix.clone(),
-                    to: rw.to.clone(),
-                });
+            let rewrite = rb.as_ref().and_then(|rb| rb.rewrite.as_ref()).map(|rw| Rewrite {
+                prefix: rw.prefix.clone(),
+                to: rw.to.clone(),
+            });
             if let Some(rw) = &rewrite
                 && (!rw.prefix.starts_with('/') || !rw.to.starts_with('/'))
             {
@@ -311,6 +267,7 @@ fn compile_routes(
         };
 
         let matcher = compile_matcher(r, &value, errors);
+        let mirror = r.mirror.as_ref().and_then(|m| compile_mirror(m, r, stable, &value, errors));
         out.push(RouteSpec {
             name: r.name.as_str().into(),
             matcher,
@@ -318,36 +275,23 @@ fn compile_routes(
             stable,
             sticky,
             force_header: r.force_header.as_ref().map(|h| h.0.clone()),
+            mirror,
         });
     }
     out
 }
 
-fn compile_matcher(
-    r: &RawRoute,
-    value: &dyn Fn(&[&str]) -> super::Location,
-    errors: &mut Vec<ConfigError>,
-) -> Matcher {
+fn compile_matcher(r: &RawRoute, value: &dyn Fn(&[&str]) -> super::Location, errors: &mut Vec<ConfigError>) -> Matcher {
     let m = &r.matcher;
-    let path_conditions = [
-        m.path_prefix.is_some(),
-        m.path.is_some(),
-        m.path_regex.is_some(),
-    ];
+    let path_conditions = [m.path_prefix.is_some(), m.path.is_some(), m.path_regex.is_some()];
     if path_conditions.iter().filter(|c| **c).count() > 1 {
-        errors.push(ConfigError::at(
-            value(&["match"]),
-            "use only one of path_prefix, path, path_regex",
-        ));
+        errors.push(ConfigError::at(value(&["match"]), "use only one of path_prefix, path, path_regex"));
     }
     for (field, p) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
         if let Some(p) = p
             && !p.starts_with('/')
         {
-            errors.push(ConfigError::at(
-                value(&["match", field]),
-                format!("{field} must start with '/'"),
-            ));
+            errors.push(ConfigError::at(value(&["match", field]), format!("{field} must start with '/'")));
         }
     }
     let path = if let Some(p) = &m.path_prefix {
@@ -388,18 +332,147 @@ fn compile_matcher(
     Matcher {
         path,
         host: m.host.as_deref().map(HostMatch::parse),
-        methods: m
-            .methods
-            .as_ref()
-            .map(|ms| ms.iter().map(|m| m.0.clone()).collect()),
+        methods: m.methods.as_ref().map(|ms| ms.iter().map(|m| m.0.clone()).collect()),
         headers,
     }
 }
 
+fn compile_mirror(
+    m: &RawMirror,
+    r: &RawRoute,
+    stable: usize,
+    value: &dyn Fn(&[&str]) -> super::Location,
+    errors: &mut Vec<ConfigError>,
+) -> Option<MirrorSpec> {
+    let before = errors.len();
+    let to = match r.backends.get_index_of(m.to.as_str()) {
+        Some(i) if i == stable => {
+            errors.push(ConfigError::at(
+                value(&["mirror", "to"]),
+                "mirror.to is the stable backend; name the backend being migrated to (requests it serves are mirrored to the stable one)",
+            ));
+            0
+        }
+        Some(i) => i,
+        None => {
+            errors.push(ConfigError::at(
+                value(&["mirror", "to"]),
+                format!("mirror target {:?} is not one of this route's backends", m.to),
+            ));
+            0
+        }
+    };
+    if !(0.0..=100.0).contains(&m.percent) {
+        errors.push(ConfigError::at(value(&["mirror", "percent"]), "percent must be between 0 and 100"));
+    }
+    let methods: Vec<http::Method> = match &m.methods {
+        Some(ms) => ms.iter().map(|m| m.0.clone()).collect(),
+        None => vec![http::Method::GET, http::Method::HEAD, http::Method::OPTIONS],
+    };
+    if !m.allow_mutating
+        && let Some(unsafe_method) = methods.iter().find(|m| !m.is_safe())
+    {
+        errors.push(ConfigError::at(
+            value(&["mirror", "methods"]),
+            format!(
+                "mirroring {unsafe_method} writes twice when both backends share a database; set `allow_mutating: true` to mirror it anyway"
+            ),
+        ));
+    }
+    if m.max_in_flight == 0 {
+        errors.push(ConfigError::at(
+            value(&["mirror", "max_in_flight"]),
+            "max_in_flight must be at least 1",
+        ));
+    }
+    let c = &m.compare;
+    if !(0.0..=1.0).contains(&c.noise.sample) {
+        errors.push(ConfigError::at(
+            value(&["mirror", "compare", "noise", "sample"]),
+            "noise.sample is a share between 0 and 1",
+        ));
+    }
+    if let Some(share) = m.min_clean_share
+        && !(0.0..=1.0).contains(&share)
+    {
+        errors.push(ConfigError::at(
+            value(&["mirror", "min_clean_share"]),
+            "min_clean_share is a share between 0 and 1",
+        ));
+    }
+    let mut ignore = Vec::new();
+    for (i, p) in c.ignore.iter().enumerate() {
+        match PathPattern::parse(p) {
+            Ok(p) => ignore.push(p),
+            Err(e) => errors.push(ConfigError::at(value(&["mirror", "compare", "ignore", &i.to_string()]), e)),
+        }
+    }
+    let (mut unwrap_left, mut unwrap_right) = (None, None);
+    let stable_name = r.backends.get_index(stable).map(|(n, _)| n.as_str()).unwrap_or_default();
+    for (backend, pointer) in &c.unwrap {
+        if !(pointer.is_empty() || pointer.starts_with('/')) {
+            errors.push(ConfigError::at(
+                value(&["mirror", "compare", "unwrap", backend]),
+                "unwrap takes a JSON pointer starting with '/'",
+            ));
+        } else if backend == stable_name {
+            unwrap_left = Some(pointer.clone());
+        } else if *backend == m.to {
+            unwrap_right = Some(pointer.clone());
+        } else {
+            errors.push(ConfigError::at(
+                value(&["mirror", "compare", "unwrap", backend]),
+                format!("unwrap names {backend:?}, which is neither the stable backend nor the mirror target"),
+            ));
+        }
+    }
+    let mut accept = Vec::new();
+    for (i, a) in c.accept.iter().enumerate() {
+        let idx = i.to_string();
+        let kind = Kind::parse(&a.kind);
+        let path = PathPattern::parse(&a.path);
+        match (kind, path) {
+            (Some(kind), Ok(path)) => accept.push(AcceptRule {
+                path,
+                kind,
+                reason: a.reason.clone(),
+                until: a.until.map(|d| d.0),
+            }),
+            (None, _) => errors.push(ConfigError::at(
+                value(&["mirror", "compare", "accept", &idx, "kind"]),
+                format!("kind {:?} must be one of status, header, shape, value", a.kind),
+            )),
+            (_, Err(e)) => errors.push(ConfigError::at(value(&["mirror", "compare", "accept", &idx, "path"]), e)),
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(MirrorSpec {
+        to,
+        share: m.percent / 100.0,
+        methods,
+        max_body_bytes: m.max_body_bytes,
+        max_in_flight: m.max_in_flight,
+        timeout: m.timeout.0,
+        rules: CompareRules {
+            values: c.mode == CompareMode::Values,
+            headers: c.headers.iter().map(|h| h.0.clone()).collect(),
+            ignore,
+            unwrap_left,
+            unwrap_right,
+            normalize_url_host: c.normalize.url_host,
+            normalize_decimal_strings: c.normalize.decimal_strings,
+        },
+        noise_sample: c.noise.sample,
+        accept,
+        redact: c.redact.iter().map(|k| k.to_ascii_lowercase()).collect(),
+        compare_max_bytes: c.max_body_bytes,
+        min_clean_share: m.min_clean_share,
+    })
+}
+
 /// RFC 6265 cookie-name: a token.
 fn is_cookie_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }

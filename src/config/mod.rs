@@ -95,6 +95,46 @@ pub struct RouteSpec {
     pub stable: usize,
     pub sticky: Sticky,
     pub force_header: Option<HeaderName>,
+    pub mirror: Option<MirrorSpec>,
+}
+
+/// Shadow traffic and comparison for a route. Comparisons are always
+/// oriented stable backend (left) against the mirror target (right),
+/// whichever of the two served the client.
+#[derive(Debug)]
+pub struct MirrorSpec {
+    /// Index into the route's backends of the mirror target (≠ stable).
+    pub to: usize,
+    /// Share of eligible requests mirrored, 0..=1.
+    pub share: f64,
+    pub methods: Vec<http::Method>,
+    pub max_body_bytes: usize,
+    pub max_in_flight: usize,
+    pub timeout: Duration,
+    pub rules: crate::mirror::compare::CompareRules,
+    /// Share of mirrored safe requests also sent to the primary twice, to learn noise.
+    pub noise_sample: f64,
+    pub accept: Vec<AcceptRule>,
+    /// Lower-cased JSON keys whose values never appear in samples.
+    pub redact: Vec<String>,
+    pub compare_max_bytes: usize,
+    pub min_clean_share: Option<f64>,
+}
+
+/// A known difference, reported apart until it expires.
+#[derive(Debug, Clone)]
+pub struct AcceptRule {
+    pub path: crate::mirror::compare::PathPattern,
+    pub kind: crate::mirror::compare::Kind,
+    pub reason: String,
+    /// Last day the rule holds.
+    pub until: Option<time::Date>,
+}
+
+impl AcceptRule {
+    pub fn covers(&self, kind: crate::mirror::compare::Kind, path: &str, today: time::Date) -> bool {
+        self.kind == kind && self.path.covers(path) && self.until.is_none_or(|d| today <= d)
+    }
 }
 
 impl RouteSpec {
@@ -141,8 +181,7 @@ pub enum Sticky {
 impl Config {
     /// Reads and compiles the main config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
         Config::parse(path, text)
     }
 

@@ -168,8 +168,158 @@ pub struct RawRoute {
     pub backends: IndexMap<String, Option<RawRouteBackend>>,
     pub sticky: Option<RawSticky>,
     pub force_header: Option<HeaderNameValue>,
-    pub mirror: Option<serde_yaml::Value>,
+    pub mirror: Option<RawMirror>,
     pub guard: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub to: String,
+    #[serde(default = "default_mirror_percent")]
+    pub percent: f64,
+    pub methods: Option<Vec<MethodValue>>,
+    /// Mirroring POST, PUT, PATCH or DELETE writes twice when both backends
+    /// share a database, so it needs this explicit opt-in.
+    #[serde(default)]
+    pub allow_mutating: bool,
+    #[serde(default = "default_mirror_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_mirror_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "default_mirror_timeout")]
+    pub timeout: Dur,
+    #[serde(default)]
+    pub compare: RawCompare,
+    pub min_clean_share: Option<f64>,
+}
+
+fn default_mirror_percent() -> f64 {
+    100.0
+}
+fn default_mirror_body() -> usize {
+    1024 * 1024
+}
+fn default_mirror_in_flight() -> usize {
+    256
+}
+fn default_mirror_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CompareMode {
+    #[default]
+    Shape,
+    Values,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompare {
+    #[serde(default)]
+    pub mode: CompareMode,
+    #[serde(default = "default_compare_headers")]
+    pub headers: Vec<HeaderNameValue>,
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    #[serde(default)]
+    pub unwrap: IndexMap<String, String>,
+    #[serde(default)]
+    pub noise: RawNoise,
+    #[serde(default)]
+    pub accept: Vec<RawAccept>,
+    #[serde(default)]
+    pub normalize: RawNormalize,
+    #[serde(default)]
+    pub redact: Vec<String>,
+    #[serde(default = "default_mirror_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for RawCompare {
+    fn default() -> Self {
+        RawCompare {
+            mode: CompareMode::Shape,
+            headers: default_compare_headers(),
+            ignore: Vec::new(),
+            unwrap: IndexMap::new(),
+            noise: RawNoise::default(),
+            accept: Vec::new(),
+            normalize: RawNormalize::default(),
+            redact: Vec::new(),
+            max_body_bytes: default_mirror_body(),
+        }
+    }
+}
+
+fn default_compare_headers() -> Vec<HeaderNameValue> {
+    vec![HeaderNameValue(http::header::CONTENT_TYPE)]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNoise {
+    #[serde(default = "default_noise_sample")]
+    pub sample: f64,
+}
+
+impl Default for RawNoise {
+    fn default() -> Self {
+        RawNoise {
+            sample: default_noise_sample(),
+        }
+    }
+}
+
+fn default_noise_sample() -> f64 {
+    0.05
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNormalize {
+    #[serde(default = "yes")]
+    pub url_host: bool,
+    #[serde(default = "yes")]
+    pub decimal_strings: bool,
+}
+
+impl Default for RawNormalize {
+    fn default() -> Self {
+        RawNormalize {
+            url_host: true,
+            decimal_strings: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccept {
+    pub path: String,
+    pub kind: String,
+    pub reason: String,
+    pub until: Option<DateValue>,
+}
+
+/// A calendar date, `2027-03-01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateValue(pub time::Date);
+
+impl<'de> Deserialize<'de> for DateValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        time::Date::parse(raw.trim(), &format)
+            .map(DateValue)
+            .map_err(|e| serde::de::Error::custom(format!("invalid date {raw:?} (expected YYYY-MM-DD): {e}")))
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]

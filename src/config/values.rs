@@ -165,10 +165,7 @@ mod tests {
 
     #[test]
     fn durations_accept_human_units() {
-        assert_eq!(
-            "800ms".parse::<Dur>().unwrap().0,
-            Duration::from_millis(800)
-        );
+        assert_eq!("800ms".parse::<Dur>().unwrap().0, Duration::from_millis(800));
         assert_eq!("1m30s".parse::<Dur>().unwrap().0, Duration::from_secs(90));
         assert!("soon".parse::<Dur>().is_err());
     }

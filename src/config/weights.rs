@@ -20,11 +20,7 @@ impl Weights {
     /// Every route sends everything to its stable backend.
     pub fn all_stable(config: &Config) -> Weights {
         Weights {
-            per_route: config
-                .routes
-                .iter()
-                .map(|r| stable_only(r.backends.len(), r.stable))
-                .collect(),
+            per_route: config.routes.iter().map(|r| stable_only(r.backends.len(), r.stable)).collect(),
         }
     }
 
@@ -42,10 +38,7 @@ impl Weights {
         let mut errors = Vec::new();
         for (route_name, entries) in &raw {
             let Some(ri) = config.route_index(route_name) else {
-                errors.push(ConfigError::at(
-                    pos.key(&[route_name]),
-                    format!("unknown route {route_name:?}"),
-                ));
+                errors.push(ConfigError::at(pos.key(&[route_name]), format!("unknown route {route_name:?}")));
                 continue;
             };
             let route = &config.routes[ri];
@@ -54,10 +47,7 @@ impl Weights {
             for (backend_name, &percent) in entries {
                 let at = pos.key(&[route_name, backend_name]);
                 let Some(bi) = route.backend_index(backend_name) else {
-                    errors.push(ConfigError::at(
-                        at,
-                        format!("route {route_name:?} has no backend {backend_name:?}"),
-                    ));
+                    errors.push(ConfigError::at(at, format!("route {route_name:?} has no backend {backend_name:?}")));
                     route_ok = false;
                     continue;
                 };
@@ -73,10 +63,7 @@ impl Weights {
             if route_ok && sum != u32::from(BUCKETS) {
                 errors.push(ConfigError::at(
                     pos.key(&[route_name]),
-                    format!(
-                        "weights of route {route_name:?} sum to {}, not 100",
-                        format_percent_u32(sum)
-                    ),
+                    format!("weights of route {route_name:?} sum to {}, not 100", format_percent_u32(sum)),
                 ));
                 route_ok = false;
             }
@@ -169,14 +156,7 @@ mod tests {
 
     #[test]
     fn percentages_round_trip_through_basis_points() {
-        for (p, bp) in [
-            (90.0, 9000),
-            (12.5, 1250),
-            (0.01, 1),
-            (33.33, 3333),
-            (100.0, 10000),
-            (0.0, 0),
-        ] {
+        for (p, bp) in [(90.0, 9000), (12.5, 1250), (0.01, 1), (33.33, 3333), (100.0, 10000), (0.0, 0)] {
             assert_eq!(percent_to_basis_points(p), Ok(bp));
             assert_eq!(format_percent(bp).parse::<f64>().unwrap(), p);
         }

@@ -28,10 +28,7 @@ pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<(T, Positio
 }
 
 fn from_serde(file: &Path, err: serde_yaml::Error) -> ConfigError {
-    let (line, column) = err
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((1, 1));
+    let (line, column) = err.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
     let mut message = err.to_string();
     // serde_yaml appends " at line L column C"; the location is printed up front instead.
     if let Some(cut) = message.find(" at line ") {
@@ -86,13 +83,8 @@ impl Positions {
 }
 
 enum Frame {
-    Map {
-        expecting_key: bool,
-        key: Option<String>,
-    },
-    Seq {
-        index: usize,
-    },
+    Map { expecting_key: bool, key: Option<String> },
+    Seq { index: usize },
 }
 
 #[derive(Default)]
@@ -106,9 +98,7 @@ impl IndexBuilder {
     fn record(&mut self, prefix: &str, mark: Marker) {
         let key = format!("{prefix}{}", self.path.join("."));
         // yaml-rust2 lines are 1-based and columns 0-based.
-        self.nodes
-            .entry(key)
-            .or_insert((mark.line(), mark.col() + 1));
+        self.nodes.entry(key).or_insert((mark.line(), mark.col() + 1));
     }
 
     /// Called before a value node starts: pushes its path segment.
@@ -196,27 +186,13 @@ mod tests {
 
     #[test]
     fn indexes_keys_and_values_of_nested_nodes() {
-        let text =
-            "routes:\n  - name: api\n    backends:\n      legacy: {}\n      new: { weight: 1 }\n";
+        let text = "routes:\n  - name: api\n    backends:\n      legacy: {}\n      new: { weight: 1 }\n";
         let (_, pos): (serde_yaml::Value, _) = parse(Path::new("c.yaml"), text).unwrap();
-        assert_eq!(
-            pos.key(&["routes", "0", "backends", "new"]).to_string(),
-            "c.yaml:5:7"
-        );
-        assert_eq!(
-            pos.value(&["routes", "0", "name"]).to_string(),
-            "c.yaml:2:11"
-        );
-        assert_eq!(
-            pos.value(&["routes", "0", "backends", "new", "weight"])
-                .to_string(),
-            "c.yaml:5:22"
-        );
+        assert_eq!(pos.key(&["routes", "0", "backends", "new"]).to_string(), "c.yaml:5:7");
+        assert_eq!(pos.value(&["routes", "0", "name"]).to_string(), "c.yaml:2:11");
+        assert_eq!(pos.value(&["routes", "0", "backends", "new", "weight"]).to_string(), "c.yaml:5:22");
         // Unknown paths fall back to the nearest parent.
-        assert_eq!(
-            pos.value(&["routes", "0", "missing"]).to_string(),
-            "c.yaml:2:5"
-        );
+        assert_eq!(pos.value(&["routes", "0", "missing"]).to_string(), "c.yaml:2:5");
     }
 
     #[test]
@@ -228,9 +204,6 @@ mod tests {
             a: u32,
         }
         let err = parse::<S>(Path::new("w.yaml"), "a: 1\nb: 2\n").unwrap_err();
-        assert!(
-            err.to_string().starts_with("w.yaml:2:1: unknown field `b`"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("w.yaml:2:1: unknown field `b`"), "{err}");
     }
 }

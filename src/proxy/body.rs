@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::upstream::FailureKind;
 use crate::access_log::{AccessLog, LogRecord, Outcome};
+use crate::mirror::Tap;
 use crate::table::Table;
 
 /// One request's bookkeeping: recorded into metrics and the access log
@@ -28,11 +29,7 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(
-        started: Instant,
-        table: Arc<Table>,
-        log: Option<(Arc<AccessLog>, LogRecord)>,
-    ) -> Exchange {
+    pub fn new(started: Instant, table: Arc<Table>, log: Option<(Arc<AccessLog>, LogRecord)>) -> Exchange {
         Exchange {
             started,
             table,
@@ -68,10 +65,7 @@ impl Drop for Exchange {
             Some((ri, bi)) => self.table.routes[ri].backends[bi]
                 .metrics
                 .observe(self.upstream_status, elapsed.as_secs_f64()),
-            None => self
-                .table
-                .unmatched
-                .observe(Some(self.status), elapsed.as_secs_f64()),
+            None => self.table.unmatched.observe(Some(self.status), elapsed.as_secs_f64()),
         }
         if let Some((log, rec)) = &self.log {
             let outcome = Outcome {
@@ -93,13 +87,16 @@ enum Inner {
 pub struct ResponseBody {
     inner: Inner,
     exchange: Option<Box<Exchange>>,
+    /// A bounded copy for the mirror comparison, when the request is mirrored.
+    tap: Option<Tap>,
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming, exchange: Box<Exchange>) -> ResponseBody {
+    pub fn upstream(body: Incoming, exchange: Box<Exchange>, tap: Option<Tap>) -> ResponseBody {
         ResponseBody {
             inner: Inner::Upstream(body),
             exchange: Some(exchange),
+            tap,
         }
     }
 
@@ -108,6 +105,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
             exchange,
+            tap: None,
         }
     }
 
@@ -118,29 +116,48 @@ impl ResponseBody {
     }
 }
 
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper never polls a body that is empty from the start (HEAD, 204,
+        // Content-Length: 0): it is complete all the same.
+        if let (Some(tap), Inner::Upstream(body)) = (&mut self.tap, &self.inner)
+            && body.is_end_stream()
+        {
+            tap.finish();
+        }
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         match &mut this.inner {
             Inner::Upstream(body) => {
                 let frame = ready!(Pin::new(body).poll_frame(cx));
                 match &frame {
                     Some(Ok(f)) => {
-                        let n = f.data_ref().map_or(0, Bytes::len);
-                        this.count(n);
+                        if let Some(data) = f.data_ref() {
+                            this.count(data.len());
+                            if let Some(tap) = &mut this.tap {
+                                tap.data(data);
+                            }
+                        }
                     }
                     Some(Err(_)) => {
                         if let Some(ex) = &this.exchange {
                             ex.record_failure(FailureKind::Body);
                         }
+                        // A broken body is not compared.
+                        this.tap = None;
                     }
-                    None => {}
+                    None => {
+                        if let Some(tap) = &mut this.tap {
+                            tap.finish();
+                        }
+                    }
                 }
                 Poll::Ready(frame)
             }
@@ -165,9 +182,64 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Upstream(body) => body.size_hint(),
-            Inner::Local(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            Inner::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// The body sent to a backend: the client's, the client's with a copy taken
+/// for a shadow request, or one held in memory.
+pub enum RequestBody {
+    Client(Incoming),
+    Tapped(Incoming, Tap),
+    Full(Option<Bytes>),
+}
+
+impl RequestBody {
+    pub fn full(bytes: Bytes) -> RequestBody {
+        RequestBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Tapped(body, tap) => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let Some(data) = f.data_ref() {
+                            tap.data(data);
+                        }
+                        // The client may never be polled again once it reports the end.
+                        if body.is_end_stream() {
+                            tap.finish();
+                        }
+                    }
+                    Some(Err(_)) => {}
+                    None => tap.finish(),
+                }
+                Poll::Ready(frame)
             }
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(body) | RequestBody::Tapped(body, _) => body.is_end_stream(),
+            RequestBody::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client(body) | RequestBody::Tapped(body, _) => body.size_hint(),
+            RequestBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

@@ -63,13 +63,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Sets `X-Forwarded-For/-Proto/-Host`. Values from a trusted peer are
 /// extended; from anyone else they are replaced, since backends (Django's
 /// `SECURE_PROXY_SSL_HEADER`, Flask's ProxyFix) believe them.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    peer_trusted: bool,
-    proto: &'static str,
-    host: Option<&HeaderValue>,
-) {
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, proto: &'static str, host: Option<&HeaderValue>) {
     let peer_text = peer.to_string();
     let xff = match (peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
         (true, Some(prior)) => format!("{prior}, {peer_text}"),
@@ -93,11 +87,7 @@ pub fn set_forwarded(
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let parts: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
@@ -140,10 +130,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -195,10 +182,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_from_trusted_peers_are_extended() {
-        let mut h = map(&[
-            ("x-forwarded-for", "1.2.3.4"),
-            ("x-forwarded-proto", "https"),
-        ]);
+        let mut h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
         set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), true, "http", None);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
@@ -206,10 +190,7 @@ mod tests {
 
     #[test]
     fn cookies_are_found_across_headers() {
-        let h = map(&[
-            ("cookie", "a=1; sessionid=abc"),
-            ("cookie", "cutover_pin=42"),
-        ]);
+        let h = map(&[("cookie", "a=1; sessionid=abc"), ("cookie", "cutover_pin=42")]);
         assert_eq!(cookie(&h, "sessionid"), Some("abc"));
         assert_eq!(cookie(&h, "cutover_pin"), Some("42"));
         assert_eq!(cookie(&h, "session"), None);

@@ -13,19 +13,20 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::access_log::{AccessLog, LogRecord};
-use crate::config::{RouteSpec, Sticky};
+use crate::config::{BackendSpec, Rewrite, RouteSpec, Sticky};
 use crate::live::Live;
+use crate::mirror::{self, Admission, ShadowJob, Tap};
 use crate::routing::{RequestView, host_without_port, normalize_path};
 use crate::split::{self, BUCKETS};
 use crate::table::{LiveRoute, Table};
-use body::{Exchange, ResponseBody};
-use headers::{
-    X_REQUEST_ID, cookie, ensure_request_id, is_upgrade_request, set_forwarded, strip_hop_by_hop,
-};
+use body::{Exchange, RequestBody, ResponseBody};
+use headers::{X_REQUEST_ID, cookie, ensure_request_id, is_upgrade_request, set_forwarded, strip_hop_by_hop};
+use tokio::sync::oneshot;
 use upstream::FailureKind;
 
 /// The client connection a request arrived on.
@@ -46,10 +47,7 @@ pub struct Proxy {
 enum Refusal {
     BadRequest(&'static str),
     NoRoute,
-    Upstream {
-        kind: FailureKind,
-        backend: Arc<str>,
-    },
+    Upstream { kind: FailureKind, backend: Arc<str> },
 }
 
 impl Refusal {
@@ -95,24 +93,17 @@ struct Choice {
 
 impl Proxy {
     /// Serves one client request. Never fails: problems become responses.
-    pub async fn serve(
-        self: Arc<Self>,
-        conn: Arc<ConnInfo>,
-        req: Request<Incoming>,
-    ) -> Result<Response<ResponseBody>, Infallible> {
+    pub async fn serve(self: Arc<Self>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
         let table = self.live.load();
-        let log = self
-            .access_log
-            .as_ref()
-            .map(|log| (log.clone(), capture(&conn, &req)));
+        let log = self.access_log.as_ref().map(|log| (log.clone(), capture(&conn, &req)));
         let mut exchange = Box::new(Exchange::new(started, table.clone(), log));
         let response = match self.forward(&table, &conn, req, &mut exchange).await {
-            Ok(resp) => {
+            Ok((resp, tap)) => {
                 let (parts, body) = resp.into_parts();
                 exchange.status = parts.status.as_u16();
                 exchange.upstream_status = Some(parts.status.as_u16());
-                Response::from_parts(parts, ResponseBody::upstream(body, exchange))
+                Response::from_parts(parts, ResponseBody::upstream(body, exchange, tap))
             }
             Err(refusal) => {
                 if let Refusal::Upstream { kind, .. } = &refusal {
@@ -120,13 +111,10 @@ impl Proxy {
                 }
                 let status = refusal.status();
                 exchange.status = status.as_u16();
-                let mut resp =
-                    Response::new(ResponseBody::local(refusal.message(), Some(exchange)));
+                let mut resp = Response::new(ResponseBody::local(refusal.message(), Some(exchange)));
                 *resp.status_mut() = status;
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
                 resp
             }
         };
@@ -135,20 +123,16 @@ impl Proxy {
 
     async fn forward(
         &self,
-        table: &Table,
+        table: &Arc<Table>,
         conn: &ConnInfo,
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
-    ) -> Result<Response<Incoming>, Refusal> {
+    ) -> Result<(Response<Incoming>, Option<Tap>), Refusal> {
         let client_host = client_host(&req)?;
-        let path = normalize_path(req.uri().path())
-            .map_err(|_| Refusal::BadRequest("malformed request path"))?;
+        let path = normalize_path(req.uri().path()).map_err(|_| Refusal::BadRequest("malformed request path"))?;
         let view = RequestView {
             path: &path,
-            host: client_host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .map(host_without_port),
+            host: client_host.as_ref().and_then(|h| h.to_str().ok()).map(host_without_port),
             method: req.method(),
             headers: req.headers(),
         };
@@ -169,56 +153,76 @@ impl Proxy {
             rec.backend = Some(spec.name.clone());
         }
 
-        let forwarded_path = match &route_backend.rewrite {
-            Some(rw) => rw.apply(&path),
-            None => path,
-        };
-        let mut pq = String::with_capacity(spec.url.base_path.len() + forwarded_path.len() + 64);
-        pq.push_str(&spec.url.base_path);
-        pq.push_str(&forwarded_path);
-        if let Some(q) = req.uri().query() {
-            pq.push('?');
-            pq.push_str(q);
-        }
-        let pq = PathAndQuery::from_maybe_shared(Bytes::from(pq))
+        let uri = upstream_uri(spec, route_backend.rewrite.as_ref(), &path, req.uri().query())
             .map_err(|_| Refusal::BadRequest("malformed request path"))?;
-        let uri = Uri::from_parts({
-            let mut p = http::uri::Parts::default();
-            p.scheme = Some(spec.url.scheme.clone());
-            p.authority = Some(spec.url.authority.clone());
-            p.path_and_query = Some(pq);
-            p
-        })
-        .map_err(|_| Refusal::BadRequest("malformed request target"))?;
 
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
+        let admission = match &route.mirror {
+            Some(m) if !upgrade => mirror::admit(
+                m,
+                route,
+                &live_route.mirror_gate,
+                choice.backend,
+                req.method(),
+                content_length(req.headers()),
+            ),
+            _ => Admission::No,
+        };
+        if let Admission::Refused(outcome) = admission {
+            self.live.parity.count_outcome(&route.name, outcome);
+            table.metrics.mirror_requests.with_label_values(&[&route.name, outcome]).inc();
+        }
+        let mirrored_request =
+            matches!(admission, Admission::Yes { .. }).then(|| (path.into_owned(), req.uri().query().map(str::to_string)));
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut parts.headers);
         }
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        let trusted = table
-            .config
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&conn.peer.ip()));
-        set_forwarded(
-            &mut parts.headers,
-            conn.peer.ip(),
-            trusted,
-            conn.proto,
-            client_host.as_ref(),
-        );
+        let trusted = table.config.trusted_proxies.iter().any(|net| net.contains(&conn.peer.ip()));
+        set_forwarded(&mut parts.headers, conn.peer.ip(), trusted, conn.proto, client_host.as_ref());
         let request_id = ensure_request_id(&mut parts.headers);
         if let Some(rec) = exchange.log_record() {
             rec.request_id = Some(request_id.clone());
         }
-        let host = spec.host_header.clone().or(client_host).unwrap_or_else(|| {
-            HeaderValue::from_str(spec.url.authority.as_str())
-                .expect("authority is a valid header value")
-        });
-        parts.headers.insert(header::HOST, host);
+        let mut mirror_handles = None;
+        let body = match (admission, mirrored_request) {
+            (Admission::Yes { shadow, permit, noise }, Some((path, query))) => {
+                let m = route.mirror.as_ref().expect("admitted by the route's mirror");
+                let (body, body_copy) = if body.is_end_stream() {
+                    (RequestBody::Client(body), None)
+                } else {
+                    let (tap, copy) = Tap::new(m.max_body_bytes);
+                    (RequestBody::Tapped(body, tap), Some(copy))
+                };
+                let (head_tx, head_rx) = oneshot::channel();
+                let (response_tap, response_copy) = Tap::new(m.compare_max_bytes);
+                let job = ShadowJob {
+                    table: table.clone(),
+                    parity: self.live.parity.clone(),
+                    route: ri,
+                    primary: choice.backend,
+                    shadow,
+                    noise,
+                    permit,
+                    method: parts.method.clone(),
+                    headers: parts.headers.clone(),
+                    client_host: client_host.clone(),
+                    path,
+                    query,
+                    request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+                    body: body_copy,
+                    primary_head: Some(head_rx),
+                    primary_body: Some(response_copy),
+                };
+                tokio::spawn(job.run());
+                mirror_handles = Some((head_tx, response_tap));
+                body
+            }
+            _ => RequestBody::Client(body),
+        };
+        parts.headers.insert(header::HOST, upstream_host(spec, client_host));
         parts.uri = uri;
         parts.version = Version::HTTP_11;
 
@@ -227,16 +231,15 @@ impl Proxy {
             kind,
             backend: spec.name.clone(),
         };
-        let mut resp = upstream
-            .send(Request::from_parts(parts, body))
-            .await
-            .map_err(refuse)?;
+        let mut resp = upstream.send(Request::from_parts(parts, body)).await.map_err(refuse)?;
+        let tap = mirror_handles.map(|(head_tx, tap)| {
+            let _ = head_tx.send((resp.status().as_u16(), resp.headers().clone()));
+            tap
+        });
 
         // A response framed by both Content-Length and Transfer-Encoding is
         // ambiguous; hyper would keep the stale length (hyper PR 4181).
-        if resp.headers().contains_key(header::TRANSFER_ENCODING)
-            && resp.headers().contains_key(header::CONTENT_LENGTH)
-        {
+        if resp.headers().contains_key(header::TRANSFER_ENCODING) && resp.headers().contains_key(header::CONTENT_LENGTH) {
             return Err(refuse(FailureKind::Protocol));
         }
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -245,17 +248,48 @@ impl Proxy {
         }
         strip_hop_by_hop(resp.headers_mut(), switching);
         if let (Some(bucket), Sticky::Pin(name)) = (choice.set_pin, &route.sticky)
-            && let Ok(v) = HeaderValue::from_str(&format!(
-                "{name}={bucket}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
-            ))
+            && let Ok(v) = HeaderValue::from_str(&format!("{name}={bucket}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"))
         {
             resp.headers_mut().append(header::SET_COOKIE, v);
         }
         if !resp.headers().contains_key(&X_REQUEST_ID) {
             resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         }
-        Ok(resp)
+        Ok((resp, tap))
     }
+}
+
+/// The absolute URI of `path` (normalised) on `spec`, after the route's rewrite for it.
+pub fn upstream_uri(spec: &BackendSpec, rewrite: Option<&Rewrite>, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+    let path = match rewrite {
+        Some(rw) => rw.apply(path),
+        None => path.into(),
+    };
+    let mut pq = String::with_capacity(spec.url.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    pq.push_str(&spec.url.base_path);
+    pq.push_str(&path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let pq = PathAndQuery::from_maybe_shared(Bytes::from(pq))?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(spec.url.scheme.clone());
+    parts.authority = Some(spec.url.authority.clone());
+    parts.path_and_query = Some(pq);
+    Ok(Uri::from_parts(parts)?)
+}
+
+/// The `Host` a backend is sent: its `host_header`, else the client's, else its own authority.
+pub fn upstream_host(spec: &BackendSpec, client_host: Option<HeaderValue>) -> HeaderValue {
+    spec.host_header
+        .clone()
+        .or(client_host)
+        .unwrap_or_else(|| HeaderValue::from_str(spec.url.authority.as_str()).expect("authority is a valid header value"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// The host the client asked for: the request target's authority, else `Host`.
@@ -267,11 +301,7 @@ fn client_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Refusal> 
         return Err(Refusal::BadRequest("more than one Host header"));
     }
     if let Some(h) = &host
-        && (h.is_empty()
-            || h.to_str()
-                .ok()
-                .and_then(|s| s.parse::<http::uri::Authority>().ok())
-                .is_none())
+        && (h.is_empty() || h.to_str().ok().and_then(|s| s.parse::<http::uri::Authority>().ok()).is_none())
     {
         return Err(Refusal::BadRequest("invalid Host header"));
     }
@@ -289,16 +319,12 @@ fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap) -> Choice {
         && let Some(wanted) = headers.get(name).and_then(|v| v.to_str().ok())
         && let Some(backend) = route.backend_index(wanted.trim())
     {
-        return Choice {
-            backend,
-            set_pin: None,
-        };
+        return Choice { backend, set_pin: None };
     }
     let (bucket, set_pin) = match &route.sticky {
         Sticky::None => (split::random_bucket(), None),
         Sticky::Cookie(name) => (
-            cookie(headers, name)
-                .map_or_else(split::random_bucket, |v| split::sticky_bucket(v.as_bytes())),
+            cookie(headers, name).map_or_else(split::random_bucket, |v| split::sticky_bucket(v.as_bytes())),
             None,
         ),
         Sticky::Header(name) => (
@@ -307,10 +333,7 @@ fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap) -> Choice {
                 .map_or_else(split::random_bucket, |v| split::sticky_bucket(v.as_bytes())),
             None,
         ),
-        Sticky::Pin(name) => match cookie(headers, name)
-            .and_then(|v| v.parse::<u16>().ok())
-            .filter(|b| *b < BUCKETS)
-        {
+        Sticky::Pin(name) => match cookie(headers, name).and_then(|v| v.parse::<u16>().ok()).filter(|b| *b < BUCKETS) {
             Some(bucket) => (bucket, None),
             None => {
                 let bucket = split::random_bucket();
@@ -330,11 +353,7 @@ fn join_cookies(headers: &mut HeaderMap) {
     if values.next().is_none() || values.next().is_none() {
         return;
     }
-    let joined: Vec<&str> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let joined: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
     if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
         headers.insert(header::COOKIE, v);
     }

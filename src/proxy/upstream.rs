@@ -4,6 +4,8 @@ use std::error::Error as _;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+
+use super::body::RequestBody;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -40,7 +42,7 @@ impl FailureKind {
 
 pub struct Upstream {
     pub spec: Arc<BackendSpec>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, RequestBody>,
 }
 
 impl Upstream {
@@ -58,7 +60,7 @@ impl Upstream {
     }
 
     /// Sends `req` (absolute URI, headers prepared) and waits for the response head.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, FailureKind> {
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, FailureKind> {
         match tokio::time::timeout(self.spec.timeout, self.client.request(req)).await {
             Err(_) => Err(FailureKind::Timeout),
             Ok(Err(e)) => Err(classify(&e)),
@@ -86,10 +88,7 @@ fn classify(err: &hyper_util::client::legacy::Error) -> FailureKind {
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            ) {
+            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof) {
                 return FailureKind::Reset;
             }
         }

@@ -53,15 +53,9 @@ pub struct RequestView<'a> {
 impl Matcher {
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
         self.path.matches(req.path)
-            && self
-                .host
-                .as_ref()
-                .is_none_or(|h| req.host.is_some_and(|host| h.matches(host)))
+            && self.host.as_ref().is_none_or(|h| req.host.is_some_and(|host| h.matches(host)))
             && self.methods.as_ref().is_none_or(|m| m.contains(req.method))
-            && self
-                .headers
-                .iter()
-                .all(|(name, m)| m.matches(req.headers.get_all(name)))
+            && self.headers.iter().all(|(name, m)| m.matches(req.headers.get_all(name)))
     }
 }
 
@@ -89,9 +83,7 @@ impl HostMatch {
         match self {
             HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
             HostMatch::Suffix(s) => {
-                host.len() > s.len()
-                    && host.is_char_boundary(host.len() - s.len())
-                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+                host.len() > s.len() && host.is_char_boundary(host.len() - s.len()) && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
             }
         }
     }
@@ -143,25 +135,16 @@ impl std::fmt::Display for Matcher {
 pub fn host_without_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         // IPv6 literal: keep the brackets, drop the port after them.
-        return authority
-            .find(']')
-            .map_or(authority, |end| &authority[..=end]);
+        return authority.find(']').map_or(authority, |end| &authority[..=end]);
     }
-    authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host)
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn view<'a>(
-        path: &'a str,
-        host: Option<&'a str>,
-        method: &'a Method,
-        headers: &'a HeaderMap,
-    ) -> RequestView<'a> {
+    fn view<'a>(path: &'a str, host: Option<&'a str>, method: &'a Method, headers: &'a HeaderMap) -> RequestView<'a> {
         RequestView {
             path,
             host,
@@ -187,10 +170,7 @@ mod tests {
             path: PathMatch::Prefix("/api/".into()),
             host: None,
             methods: Some(vec![Method::GET]),
-            headers: vec![(
-                HeaderName::from_static("x-beta"),
-                HeaderMatch::Exact(HeaderValue::from_static("1")),
-            )],
+            headers: vec![(HeaderName::from_static("x-beta"), HeaderMatch::Exact(HeaderValue::from_static("1")))],
         };
         let mut h = HeaderMap::new();
         assert!(!m.matches(&view("/api/x", None, &Method::GET, &h)));

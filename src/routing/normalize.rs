@@ -68,8 +68,7 @@ fn is_normal(path: &str) -> bool {
         }
         if b == b'.' && prev == b'/' {
             let rest = &bytes[i..];
-            if rest == b"." || rest.starts_with(b"./") || rest == b".." || rest.starts_with(b"../")
-            {
+            if rest == b"." || rest.starts_with(b"./") || rest == b".." || rest.starts_with(b"../") {
                 return false;
             }
         }
@@ -126,10 +125,7 @@ mod tests {
     #[test]
     fn plain_paths_are_borrowed_unchanged() {
         for p in ["/", "/api/users/", "/a.b/c..d/.e", "/x/..."] {
-            assert!(
-                matches!(normalize_path(p).unwrap(), Cow::Borrowed(_)),
-                "{p}"
-            );
+            assert!(matches!(normalize_path(p).unwrap(), Cow::Borrowed(_)), "{p}");
         }
     }
 

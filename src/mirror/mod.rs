@@ -1,0 +1,310 @@
+//! Shadow traffic: a sampled share of a route's requests is also sent to
+//! the other backend, and the two answers are compared.
+//!
+//! Nothing here may slow the primary exchange: the request and response
+//! bodies are copied (bounded, by reference-counted chunks) as they stream,
+//! the shadow runs in its own task with its own deadline, and when too many
+//! shadows are in flight new ones are dropped, never queued.
+
+pub mod compare;
+pub mod parity;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request};
+use http_body::Body as _;
+use tokio::sync::oneshot;
+
+use crate::config::{MirrorSpec, RouteSpec};
+use crate::proxy::body::RequestBody;
+use crate::proxy::upstream::Upstream;
+use crate::table::Table;
+use compare::Captured;
+use parity::{Exchange, Parity};
+
+/// Marks shadow requests so a backend can skip side effects.
+pub static SHADOW_HEADER: HeaderName = HeaderName::from_static("x-cutover-shadow");
+
+/// Bounds a route's shadows in flight.
+#[derive(Debug, Default)]
+pub struct MirrorGate {
+    in_flight: AtomicUsize,
+}
+
+/// One admitted shadow; frees its place when dropped.
+pub struct Permit(Arc<MirrorGate>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a request is mirrored.
+pub enum Admission {
+    /// Not a candidate (route, method, sampling, or a backend outside the compared pair).
+    No,
+    /// A candidate that was not mirrored; the label says why (`dropped`, `skipped`).
+    Refused(&'static str),
+    Yes {
+        shadow: usize,
+        permit: Permit,
+        noise: bool,
+    },
+}
+
+/// Decides whether the request served by `primary` is mirrored, and where to.
+pub fn admit(
+    spec: &MirrorSpec,
+    route: &RouteSpec,
+    gate: &Arc<MirrorGate>,
+    primary: usize,
+    method: &Method,
+    content_length: Option<u64>,
+) -> Admission {
+    let shadow = if primary == spec.to {
+        route.stable
+    } else if primary == route.stable {
+        spec.to
+    } else {
+        return Admission::No;
+    };
+    if !spec.methods.contains(method) || (spec.share < 1.0 && rand::random::<f64>() >= spec.share) {
+        return Admission::No;
+    }
+    if content_length.is_some_and(|n| n > spec.max_body_bytes as u64) {
+        return Admission::Refused("skipped");
+    }
+    if gate.in_flight.fetch_add(1, Ordering::AcqRel) >= spec.max_in_flight {
+        gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+        return Admission::Refused("dropped");
+    }
+    let noise = method.is_safe() && spec.noise_sample > 0.0 && rand::random::<f64>() < spec.noise_sample;
+    Admission::Yes {
+        shadow,
+        permit: Permit(gate.clone()),
+        noise,
+    }
+}
+
+/// Copies a streaming body, up to a limit, by reference to its chunks.
+/// Sends the whole copy when the body ends, `None` once it overflows; a
+/// body abandoned half-way sends nothing.
+pub struct Tap {
+    chunks: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+    done: Option<oneshot::Sender<Option<Bytes>>>,
+}
+
+impl Tap {
+    pub fn new(limit: usize) -> (Tap, oneshot::Receiver<Option<Bytes>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Tap {
+                chunks: Vec::new(),
+                len: 0,
+                limit,
+                done: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    pub fn data(&mut self, chunk: &Bytes) {
+        if self.done.is_none() {
+            return;
+        }
+        self.len += chunk.len();
+        if self.len > self.limit {
+            self.chunks.clear();
+            if let Some(tx) = self.done.take() {
+                let _ = tx.send(None);
+            }
+        } else {
+            self.chunks.push(chunk.clone());
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let body = match self.chunks.len() {
+                0 => Bytes::new(),
+                1 => self.chunks.pop().unwrap_or_default(),
+                _ => {
+                    let mut all = BytesMut::with_capacity(self.len);
+                    for c in self.chunks.drain(..) {
+                        all.extend_from_slice(&c);
+                    }
+                    all.freeze()
+                }
+            };
+            let _ = tx.send(Some(body));
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done.is_none()
+    }
+}
+
+/// Everything a shadow exchange needs, handed to its own task.
+pub struct ShadowJob {
+    pub table: Arc<Table>,
+    pub parity: Arc<Parity>,
+    pub route: usize,
+    pub primary: usize,
+    pub shadow: usize,
+    pub noise: bool,
+    pub permit: Permit,
+    pub method: Method,
+    /// The headers the primary was sent, before `Host`.
+    pub headers: HeaderMap,
+    pub client_host: Option<HeaderValue>,
+    /// The normalised path, before any per-backend rewrite.
+    pub path: String,
+    pub query: Option<String>,
+    pub request_id: String,
+    /// The request body as the primary received it; `None` for an empty body.
+    pub body: Option<oneshot::Receiver<Option<Bytes>>>,
+    pub primary_head: Option<oneshot::Receiver<(u16, HeaderMap)>>,
+    pub primary_body: Option<oneshot::Receiver<Option<Bytes>>>,
+}
+
+/// How long to wait for the client to finish reading the primary response.
+const PRIMARY_GRACE: Duration = Duration::from_secs(60);
+
+impl ShadowJob {
+    pub async fn run(mut self) {
+        let table = self.table.clone();
+        let route = &table.config.routes[self.route];
+        let spec = route.mirror.as_ref().expect("mirrored routes have a mirror spec");
+        let outcome = self.exchange(route, spec).await;
+        self.parity.count_outcome(&route.name, outcome);
+        table.metrics.mirror_requests.with_label_values(&[&route.name, outcome]).inc();
+    }
+
+    async fn exchange(&mut self, route: &RouteSpec, spec: &MirrorSpec) -> &'static str {
+        let body = match self.body.take() {
+            None => Bytes::new(),
+            Some(rx) => match rx.await {
+                Ok(Some(b)) => b,
+                _ => return "skipped",
+            },
+        };
+        let shadow = self.fetch(self.shadow, body.clone(), spec);
+        let again = async {
+            if self.noise {
+                Some(self.fetch(self.primary, body.clone(), spec).await)
+            } else {
+                None
+            }
+        };
+        let (shadow, again) = tokio::join!(shadow, again);
+        let Some(primary) = self.primary_capture().await else {
+            return "skipped";
+        };
+        let Ok(shadow) = shadow else {
+            return "error";
+        };
+        let rules = &spec.rules;
+        if let Some(Ok(again)) = &again {
+            let same_side = rules.same_side(self.primary == route.stable);
+            let noise = compare_off_thread(primary.clone(), again.clone(), same_side).await;
+            self.parity.record_noise(&route.name, &noise);
+        }
+        let (left, right) = if self.primary == route.stable {
+            (&primary, &shadow)
+        } else {
+            (&shadow, &primary)
+        };
+        let diffs = compare_off_thread(left.clone(), right.clone(), rules.clone()).await;
+        let names = [&*route.backends[route.stable].spec.name, &*route.backends[spec.to].spec.name];
+        let exchange = Exchange {
+            method: self.method.as_str(),
+            path: &self.path,
+            request_id: &self.request_id,
+            backends: names,
+            statuses: [left.status, right.status],
+            served_by: &route.backends[self.primary].spec.name,
+        };
+        let judgement = self.parity.record(&route.name, spec, &exchange, diffs);
+        for kind in judgement.mismatched {
+            self.table
+                .metrics
+                .parity_mismatches
+                .with_label_values(&[&route.name, kind.label()])
+                .inc();
+        }
+        "compared"
+    }
+
+    async fn primary_capture(&mut self) -> Option<Captured> {
+        let head = self.primary_head.take()?;
+        let body = self.primary_body.take()?;
+        let captured = tokio::time::timeout(PRIMARY_GRACE, async {
+            let (status, headers) = head.await.ok()?;
+            let body = body.await.ok()?;
+            Some(Captured { status, headers, body })
+        });
+        captured.await.ok().flatten()
+    }
+
+    /// Sends the request to route backend `backend` and reads the answer (bounded).
+    async fn fetch(&self, backend: usize, body: Bytes, spec: &MirrorSpec) -> Result<Captured, ()> {
+        let route = &self.table.config.routes[self.route];
+        let rb = &route.backends[backend];
+        let upstream: &Upstream = &self.table.routes[self.route].backends[backend].upstream;
+        let uri = crate::proxy::upstream_uri(&rb.spec, rb.rewrite.as_ref(), &self.path, self.query.as_deref()).map_err(|_| ())?;
+        let mut headers = self.headers.clone();
+        headers.insert(http::header::HOST, crate::proxy::upstream_host(&rb.spec, self.client_host.clone()));
+        headers.insert(SHADOW_HEADER.clone(), HeaderValue::from_static("1"));
+        if body.is_empty() {
+            headers.remove(http::header::CONTENT_LENGTH);
+        } else {
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let mut req = Request::new(RequestBody::full(body));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let exchange = async {
+            let resp = upstream.send(req).await.map_err(|_| ())?;
+            let (parts, mut body) = resp.into_parts();
+            let mut collected = BytesMut::new();
+            let mut overflow = false;
+            while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+                let frame = frame.map_err(|_| ())?;
+                if let Some(data) = frame.data_ref() {
+                    if collected.len() + data.len() > spec.compare_max_bytes {
+                        overflow = true;
+                        break;
+                    }
+                    collected.extend_from_slice(data);
+                }
+            }
+            Ok(Captured {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: (!overflow).then(|| collected.freeze()),
+            })
+        };
+        tokio::time::timeout(spec.timeout, exchange).await.map_err(|_| ())?
+    }
+}
+
+/// Compares on the blocking pool when bodies are large, so parsing a big
+/// JSON document never stalls the async workers serving clients.
+async fn compare_off_thread(left: Captured, right: Captured, rules: compare::CompareRules) -> Vec<compare::Difference> {
+    let size = left.body.as_ref().map_or(0, Bytes::len) + right.body.as_ref().map_or(0, Bytes::len);
+    if size < 64 * 1024 {
+        return compare::compare(&left, &right, &rules);
+    }
+    tokio::task::spawn_blocking(move || compare::compare(&left, &right, &rules))
+        .await
+        .unwrap_or_default()
+}
