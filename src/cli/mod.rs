@@ -213,13 +213,18 @@ async fn run_demo(mut addrs: demo::Addresses) -> anyhow::Result<()> {
          \n  curl -si -H 'X-Cutover-Backend: new' http://{proxy}/api/users/    # pin a backend\
          \n  curl -si -X POST http://{proxy}/api/auth/login/                   # rewritten to /auth/login/ on new\
          \n  curl -s http://{admin}/metrics | grep cutover_requests_total\
-         \n\nEdit the weights in {weights} and send SIGHUP (kill -HUP {pid}) to apply them.\
+         \n\nEvery /api/ request is mirrored to the other backend and compared:\
+         \n  cutover parity --admin {admin}        # where legacy and new differ\
+         \n  cutover shift --admin {admin} api new=50 --force\
+         \n  cutover status --admin {admin}\
+         \n  cutover rollback --admin {admin} api\
+         \n\nThe weight file {weights} is watched: edit it and the change applies at once.\
+         \n(`cutover` is `cargo run --release --` until installed with `cargo install --path .`)\
          \nPress Ctrl-C to stop.\n",
         legacy = addrs.legacy,
         new = addrs.new,
         config = config.display(),
         weights = dir.join("demo-weights.yaml").display(),
-        pid = std::process::id(),
     );
     let result = serve_until_signalled(running).await;
     let _ = std::fs::remove_dir_all(&dir);

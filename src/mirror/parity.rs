@@ -216,6 +216,7 @@ impl Parity {
         self.with_route(route, |r| {
             r.raw_total.add(1.0, now);
             r.compared += 1;
+            let diffs: Vec<Difference> = diffs.into_iter().map(|d| redact(d, &spec.redact)).collect();
             for d in unique(&diffs) {
                 let stat = r.stat(d.kind, &d.path, now);
                 stat.raw.add(1.0, now);
@@ -239,10 +240,7 @@ impl Parity {
                         }
                     }
                 };
-                judged.push(SampleDifference {
-                    difference: redact(d, &spec.redact),
-                    verdict,
-                });
+                judged.push(SampleDifference { difference: d, verdict });
             }
             let mut mismatched: Vec<Kind> = judged
                 .iter()

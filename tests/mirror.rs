@@ -1,0 +1,378 @@
+//! Shadow traffic and parity: what is mirrored, that a bad shadow never
+//! touches the primary, and what the comparison reports.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+fn json_response(name: &str, value: Value) -> Response<Body> {
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("x-upstream", name)
+        .body(full(value.to_string()))
+        .unwrap()
+}
+
+fn config(legacy: &Upstream, new: &Upstream, mirror: &str) -> String {
+    format!(
+        "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\", timeout: 30s }}\n\
+         routes:\n  - name: api\n    match: {{ path_prefix: / }}\n    stable: legacy\n    backends: {{ legacy: {{}}, new: {{}} }}\n    mirror:\n{mirror}",
+        config_head("{ path: \"off\" }"),
+        legacy.url(),
+        new.url()
+    )
+}
+
+async fn parity(proxy: &Proxy) -> Value {
+    let resp = get(&format!("http://{}/admin/parity?route=api", proxy.admin)).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    resp.json()["routes"][0].clone()
+}
+
+/// Waits until the route has `n` mirror outcomes of any kind.
+async fn wait_outcomes(proxy: &Proxy, n: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let report = parity(proxy).await;
+        let total: u64 = report["outcomes"]
+            .as_object()
+            .map(|o| o.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        if total >= n {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "only {total} of {n} mirror outcomes: {report:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_shadow_never_slows_the_primary_or_grows_memory() {
+    within(90, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::slow("new", Duration::from_secs(10)).await;
+        let proxy = Proxy::start(
+            &config(&legacy, &new, "      to: new\n      max_in_flight: 32\n      timeout: 10s\n"),
+            "api: { legacy: 100, new: 0 }\n",
+        )
+        .await;
+        let client = client();
+        // Warm up, then measure memory around a burst.
+        for _ in 0..50 {
+            send_on(&client, request(Method::GET, &proxy.url("/warm"), &[])).await;
+        }
+        let rss_before = proxy.rss_kib();
+        let mut slowest = Duration::ZERO;
+        for round in 0..10 {
+            let started = Instant::now();
+            let batch: Vec<_> = (0..50)
+                .map(|i| {
+                    let client = client.clone();
+                    let url = proxy.url(&format!("/items/{round}/{i}"));
+                    tokio::spawn(async move {
+                        let t = Instant::now();
+                        let resp = send_on(&client, request(Method::GET, &url, &[])).await;
+                        assert_eq!(resp.status, StatusCode::OK);
+                        assert_eq!(resp.upstream(), "legacy");
+                        t.elapsed()
+                    })
+                })
+                .collect();
+            for t in batch {
+                slowest = slowest.max(t.await.unwrap());
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "a batch waited on the shadow");
+        }
+        let rss_after = proxy.rss_kib();
+        println!(
+            "slowest primary response with a 10 s shadow: {:.1} ms; RSS {rss_before} -> {rss_after} KiB",
+            slowest.as_secs_f64() * 1e3
+        );
+        assert!(
+            slowest < Duration::from_secs(2),
+            "a primary response took {slowest:?} while the shadow hung"
+        );
+        assert!(rss_after < rss_before + 20 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
+        let metrics = proxy.metrics().await;
+        let dropped = metric_value(
+            &metrics,
+            "cutover_mirror_requests_total",
+            &[("route", "api"), ("outcome", "dropped")],
+        )
+        .unwrap_or(0.0);
+        assert!(
+            dropped >= 400.0,
+            "beyond max_in_flight shadows are dropped, not queued (dropped {dropped})\n{metrics}"
+        );
+        let errors = metric_value(
+            &metrics,
+            "cutover_requests_total",
+            &[("route", "api"), ("backend", "legacy"), ("code", "5xx")],
+        );
+        assert_eq!(errors.unwrap_or(0.0), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_shadow_counts_errors_and_the_primary_serves_on() {
+    within(30, async {
+        let legacy = Upstream::echo("legacy").await;
+        let text = format!(
+            "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"http://{}\" }}\n\
+             routes:\n  - name: api\n    backends: {{ legacy: {{}}, new: {{}} }}\n    mirror: {{ to: new }}\n",
+            config_head("{ path: \"off\" }"),
+            legacy.url(),
+            dead_addr()
+        );
+        let proxy = Proxy::start(&text, "api: { legacy: 100, new: 0 }\n").await;
+        for i in 0..20 {
+            let resp = get(&proxy.url(&format!("/x/{i}"))).await;
+            assert_eq!(resp.status, StatusCode::OK);
+        }
+        let report = wait_outcomes(&proxy, 20).await;
+        assert_eq!(report["outcomes"]["error"], 20, "{report:#}");
+        assert_eq!(report["compared"], 0);
+    })
+    .await;
+}
+
+/// An upstream that counts the requests it gets, by method, and remembers bodies.
+async fn recording(name: &'static str, seen: Arc<std::sync::Mutex<Vec<(String, Option<String>, String)>>>) -> Upstream {
+    Upstream::with(name, move |req: Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            let method = req.method().to_string();
+            let shadow = req.headers().get("x-cutover-shadow").map(|v| v.to_str().unwrap().to_string());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            seen.lock()
+                .unwrap()
+                .push((method, shadow, String::from_utf8_lossy(&body).into_owned()));
+            json_response(name, json!({"ok": true}))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn mutating_requests_are_mirrored_only_with_the_opt_in() {
+    within(30, async {
+        let legacy_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let new_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let legacy = recording("legacy", legacy_seen.clone()).await;
+        let new = recording("new", new_seen.clone()).await;
+
+        // Default methods: GET, HEAD, OPTIONS. A POST writes once.
+        let proxy = Proxy::start(&config(&legacy, &new, "      to: new\n"), "api: { legacy: 100, new: 0 }\n").await;
+        for i in 0..5 {
+            let req = Request::post(proxy.url("/orders/")).body(full(format!("{{\"n\":{i}}}"))).unwrap();
+            assert_eq!(send(req).await.status, StatusCode::OK);
+        }
+        send(request(Method::GET, &proxy.url("/orders/"), &[])).await;
+        wait_outcomes(&proxy, 1).await;
+        let writes_on_new = new_seen.lock().unwrap().iter().filter(|(m, _, _)| m == "POST").count();
+        assert_eq!(writes_on_new, 0, "a POST was mirrored without the opt-in");
+        assert_eq!(
+            new_seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(m, s, _)| m == "GET" && s.as_deref() == Some("1"))
+                .count(),
+            1
+        );
+        drop(proxy);
+
+        // A config that lists POST without the opt-in is refused, with the reason.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cutover.yaml");
+        std::fs::write(&path, config(&legacy, &new, "      to: new\n      methods: [GET, POST]\n")).unwrap();
+        std::fs::write(dir.path().join("weights.yaml"), "").unwrap();
+        let (ok, _, stderr) = check(&path);
+        assert!(!ok);
+        assert!(stderr.contains("mirroring POST writes twice"), "{stderr}");
+
+        // With the opt-in, the body is teed to the shadow as it streams.
+        new_seen.lock().unwrap().clear();
+        let proxy = Proxy::start(
+            &config(
+                &legacy,
+                &new,
+                "      to: new\n      methods: [POST]\n      allow_mutating: true\n      max_body_bytes: 1000\n",
+            ),
+            "api: { legacy: 100, new: 0 }\n",
+        )
+        .await;
+        let body = "x".repeat(900);
+        let resp = send(Request::post(proxy.url("/orders/")).body(zeros_then(&body)).unwrap()).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        // Larger than max_body_bytes: served, not mirrored, counted as skipped.
+        let big = "y".repeat(5000);
+        let resp = send(Request::post(proxy.url("/orders/")).body(full(big.clone())).unwrap()).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        let report = wait_outcomes(&proxy, 2).await;
+        assert_eq!(report["outcomes"]["compared"], 1, "{report:#}");
+        assert_eq!(report["outcomes"]["skipped"], 1, "{report:#}");
+        let seen = new_seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0], ("POST".to_string(), Some("1".to_string()), body.clone()));
+        assert!(
+            legacy_seen.lock().unwrap().iter().any(|(_, _, b)| *b == big),
+            "the primary got the big body whole"
+        );
+    })
+    .await;
+}
+
+/// A body sent in several chunks, with no Content-Length.
+fn zeros_then(text: &str) -> Body {
+    let chunks: Vec<Result<hyper::body::Frame<bytes::Bytes>, BoxError>> = text
+        .as_bytes()
+        .chunks(100)
+        .map(|c| Ok(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(c))))
+        .collect();
+    http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed()
+}
+
+/// The planted differences: legacy is Django REST Framework style, new is Flask style.
+async fn planted_pair() -> (Upstream, Upstream) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c1 = calls.clone();
+    let legacy = Upstream::with("legacy", move |req: Request<hyper::body::Incoming>| {
+        let n = c1.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let body = match req.uri().path() {
+                "/products/" => json!({
+                    "count": 2, "next": "http://legacy.internal:8000/products/?page=2", "previous": null,
+                    "results": [
+                        {"id": 1, "name": "tea", "price": "10.50", "sku": "T-1", "updated_at": format!("2026-11-22T10:00:{:02}.{n}Z", n % 60)},
+                        {"id": 2, "name": "coffee", "price": "7.25", "sku": "C-2", "updated_at": format!("2026-11-22T10:01:{:02}.{n}Z", n % 60)}
+                    ]
+                }),
+                "/health/" => json!({"status": "ok", "version": 3}),
+                _ => json!({"detail": "Not found."}),
+            };
+            json_response("legacy", body)
+        }
+    })
+    .await;
+    let c2 = calls.clone();
+    let new = Upstream::with("new", move |req: Request<hyper::body::Incoming>| {
+        let n = c2.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let body = match req.uri().path() {
+                "/products/" => json!([
+                    {"id": "1", "title": "tea", "price": 10.5, "sku": "T-1", "updated_at": format!("2026-11-22T11:00:{:02}.{n}Z", n % 60)},
+                    {"id": "2", "title": "coffee", "price": 7.25, "sku": "C-9", "updated_at": format!("2026-11-22T11:01:{:02}.{n}Z", n % 60)}
+                ]),
+                "/health/" => json!({"status": "ok", "version": 3}),
+                _ => json!({"detail": "Not found."}),
+            };
+            json_response("new", body)
+        }
+    })
+    .await;
+    (legacy, new)
+}
+
+fn path_entry<'a>(report: &'a Value, kind: &str, path: &str) -> Option<&'a Value> {
+    report["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == kind && p["path"] == path)
+}
+
+#[tokio::test]
+async fn the_report_names_planted_differences_noise_and_clean_endpoints() {
+    within(60, async {
+        let (legacy, new) = planted_pair().await;
+        let mirror = "      to: new\n      compare:\n        mode: values\n        unwrap: { legacy: /results }\n        noise: { sample: 0.5 }\n\
+                      \x20       accept:\n          - { path: \"/*/id\", kind: shape, reason: \"ids are strings in v2\", until: 2099-01-01 }\n\
+                      \x20         - { path: \"/*/sku\", kind: value, reason: \"expired exception\", until: 2020-01-01 }\n      min_clean_share: 0.9\n";
+        let proxy = Proxy::start(&config(&legacy, &new, mirror), "api: { legacy: 100, new: 0 }\n").await;
+        let client = client();
+        for _ in 0..60 {
+            send_on(&client, request(Method::GET, &proxy.url("/products/"), &[])).await;
+        }
+        let report = wait_outcomes(&proxy, 60).await;
+        assert_eq!(report["compared"], 60, "{report:#}");
+        let verdict = |kind: &str, path: &str| path_entry(&report, kind, path).map(|p| p["verdict"].as_str().unwrap().to_string());
+        // The renamed key, both ways.
+        assert_eq!(verdict("shape", "/*/name").as_deref(), Some("differs"), "{report:#}");
+        assert_eq!(verdict("shape", "/*/title").as_deref(), Some("differs"));
+        // The changed type, accepted until a date in the future.
+        assert_eq!(verdict("shape", "/*/id").as_deref(), Some("accepted"));
+        // A value that differs on one item, under an expired acceptance: it counts again.
+        assert_eq!(verdict("value", "/*/sku").as_deref(), Some("differs"));
+        // Timestamps differ on every call of the same backend too: noise.
+        assert_eq!(verdict("value", "/*/updated_at").as_deref(), Some("noise"), "{report:#}");
+        // Normalised away: decimals as strings, the backend's own host in `next`,
+        // and the pagination envelope.
+        for path in ["/*/price", "/next", "/count", "/results"] {
+            assert!(path_entry(&report, "shape", path).is_none() && path_entry(&report, "value", path).is_none(), "{path}: {report:#}");
+        }
+        assert_eq!(report["clean"], 0);
+
+        // An identical endpoint is clean.
+        for _ in 0..10 {
+            send_on(&client, request(Method::GET, &proxy.url("/health/"), &[])).await;
+        }
+        let report = wait_outcomes(&proxy, 70).await;
+        assert_eq!(report["clean"], 10, "{report:#}");
+
+        // Parity gates the shift: below 90% clean it is refused, unless forced.
+        let shift = |force: bool| {
+            let url = format!("http://{}/admin/weights/api{}", proxy.admin, if force { "?force=true" } else { "" });
+            send(Request::put(url).body(full(r#"{"new": 10}"#)).unwrap())
+        };
+        let refused = shift(false).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text());
+        assert!(refused.text().contains("below the bar of 90.00%"), "{}", refused.text());
+        assert_eq!(shift(true).await.status, StatusCode::OK);
+
+        // The CLI report names the same paths.
+        let out = std::process::Command::new(BIN).args(["parity", "api", "--admin", &proxy.admin.to_string()]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("route api: legacy vs new, 70 requests compared"), "{text}");
+        assert!(text.contains("/*/title") && text.contains("accepted: ids are strings in v2"), "{text}");
+
+        let metrics = proxy.metrics().await;
+        assert_eq!(metric_value(&metrics, "cutover_mirror_requests_total", &[("route", "api"), ("outcome", "compared")]), Some(70.0));
+        assert_eq!(metric_value(&metrics, "cutover_parity_mismatches_total", &[("route", "api"), ("kind", "shape")]), Some(60.0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_samples() {
+    within(30, async {
+        let legacy = Upstream::with("legacy", |_req| async {
+            json_response("legacy", json!({"api_token": "legacy-secret-1", "email": "a@x", "n": 1}))
+        })
+        .await;
+        let new = Upstream::with("new", |_req| async {
+            json_response("new", json!({"api_token": "new-secret-2", "email": "b@x", "n": 2}))
+        })
+        .await;
+        let mirror = "      to: new\n      compare: { mode: values, noise: { sample: 0 }, redact: [email] }\n";
+        let proxy = Proxy::start(&config(&legacy, &new, mirror), "api: { legacy: 100, new: 0 }\n").await;
+        send(request(Method::GET, &proxy.url("/me"), &[("authorization", "Bearer hunter2")])).await;
+        let report = wait_outcomes(&proxy, 1).await;
+        let text = report.to_string();
+        for secret in ["legacy-secret-1", "new-secret-2", "a@x", "b@x", "hunter2"] {
+            assert!(!text.contains(secret), "{secret} leaked: {report:#}");
+        }
+        assert!(text.contains("[redacted]"));
+        assert_eq!(path_entry(&report, "value", "/n").unwrap()["verdict"], "differs");
+    })
+    .await;
+}
