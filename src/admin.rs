@@ -199,17 +199,33 @@ fn status(live: &Live) -> Value {
                         "name": &*b.spec.name,
                         "weight": f64::from(w) / 100.0,
                         "url": b.spec.url.to_string(),
-                        "health": "unchecked",
+                        "health": live.health.describe(&b.spec.name),
                         "requests_per_second": rate.requests_per_second,
                         "error_rate": rate.error_rate,
                     })
                 })
                 .collect();
+            let guard = table.routes[ri].guard.as_ref().map(|g| {
+                let windows: serde_json::Map<String, Value> = route
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(bi, _)| *bi != route.stable)
+                    .map(|(bi, b)| (b.spec.name.to_string(), json!(g.stats(bi))))
+                    .collect();
+                json!({
+                    "min_requests": g.spec.min_requests,
+                    "window_seconds": g.spec.window.as_secs(),
+                    "windows": windows,
+                    "last_rollback": live.guard_log.event(&route.name),
+                })
+            });
             json!({
                 "name": &*route.name,
                 "match": route.matcher.to_string(),
                 "stable": &*route.backends[route.stable].spec.name,
                 "backends": backends,
+                "guard": guard,
             })
         })
         .collect();

@@ -10,6 +10,8 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod guard;
+pub mod health;
 pub mod live;
 pub mod metrics;
 pub mod mirror;

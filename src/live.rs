@@ -14,6 +14,8 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError, Weights, format_percent};
 use crate::control::{self, ControlError, History, HistoryEntry, NamedWeights};
+use crate::guard::GuardLog;
+use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
 use crate::mirror::parity::Parity;
 use crate::rates::Rates;
@@ -61,6 +63,8 @@ pub struct Live {
     pub rates: Rates,
     /// Parity statistics; they outlive reloads.
     pub parity: Arc<Parity>,
+    pub health: HealthRegistry,
+    pub guard_log: GuardLog,
     ready: AtomicBool,
     last_reload: Mutex<ReloadState>,
 }
@@ -68,13 +72,16 @@ pub struct Live {
 impl Live {
     pub fn new(config: Config, weights: Weights, metrics: Arc<Metrics>) -> Live {
         let mut upstreams = UpstreamCache::default();
-        let table = Table::build(Arc::new(config), weights, &mut upstreams, &metrics);
+        let health = HealthRegistry::default();
+        let table = Table::build(Arc::new(config), weights, &mut upstreams, &metrics, &health);
         let live = Live {
             table: ArcSwap::from_pointee(table),
             changes: Mutex::new(upstreams),
             metrics,
             rates: Rates::default(),
             parity: Arc::default(),
+            health,
+            guard_log: GuardLog::default(),
             ready: AtomicBool::new(false),
             last_reload: Mutex::new(ReloadState {
                 result: "ok",
@@ -103,10 +110,29 @@ impl Live {
     }
 
     fn install(&self, upstreams: &mut UpstreamCache, config: Arc<Config>, weights: Weights) -> Arc<Table> {
-        let table = Arc::new(Table::build(config, weights, upstreams, &self.metrics));
+        let table = Arc::new(Table::build(config, weights, upstreams, &self.metrics, &self.health));
         self.table.store(table.clone());
         self.publish(&table);
+        self.sync_health(&table);
         table
+    }
+
+    fn sync_health(&self, table: &Table) {
+        self.health.sync(
+            &table.config,
+            |spec| {
+                table
+                    .upstream_for(&spec.name)
+                    .unwrap_or_else(|| Arc::new(crate::proxy::upstream::Upstream::new(spec.clone())))
+            },
+            &self.metrics,
+        );
+    }
+
+    /// Starts active health checks (the proxy does; offline CLI edits do not).
+    pub fn start_health_checks(&self) {
+        self.health.start();
+        self.sync_health(&self.load());
     }
 
     /// Re-reads both files (SIGHUP); on any error the current table keeps serving.
@@ -196,6 +222,18 @@ impl Live {
         why: &str,
         compute: impl FnOnce(&Config, &Weights) -> Result<Weights, ControlError>,
     ) -> Result<Changed, ControlError> {
+        self.change_weights_recorded(who, why, true, compute)
+    }
+
+    /// Like [`Live::change_weights`]; `history` false leaves the history alone
+    /// (the later steps of a guard's ramp are one change, not many).
+    pub fn change_weights_recorded(
+        &self,
+        who: &str,
+        why: &str,
+        history: bool,
+        compute: impl FnOnce(&Config, &Weights) -> Result<Weights, ControlError>,
+    ) -> Result<Changed, ControlError> {
         let mut upstreams = self.lock();
         let current = self.load();
         let next = compute(&current.config, &current.weights)?;
@@ -203,14 +241,14 @@ impl Live {
         let before = control::named(&current.config, &current.weights);
         let after = control::named(&table.config, &table.weights);
         log_change(who, why, &before, &after);
-        let entry = HistoryEntry {
+        let entry = history.then(|| HistoryEntry {
             time: control::now_rfc3339(),
             who: who.into(),
             why: why.into(),
             before,
             after,
-        };
-        Ok(self.persist(&table, Some(entry)))
+        });
+        Ok(self.persist(&table, entry))
     }
 
     /// Sends the given routes (or all) wholly to their stable backends.

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub rollbacks: IntCounterVec,
     pub mirror_requests: IntCounterVec,
     pub parity_mismatches: IntCounterVec,
+    pub backend_healthy: IntGaugeVec,
+    pub retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,8 +109,26 @@ impl Metrics {
             &["route", "kind"],
         )
         .expect("valid metric");
+        let backend_healthy = IntGaugeVec::new(
+            Opts::new(
+                "cutover_backend_healthy",
+                "1 when the backend is healthy (active check passing and not ejected), else 0.",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "cutover_retries_total",
+                "Requests sent again after the backend gave no answer, by route and the backend that failed.",
+            ),
+            &["route", "backend"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rollbacks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(backend_healthy.clone()),
+            Box::new(retries.clone()),
             Box::new(mirror_requests.clone()),
             Box::new(parity_mismatches.clone()),
             Box::new(requests.clone()),
@@ -139,6 +159,8 @@ impl Metrics {
             rollbacks,
             mirror_requests,
             parity_mismatches,
+            backend_healthy,
+            retries,
         }
     }
 

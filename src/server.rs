@@ -101,6 +101,9 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         tracing::warn!(error = %e, "cannot watch the config folders; reload with SIGHUP");
     }
     tokio::spawn(sample_rates(live.clone(), shutdown.clone()));
+    live.start_health_checks();
+    tokio::spawn(publish_health(live.clone(), shutdown.clone()));
+    tokio::spawn(run_guard(live.clone(), shutdown.clone()));
     live.set_ready(true);
 
     let done = {
@@ -166,6 +169,30 @@ async fn sample_rates(live: Arc<Live>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => live.rates.sample(&live.load()),
+        }
+    }
+}
+
+async fn publish_health(live: Arc<Live>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(crate::health::PUBLISH_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => live.health.publish(&live.metrics),
+        }
+    }
+}
+
+async fn run_guard(live: Arc<Live>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(crate::guard::CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                let live = live.clone();
+                // Rolling back writes the weight file: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || crate::guard::check(&live)).await;
+            }
         }
     }
 }

@@ -61,6 +61,39 @@ impl Split {
         self.upper.iter().position(|&end| bucket < end).unwrap_or(self.upper.len() - 1)
     }
 
+    /// Where a request whose bucket maps to `chosen` goes when `chosen` is
+    /// unhealthy: another healthy backend, picked by the bucket's position in
+    /// `chosen`'s range against the healthy backends' weights, so the share
+    /// moves to the others in proportion and each user moves deterministically
+    /// (and back, on recovery). Healthy backends with no weight share equally
+    /// when every healthy backend has none. `None` when no other is healthy.
+    pub fn failover(&self, bucket: u16, chosen: usize, healthy: impl Fn(usize) -> bool) -> Option<usize> {
+        let candidates: Vec<(usize, u64)> = (0..self.upper.len())
+            .filter(|&i| i != chosen && healthy(i))
+            .map(|i| (i, self.range(i).len() as u64))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let weighted = candidates.iter().any(|(_, w)| *w > 0);
+        let total: u64 = candidates.iter().map(|(_, w)| if weighted { *w } else { 1 }).sum();
+        let range = self.range(chosen);
+        let (offset, len) = if range.contains(&bucket) {
+            (u64::from(bucket - range.start), range.len() as u64)
+        } else {
+            (u64::from(bucket), u64::from(BUCKETS))
+        };
+        let mut point = offset * total / len.max(1);
+        for (i, w) in &candidates {
+            let w = if weighted { *w } else { 1 };
+            if point < w {
+                return Some(*i);
+            }
+            point -= w;
+        }
+        candidates.last().map(|(i, _)| *i)
+    }
+
     /// The `start..end` range of backend `index`.
     pub fn range(&self, index: usize) -> std::ops::Range<u16> {
         let start = if index == 0 { 0 } else { self.upper[index - 1] };
@@ -102,6 +135,25 @@ mod tests {
         assert!((0..BUCKETS).all(|b| split.pick(b) == 1));
         let split = Split::from_basis_points(&[10000, 0]);
         assert!((0..BUCKETS).all(|b| split.pick(b) == 0));
+    }
+
+    #[test]
+    fn an_unhealthy_backends_share_goes_to_the_others_in_proportion() {
+        let split = Split::from_basis_points(&[5000, 3000, 2000]);
+        let mut to = [0u32; 3];
+        for b in split.range(0) {
+            to[split.failover(b, 0, |i| i != 0).unwrap()] += 1;
+        }
+        assert_eq!(to, [0, 3000, 2000]);
+        // Users of healthy backends are not asked to move at all; all down: no answer.
+        assert_eq!(split.failover(100, 0, |_| false), None);
+        // Only zero-weight backends left: they share equally.
+        let split = Split::from_basis_points(&[10000, 0, 0]);
+        let mut to = [0u32; 3];
+        for b in 0..BUCKETS {
+            to[split.failover(b, 0, |i| i != 0).unwrap()] += 1;
+        }
+        assert_eq!(to, [0, 5000, 5000]);
     }
 
     #[test]

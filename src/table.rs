@@ -7,6 +7,8 @@ use std::hash::Hasher;
 use std::sync::Arc;
 
 use crate::config::{BackendSpec, Config, Weights};
+use crate::guard::RouteGuard;
+use crate::health::{BackendHealth, HealthRegistry};
 use crate::metrics::{Metrics, NO_ROUTE, RouteBackendMetrics};
 use crate::mirror::MirrorGate;
 use crate::proxy::upstream::Upstream;
@@ -28,12 +30,15 @@ pub struct LiveRoute {
     pub split: Split,
     /// Bounds the route's shadows in flight.
     pub mirror_gate: Arc<MirrorGate>,
+    /// Sliding windows for automatic rollback, when the route has a guard.
+    pub guard: Option<RouteGuard>,
     /// Parallel to the route's backends.
     pub backends: Box<[LiveBackend]>,
 }
 
 pub struct LiveBackend {
     pub upstream: Arc<Upstream>,
+    pub health: Arc<BackendHealth>,
     pub metrics: RouteBackendMetrics,
 }
 
@@ -59,7 +64,24 @@ impl UpstreamCache {
 }
 
 impl Table {
-    pub fn build(config: Arc<Config>, weights: Weights, upstreams: &mut UpstreamCache, metrics: &Arc<Metrics>) -> Table {
+    /// The client for a backend, if a route uses it.
+    pub fn upstream_for(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.config.routes.iter().zip(self.routes.iter()).find_map(|(route, live)| {
+            route
+                .backends
+                .iter()
+                .position(|b| &*b.spec.name == name)
+                .map(|i| live.backends[i].upstream.clone())
+        })
+    }
+
+    pub fn build(
+        config: Arc<Config>,
+        weights: Weights,
+        upstreams: &mut UpstreamCache,
+        metrics: &Arc<Metrics>,
+        health: &HealthRegistry,
+    ) -> Table {
         let routes = config
             .routes
             .iter()
@@ -67,11 +89,13 @@ impl Table {
             .map(|(ri, route)| LiveRoute {
                 split: Split::from_basis_points(weights.route(ri)),
                 mirror_gate: Arc::default(),
+                guard: route.guard.clone().map(|g| RouteGuard::new(g, route.backends.len())),
                 backends: route
                     .backends
                     .iter()
                     .map(|b| LiveBackend {
                         upstream: upstreams.get(&b.spec),
+                        health: health.state(&b.spec),
                         metrics: metrics.route_backend(&route.name, &b.spec.name),
                     })
                     .collect(),

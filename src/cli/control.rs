@@ -408,6 +408,37 @@ pub fn render_status(status: &Value) -> String {
             );
         }
     }
+    for route in status["routes"].as_array().into_iter().flatten() {
+        let Some(guard) = route["guard"].as_object() else {
+            continue;
+        };
+        let name = route["name"].as_str().unwrap_or("?");
+        let min = guard.get("min_requests").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(event) = guard.get("last_rollback").and_then(Value::as_object) {
+            let _ = writeln!(
+                out,
+                "\nguard {name}: ROLLED BACK at {}: {}",
+                event.get("time").and_then(Value::as_str).unwrap_or("?"),
+                event.get("reason").and_then(Value::as_str).unwrap_or("?")
+            );
+        }
+        for (backend, w) in guard.get("windows").and_then(Value::as_object).into_iter().flatten() {
+            let n = w["requests"].as_u64().unwrap_or(0);
+            let state = if n < min {
+                format!("waiting for traffic ({n}/{min} requests in window)")
+            } else {
+                format!("armed ({n} requests in window)")
+            };
+            let _ = writeln!(
+                out,
+                "guard {name}/{backend}: {state}, errors {:.1}%, p99 {} ms, mismatches {:.1}% of {}",
+                w["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                w["p99"].as_u64().map_or("-".to_string(), |v| v.to_string()),
+                w["mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                w["compared"].as_u64().unwrap_or(0),
+            );
+        }
+    }
     let _ = writeln!(out, "\n* stable backend (rollback target)");
     out
 }

@@ -8,11 +8,11 @@ use http::HeaderValue;
 use indexmap::IndexMap;
 
 use super::error::ConfigError;
-use super::raw::{CompareMode, RawBackend, RawConfig, RawHeaderMatch, RawMirror, RawRoute};
+use super::raw::{CompareMode, RawBackend, RawConfig, RawGuard, RawGuardRollback, RawHeaderMatch, RawMirror, RawRoute};
 use super::yaml::{self, Positions};
 use super::{
-    AcceptRule, AccessLogSettings, Admin, BackendSpec, Config, Listener, LogTarget, MirrorSpec, Rewrite, RouteBackend, RouteSpec,
-    ServerSettings, Sticky,
+    AcceptRule, AccessLogSettings, Admin, BackendSpec, Config, GuardSpec, HealthCheckSpec, Listener, LogTarget, MirrorSpec, PassiveSpec,
+    RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
 };
 use crate::mirror::compare::{CompareRules, Kind, PathPattern};
 use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
@@ -132,12 +132,36 @@ fn compile_backends(raw: &IndexMap<String, RawBackend>, pos: &Positions, errors:
     }
     let mut out = Vec::new();
     for (name, b) in raw {
-        if b.health_check.is_some() {
-            errors.push(ConfigError::at(
-                pos.key(&["backends", name, "health_check"]),
-                "health checks are not available in this version",
-            ));
-        }
+        let health_check = b.health_check.as_ref().and_then(|h| {
+            let at = |field: &str| pos.value(&["backends", name, "health_check", field]);
+            let path = match h.path.parse::<http::uri::PathAndQuery>() {
+                Ok(p) if h.path.starts_with('/') => Some(p),
+                _ => {
+                    errors.push(ConfigError::at(
+                        at("path"),
+                        format!("health check path {:?} must be a path starting with '/'", h.path),
+                    ));
+                    None
+                }
+            };
+            if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+                errors.push(ConfigError::at(at("healthy_threshold"), "thresholds must be at least 1"));
+            }
+            if h.interval.0.is_zero() {
+                errors.push(ConfigError::at(at("interval"), "interval must be positive"));
+            }
+            Some(HealthCheckSpec {
+                path: path?,
+                interval: h.interval.0,
+                timeout: h.timeout.0,
+                healthy_threshold: h.healthy_threshold.max(1),
+                unhealthy_threshold: h.unhealthy_threshold.max(1),
+            })
+        });
+        let passive = (b.passive_health.consecutive_failures > 0).then_some(PassiveSpec {
+            consecutive_failures: b.passive_health.consecutive_failures,
+            cool_off: b.passive_health.cool_off.0,
+        });
         let host_header = match &b.host_header {
             None => None,
             Some(h) => match HeaderValue::from_str(h) {
@@ -165,6 +189,8 @@ fn compile_backends(raw: &IndexMap<String, RawBackend>, pos: &Positions, errors:
             pool_idle_timeout: b.pool_idle_timeout.0,
             pool_max_idle: b.pool_max_idle,
             host_header,
+            health_check,
+            passive,
         }));
     }
     out
@@ -194,9 +220,6 @@ fn compile_routes(raw: &[RawRoute], backends: &[Arc<BackendSpec>], pos: &Positio
         }
         if !names.insert(r.name.as_str()) {
             errors.push(ConfigError::at(value(&["name"]), format!("duplicate route name {:?}", r.name)));
-        }
-        if r.guard.is_some() {
-            errors.push(ConfigError::at(key(&["guard"]), "`guard` is not available in this version"));
         }
 
         let mut route_backends = Vec::new();
@@ -266,6 +289,9 @@ fn compile_routes(raw: &[RawRoute], backends: &[Arc<BackendSpec>], pos: &Positio
             },
         };
 
+        if r.retry.attempts > 1 {
+            errors.push(ConfigError::at(value(&["retry", "attempts"]), "at most 1 retry is supported"));
+        }
         let matcher = compile_matcher(r, &value, errors);
         let mirror = r.mirror.as_ref().and_then(|m| compile_mirror(m, r, stable, &value, errors));
         out.push(RouteSpec {
@@ -276,6 +302,11 @@ fn compile_routes(raw: &[RawRoute], backends: &[Arc<BackendSpec>], pos: &Positio
             sticky,
             force_header: r.force_header.as_ref().map(|h| h.0.clone()),
             mirror,
+            retry: RetrySpec {
+                enabled: r.retry.attempts > 0,
+                non_idempotent: r.retry.non_idempotent,
+            },
+            guard: r.guard.as_ref().and_then(|g| compile_guard(g, &value, errors)),
         });
     }
     out
@@ -469,6 +500,55 @@ fn compile_mirror(
         redact: c.redact.iter().map(|k| k.to_ascii_lowercase()).collect(),
         compare_max_bytes: c.max_body_bytes,
         min_clean_share: m.min_clean_share,
+    })
+}
+
+fn compile_guard(g: &RawGuard, value: &dyn Fn(&[&str]) -> super::Location, errors: &mut Vec<ConfigError>) -> Option<GuardSpec> {
+    let before = errors.len();
+    for (field, rate) in [("max_error_rate", g.max_error_rate), ("max_mismatch_rate", g.max_mismatch_rate)] {
+        if let Some(rate) = rate
+            && !(0.0..=1.0).contains(&rate)
+        {
+            errors.push(ConfigError::at(
+                value(&["guard", field]),
+                format!("{field} is a share between 0 and 1"),
+            ));
+        }
+    }
+    if g.max_error_rate.is_none() && g.max_p99_latency.is_none() && g.max_mismatch_rate.is_none() {
+        errors.push(ConfigError::at(
+            value(&["guard"]),
+            "a guard needs at least one of max_error_rate, max_p99_latency, max_mismatch_rate",
+        ));
+    }
+    if g.window.0 < std::time::Duration::from_secs(1) {
+        errors.push(ConfigError::at(value(&["guard", "window"]), "window must be at least 1s"));
+    }
+    if g.min_requests == 0 {
+        errors.push(ConfigError::at(
+            value(&["guard", "min_requests"]),
+            "min_requests must be at least 1: a guard must not judge a backend on no traffic",
+        ));
+    }
+    let ramp = match &g.rollback {
+        RawGuardRollback::Instant => None,
+        RawGuardRollback::Word(w) if w == "instant" => None,
+        RawGuardRollback::Word(w) => {
+            errors.push(ConfigError::at(
+                value(&["guard", "rollback"]),
+                format!("rollback is `instant` or {{ ramp: 30s }}, not {w:?}"),
+            ));
+            None
+        }
+        RawGuardRollback::Ramp { ramp } => Some(ramp.0),
+    };
+    (errors.len() == before).then(|| GuardSpec {
+        max_error_rate: g.max_error_rate,
+        max_p99_latency: g.max_p99_latency.map(|d| d.0),
+        max_mismatch_rate: g.max_mismatch_rate,
+        window: g.window.0,
+        min_requests: g.min_requests,
+        ramp,
     })
 }
 

@@ -84,6 +84,26 @@ pub struct BackendSpec {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     pub host_header: Option<HeaderValue>,
+    pub health_check: Option<HealthCheckSpec>,
+    pub passive: Option<PassiveSpec>,
+}
+
+/// Active health checking of a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheckSpec {
+    /// Path and query requested with GET; 2xx and 3xx are healthy.
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive ejection on live traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PassiveSpec {
+    pub consecutive_failures: u32,
+    pub cool_off: Duration,
 }
 
 #[derive(Debug)]
@@ -96,6 +116,33 @@ pub struct RouteSpec {
     pub sticky: Sticky,
     pub force_header: Option<HeaderName>,
     pub mirror: Option<MirrorSpec>,
+    pub retry: RetrySpec,
+    pub guard: Option<GuardSpec>,
+}
+
+/// Automatic rollback thresholds for a route's non-stable backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardSpec {
+    pub max_error_rate: Option<f64>,
+    pub max_p99_latency: Option<Duration>,
+    pub max_mismatch_rate: Option<f64>,
+    pub window: Duration,
+    pub min_requests: u64,
+    /// `None`: instant rollback; else move weight back over this long.
+    pub ramp: Option<Duration>,
+}
+
+/// Which requests that got no answer are sent again, once, to another backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySpec {
+    pub enabled: bool,
+    pub non_idempotent: bool,
+}
+
+impl RetrySpec {
+    pub fn allows(&self, method: &http::Method) -> bool {
+        self.enabled && (method.is_idempotent() || self.non_idempotent)
+    }
 }
 
 /// Shadow traffic and comparison for a route. Comparisons are always

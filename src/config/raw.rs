@@ -142,7 +142,63 @@ pub struct RawBackend {
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
     pub host_header: Option<String>,
-    pub health_check: Option<serde_yaml::Value>,
+    pub health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    pub passive_health: RawPassiveHealth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: String,
+    #[serde(default = "default_check_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_check_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
+fn default_check_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Ejection on live traffic: consecutive connect failures, resets or 5xx.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassiveHealth {
+    /// 0 turns passive ejection off.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    #[serde(default = "default_cool_off")]
+    pub cool_off: Dur,
+}
+
+impl Default for RawPassiveHealth {
+    fn default() -> Self {
+        RawPassiveHealth {
+            consecutive_failures: default_consecutive_failures(),
+            cool_off: default_cool_off(),
+        }
+    }
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_cool_off() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
 }
 
 fn default_connect_timeout() -> Dur {
@@ -169,7 +225,69 @@ pub struct RawRoute {
     pub sticky: Option<RawSticky>,
     pub force_header: Option<HeaderNameValue>,
     pub mirror: Option<RawMirror>,
-    pub guard: Option<serde_yaml::Value>,
+    pub guard: Option<RawGuard>,
+    #[serde(default)]
+    pub retry: RawRetry,
+}
+
+/// Automatic rollback when a non-stable backend misbehaves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    pub max_error_rate: Option<f64>,
+    pub max_p99_latency: Option<Dur>,
+    pub max_mismatch_rate: Option<f64>,
+    #[serde(default = "default_guard_window")]
+    pub window: Dur,
+    #[serde(default = "default_guard_min_requests")]
+    pub min_requests: u64,
+    #[serde(default)]
+    pub rollback: RawGuardRollback,
+}
+
+fn default_guard_window() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+fn default_guard_min_requests() -> u64 {
+    50
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(untagged)]
+pub enum RawGuardRollback {
+    /// `instant`
+    #[default]
+    #[serde(skip)]
+    Instant,
+    Word(String),
+    Ramp {
+        ramp: Dur,
+    },
+}
+
+/// Retrying a request that never got an answer on another backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// 0 or 1.
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    /// Also retry POST and PATCH (only safe when the backend deduplicates them).
+    #[serde(default)]
+    pub non_idempotent: bool,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            attempts: default_retry_attempts(),
+            non_idempotent: false,
+        }
+    }
+}
+
+fn default_retry_attempts() -> u32 {
+    1
 }
 
 #[derive(Debug, Deserialize)]

@@ -404,7 +404,9 @@ fn compare_values(l: &Value, r: &Value, path: &mut String, rules: &CompareRules,
         }
         (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => {}
         _ => {
-            if !same_scalar(l, r, rules) && !out.iter().any(|d| d.kind == Kind::Value && d.path == *path) {
+            // A type change is already reported as a shape difference at this path.
+            let reported = out.iter().any(|d| matches!(d.kind, Kind::Value | Kind::Shape) && d.path == *path);
+            if !reported && !same_scalar(l, r, rules) {
                 out.push(value_diff(path, &scalar_text(l), &scalar_text(r)));
             }
         }
@@ -564,6 +566,10 @@ mod tests {
     fn integer_ids_turned_strings_are_a_type_change() {
         let d = compare_json(&json!({"id": 2}), &json!({"id": "2"}), &rules());
         assert_eq!(paths(&d), vec![(Kind::Shape, "/id", "number", "string")]);
+        // In values mode too: the type change is one shape difference, not also a value one.
+        let values = CompareRules { values: true, ..rules() };
+        let d = compare_json(&json!([{"id": 2}]), &json!([{"id": "2"}]), &values);
+        assert_eq!(paths(&d), vec![(Kind::Shape, "/*/id", "number", "string")]);
         // Decimal strings, as DRF serialises DecimalField, match numbers.
         assert!(compare_json(&json!({"price": "10.50"}), &json!({"price": 10.5}), &rules()).is_empty());
     }

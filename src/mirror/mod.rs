@@ -233,6 +233,9 @@ impl ShadowJob {
             served_by: &route.backends[self.primary].spec.name,
         };
         let judgement = self.parity.record(&route.name, spec, &exchange, diffs);
+        if let Some(guard) = &self.table.routes[self.route].guard {
+            guard.record_comparison(spec.to, judgement.clean);
+        }
         for kind in judgement.mismatched {
             self.table
                 .metrics

@@ -62,9 +62,15 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
         match self.target {
-            Some((ri, bi)) => self.table.routes[ri].backends[bi]
-                .metrics
-                .observe(self.upstream_status, elapsed.as_secs_f64()),
+            Some((ri, bi)) => {
+                let route = &self.table.routes[ri];
+                route.backends[bi].metrics.observe(self.upstream_status, elapsed.as_secs_f64());
+                if let Some(guard) = &route.guard
+                    && bi != self.table.config.routes[ri].stable
+                {
+                    guard.record(bi, self.upstream_status, elapsed);
+                }
+            }
             None => self.table.unmatched.observe(Some(self.status), elapsed.as_secs_f64()),
         }
         if let Some((log, rec)) = &self.log {

@@ -14,6 +14,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -88,6 +89,7 @@ impl Refusal {
 /// Where a request goes and whether the response must pin the client.
 struct Choice {
     backend: usize,
+    bucket: u16,
     set_pin: Option<u16>,
 }
 
@@ -157,6 +159,11 @@ impl Proxy {
             .map_err(|_| Refusal::BadRequest("malformed request path"))?;
 
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
+        // A request that gets no answer may be sent again if it is idempotent
+        // (or the route opts in) and its body is empty or small enough to keep.
+        let retry = !upgrade
+            && route.retry.allows(req.method())
+            && (req.body().is_end_stream() || content_length(req.headers()).is_some_and(|n| n <= RETRY_BODY_LIMIT));
         let admission = match &route.mirror {
             Some(m) if !upgrade => mirror::admit(
                 m,
@@ -172,8 +179,8 @@ impl Proxy {
             self.live.parity.count_outcome(&route.name, outcome);
             table.metrics.mirror_requests.with_label_values(&[&route.name, outcome]).inc();
         }
-        let mirrored_request =
-            matches!(admission, Admission::Yes { .. }).then(|| (path.into_owned(), req.uri().query().map(str::to_string)));
+        let request_path =
+            (retry || matches!(admission, Admission::Yes { .. })).then(|| (path.into_owned(), req.uri().query().map(str::to_string)));
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         if parts.version == Version::HTTP_2 {
@@ -186,15 +193,37 @@ impl Proxy {
         if let Some(rec) = exchange.log_record() {
             rec.request_id = Some(request_id.clone());
         }
+        // A body kept whole for a retry (empty bodies included).
+        let body = if !retry {
+            Outgoing::Stream(body)
+        } else if body.is_end_stream() {
+            Outgoing::Kept(Bytes::new())
+        } else {
+            match tokio::time::timeout(spec.timeout, Limited::new(body, RETRY_BODY_LIMIT as usize).collect()).await {
+                Ok(Ok(b)) => Outgoing::Kept(b.to_bytes()),
+                _ => return Err(Refusal::BadRequest("the request body could not be read")),
+            }
+        };
+        let kept = match &body {
+            Outgoing::Kept(bytes) => Some(bytes.clone()),
+            Outgoing::Stream(_) => None,
+        };
         let mut mirror_handles = None;
-        let body = match (admission, mirrored_request) {
+        let body = match (admission, request_path.clone()) {
             (Admission::Yes { shadow, permit, noise }, Some((path, query))) => {
                 let m = route.mirror.as_ref().expect("admitted by the route's mirror");
-                let (body, body_copy) = if body.is_end_stream() {
-                    (RequestBody::Client(body), None)
-                } else {
-                    let (tap, copy) = Tap::new(m.max_body_bytes);
-                    (RequestBody::Tapped(body, tap), Some(copy))
+                let (body, body_copy) = match body {
+                    Outgoing::Kept(bytes) if bytes.is_empty() => (RequestBody::full(bytes), None),
+                    Outgoing::Kept(bytes) => {
+                        let (tx, rx) = oneshot::channel();
+                        let _ = tx.send((bytes.len() <= m.max_body_bytes).then(|| bytes.clone()));
+                        (RequestBody::full(bytes), Some(rx))
+                    }
+                    Outgoing::Stream(body) if body.is_end_stream() => (RequestBody::Client(body), None),
+                    Outgoing::Stream(body) => {
+                        let (tap, copy) = Tap::new(m.max_body_bytes);
+                        (RequestBody::Tapped(body, tap), Some(copy))
+                    }
                 };
                 let (head_tx, head_rx) = oneshot::channel();
                 let (response_tap, response_copy) = Tap::new(m.compare_max_bytes);
@@ -220,18 +249,57 @@ impl Proxy {
                 mirror_handles = Some((head_tx, response_tap));
                 body
             }
-            _ => RequestBody::Client(body),
+            _ => match body {
+                Outgoing::Kept(bytes) => RequestBody::full(bytes),
+                Outgoing::Stream(body) => RequestBody::Client(body),
+            },
         };
-        parts.headers.insert(header::HOST, upstream_host(spec, client_host));
+        let retry_head = kept.as_ref().map(|_| (parts.method.clone(), parts.headers.clone()));
+        parts.headers.insert(header::HOST, upstream_host(spec, client_host.clone()));
         parts.uri = uri;
         parts.version = Version::HTTP_11;
 
-        let upstream = &live_route.backends[choice.backend].upstream;
-        let refuse = |kind| Refusal::Upstream {
+        let live_backend = &live_route.backends[choice.backend];
+        let refuse = |kind, backend: usize| Refusal::Upstream {
             kind,
-            backend: spec.name.clone(),
+            backend: route.backends[backend].spec.name.clone(),
         };
-        let mut resp = upstream.send(Request::from_parts(parts, body)).await.map_err(refuse)?;
+        let first = live_backend.upstream.send(Request::from_parts(parts, body)).await;
+        live_backend.health.record(matches!(&first, Ok(r) if r.status().as_u16() < 500));
+        let mut resp = match first {
+            Ok(resp) => resp,
+            Err(kind @ (FailureKind::Connect | FailureKind::Reset)) if kept.is_some() => {
+                // No answer at all: send it once more, to another healthy backend if there is one.
+                exchange.record_failure(kind);
+                table.metrics.retries.with_label_values(&[&route.name, &spec.name]).inc();
+                mirror_handles = None;
+                let alt = live_route
+                    .split
+                    .failover(choice.bucket, choice.backend, |i| live_route.backends[i].health.is_healthy())
+                    .unwrap_or(choice.backend);
+                let (method, headers) = retry_head.expect("kept with the body");
+                let (path, query) = request_path.expect("kept for retries");
+                let alt_backend = &route.backends[alt];
+                let mut req = Request::new(RequestBody::full(kept.unwrap_or_default()));
+                *req.method_mut() = method;
+                *req.headers_mut() = headers;
+                req.headers_mut()
+                    .insert(header::HOST, upstream_host(&alt_backend.spec, client_host));
+                *req.uri_mut() = upstream_uri(&alt_backend.spec, alt_backend.rewrite.as_ref(), &path, query.as_deref())
+                    .map_err(|_| Refusal::BadRequest("malformed request path"))?;
+                exchange.target = Some((ri, alt));
+                if let Some(rec) = exchange.log_record() {
+                    rec.backend = Some(alt_backend.spec.name.clone());
+                }
+                let second = live_route.backends[alt].upstream.send(req).await;
+                live_route.backends[alt]
+                    .health
+                    .record(matches!(&second, Ok(r) if r.status().as_u16() < 500));
+                second.map_err(|kind| refuse(kind, alt))?
+            }
+            Err(kind) => return Err(refuse(kind, choice.backend)),
+        };
+        let served_by = exchange.target.map_or(choice.backend, |(_, b)| b);
         let tap = mirror_handles.map(|(head_tx, tap)| {
             let _ = head_tx.send((resp.status().as_u16(), resp.headers().clone()));
             tap
@@ -240,7 +308,7 @@ impl Proxy {
         // A response framed by both Content-Length and Transfer-Encoding is
         // ambiguous; hyper would keep the stale length (hyper PR 4181).
         if resp.headers().contains_key(header::TRANSFER_ENCODING) && resp.headers().contains_key(header::CONTENT_LENGTH) {
-            return Err(refuse(FailureKind::Protocol));
+            return Err(refuse(FailureKind::Protocol, served_by));
         }
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching && let Some(client_upgrade) = client_upgrade {
@@ -288,6 +356,15 @@ pub fn upstream_host(spec: &BackendSpec, client_host: Option<HeaderValue>) -> He
         .unwrap_or_else(|| HeaderValue::from_str(spec.url.authority.as_str()).expect("authority is a valid header value"))
 }
 
+/// Largest request body kept whole so a request can be retried.
+const RETRY_BODY_LIMIT: u64 = 64 * 1024;
+
+/// The body on its way to the backend: still streaming from the client, or kept whole.
+enum Outgoing {
+    Stream(Incoming),
+    Kept(Bytes),
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -319,7 +396,11 @@ fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap) -> Choice {
         && let Some(wanted) = headers.get(name).and_then(|v| v.to_str().ok())
         && let Some(backend) = route.backend_index(wanted.trim())
     {
-        return Choice { backend, set_pin: None };
+        return Choice {
+            backend,
+            bucket: 0,
+            set_pin: None,
+        };
     }
     let (bucket, set_pin) = match &route.sticky {
         Sticky::None => (split::random_bucket(), None),
@@ -341,10 +422,15 @@ fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap) -> Choice {
             }
         },
     };
-    Choice {
-        backend: live.split.pick(bucket),
-        set_pin,
-    }
+    let picked = live.split.pick(bucket);
+    let backend = if live.backends[picked].health.is_healthy() {
+        picked
+    } else {
+        live.split
+            .failover(bucket, picked, |i| live.backends[i].health.is_healthy())
+            .unwrap_or(picked)
+    };
+    Choice { backend, bucket, set_pin }
 }
 
 /// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).

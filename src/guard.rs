@@ -1,0 +1,377 @@
+//! Automatic rollback. Per guarded route, each non-stable backend's recent
+//! traffic is kept in a sliding window of one-second slots: requests,
+//! failures (5xx and no answer), a latency histogram, and mirror
+//! comparisons. Once a window holds `min_requests`, crossing any threshold
+//! rolls the route back to its stable backend exactly like `cutover
+//! rollback` — persisted, in the history with the reason, counted — and the
+//! route stays there until an operator shifts it again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Config, GuardSpec, Weights};
+use crate::control::ControlError;
+use crate::live::{Live, RollbackReason};
+use crate::split::BUCKETS;
+
+/// Upper bounds (ms) of the latency histogram used for p99.
+const LATENCY_BOUNDS_MS: [u64; 26] = [
+    1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 3000, 5000, 10000,
+];
+
+fn now_secs() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_secs()
+}
+
+#[derive(Clone, Default)]
+struct Slot {
+    second: u64,
+    requests: u64,
+    failures: u64,
+    latency: [u32; LATENCY_BOUNDS_MS.len() + 1],
+    compared: u64,
+    mismatched: u64,
+}
+
+/// One backend's recent traffic.
+#[derive(Default)]
+pub struct Window {
+    slots: Mutex<VecDeque<Slot>>,
+}
+
+impl Window {
+    fn with_slot(&self, keep: u64, f: impl FnOnce(&mut Slot)) {
+        let now = now_secs();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.back().is_none_or(|s| s.second != now) {
+            slots.push_back(Slot {
+                second: now,
+                ..Slot::default()
+            });
+        }
+        while slots.front().is_some_and(|s| s.second + keep <= now) {
+            slots.pop_front();
+        }
+        f(slots.back_mut().expect("pushed above"));
+    }
+
+    /// A finished exchange: `status` is `None` when the backend gave no answer.
+    pub fn record(&self, keep: u64, status: Option<u16>, elapsed: Duration) {
+        let ms = elapsed.as_millis() as u64;
+        let bucket = LATENCY_BOUNDS_MS.iter().position(|&b| ms <= b).unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.with_slot(keep, |s| {
+            s.requests += 1;
+            s.failures += u64::from(status.is_none_or(|c| c >= 500));
+            s.latency[bucket] += 1;
+        });
+    }
+
+    /// A mirror comparison involving this backend.
+    pub fn record_comparison(&self, keep: u64, clean: bool) {
+        self.with_slot(keep, |s| {
+            s.compared += 1;
+            s.mismatched += u64::from(!clean);
+        });
+    }
+
+    fn stats(&self, keep: u64) -> WindowStats {
+        let now = now_secs();
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total = Slot::default();
+        for s in slots.iter().filter(|s| s.second + keep > now) {
+            total.requests += s.requests;
+            total.failures += s.failures;
+            total.compared += s.compared;
+            total.mismatched += s.mismatched;
+            for (t, c) in total.latency.iter_mut().zip(s.latency) {
+                *t += c;
+            }
+        }
+        let p99 = (total.requests > 0).then(|| {
+            let target = (total.requests as f64 * 0.99).ceil() as u64;
+            let mut seen = 0u64;
+            let i = total.latency.iter().position(|&c| {
+                seen += u64::from(c);
+                seen >= target
+            });
+            Duration::from_millis(i.and_then(|i| LATENCY_BOUNDS_MS.get(i).copied()).unwrap_or(30_000))
+        });
+        WindowStats {
+            requests: total.requests,
+            error_rate: ratio(total.failures, total.requests),
+            p99,
+            compared: total.compared,
+            mismatch_rate: ratio(total.mismatched, total.compared),
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowStats {
+    pub requests: u64,
+    pub error_rate: f64,
+    #[serde(serialize_with = "as_ms")]
+    pub p99: Option<Duration>,
+    pub compared: u64,
+    pub mismatch_rate: f64,
+}
+
+fn as_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(d.as_millis() as u64),
+        None => s.serialize_none(),
+    }
+}
+
+/// A route's guard windows, one per backend (the stable one's unused).
+pub struct RouteGuard {
+    pub spec: GuardSpec,
+    windows: Vec<Window>,
+}
+
+impl RouteGuard {
+    pub fn new(spec: GuardSpec, backends: usize) -> RouteGuard {
+        RouteGuard {
+            spec,
+            windows: (0..backends).map(|_| Window::default()).collect(),
+        }
+    }
+
+    fn keep(&self) -> u64 {
+        self.spec.window.as_secs().max(1)
+    }
+
+    pub fn record(&self, backend: usize, status: Option<u16>, elapsed: Duration) {
+        self.windows[backend].record(self.keep(), status, elapsed);
+    }
+
+    pub fn record_comparison(&self, backend: usize, clean: bool) {
+        self.windows[backend].record_comparison(self.keep(), clean);
+    }
+
+    pub fn stats(&self, backend: usize) -> WindowStats {
+        self.windows[backend].stats(self.keep())
+    }
+}
+
+/// Why a backend's window breaches the guard, if it does.
+pub fn breach(spec: &GuardSpec, stats: &WindowStats) -> Option<String> {
+    let window = humantime::format_duration(spec.window);
+    if stats.requests >= spec.min_requests {
+        if let Some(max) = spec.max_error_rate
+            && stats.error_rate > max
+        {
+            return Some(format!(
+                "error rate {:.1}% > {:.1}% over {window} ({} requests)",
+                stats.error_rate * 100.0,
+                max * 100.0,
+                stats.requests
+            ));
+        }
+        if let (Some(max), Some(p99)) = (spec.max_p99_latency, stats.p99)
+            && p99 > max
+        {
+            return Some(format!(
+                "p99 latency {} ms > {} ms over {window} ({} requests)",
+                p99.as_millis(),
+                max.as_millis(),
+                stats.requests
+            ));
+        }
+    }
+    if let Some(max) = spec.max_mismatch_rate
+        && stats.compared >= spec.min_requests
+        && stats.mismatch_rate > max
+    {
+        return Some(format!(
+            "parity mismatch rate {:.1}% > {:.1}% over {window} ({} compared)",
+            stats.mismatch_rate * 100.0,
+            max * 100.0,
+            stats.compared
+        ));
+    }
+    None
+}
+
+/// What the guard last did on a route, for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardEvent {
+    pub time: String,
+    pub backend: String,
+    pub reason: String,
+    pub ramp_seconds: Option<u64>,
+}
+
+/// Guard decisions, kept across reloads.
+#[derive(Default)]
+pub struct GuardLog {
+    events: Mutex<HashMap<String, GuardEvent>>,
+    ramping: Mutex<HashMap<String, ()>>,
+}
+
+impl GuardLog {
+    pub fn event(&self, route: &str) -> Option<GuardEvent> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).get(route).cloned()
+    }
+}
+
+/// How often the guard looks at its windows.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// One pass over every guarded route.
+pub fn check(live: &Arc<Live>) {
+    let table = live.load();
+    for (ri, route) in table.config.routes.iter().enumerate() {
+        let Some(guard) = &table.routes[ri].guard else {
+            continue;
+        };
+        if live
+            .guard_log
+            .ramping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&*route.name)
+        {
+            continue;
+        }
+        let weights = table.weights.route(ri);
+        for (bi, b) in route.backends.iter().enumerate() {
+            if bi == route.stable || weights[bi] == 0 {
+                continue;
+            }
+            let Some(reason) = breach(&guard.spec, &guard.stats(bi)) else {
+                continue;
+            };
+            let reason = format!("guard: backend {} {reason}", b.spec.name);
+            tracing::warn!(route = %route.name, backend = %b.spec.name, "{reason}: rolling back to {}", route.backends[route.stable].spec.name);
+            live.guard_log.events.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                route.name.to_string(),
+                GuardEvent {
+                    time: crate::control::now_rfc3339(),
+                    backend: b.spec.name.to_string(),
+                    reason: reason.clone(),
+                    ramp_seconds: guard.spec.ramp.map(|d| d.as_secs()),
+                },
+            );
+            match guard.spec.ramp {
+                None => {
+                    if let Err(e) = live.rollback("guard", &reason, &[route.name.to_string()], false, RollbackReason::Guard) {
+                        tracing::error!(route = %route.name, error = %e, "guard rollback failed");
+                    }
+                }
+                Some(ramp) => {
+                    live.guard_log
+                        .ramping
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(route.name.to_string(), ());
+                    live.metrics.rollbacks.with_label_values(&[&route.name, "guard"]).inc();
+                    tokio::spawn(ramp_down(live.clone(), route.name.to_string(), reason, ramp));
+                }
+            }
+            break;
+        }
+    }
+}
+
+/// Moves a route's weight back to its stable backend in one-second steps.
+async fn ramp_down(live: Arc<Live>, route: String, reason: String, ramp: Duration) {
+    let steps = ramp.as_secs().max(1);
+    let start = {
+        let table = live.load();
+        table.config.route_index(&route).map(|ri| table.weights.route(ri).to_vec())
+    };
+    let mut expected = start.clone();
+    if let Some(start) = start {
+        for step in 1..=steps {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let fraction = step as f64 / steps as f64;
+            let result = live.change_weights_recorded(
+                "guard",
+                &format!("{reason} (ramp step {step}/{steps})"),
+                step == 1,
+                |config, weights| {
+                    let ri = config
+                        .route_index(&route)
+                        .ok_or_else(|| ControlError::UnknownRoute(route.clone()))?;
+                    if expected.as_deref() != Some(weights.route(ri)) {
+                        return Err(ControlError::Io("the route was changed during the ramp; the ramp stops".into()));
+                    }
+                    let next = ramp_step(config, weights, ri, &start, fraction);
+                    expected = Some(next.route(ri).to_vec());
+                    Ok(next)
+                },
+            );
+            if let Err(e) = result {
+                tracing::warn!(route = %route, "guard ramp stopped: {e}");
+                break;
+            }
+        }
+    }
+    live.guard_log.ramping.lock().unwrap_or_else(|e| e.into_inner()).remove(&route);
+}
+
+/// Weights `fraction` of the way from `start` to all-stable.
+fn ramp_step(config: &Config, weights: &Weights, ri: usize, start: &[u16], fraction: f64) -> Weights {
+    let stable = config.routes[ri].stable;
+    let mut next: Vec<u16> = start.iter().map(|&w| (f64::from(w) * (1.0 - fraction)).floor() as u16).collect();
+    next[stable] = 0;
+    let rest: u16 = next.iter().sum();
+    next[stable] = BUCKETS - rest;
+    weights.with_route(ri, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> GuardSpec {
+        GuardSpec {
+            max_error_rate: Some(0.05),
+            max_p99_latency: Some(Duration::from_millis(800)),
+            max_mismatch_rate: Some(0.02),
+            window: Duration::from_secs(60),
+            min_requests: 50,
+            ramp: None,
+        }
+    }
+
+    #[test]
+    fn no_verdict_without_enough_traffic() {
+        let w = Window::default();
+        for _ in 0..49 {
+            w.record(60, Some(500), Duration::from_millis(5));
+        }
+        assert_eq!(breach(&spec(), &w.stats(60)), None);
+        w.record(60, Some(500), Duration::from_millis(5));
+        assert!(breach(&spec(), &w.stats(60)).unwrap().starts_with("error rate 100.0% > 5.0%"));
+    }
+
+    #[test]
+    fn p99_and_mismatch_breaches() {
+        let w = Window::default();
+        for i in 0..100 {
+            w.record(60, Some(200), Duration::from_millis(if i < 5 { 1500 } else { 20 }));
+        }
+        assert_eq!(w.stats(60).p99, Some(Duration::from_millis(1500)));
+        assert!(breach(&spec(), &w.stats(60)).unwrap().starts_with("p99 latency 1500 ms > 800 ms"));
+        let w = Window::default();
+        for i in 0..60 {
+            w.record(60, Some(200), Duration::from_millis(3));
+            w.record_comparison(60, i % 10 != 0);
+        }
+        assert!(
+            breach(&spec(), &w.stats(60))
+                .unwrap()
+                .starts_with("parity mismatch rate 10.0% > 2.0%")
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Health checks, failover, retries and the guard's automatic rollback.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+
+/// An upstream whose answers (and health endpoint) fail while `failing` is set.
+async fn switchable(name: &'static str, failing: Arc<AtomicBool>) -> Upstream {
+    Upstream::with(name, move |req: Request<hyper::body::Incoming>| {
+        let failing = failing.load(Ordering::SeqCst);
+        async move {
+            let status = if failing {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            let _ = req.uri();
+            Response::builder()
+                .status(status)
+                .header("x-upstream", name)
+                .body(full(name))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+fn config(legacy: &str, new: &str, new_extra: &str, route_extra: &str) -> String {
+    format!(
+        "{}backends:\n  legacy: {{ url: \"{legacy}\" }}\n  new: {{ url: \"{new}\"{new_extra} }}\n\
+         routes:\n  - name: api\n    stable: legacy\n    backends: {{ legacy: {{}}, new: {{}} }}\n    sticky: {{ header: X-User }}\n{route_extra}",
+        config_head("{ path: \"off\" }")
+    )
+}
+
+fn users_on_new(n: usize, new_percent: u32) -> Vec<String> {
+    (0..)
+        .map(|i| format!("user-{i}"))
+        .filter(|u| u32::from(cutover::split::sticky_bucket(u.as_bytes())) >= 10_000 - new_percent * 100)
+        .take(n)
+        .collect()
+}
+
+async fn backends_of(proxy: &Proxy, users: &[String]) -> Vec<(u16, String)> {
+    let client = client();
+    let mut out = Vec::new();
+    for u in users {
+        let resp = send_on(&client, request(Method::GET, &proxy.url("/api/x"), &[("x-user", u)])).await;
+        out.push((resp.status.as_u16(), resp.upstream().to_string()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_backends_users_move_and_come_back() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let failing = Arc::new(AtomicBool::new(false));
+        let new = switchable("new", failing.clone()).await;
+        let check = ", health_check: { path: /healthz, interval: 100ms, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 2 }, passive_health: { consecutive_failures: 0 }";
+        let proxy = Proxy::start(&config(&legacy.url(), &new.url(), check, ""), "api: { legacy: 50, new: 50 }\n").await;
+        let users = users_on_new(20, 50);
+        proxy.wait_metric("cutover_backend_healthy", &[("backend", "new")], 1.0).await;
+        assert!(backends_of(&proxy, &users).await.iter().all(|(s, b)| *s == 200 && b == "new"));
+
+        failing.store(true, Ordering::SeqCst);
+        proxy.wait_metric("cutover_backend_healthy", &[("backend", "new")], 0.0).await;
+        let moved = backends_of(&proxy, &users).await;
+        assert!(moved.iter().all(|(s, b)| *s == 200 && b == "legacy"), "{moved:?}");
+        let status = get(&format!("http://{}/admin/status", proxy.admin)).await.json();
+        assert_eq!(status["routes"][0]["backends"][1]["health"], "unhealthy (check failing)");
+
+        failing.store(false, Ordering::SeqCst);
+        proxy.wait_metric("cutover_backend_healthy", &[("backend", "new")], 1.0).await;
+        assert!(backends_of(&proxy, &users).await.iter().all(|(s, b)| *s == 200 && b == "new"), "users return after recovery");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_backend_is_retried_then_ejected_and_posts_are_not_retried() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let dead = format!("http://{}", dead_addr());
+        let proxy = Proxy::start(
+            &config(
+                &legacy.url(),
+                &dead,
+                ", passive_health: { consecutive_failures: 3, cool_off: 30s }",
+                "",
+            ),
+            "api: { legacy: 50, new: 50 }\n",
+        )
+        .await;
+        let users = users_on_new(10, 50);
+        // Every GET succeeds: the first few by a retry on legacy, then new is ejected.
+        let seen = backends_of(&proxy, &users).await;
+        assert!(seen.iter().all(|(s, b)| *s == 200 && b == "legacy"), "{seen:?}");
+        let metrics = proxy.metrics().await;
+        let retries = metric_value(&metrics, "cutover_retries_total", &[("route", "api"), ("backend", "new")]).unwrap();
+        assert_eq!(retries, 3.0, "retried until ejected after 3 failures\n{metrics}");
+        assert_eq!(
+            metric_value(
+                &metrics,
+                "cutover_upstream_errors_total",
+                &[("route", "api"), ("backend", "new"), ("kind", "connect")]
+            ),
+            Some(3.0)
+        );
+        proxy.wait_metric("cutover_backend_healthy", &[("backend", "new")], 0.0).await;
+        drop(proxy);
+
+        // A POST is not retried (unless the route opts in): it gets the 502.
+        let proxy = Proxy::start(
+            &config(&legacy.url(), &dead, ", passive_health: { consecutive_failures: 0 }", ""),
+            "api: { legacy: 0, new: 100 }\n",
+        )
+        .await;
+        let post = send(Request::post(proxy.url("/api/orders")).body(full("{}")).unwrap()).await;
+        assert_eq!(post.status, StatusCode::BAD_GATEWAY);
+        let put = send(Request::put(proxy.url("/api/orders/1")).body(full("{\"n\":1}")).unwrap()).await;
+        assert_eq!(put.status, StatusCode::OK, "a PUT with a small body is retried elsewhere");
+        assert_eq!(put.seen().body(), "{\"n\":1}", "with its body");
+        drop(proxy);
+        let proxy = Proxy::start(
+            &config(
+                &legacy.url(),
+                &dead,
+                ", passive_health: { consecutive_failures: 0 }",
+                "    retry: { non_idempotent: true }\n",
+            ),
+            "api: { legacy: 0, new: 100 }\n",
+        )
+        .await;
+        let post = send(Request::post(proxy.url("/api/orders")).body(full("{}")).unwrap()).await;
+        assert_eq!(post.status, StatusCode::OK, "the route opted in");
+    })
+    .await;
+}
+
+async fn status(proxy: &Proxy) -> Value {
+    get(&format!("http://{}/admin/status", proxy.admin)).await.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_rolls_back_a_failing_backend_and_stays_rolled_back() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let failing = Arc::new(AtomicBool::new(false));
+        let new = switchable("new", failing.clone()).await;
+        let guard = "    guard: { max_error_rate: 0.2, window: 5s, min_requests: 20 }\n";
+        let proxy = Proxy::start(
+            &config(&legacy.url(), &new.url(), ", passive_health: { consecutive_failures: 0 }", guard),
+            "api: { legacy: 50, new: 50 }\n",
+        )
+        .await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let load = {
+            let (stop, sent, url) = (stop.clone(), sent.clone(), proxy.url("/api/load"));
+            tokio::spawn(async move {
+                let client = client();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    send_on(&client, request(Method::GET, &url, &[("x-user", &format!("u{i}"))])).await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        // Healthy traffic: the guard is armed and quiet.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(status(&proxy).await["routes"][0]["guard"]["last_rollback"].is_null());
+
+        let broke = Instant::now();
+        failing.store(true, Ordering::SeqCst);
+        let deadline = broke + Duration::from_secs(20);
+        loop {
+            let metrics = proxy.metrics().await;
+            if metric_value(&metrics, "cutover_rollbacks_total", &[("route", "api"), ("reason", "guard")]) == Some(1.0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no guard rollback\n{metrics}\n{}", proxy.stderr_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let detection = broke.elapsed();
+        println!(
+            "guard detection time: {:.0} ms from the first failing response to the rollback",
+            detection.as_secs_f64() * 1e3
+        );
+
+        let s = status(&proxy).await;
+        let reason = s["routes"][0]["guard"]["last_rollback"]["reason"].as_str().unwrap().to_string();
+        assert!(reason.starts_with("guard: backend new error rate"), "{reason}");
+        assert_eq!(s["routes"][0]["backends"][1]["weight"], 0.0);
+        let file = std::fs::read_to_string(proxy.path("weights.yaml")).unwrap();
+        assert!(file.contains("api: { legacy: 100, new: 0 }"), "{file}");
+        let history = std::fs::read_to_string(proxy.path("weights.history.jsonl")).unwrap();
+        assert!(history.contains("\"who\":\"guard\"") && history.contains("error rate"), "{history}");
+
+        // It stays rolled back, even when the backend recovers: no flapping.
+        failing.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(status(&proxy).await["routes"][0]["backends"][1]["weight"], 0.0);
+        let out = std::process::Command::new(BIN)
+            .args(["status", "--admin", &proxy.admin.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("guard api: ROLLED BACK at") && text.contains("error rate"), "{text}");
+        stop.store(true, Ordering::Relaxed);
+        load.await.unwrap();
+        assert!(sent.load(Ordering::Relaxed) > 50);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramped_guard_rollback_moves_weight_back_gradually() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let failing = Arc::new(AtomicBool::new(true));
+        let new = switchable("new", failing.clone()).await;
+        let guard = "    guard: { max_error_rate: 0.2, window: 5s, min_requests: 10, rollback: { ramp: 3s } }\n";
+        let proxy = Proxy::start(
+            &config(&legacy.url(), &new.url(), ", passive_health: { consecutive_failures: 0 }", guard),
+            "api: { legacy: 40, new: 60 }\n",
+        )
+        .await;
+        let client = client();
+        for i in 0..40 {
+            send_on(&client, request(Method::GET, &proxy.url("/api/x"), &[("x-user", &format!("r{i}"))])).await;
+        }
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let w = status(&proxy).await["routes"][0]["backends"][1]["weight"].as_f64().unwrap();
+            if seen.last() != Some(&w) {
+                seen.push(w);
+            }
+            if w == 0.0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "ramp never finished: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(seen.len() >= 3, "weight went down in steps, not at once: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[1] < w[0]), "{seen:?}");
+        let history = std::fs::read_to_string(proxy.path("weights.history.jsonl")).unwrap();
+        assert_eq!(history.lines().count(), 1, "one history entry for the ramp: {history}");
+    })
+    .await;
+}
