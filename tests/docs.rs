@@ -6,17 +6,9 @@ use std::process::Command;
 /// the same buckets as the proxy.
 #[test]
 fn documented_sticky_hash_matches_the_implementation() {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/CONFIGURATION.md"
-    ))
-    .unwrap();
-    let start = doc
-        .find("<!-- sticky-reference:start -->")
-        .expect("start marker");
-    let end = doc
-        .find("<!-- sticky-reference:end -->")
-        .expect("end marker");
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIGURATION.md")).unwrap();
+    let start = doc.find("<!-- sticky-reference:start -->").expect("start marker");
+    let end = doc.find("<!-- sticky-reference:end -->").expect("end marker");
     let code = doc[start..end]
         .split_once("```python\n")
         .and_then(|(_, rest)| rest.split_once("```"))
@@ -36,9 +28,7 @@ fn documented_sticky_hash_matches_the_implementation() {
     .map(|s| s.to_string())
     .chain((0..200).map(|i| format!("session-{i}")))
     .collect();
-    let script = format!(
-        "{code}\nimport json, sys\nfor v in json.load(sys.stdin):\n    print(cutover_bucket(v.encode()))\n"
-    );
+    let script = format!("{code}\nimport json, sys\nfor v in json.load(sys.stdin):\n    print(cutover_bucket(v.encode()))\n");
     let mut child = Command::new("python3")
         .arg("-c")
         .arg(&script)
@@ -49,24 +39,12 @@ fn documented_sticky_hash_matches_the_implementation() {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(serde_json::to_string(&values).unwrap().as_bytes())
-            .unwrap();
+        stdin.write_all(serde_json::to_string(&values).unwrap().as_bytes()).unwrap();
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let documented: Vec<u16> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    let actual: Vec<u16> = values
-        .iter()
-        .map(|v| cutover::split::sticky_bucket(v.as_bytes()))
-        .collect();
+    let documented: Vec<u16> = String::from_utf8(out.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    let actual: Vec<u16> = values.iter().map(|v| cutover::split::sticky_bucket(v.as_bytes())).collect();
     assert_eq!(documented, actual);
-    assert!(doc.contains(&format!(
-        "cutover_bucket(b\"alice\")\n{}",
-        cutover::split::sticky_bucket(b"alice")
-    )));
+    assert!(doc.contains(&format!("cutover_bucket(b\"alice\")\n{}", cutover::split::sticky_bucket(b"alice"))));
 }

@@ -144,8 +144,11 @@ async fn a_dead_shadow_counts_errors_and_the_primary_serves_on() {
     .await;
 }
 
+/// Requests an upstream saw: method, `X-Cutover-Shadow`, body.
+type Recorded = Arc<std::sync::Mutex<Vec<(String, Option<String>, String)>>>;
+
 /// An upstream that counts the requests it gets, by method, and remembers bodies.
-async fn recording(name: &'static str, seen: Arc<std::sync::Mutex<Vec<(String, Option<String>, String)>>>) -> Upstream {
+async fn recording(name: &'static str, seen: Recorded) -> Upstream {
     Upstream::with(name, move |req: Request<hyper::body::Incoming>| {
         let seen = seen.clone();
         async move {

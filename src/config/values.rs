@@ -13,9 +13,18 @@ macro_rules! from_str_value {
     ($ty:ty, $what:literal) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(d)?;
-                raw.parse()
-                    .map_err(|e| de::Error::custom(format!("invalid {} {raw:?}: {e}", $what)))
+                // Parsing inside the visitor keeps the value's own position in the error.
+                struct Visitor;
+                impl<'de> de::Visitor<'de> for Visitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a {}", $what)
+                    }
+                    fn visit_str<E: de::Error>(self, raw: &str) -> Result<$ty, E> {
+                        raw.parse().map_err(|e| E::custom(format!("invalid {} {raw:?}: {e}", $what)))
+                    }
+                }
+                d.deserialize_str(Visitor)
             }
         }
     };

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# End-to-end parity suite: a real Flask app (legacy) and a real Django REST
+# Framework app (new) behind the release build of cutover, which mirrors every
+# /api/ request to new and compares the answers. The two apps differ in a few
+# planted ways; the parity report must name exactly those.
+#
+#   tests/e2e/run.sh
+#
+# Needs python3 (the venv module is installed from Debian's packages when
+# missing) and a Rust toolchain. The virtualenv lives in target/e2e-venv
+# (E2E_VENV overrides) and is reused while requirements.txt is unchanged.
+# Everything listens on 127.0.0.1; all processes are stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+E2E=$ROOT/tests/e2e
+VENV=${E2E_VENV:-$ROOT/target/e2e-venv}
+BOOKS=200
+STATUS=50
+export PYTHONDONTWRITEBYTECODE=1
+
+say() { echo "e2e: $*"; }
+die() { echo "e2e: FAIL: $*" >&2; exit 1; }
+
+echo "== e2e parity suite (tests/e2e/run.sh)"
+
+# --- Python and the two backends' packages --------------------------------
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+apt_install() {
+  say "installing $* from Debian's packages"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+
+venv_ok() {
+  cmp -s "$E2E/requirements.txt" "$VENV/requirements.txt" 2>/dev/null &&
+    "$VENV/bin/python" -c 'import flask, django, rest_framework, gunicorn' 2>/dev/null
+}
+if ! venv_ok; then
+  rm -rf "$VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    apt_install python3-venv
+    python3 -m venv "$VENV"
+  fi
+  say "installing tests/e2e/requirements.txt into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$E2E/requirements.txt"
+  cp "$E2E/requirements.txt" "$VENV/requirements.txt"
+fi
+PY=$VENV/bin/python
+
+# --- cutover ---------------------------------------------------------------
+say "cargo build --release"
+cargo build --release --quiet
+CUTOVER=$ROOT/target/release/cutover
+
+# --- start everything, stop it all on exit ---------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cutover-e2e.XXXXXX")
+PIDS=()
+cleanup() {
+  local status=$?
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  if [ "$status" -ne 0 ]; then
+    for log in legacy new cutover; do
+      [ -s "$WORK/$log.log" ] && { echo "--- $log.log (last 30 lines)"; tail -n 30 "$WORK/$log.log"; }
+    done >&2
+    echo "e2e: logs kept in $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Two free loopback ports for the backends.
+read -r LEGACY_PORT NEW_PORT < <("$PY" -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+')
+
+gunicorn() {  # NAME DIR APP PORT
+  "$VENV/bin/gunicorn" --chdir "$2" --bind "127.0.0.1:$4" --workers 1 --threads 8 \
+    --no-control-socket --access-logfile - "$3" >"$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
+}
+gunicorn legacy "$E2E/legacy_flask" app:app "$LEGACY_PORT"
+gunicorn new "$E2E/new_drf" bookstore.wsgi "$NEW_PORT"
+
+sed -e "s/@LEGACY_PORT@/$LEGACY_PORT/" -e "s/@NEW_PORT@/$NEW_PORT/" "$E2E/cutover.yaml" >"$WORK/cutover.yaml"
+echo "api: { legacy: 100, new: 0 }" >"$WORK/weights.yaml"
+"$CUTOVER" check -c "$WORK/cutover.yaml" >/dev/null || die "cutover check rejected the config"
+"$CUTOVER" run -c "$WORK/cutover.yaml" >"$WORK/cutover.out" 2>"$WORK/cutover.log" &
+PIDS+=($!)
+
+# Wait (bounded) for a URL to answer 200.
+wait_ok() {  # NAME URL
+  "$PY" - "$1" "$2" <<'EOF' || die "$1 did not become ready"
+import sys, time, urllib.request
+name, url = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + 30
+while True:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(1)
+    time.sleep(0.1)
+EOF
+}
+
+# cutover picks its own ports: read them from its log.
+for _ in $(seq 300); do
+  PROXY=$(sed -n 's/.*listening listener=public addr=\([0-9.:]*\).*/\1/p' "$WORK/cutover.log" | head -n 1)
+  ADMIN=$(sed -n 's/.*admin listening addr=\([0-9.:]*\).*/\1/p' "$WORK/cutover.log" | head -n 1)
+  [ -n "$PROXY" ] && [ -n "$ADMIN" ] && break
+  kill -0 "${PIDS[2]}" 2>/dev/null || die "cutover exited at start"
+  sleep 0.1
+done
+[ -n "$PROXY" ] && [ -n "$ADMIN" ] || die "cutover did not log its listening addresses"
+
+wait_ok "legacy (Flask)" "http://127.0.0.1:$LEGACY_PORT/healthz"
+wait_ok "new (Django REST Framework)" "http://127.0.0.1:$NEW_PORT/healthz"
+wait_ok cutover "http://$ADMIN/readyz"
+say "legacy on 127.0.0.1:$LEGACY_PORT, new on 127.0.0.1:$NEW_PORT, proxy on $PROXY, admin on $ADMIN"
+
+# --- traffic, then the report ---------------------------------------------
+"$PY" "$E2E/traffic.py" "$PROXY" "$BOOKS" "$STATUS"
+"$PY" "$E2E/check_report.py" "$ADMIN" "$BOOKS" "$STATUS" "$WORK/parity.json"
+
+echo
+say "cutover parity api"
+timeout 20 "$CUTOVER" parity api --admin "$ADMIN" | tee "$WORK/parity.txt"
+for path in /*/author /*/author_name /*/year /*/generated_at; do
+  grep -qF -- " $path " "$WORK/parity.txt" || die "cutover parity does not list $path"
+done
+echo "e2e: 1 passed, 0 failed"

@@ -1,0 +1,513 @@
+//! What crosses the proxy: headers, bodies (streamed), upgrades, HTTP/2
+//! from clients, and limits on what clients may send.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+/// One route `/` → the given backends, first one taking all traffic.
+fn one_route_config(extra: &str, backends: &[(&str, String)]) -> String {
+    let mut config = config_head("{ path: off }");
+    config.push_str(extra);
+    config.push_str("backends:\n");
+    for (name, body) in backends {
+        config.push_str(&format!("  {name}: {body}\n"));
+    }
+    let names: Vec<String> = backends.iter().map(|(n, _)| format!("{n}: {{}}")).collect();
+    config.push_str(&format!(
+        "routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    backends: {{ {} }}\n    force_header: X-Backend\n",
+        names.join(", ")
+    ));
+    config
+}
+
+fn header_of<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_are_stripped_both_ways() {
+    within(30, async {
+        // The upstream answers with hop-by-hop headers of its own.
+        let up = Upstream::with("hop", |req| async move {
+            let mut resp = echo_response("hop".into(), req).await;
+            let h = resp.headers_mut();
+            h.insert("connection", "x-internal".parse().unwrap());
+            h.insert("x-internal", "secret".parse().unwrap());
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.insert("proxy-connection", "keep-alive".parse().unwrap());
+            h.insert("upgrade", "h2c".parse().unwrap());
+            h.insert("x-visible", "yes".parse().unwrap());
+            resp
+        })
+        .await;
+        let proxy = Proxy::start(&one_route_config("", &[("hop", format!("{{ url: \"{}\" }}", up.url()))]), "").await;
+        let raw = "POST /hop HTTP/1.1\r\n\
+                   Host: example.test\r\n\
+                   Connection: close, X-Secret, X-Other\r\n\
+                   Keep-Alive: timeout=5, max=100\r\n\
+                   TE: trailers\r\n\
+                   Upgrade: websocket\r\n\
+                   Proxy-Connection: keep-alive\r\n\
+                   X-Secret: s3cret\r\n\
+                   X-Other: 1\r\n\
+                   X-Kept: yes\r\n\
+                   Transfer-Encoding: chunked\r\n\
+                   \r\n\
+                   5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        let (code, headers, body) = parse_raw_response(&raw_exchange(proxy.addr(), raw.as_bytes()).await);
+        assert_eq!(code, 200, "{body}");
+        let seen = Seen(serde_json::from_str(&body).unwrap());
+        for gone in [
+            "connection",
+            "keep-alive",
+            "te",
+            "upgrade",
+            "proxy-connection",
+            "x-secret",
+            "x-other",
+        ] {
+            assert!(seen.headers(gone).is_empty(), "backend saw {gone}: {:?}", seen.headers(gone));
+        }
+        // The proxy frames the forwarded body itself: the client's
+        // Transfer-Encoding is not copied (at most the proxy's own chunked).
+        let te = seen.headers("transfer-encoding");
+        assert!(te.is_empty() || te == ["chunked"], "transfer-encoding {te:?}");
+        assert_eq!(seen.header("x-kept").as_deref(), Some("yes"));
+        assert_eq!(seen.body(), "hello world");
+        assert_eq!(seen.method(), "POST");
+
+        // The response's hop-by-hop headers do not reach the client.
+        assert_eq!(header_of(&headers, "x-visible"), Some("yes"));
+        for gone in ["x-internal", "keep-alive", "proxy-connection", "upgrade"] {
+            assert_eq!(header_of(&headers, gone), None, "client saw {gone}: {headers:?}");
+        }
+        if let Some(conn) = header_of(&headers, "connection") {
+            assert!(!conn.contains("x-internal"), "connection: {conn}");
+        }
+        // ...although the upstream does send them.
+        let direct = raw_exchange(up.addr, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+        let (_, direct, _) = parse_raw_response(&direct);
+        for sent in ["x-internal", "keep-alive", "proxy-connection", "upgrade"] {
+            assert!(header_of(&direct, sent).is_some(), "upstream did not send {sent}: {direct:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_request_id_and_host() {
+    within(30, async {
+        let plain = Upstream::echo("plain").await;
+        let renamed = Upstream::echo("renamed").await;
+        let backends = [
+            ("plain", format!("{{ url: \"{}\" }}", plain.url())),
+            ("renamed", format!("{{ url: \"{}\", host_header: legacy.internal }}", renamed.url())),
+        ];
+        let untrusted = Proxy::start(&one_route_config("", &backends), "").await;
+        let trusted = Proxy::start(&one_route_config("trusted_proxies: [\"127.0.0.1\"]\n", &backends), "").await;
+        let c = client();
+
+        // Plain request: X-Forwarded-* set, Host as sent, a request id made up
+        // and handed back to the client too.
+        let resp = send_on(
+            &c,
+            request(Method::GET, &untrusted.url("/p?x=1"), &[("host", "shop.example.com:8080")]),
+        )
+        .await;
+        let seen = resp.seen();
+        assert_eq!(seen.header("host").as_deref(), Some("shop.example.com:8080"));
+        assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+        assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+        assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("shop.example.com:8080"));
+        let id = seen.header("x-request-id").expect("a request id is generated");
+        assert!(id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()), "request id {id:?}");
+        assert_eq!(resp.header("x-request-id"), Some(id.as_str()));
+        let other = send_on(&c, request(Method::GET, &untrusted.url("/p"), &[]))
+            .await
+            .seen()
+            .header("x-request-id")
+            .unwrap();
+        assert_ne!(other, id, "request ids must differ");
+
+        // Client-sent values from an untrusted peer are replaced; its
+        // request id is kept and returned.
+        let spoofed: &[(&str, &str)] = &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-request-id", "req-abc-123"),
+            ("host", "shop.example.com"),
+        ];
+        let resp = send_on(&c, request(Method::GET, &untrusted.url("/p"), spoofed)).await;
+        let seen = resp.seen();
+        assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+        assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+        assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("shop.example.com"));
+        assert_eq!(seen.header("x-request-id").as_deref(), Some("req-abc-123"));
+        assert_eq!(resp.header("x-request-id"), Some("req-abc-123"));
+
+        // From a trusted proxy the chain is extended and its values kept.
+        let seen = send_on(&c, request(Method::GET, &trusted.url("/p"), spoofed)).await.seen();
+        assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("6.6.6.6, 127.0.0.1"));
+        assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+        assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("evil.example"));
+        // Without a prior value, a trusted peer gets the same treatment as anyone.
+        let seen = send_on(&c, request(Method::GET, &trusted.url("/p"), &[])).await.seen();
+        assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+
+        // A backend with host_header gets that Host; X-Forwarded-Host keeps the client's.
+        let seen = send_on(
+            &c,
+            request(
+                Method::GET,
+                &untrusted.url("/p"),
+                &[("host", "shop.example.com"), ("x-backend", "renamed")],
+            ),
+        )
+        .await
+        .seen();
+        assert_eq!(seen.backend(), "renamed");
+        assert_eq!(seen.header("host").as_deref(), Some("legacy.internal"));
+        assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("shop.example.com"));
+    })
+    .await;
+}
+
+/// Peak RSS growth (KiB) of the proxy while `fut` runs, sampled every 5 ms.
+async fn rss_growth_during<F: std::future::Future>(proxy: &Proxy, fut: F) -> (u64, F::Output) {
+    let base = proxy.rss_kib();
+    let pid = proxy.pid();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut peak = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    && let Some(kib) = s
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    peak = peak.max(kib);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            peak
+        })
+    };
+    let out = fut.await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.await.unwrap().max(proxy.rss_kib());
+    (peak.saturating_sub(base), out)
+}
+
+const HUNDRED_MB: usize = 100 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
+    within(90, async {
+        let sink = Upstream::counting("sink").await;
+        let source = Upstream::streaming("source", HUNDRED_MB).await;
+        let proxy = Proxy::start(
+            &one_route_config(
+                "",
+                &[
+                    ("sink", format!("{{ url: \"{}\" }}", sink.url())),
+                    ("source", format!("{{ url: \"{}\" }}", source.url())),
+                ],
+            ),
+            "",
+        )
+        .await;
+        let c = client();
+        // Warm up pools and lazily allocated state before measuring.
+        let warm_up = Request::post(proxy.url("/warm"))
+            .header("x-backend", "sink")
+            .body(full(vec![0u8; 256 * 1024]))
+            .unwrap();
+        assert_eq!(send_on(&c, warm_up).await.text(), "262144");
+        let warm_down = Request::get(proxy.url("/warm?bytes=262144"))
+            .header("x-backend", "source")
+            .body(empty())
+            .unwrap();
+        assert_eq!(send_on(&c, warm_down).await.body.len(), 262144);
+
+        let started = Instant::now();
+        let (up_growth, resp) = rss_growth_during(&proxy, async {
+            send_on(
+                &c,
+                Request::post(proxy.url("/upload"))
+                    .header("x-backend", "sink")
+                    .body(zeros(HUNDRED_MB, 64 * 1024))
+                    .unwrap(),
+            )
+            .await
+        })
+        .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(resp.text(), HUNDRED_MB.to_string(), "bytes the backend received");
+        assert!(up_growth < 20 * 1024, "proxy RSS grew by {up_growth} KiB during a 100 MB upload");
+        let upload_time = started.elapsed();
+
+        let started = Instant::now();
+        let (down_growth, received) = rss_growth_during(&proxy, async {
+            let resp = c
+                .request(
+                    Request::get(proxy.url("/download"))
+                        .header("x-backend", "source")
+                        .body(empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let mut body = resp.into_body();
+            let mut n = 0usize;
+            while let Some(frame) = body.frame().await {
+                n += frame.unwrap().data_ref().map_or(0, Bytes::len);
+            }
+            n
+        })
+        .await;
+        assert_eq!(received, HUNDRED_MB, "bytes the client received");
+        assert!(
+            down_growth < 20 * 1024,
+            "proxy RSS grew by {down_growth} KiB during a 100 MB download"
+        );
+        eprintln!(
+            "100 MB upload: {upload_time:?}, RSS +{up_growth} KiB; \
+             download: {:?}, RSS +{down_growth} KiB",
+            started.elapsed()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_responses_are_streamed_not_buffered() {
+    within(30, async {
+        // The upstream sends its first chunk, then waits until the test has
+        // seen that chunk arrive through the proxy before finishing.
+        let (release_tx, release_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let release_rx = std::sync::Arc::new(tokio::sync::Mutex::new(release_rx));
+        let up = Upstream::with("slow-stream", move |_req| {
+            let release_rx = release_rx.clone();
+            async move {
+                let frames = futures_util::stream::unfold(0u8, move |step| {
+                    let release_rx = release_rx.clone();
+                    async move {
+                        match step {
+                            0 => Some((Ok::<_, BoxError>(Frame::data(Bytes::from("first,"))), 1)),
+                            1 => {
+                                let got = tokio::time::timeout(Duration::from_secs(5), release_rx.lock().await.recv()).await;
+                                let last = if matches!(got, Ok(Some(()))) { "second" } else { "timed-out" };
+                                Some((Ok(Frame::data(Bytes::from(last))), 2))
+                            }
+                            _ => None,
+                        }
+                    }
+                });
+                Response::new(BodyExt::boxed(StreamBody::new(frames)))
+            }
+        })
+        .await;
+        let proxy = Proxy::start(&one_route_config("", &[("s", format!("{{ url: \"{}\" }}", up.url()))]), "").await;
+        let resp = client().request(request(Method::GET, &proxy.url("/stream"), &[])).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        let first = tokio::time::timeout(Duration::from_secs(3), body.frame())
+            .await
+            .expect("the first chunk arrives while the backend is still sending")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.data_ref().unwrap().as_ref(), b"first,");
+        release_tx.send(()).await.unwrap();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(rest.as_ref(), b"second");
+    })
+    .await;
+}
+
+/// A WebSocket echo server; reports the request path of each handshake.
+async fn websocket_upstream() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (paths_tx, paths_rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let paths_tx = paths_tx.clone();
+            tokio::spawn(async move {
+                #[allow(clippy::result_large_err)]
+                let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                    let _ = paths_tx.try_send(req.uri().to_string());
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() || ((msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err()) {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, paths_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_round_trip() {
+    within(30, async {
+        let (ws_addr, mut paths) = websocket_upstream().await;
+        let proxy = Proxy::start(&one_route_config("", &[("ws", format!("{{ url: \"http://{ws_addr}\" }}"))]), "").await;
+        let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{}/chat/room1?u=ada", proxy.addr()), stream)
+            .await
+            .expect("WebSocket handshake through the proxy");
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(paths.recv().await.as_deref(), Some("/chat/room1?u=ada"));
+
+        ws.send(Message::text("hello")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+        let blob: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
+        ws.send(Message::binary(blob.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(blob));
+        for i in 0..20 {
+            ws.send(Message::text(format!("msg {i}"))).await.unwrap();
+        }
+        for i in 0..20 {
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(format!("msg {i}")));
+        }
+        ws.close(None).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_streams_reach_the_http1_backend() {
+    within(30, async {
+        let up = Upstream::echo("h1").await;
+        let proxy = Proxy::start(&one_route_config("", &[("h1", format!("{{ url: \"{}\" }}", up.url()))]), "").await;
+        let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+        tokio::spawn(conn);
+
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let mut sender = sender.clone();
+            let uri = format!("http://app.example.com/h2/{i}?n={i}");
+            tasks.push(tokio::spawn(async move {
+                let req = if i % 2 == 0 {
+                    Request::get(uri)
+                        .header("x-stream", i.to_string())
+                        .header("cookie", "a=1")
+                        .header("cookie", "b=2")
+                        .body(empty())
+                        .unwrap()
+                } else {
+                    Request::post(uri)
+                        .header("x-stream", i.to_string())
+                        .body(full(format!("payload {i}")))
+                        .unwrap()
+                };
+                let resp = sender.send_request(req).await.expect("h2 response");
+                assert_eq!(resp.version(), http::Version::HTTP_2);
+                let (parts, body) = resp.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                (i, parts, body)
+            }));
+        }
+        for t in tasks {
+            let (i, parts, body) = t.await.unwrap();
+            assert_eq!(parts.status, StatusCode::OK);
+            assert!(parts.headers.contains_key("x-request-id"));
+            let seen = Seen(serde_json::from_slice(&body).unwrap());
+            assert_eq!(seen.version(), "HTTP/1.1");
+            assert_eq!(seen.uri(), format!("/h2/{i}?n={i}"));
+            assert_eq!(seen.header("host").as_deref(), Some("app.example.com"));
+            assert_eq!(seen.header("x-stream"), Some(i.to_string()));
+            if i % 2 == 0 {
+                assert_eq!(seen.method(), "GET");
+                // HTTP/2 may split cookies; HTTP/1.1 gets one header.
+                assert_eq!(seen.headers("cookie"), ["a=1; b=2"]);
+            } else {
+                assert_eq!(seen.method(), "POST");
+                assert_eq!(seen.body(), format!("payload {i}"));
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_431_and_missing_host_400() {
+    within(30, async {
+        let up = Upstream::echo("up").await;
+        let proxy = Proxy::start(
+            &one_route_config(
+                "server: { max_header_bytes: 8192, max_headers: 20 }\n",
+                &[("up", format!("{{ url: \"{}\" }}", up.url()))],
+            ),
+            "",
+        )
+        .await;
+        let addr = proxy.addr();
+        let status_of = move |raw: String| async move {
+            let resp = raw_exchange(addr, raw.as_bytes()).await;
+            let line = resp.lines().next().unwrap_or_default().to_string();
+            (line, resp)
+        };
+
+        // A header block within the limits passes.
+        let ok = format!(
+            "GET /ok HTTP/1.1\r\nHost: a\r\nX-Fill: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(6000)
+        );
+        let (line, _) = status_of(ok).await;
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+
+        let big = format!(
+            "GET /big HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(20_000)
+        );
+        let (line, resp) = status_of(big).await;
+        assert!(line.starts_with("HTTP/1.1 431"), "oversized header block: {resp:?}");
+
+        let mut many = String::from("GET /many HTTP/1.1\r\nHost: a\r\nConnection: close\r\n");
+        for i in 0..40 {
+            many.push_str(&format!("X-H{i}: {i}\r\n"));
+        }
+        many.push_str("\r\n");
+        let (line, resp) = status_of(many).await;
+        assert!(line.starts_with("HTTP/1.1 431"), "too many headers: {resp:?}");
+
+        let (line, resp) = status_of("GET /nohost HTTP/1.1\r\nConnection: close\r\n\r\n".into()).await;
+        assert!(line.starts_with("HTTP/1.1 400"), "missing Host: {resp:?}");
+        assert!(resp.contains("missing Host header"), "{resp:?}");
+
+        let (line, resp) = status_of("GET /twohosts HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n".into()).await;
+        assert!(line.starts_with("HTTP/1.1 400"), "two Hosts: {resp:?}");
+
+        // HTTP/1.0 does not require Host.
+        let (line, resp) = status_of("GET /old HTTP/1.0\r\n\r\n".into()).await;
+        assert!(line.starts_with("HTTP/1.0 200") || line.starts_with("HTTP/1.1 200"), "{resp:?}");
+        // Only the two good requests reached the backend.
+        assert_eq!(up.hits(), 2);
+    })
+    .await;
+}

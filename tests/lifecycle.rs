@@ -1,0 +1,354 @@
+//! The process as an operator sees it: backend failures, reloads, graceful
+//! drain on SIGTERM, and the built-in demo.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Method, Request, StatusCode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_hanging_and_closing_backends_get_502_504_and_are_counted() {
+    within(30, async {
+        let dead = dead_addr();
+        let hanging = hanging_upstream().await;
+        let closing = closing_upstream().await;
+        let config = format!(
+            "{}backends:\n\
+             \x20 dead: {{ url: \"http://{dead}\", connect_timeout: 1s }}\n\
+             \x20 hang: {{ url: \"http://{hanging}\", timeout: 300ms }}\n\
+             \x20 close: {{ url: \"http://{closing}\" }}\n\
+             routes:\n\
+             \x20 - name: r-dead\n    match: {{ path_prefix: /dead/ }}\n    backends: {{ dead: {{}} }}\n\
+             \x20 - name: r-hang\n    match: {{ path_prefix: /hang/ }}\n    backends: {{ hang: {{}} }}\n\
+             \x20 - name: r-close\n    match: {{ path_prefix: /close/ }}\n    backends: {{ close: {{}} }}\n",
+            config_head("{ path: off }")
+        );
+        let proxy = Proxy::start(&config, "").await;
+        let c = client();
+
+        let resp = send_on(&c, request(Method::GET, &proxy.url("/dead/x"), &[])).await;
+        assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(resp.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(resp.text(), "bad gateway: cannot connect to backend dead\n");
+
+        let started = Instant::now();
+        let resp = send_on(&c, request(Method::GET, &proxy.url("/hang/x"), &[])).await;
+        let waited = started.elapsed();
+        assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(resp.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(resp.text(), "gateway timeout: backend hang sent no response in time\n");
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "504 after {waited:?}, backend timeout is 300ms"
+        );
+
+        let resp = send_on(&c, request(Method::GET, &proxy.url("/close/x"), &[])).await;
+        assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(resp.text(), "bad gateway: backend close closed the connection\n");
+
+        for (route, backend, kind) in [
+            ("r-dead", "dead", "connect"),
+            ("r-hang", "hang", "timeout"),
+            ("r-close", "close", "reset"),
+        ] {
+            // One client request, counted once as an error...
+            proxy
+                .wait_metric(
+                    "cutover_requests_total",
+                    &[("route", route), ("backend", backend), ("code", "error")],
+                    1.0,
+                )
+                .await;
+            // ...and every failed attempt at the backend (a connection that
+            // never answered may be tried once more) by its kind.
+            let errors = metric_value(
+                &proxy.metrics().await,
+                "cutover_upstream_errors_total",
+                &[("route", route), ("backend", backend), ("kind", kind)],
+            );
+            assert!(
+                matches!(errors, Some(n) if (1.0..=2.0).contains(&n)),
+                "cutover_upstream_errors_total{{route={route},backend={backend},kind={kind}}} = {errors:?}"
+            );
+        }
+        let text = proxy.metrics().await;
+        for code in ["2xx", "5xx"] {
+            assert_eq!(
+                metric_value(&text, "cutover_requests_total", &[("route", "r-dead"), ("code", code)]),
+                Some(0.0),
+                "a failed exchange is counted as error, not {code}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    within(30, async {
+        let (arrived_tx, mut arrived) = tokio::sync::mpsc::channel::<()>(4);
+        let up = Upstream::with("slow", move |req| {
+            let arrived_tx = arrived_tx.clone();
+            async move {
+                if req.uri().path() == "/slow" {
+                    let _ = arrived_tx.send(()).await;
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+                echo_response("slow".into(), req).await
+            }
+        })
+        .await;
+        let config = format!(
+            "{}server: {{ drain_timeout: 10s }}\nbackends:\n  slow: {{ url: \"{}\" }}\n\
+             routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    backends: {{ slow: {{}} }}\n",
+            config_head("{ path: off }"),
+            up.url()
+        );
+        let mut proxy = Proxy::start(&config, "").await;
+        let admin = proxy.admin;
+        assert_eq!(get(&format!("http://{admin}/readyz")).await.status, 200);
+
+        // An idle keep-alive connection must not hold up the exit.
+        let idle = client();
+        let resp = send_on(&idle, request(Method::GET, &proxy.url("/fast"), &[])).await;
+        assert_eq!(resp.status, 200);
+
+        let url = proxy.url("/slow");
+        let in_flight = tokio::spawn(async move { get(&url).await });
+        tokio::time::timeout(Duration::from_secs(5), arrived.recv())
+            .await
+            .expect("the slow request reaches the backend");
+        let sent_term = Instant::now();
+        proxy.signal("TERM");
+
+        // New connections are refused while the slow request is still running.
+        let addr = proxy.addr();
+        let refused = loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break true,
+                _ if sent_term.elapsed() > Duration::from_secs(1) => break false,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        assert!(refused, "a new connection was still accepted 1s after SIGTERM");
+        assert!(
+            !in_flight.is_finished(),
+            "the in-flight request ended before the refusal was observed"
+        );
+        // Readiness turns off while draining.
+        assert_eq!(get(&format!("http://{admin}/readyz")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+
+        let resp = in_flight.await.unwrap();
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.seen().uri(), "/slow");
+        let status = proxy.wait_exit(Duration::from_secs(5)).await.expect("cutover exits after draining");
+        assert!(status.success(), "exit status {status}");
+        assert!(
+            sent_term.elapsed() < Duration::from_secs(6),
+            "exit took {:?}; the drain deadline is 10s",
+            sent_term.elapsed()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_stops_at_the_deadline() {
+    within(30, async {
+        let hanging = hanging_upstream().await;
+        let config = format!(
+            "{}server: {{ drain_timeout: 300ms }}\nbackends:\n  hang: {{ url: \"http://{hanging}\" }}\n\
+             routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    backends: {{ hang: {{}} }}\n",
+            config_head("{ path: off }")
+        );
+        let mut proxy = Proxy::start(&config, "").await;
+        let url = proxy.url("/forever");
+        let stuck = tokio::spawn(async move { client().request(request(Method::GET, &url, &[])).await.map(|r| r.status()) });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = Instant::now();
+        proxy.signal("INT");
+        let status = proxy
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .expect("cutover exits once the drain deadline passes");
+        assert!(status.success(), "exit status {status}");
+        assert!(
+            sent.elapsed() >= Duration::from_millis(250),
+            "exited after {:?}, before the drain deadline",
+            sent.elapsed()
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(5), stuck)
+            .await
+            .expect("the stuck client is released")
+            .unwrap();
+        assert!(outcome.is_err(), "stuck request got {outcome:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_a_bad_weight_file_leaves_the_old_table_serving() {
+    within(40, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let config = format!(
+            "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\" }}\n\
+             routes:\n  - name: api\n    match: {{ path_prefix: / }}\n    backends: {{ legacy: {{}}, new: {{}} }}\n",
+            config_head("{ path: off }"),
+            legacy.url(),
+            new.url()
+        );
+        let proxy = Proxy::start(&config, "api: { legacy: 0, new: 100 }\n").await;
+        let c = client();
+        let version_of = |text: &str| {
+            parse_metrics(text)
+                .into_iter()
+                .find(|s| s.name == "cutover_config_version_info")
+                .map(|s| s.labels["version"].clone())
+                .expect("config version metric")
+        };
+        let reloads = |result: &'static str| [("result", result)];
+        let v1 = version_of(&proxy.metrics().await);
+        assert_eq!(send_on(&c, request(Method::GET, &proxy.url("/"), &[])).await.upstream(), "new");
+
+        // A weight file that does not sum to 100 is rejected whole.
+        proxy.write_weights("api: { legacy: 60, new: 60 }\n");
+        proxy.signal("HUP");
+        proxy
+            .wait_metric_until("cutover_config_reloads_total", &reloads("error"), ">= 1", |v| v >= 1.0)
+            .await;
+        let text = proxy.metrics().await;
+        assert_eq!(version_of(&text), v1, "a rejected file must not change the version");
+        assert_eq!(
+            metric_value(&text, "cutover_backend_weight_percent", &[("backend", "new")]),
+            Some(100.0)
+        );
+        assert_eq!(metric_value(&text, "cutover_config_reloads_total", &reloads("ok")), Some(0.0));
+        for _ in 0..20 {
+            let resp = send_on(&c, request(Method::GET, &proxy.url("/"), &[])).await;
+            assert_eq!(resp.upstream(), "new", "the previous table keeps serving");
+        }
+
+        // A good file goes live.
+        proxy.write_weights("api: { legacy: 100, new: 0 }\n");
+        proxy.signal("HUP");
+        proxy
+            .wait_metric("cutover_backend_weight_percent", &[("route", "api"), ("backend", "legacy")], 100.0)
+            .await;
+        assert_ne!(version_of(&proxy.metrics().await), v1);
+        for _ in 0..20 {
+            let resp = send_on(&c, request(Method::GET, &proxy.url("/"), &[])).await;
+            assert_eq!(resp.upstream(), "legacy");
+        }
+
+        // SIGHUP by itself re-reads the files, even when nothing changed.
+        let before = proxy
+            .wait_metric_until("cutover_config_reloads_total", &reloads("ok"), ">= 1", |v| v >= 1.0)
+            .await;
+        proxy.signal("HUP");
+        proxy
+            .wait_metric_until("cutover_config_reloads_total", &reloads("ok"), &format!("> {before}"), |v| {
+                v > before
+            })
+            .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_both_apps_and_rewrites_login_for_new() {
+    within(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--legacy",
+            "127.0.0.1:0",
+            "--new",
+            "127.0.0.1:0",
+        ]);
+        cmd.env("TMPDIR", dir.path());
+        let config_path = dir.path().join("unused");
+        let mut demo = Proxy::spawn(cmd, dir, config_path).await;
+        let c = client();
+
+        // A user whose sticky bucket is in legacy's 90%.
+        let user = (0..)
+            .map(|i| format!("Token user{i}"))
+            .find(|u| cutover::split::sticky_bucket(u.as_bytes()) < 9000)
+            .unwrap();
+        for _ in 0..5 {
+            let resp = send_on(&c, request(Method::GET, &demo.url("/api/users/"), &[("authorization", &user)])).await;
+            assert_eq!(resp.status, StatusCode::OK);
+            assert_eq!(resp.header("x-demo-backend"), Some("legacy"));
+            let body = resp.json();
+            assert_eq!(body["count"], 3, "legacy answers with a paginated list: {body}");
+            assert_eq!(body["results"][0]["id"], 1);
+        }
+
+        let resp = send_on(
+            &c,
+            request(
+                Method::GET,
+                &demo.url("/api/users/"),
+                &[("authorization", &user), ("x-cutover-backend", "new")],
+            ),
+        )
+        .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(resp.header("x-demo-backend"), Some("new"));
+        let body = resp.json();
+        assert!(body.is_array(), "new answers with a bare list: {body}");
+        assert_eq!(body[0]["id"], "1");
+
+        // Login goes to legacy at the shipped weights...
+        let login = || Request::post(demo.url("/api/auth/login/")).body(full("username=ada")).unwrap();
+        let resp = send_on(&c, login()).await;
+        assert_eq!(resp.header("x-demo-backend"), Some("legacy"));
+        assert!(resp.json()["token"].as_str().unwrap().starts_with("legacy-"));
+
+        // ...and, once the weights send it to new, is rewritten to /auth/login/,
+        // the only path where the new app issues tokens. The demo keeps its
+        // files in the temporary folder (pointed at a private one here).
+        let weights = find_file(demo.dir.path(), "demo-weights.yaml").expect("the demo's weight file");
+        let weights = weights.to_string_lossy().into_owned();
+        std::fs::write(&weights, "api: { legacy: 90, new: 10 }\nauth: { legacy: 0, new: 100 }\n").unwrap();
+        demo.signal("HUP");
+        demo.wait_metric("cutover_backend_weight_percent", &[("route", "auth"), ("backend", "new")], 100.0)
+            .await;
+        let resp = send_on(&c, login()).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.header("x-demo-backend"), Some("new"));
+        let token = resp.json()["token"].as_str().unwrap().to_string();
+        assert!(token.starts_with("new-"), "new app token {token:?}");
+
+        // Ctrl-C stops the demo cleanly and removes its temporary folder.
+        demo.signal("INT");
+        let status = demo.wait_exit(Duration::from_secs(10)).await.expect("demo exits");
+        assert!(status.success(), "exit status {status}");
+        let folder = std::path::Path::new(&weights).parent().unwrap();
+        assert!(!folder.exists(), "{} left behind", folder.display());
+    })
+    .await;
+}
+
+/// The first file called `name` under `dir`.
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+    }
+    None
+}

@@ -1,0 +1,219 @@
+//! Route matching, path normalisation and path rewriting, end to end.
+
+mod common;
+
+use common::*;
+use http::{Method, StatusCode};
+
+/// Each route goes to its own echo upstream named after the route, so the
+/// upstream that answers tells which route matched.
+const ROUTES: &[(&str, &str)] = &[
+    ("exact", "{ path: /exact }"),
+    ("regex", "{ path_regex: \"^/items/[0-9]+$\" }"),
+    ("host-exact", "{ host: api.example.com, path_prefix: /h/ }"),
+    ("host-wild", "{ host: \"*.example.com\", path_prefix: /h/ }"),
+    ("methods", "{ path_prefix: /m/, methods: [POST, put] }"),
+    ("hdr-exact", "{ path_prefix: /hd/, headers: { X-Beta: \"yes\" } }"),
+    (
+        "hdr-regex",
+        "{ path_prefix: /hd/, headers: { X-Client: { regex: \"^ios-[0-9]+$\" } } }",
+    ),
+    ("hdr-present", "{ path_prefix: /hd/, headers: { X-Debug: { present: true } } }"),
+    ("hdr-absent", "{ path_prefix: /anon/, headers: { Cookie: { present: false } } }"),
+    ("first", "{ path_prefix: /first/ }"),
+    ("shadowed", "{ path_prefix: /first/deeper/ }"),
+    ("prefix", "{ path_prefix: /p/ }"),
+];
+
+async fn matcher_proxy() -> (Proxy, Vec<Upstream>) {
+    let mut upstreams = Vec::new();
+    let mut config = config_head("{ path: off }");
+    config.push_str("backends:\n");
+    for (name, _) in ROUTES {
+        let up = Upstream::echo(name).await;
+        config.push_str(&format!("  {name}:\n    url: \"{}\"\n", up.url()));
+        upstreams.push(up);
+    }
+    config.push_str("routes:\n");
+    for (name, matcher) in ROUTES {
+        config.push_str(&format!(
+            "  - name: {name}\n    match: {matcher}\n    backends: {{ {name}: {{}} }}\n"
+        ));
+    }
+    (Proxy::start(&config, "").await, upstreams)
+}
+
+/// (method, path, request headers, the route expected to answer or the status).
+type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
+/// Sends a request and returns the upstream that served it, or the status
+/// when the proxy answered itself.
+async fn route_of(c: &HttpClient, proxy: &Proxy, method: Method, path: &str, headers: &[(&str, &str)]) -> String {
+    let resp = send_on(c, request(method, &proxy.url(path), headers)).await;
+    match resp.header("x-upstream") {
+        Some(up) => {
+            assert_eq!(resp.status, StatusCode::OK);
+            up.to_string()
+        }
+        None => resp.status.as_str().to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_matcher_kind_selects_its_route_and_first_match_wins() {
+    within(30, async {
+        let (proxy, _ups) = matcher_proxy().await;
+        let c = client();
+        let cases: &[Case] = &[
+            // path (exact)
+            (Method::GET, "/exact", &[], "exact"),
+            (Method::GET, "/exact/", &[], "404"),
+            (Method::GET, "/exactly", &[], "404"),
+            // path_regex
+            (Method::GET, "/items/42", &[], "regex"),
+            (Method::GET, "/items/42/", &[], "404"),
+            (Method::GET, "/items/abc", &[], "404"),
+            // host exact (case-insensitive, port ignored) before the wildcard
+            (Method::GET, "/h/x", &[("host", "api.example.com")], "host-exact"),
+            (Method::GET, "/h/x", &[("host", "API.Example.com:8080")], "host-exact"),
+            // host wildcard: one or more labels, never the bare domain
+            (Method::GET, "/h/x", &[("host", "shop.example.com")], "host-wild"),
+            (Method::GET, "/h/x", &[("host", "a.b.example.com")], "host-wild"),
+            (Method::GET, "/h/x", &[("host", "example.com")], "404"),
+            (Method::GET, "/h/x", &[("host", "badexample.com")], "404"),
+            // methods
+            (Method::POST, "/m/x", &[], "methods"),
+            (Method::PUT, "/m/x", &[], "methods"),
+            (Method::GET, "/m/x", &[], "404"),
+            (Method::DELETE, "/m/x", &[], "404"),
+            // headers: exact value, regex, present (in file order)
+            (Method::GET, "/hd/x", &[("x-beta", "yes")], "hdr-exact"),
+            (Method::GET, "/hd/x", &[("x-beta", "no")], "404"),
+            (Method::GET, "/hd/x", &[("x-client", "ios-17")], "hdr-regex"),
+            (Method::GET, "/hd/x", &[("x-client", "android-17")], "404"),
+            (Method::GET, "/hd/x", &[("x-debug", "")], "hdr-present"),
+            (Method::GET, "/hd/x", &[("x-debug", "1"), ("x-beta", "yes")], "hdr-exact"),
+            (Method::GET, "/hd/x", &[], "404"),
+            // headers: present: false
+            (Method::GET, "/anon/x", &[], "hdr-absent"),
+            (Method::GET, "/anon/x", &[("cookie", "a=1")], "404"),
+            // first match wins: /first/deeper/ is listed after /first/
+            (Method::GET, "/first/deeper/x", &[], "first"),
+            (Method::GET, "/first/", &[], "first"),
+            // path_prefix is a plain string prefix
+            (Method::GET, "/p/x", &[], "prefix"),
+            (Method::GET, "/p", &[], "404"),
+            // nothing matches
+            (Method::GET, "/", &[], "404"),
+            (Method::GET, "/nowhere", &[], "404"),
+        ];
+        let mut wrong = Vec::new();
+        for (method, path, headers, want) in cases {
+            let got = route_of(&c, &proxy, method.clone(), path, headers).await;
+            if got != *want {
+                wrong.push(format!("{method} {path} {headers:?}: want {want}, got {got}"));
+            }
+        }
+        assert!(wrong.is_empty(), "misrouted:\n{}", wrong.join("\n"));
+
+        // The proxy's own 404 says why, in plain text.
+        let resp = get(&proxy.url("/nowhere")).await;
+        assert_eq!(resp.status, StatusCode::NOT_FOUND);
+        assert_eq!(resp.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(resp.text(), "no route matches this request\n");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_normalisation_blocks_route_bypass() {
+    within(30, async {
+        let admin = Upstream::echo("admin").await;
+        let api = Upstream::echo("api").await;
+        let config = format!(
+            "{}backends:\n  admin: {{ url: \"{}\" }}\n  api: {{ url: \"{}\" }}\n\
+             routes:\n\
+             \x20 - name: admin\n    match: {{ path_prefix: /admin/ }}\n    backends: {{ admin: {{}} }}\n\
+             \x20 - name: api\n    match: {{ path_prefix: /api/ }}\n    backends: {{ api: {{}} }}\n",
+            config_head("{ path: off }"),
+            admin.url(),
+            api.url()
+        );
+        let proxy = Proxy::start(&config, "").await;
+        // Raw bytes, so no client library cleans the path up first.
+        for (target, want_path) in [
+            ("/api/../admin/x", "/admin/x"),
+            ("/%61dmin/x", "/admin/x"),
+            ("/api/%2e%2e/admin/x", "/admin/x"),
+            ("/api/%2E%2E/admin/x?q=1", "/admin/x?q=1"),
+            ("//admin//x", "/admin/x"),
+            ("/api/./../admin/./x", "/admin/x"),
+            ("/api/x/../../admin/x", "/admin/x"),
+            ("/../../admin/x", "/admin/x"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n");
+            let (code, headers, body) = parse_raw_response(&raw_exchange(proxy.addr(), raw.as_bytes()).await);
+            assert_eq!(code, 200, "{target}: {body}");
+            let up = headers.iter().find(|(k, _)| k == "x-upstream").map(|(_, v)| v.as_str());
+            assert_eq!(up, Some("admin"), "{target} was routed to {up:?}");
+            let seen = Seen(serde_json::from_str(&body).unwrap());
+            assert_eq!(seen.uri(), want_path, "{target}");
+        }
+        // Escapes of reserved characters are kept (hex upper-cased), not decoded.
+        let raw = "GET /api/a%2fb HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n";
+        let (code, _, body) = parse_raw_response(&raw_exchange(proxy.addr(), raw.as_bytes()).await);
+        assert_eq!(code, 200);
+        let seen = Seen(serde_json::from_str(&body).unwrap());
+        assert_eq!((seen.backend(), seen.uri()), ("api", "/api/a%2Fb"));
+        // Malformed escapes are refused, not forwarded.
+        let raw = "GET /api/%zz HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n";
+        let (code, _, body) = parse_raw_response(&raw_exchange(proxy.addr(), raw.as_bytes()).await);
+        assert_eq!(code, 400, "{body}");
+        assert_eq!(admin.hits() + api.hits(), 9);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_replaces_the_prefix_for_one_backend_only() {
+    within(30, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let config = format!(
+            "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}/v2\" }}\n\
+             routes:\n\
+             \x20 - name: auth\n    match: {{ path_prefix: /api/auth/ }}\n\
+             \x20   backends:\n      legacy: {{}}\n      new: {{ rewrite: {{ prefix: /api/auth/, to: /auth/ }} }}\n\
+             \x20   force_header: X-Cutover-Backend\n",
+            config_head("{ path: off }"),
+            legacy.url(),
+            new.url()
+        );
+        let proxy = Proxy::start(&config, "auth: { legacy: 0, new: 100 }\n").await;
+        let c = client();
+
+        let seen = send_on(&c, request(Method::GET, &proxy.url("/api/auth/login/?q=1"), &[]))
+            .await
+            .seen();
+        // The backend URL's base path comes first, then the rewritten path.
+        assert_eq!((seen.backend(), seen.uri()), ("new", "/v2/auth/login/?q=1"));
+
+        let body = send_on(
+            &c,
+            http::Request::post(proxy.url("/api/auth/login/")).body(full("user=ada")).unwrap(),
+        )
+        .await
+        .seen();
+        assert_eq!((body.method(), body.uri(), body.body()), ("POST", "/v2/auth/login/", "user=ada"));
+
+        // The other backend of the route gets the path unchanged.
+        let seen = send_on(
+            &c,
+            request(Method::GET, &proxy.url("/api/auth/login/?q=1"), &[("x-cutover-backend", "legacy")]),
+        )
+        .await
+        .seen();
+        assert_eq!((seen.backend(), seen.uri()), ("legacy", "/api/auth/login/?q=1"));
+    })
+    .await;
+}
