@@ -70,6 +70,8 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
         max_headers: raw.server.max_headers,
         header_read_timeout: raw.server.header_read_timeout.0,
         drain_timeout: raw.server.drain_timeout.0,
+        max_body_bytes: raw.server.max_body_bytes,
+        body_read_timeout: raw.server.body_read_timeout.0,
     };
     if server.max_header_bytes < 8192 {
         errors.push(ConfigError::at(

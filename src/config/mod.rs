@@ -72,6 +72,8 @@ pub struct ServerSettings {
     pub max_headers: usize,
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
+    pub max_body_bytes: Option<u64>,
+    pub body_read_timeout: Duration,
 }
 
 /// A backend as configured; shared by every route that uses it.

@@ -103,6 +103,15 @@ pub struct RawServer {
     pub header_read_timeout: Dur,
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: Dur,
+    /// Largest request body accepted (413 beyond); none by default.
+    pub max_body_bytes: Option<u64>,
+    /// Longest wait for the next piece of a request body (408 beyond).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: Dur,
+}
+
+fn default_body_read_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
 }
 
 impl Default for RawServer {
@@ -112,6 +121,8 @@ impl Default for RawServer {
             max_headers: default_max_headers(),
             header_read_timeout: default_header_read_timeout(),
             drain_timeout: default_drain_timeout(),
+            max_body_bytes: None,
+            body_read_timeout: default_body_read_timeout(),
         }
     }
 }

@@ -193,11 +193,94 @@ impl Body for ResponseBody {
     }
 }
 
+/// Why the proxy stopped reading a client's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyProblem {
+    TooLarge,
+    TooSlow,
+}
+
+/// Shared between a client body and the request handler, which turns a
+/// failed exchange into 413 or 408 when the body was the cause.
+#[derive(Debug, Default)]
+pub struct BodyVerdict(std::sync::atomic::AtomicU8);
+
+impl BodyVerdict {
+    fn set(&self, problem: BodyProblem) {
+        let v = match problem {
+            BodyProblem::TooLarge => 1,
+            BodyProblem::TooSlow => 2,
+        };
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<BodyProblem> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(BodyProblem::TooLarge),
+            2 => Some(BodyProblem::TooSlow),
+            _ => None,
+        }
+    }
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's request body, read with a size limit and an idle timeout.
+pub struct ClientBody {
+    inner: Incoming,
+    limit: u64,
+    received: u64,
+    idle: std::time::Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    verdict: Arc<BodyVerdict>,
+}
+
+impl ClientBody {
+    pub fn new(inner: Incoming, limit: Option<u64>, idle: std::time::Duration, verdict: Arc<BodyVerdict>) -> ClientBody {
+        ClientBody {
+            inner,
+            limit: limit.unwrap_or(u64::MAX),
+            received: 0,
+            idle,
+            timer: None,
+            verdict,
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.received += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if self.received > self.limit {
+                    self.verdict.set(BodyProblem::TooLarge);
+                    return Poll::Ready(Some(Err("request body larger than server.max_body_bytes".into())));
+                }
+                self.timer = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.verdict.set(BodyProblem::TooSlow);
+                    return Poll::Ready(Some(Err("request body stalled longer than server.body_read_timeout".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// The body sent to a backend: the client's, the client's with a copy taken
 /// for a shadow request, or one held in memory.
 pub enum RequestBody {
-    Client(Incoming),
-    Tapped(Incoming, Tap),
+    Client(ClientBody),
+    Tapped(ClientBody, Tap),
     Full(Option<Bytes>),
 }
 
@@ -209,13 +292,13 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Client(body) => body.poll_frame(cx),
             RequestBody::Tapped(body, tap) => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let frame = ready!(body.poll_frame(cx));
                 match &frame {
                     Some(Ok(f)) => {
                         if let Some(data) = f.data_ref() {
@@ -244,7 +327,7 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(body) | RequestBody::Tapped(body, _) => body.size_hint(),
+            RequestBody::Client(body) | RequestBody::Tapped(body, _) => body.inner.size_hint(),
             RequestBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

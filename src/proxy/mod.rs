@@ -25,7 +25,7 @@ use crate::mirror::{self, Admission, ShadowJob, Tap};
 use crate::routing::{RequestView, host_without_port, normalize_path};
 use crate::split::{self, BUCKETS};
 use crate::table::{LiveRoute, Table};
-use body::{Exchange, RequestBody, ResponseBody};
+use body::{BodyProblem, BodyVerdict, ClientBody, Exchange, RequestBody, ResponseBody};
 use headers::{X_REQUEST_ID, cookie, ensure_request_id, is_upgrade_request, set_forwarded, strip_hop_by_hop};
 use tokio::sync::oneshot;
 use upstream::FailureKind;
@@ -47,6 +47,8 @@ pub struct Proxy {
 #[derive(Debug)]
 enum Refusal {
     BadRequest(&'static str),
+    BodyTooLarge,
+    BodyTimeout,
     NoRoute,
     Upstream { kind: FailureKind, backend: Arc<str> },
 }
@@ -55,6 +57,8 @@ impl Refusal {
     fn status(&self) -> StatusCode {
         match self {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::Upstream {
                 kind: FailureKind::Timeout,
@@ -67,6 +71,8 @@ impl Refusal {
     fn message(&self) -> String {
         match self {
             Refusal::BadRequest(why) => format!("bad request: {why}\n"),
+            Refusal::BodyTooLarge => "payload too large: the request body exceeds server.max_body_bytes\n".into(),
+            Refusal::BodyTimeout => "request timeout: the request body stalled\n".into(),
             Refusal::NoRoute => "no route matches this request\n".into(),
             Refusal::Upstream { kind, backend } => match kind {
                 FailureKind::Connect => {
@@ -155,6 +161,12 @@ impl Proxy {
             rec.backend = Some(spec.name.clone());
         }
 
+        let server = &table.config.server;
+        if let (Some(limit), Some(len)) = (server.max_body_bytes, content_length(req.headers()))
+            && len > limit
+        {
+            return Err(Refusal::BodyTooLarge);
+        }
         let uri = upstream_uri(spec, route_backend.rewrite.as_ref(), &path, req.uri().query())
             .map_err(|_| Refusal::BadRequest("malformed request path"))?;
 
@@ -194,14 +206,21 @@ impl Proxy {
             rec.request_id = Some(request_id.clone());
         }
         // A body kept whole for a retry (empty bodies included).
+        let verdict = Arc::new(BodyVerdict::default());
         let body = if !retry {
-            Outgoing::Stream(body)
+            Outgoing::Stream(ClientBody::new(
+                body,
+                server.max_body_bytes,
+                server.body_read_timeout,
+                verdict.clone(),
+            ))
         } else if body.is_end_stream() {
             Outgoing::Kept(Bytes::new())
         } else {
-            match tokio::time::timeout(spec.timeout, Limited::new(body, RETRY_BODY_LIMIT as usize).collect()).await {
+            match tokio::time::timeout(server.body_read_timeout, Limited::new(body, RETRY_BODY_LIMIT as usize).collect()).await {
                 Ok(Ok(b)) => Outgoing::Kept(b.to_bytes()),
-                _ => return Err(Refusal::BadRequest("the request body could not be read")),
+                Ok(Err(_)) => return Err(Refusal::BadRequest("the request body could not be read")),
+                Err(_) => return Err(Refusal::BodyTimeout),
             }
         };
         let kept = match &body {
@@ -265,7 +284,10 @@ impl Proxy {
             backend: route.backends[backend].spec.name.clone(),
         };
         let first = live_backend.upstream.send(Request::from_parts(parts, body)).await;
-        live_backend.health.record(matches!(&first, Ok(r) if r.status().as_u16() < 500));
+        // A client's oversized or stalled body says nothing about the backend.
+        live_backend
+            .health
+            .record(matches!(&first, Ok(r) if r.status().as_u16() < 500) || verdict.get().is_some());
         let mut resp = match first {
             Ok(resp) => resp,
             Err(kind @ (FailureKind::Connect | FailureKind::Reset)) if kept.is_some() => {
@@ -297,7 +319,14 @@ impl Proxy {
                     .record(matches!(&second, Ok(r) if r.status().as_u16() < 500));
                 second.map_err(|kind| refuse(kind, alt))?
             }
-            Err(kind) => return Err(refuse(kind, choice.backend)),
+            Err(kind) => {
+                return Err(match verdict.get() {
+                    // The client's body, not the backend, was the problem.
+                    Some(BodyProblem::TooLarge) => Refusal::BodyTooLarge,
+                    Some(BodyProblem::TooSlow) => Refusal::BodyTimeout,
+                    None => refuse(kind, choice.backend),
+                });
+            }
         };
         let served_by = exchange.target.map_or(choice.backend, |(_, b)| b);
         let tap = mirror_handles.map(|(head_tx, tap)| {
@@ -361,7 +390,7 @@ const RETRY_BODY_LIMIT: u64 = 64 * 1024;
 
 /// The body on its way to the backend: still streaming from the client, or kept whole.
 enum Outgoing {
-    Stream(Incoming),
+    Stream(ClientBody),
     Kept(Bytes),
 }
 
