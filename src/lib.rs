@@ -22,3 +22,4 @@ pub mod routing;
 pub mod server;
 pub mod split;
 pub mod table;
+pub mod tls;

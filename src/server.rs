@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus::IntGauge;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,6 +32,8 @@ pub enum StartError {
     },
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(crate::tls::TlsError),
 }
 
 /// A running proxy: its bound addresses and the means to stop it.
@@ -63,6 +66,8 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         .map(Arc::new);
     let settings = config.server;
 
+    let tls_sources: std::collections::HashMap<String, Option<Vec<crate::tls::CertSource>>> =
+        config.listeners.iter().map(|l| (l.name.clone(), l.tls.clone())).collect();
     let mut bound = Vec::new();
     for l in &config.listeners {
         let listener = bind(&format!("listener {}", l.name), l.addr).await?;
@@ -86,8 +91,18 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         tracing::info!(listener = %name, %addr, "listening");
         listeners.push((name.clone(), addr));
         let gauge = metrics.active_connections.with_label_values(&[&name]);
+        let tls = match tls_sources.get(&name).cloned().flatten() {
+            Some(sources) => {
+                let resolver = crate::tls::CertResolver::new(sources).map_err(StartError::Tls)?;
+                crate::tls::spawn_cert_reloader(resolver.clone(), shutdown.clone());
+                Some(TlsAcceptor::from(crate::tls::server_config(resolver)))
+            }
+            None => None,
+        };
         tokio::spawn(accept_loop(
             listener,
+            tls,
+            settings.header_read_timeout,
             proxy.clone(),
             builder.clone(),
             gauge,
@@ -206,8 +221,11 @@ impl Drop for GaugeGuard {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     gauge: IntGauge,
@@ -229,29 +247,55 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ConnInfo { peer, proto: "http" });
+        let conn = Arc::new(ConnInfo {
+            peer,
+            proto: if tls.is_some() { "https" } else { "http" },
+        });
         let proxy = proxy.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         gauge.inc();
         let guard = GaugeGuard(gauge.clone());
         tracker.spawn(async move {
             let _guard = guard;
-            let service = service_fn(move |req| proxy.clone().serve(conn.clone(), req));
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            match tls {
+                None => serve_connection(stream, conn, proxy, &builder, shutdown).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, conn, proxy, &builder, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
             }
         });
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on one client connection until it ends or
+/// shutdown asks it to finish its in-flight requests and close.
+async fn serve_connection<I>(
+    io: I,
+    conn: Arc<ConnInfo>,
+    proxy: Arc<Proxy>,
+    builder: &auto::Builder<TokioExecutor>,
+    shutdown: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let service = service_fn(move |req| proxy.clone().serve(conn.clone(), req));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
 

@@ -22,8 +22,8 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut errors = Vec::new();
 
-    let listeners = compile_listeners(&raw, &pos, &mut errors);
-    let backends = compile_backends(&raw.backends, &pos, &mut errors);
+    let listeners = compile_listeners(&raw, base, &pos, &mut errors);
+    let backends = compile_backends(&raw.backends, base, &pos, &mut errors);
     let routes = compile_routes(&raw.routes, &backends, &pos, &mut errors);
 
     let token = match &raw.admin.token_file {
@@ -100,7 +100,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
     })
 }
 
-fn compile_listeners(raw: &RawConfig, pos: &Positions, errors: &mut Vec<ConfigError>) -> Vec<Listener> {
+fn compile_listeners(raw: &RawConfig, base: &Path, pos: &Positions, errors: &mut Vec<ConfigError>) -> Vec<Listener> {
     if raw.listeners.is_empty() {
         errors.push(ConfigError::at(pos.value(&[]), "at least one listener is required"));
     }
@@ -114,21 +114,46 @@ fn compile_listeners(raw: &RawConfig, pos: &Positions, errors: &mut Vec<ConfigEr
                 format!("duplicate listener name {:?}", l.name),
             ));
         }
-        if l.tls.is_some() {
-            errors.push(ConfigError::at(
-                pos.key(&["listeners", &idx, "tls"]),
-                "TLS termination is not available in this version; terminate TLS in front of cutover",
-            ));
-        }
+        let tls = l.tls.as_ref().map(|t| {
+            if t.certs.is_empty() {
+                errors.push(ConfigError::at(
+                    pos.value(&["listeners", &idx, "tls", "certs"]),
+                    "tls needs at least one certificate",
+                ));
+            }
+            t.certs
+                .iter()
+                .enumerate()
+                .map(|(ci, c)| {
+                    let source = crate::tls::CertSource {
+                        cert: base.join(&c.cert),
+                        key: base.join(&c.key),
+                    };
+                    if let Err(e) = crate::tls::load(&source) {
+                        errors.push(ConfigError::at(
+                            pos.value(&["listeners", &idx, "tls", "certs", &ci.to_string()]),
+                            e.to_string(),
+                        ));
+                    }
+                    source
+                })
+                .collect()
+        });
         out.push(Listener {
             name: l.name.clone(),
             addr: l.addr.0,
+            tls,
         });
     }
     out
 }
 
-fn compile_backends(raw: &IndexMap<String, RawBackend>, pos: &Positions, errors: &mut Vec<ConfigError>) -> Vec<Arc<BackendSpec>> {
+fn compile_backends(
+    raw: &IndexMap<String, RawBackend>,
+    base: &Path,
+    pos: &Positions,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Arc<BackendSpec>> {
     if raw.is_empty() {
         errors.push(ConfigError::at(pos.value(&[]), "at least one backend is required"));
     }
@@ -177,11 +202,28 @@ fn compile_backends(raw: &IndexMap<String, RawBackend>, pos: &Positions, errors:
                 }
             },
         };
-        if b.url.scheme == http::uri::Scheme::HTTPS {
+        let tls = b.tls.as_ref().map(|t| crate::tls::BackendTls {
+            ca_file: t.ca_file.as_ref().map(|f| base.join(f)),
+            server_name: t.server_name.clone(),
+        });
+        if tls.is_some() && b.url.scheme != http::uri::Scheme::HTTPS {
             errors.push(ConfigError::at(
-                pos.value(&["backends", name, "url"]),
-                "https backends are not available in this version",
+                pos.key(&["backends", name, "tls"]),
+                "tls settings need an https:// url",
             ));
+        }
+        if let Some(t) = &tls {
+            if let Err(e) = crate::tls::client_config(Some(t)) {
+                errors.push(ConfigError::at(pos.value(&["backends", name, "tls"]), e.to_string()));
+            }
+            if let Some(n) = &t.server_name
+                && rustls_pki_types::ServerName::try_from(n.as_str()).is_err()
+            {
+                errors.push(ConfigError::at(
+                    pos.value(&["backends", name, "tls", "server_name"]),
+                    format!("invalid server name {n:?}"),
+                ));
+            }
         }
         out.push(Arc::new(BackendSpec {
             name: name.as_str().into(),
@@ -193,6 +235,7 @@ fn compile_backends(raw: &IndexMap<String, RawBackend>, pos: &Positions, errors:
             host_header,
             health_check,
             passive,
+            tls,
         }));
     }
     out

@@ -44,6 +44,8 @@ pub struct Config {
 pub struct Listener {
     pub name: String,
     pub addr: SocketAddr,
+    /// Certificates when the listener terminates TLS.
+    pub tls: Option<Vec<crate::tls::CertSource>>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +90,8 @@ pub struct BackendSpec {
     pub host_header: Option<HeaderValue>,
     pub health_check: Option<HealthCheckSpec>,
     pub passive: Option<PassiveSpec>,
+    /// For `https://` backends.
+    pub tls: Option<crate::tls::BackendTls>,
 }
 
 /// Active health checking of a backend.

@@ -37,7 +37,28 @@ fn default_weights_file() -> PathBuf {
 pub struct RawListener {
     pub name: String,
     pub addr: Addr,
-    pub tls: Option<serde_yaml::Value>,
+    pub tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// SNI picks among them; the first is the default.
+    pub certs: Vec<RawCertPair>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +177,7 @@ pub struct RawBackend {
     pub health_check: Option<RawHealthCheck>,
     #[serde(default)]
     pub passive_health: RawPassiveHealth,
+    pub tls: Option<RawBackendTls>,
 }
 
 #[derive(Debug, Deserialize)]

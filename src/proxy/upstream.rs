@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 
 use super::body::RequestBody;
 use hyper::{Request, Response};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -42,7 +43,7 @@ impl FailureKind {
 
 pub struct Upstream {
     pub spec: Arc<BackendSpec>,
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
 }
 
 impl Upstream {
@@ -50,12 +51,32 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(spec.connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let tls = crate::tls::client_config(spec.tls.as_ref()).unwrap_or_else(|e| {
+            // Checked when the config was loaded; if the CA file has gone since,
+            // trust nothing rather than something else.
+            tracing::error!(backend = %spec.name, "cannot load the backend's TLS settings, its https requests will fail: {e}");
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+        let builder = HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let server_name = spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.clone())
+            .and_then(|n| rustls_pki_types::ServerName::try_from(n).ok());
+        let builder = match server_name {
+            Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+            None => builder,
+        }
+        .enable_http1();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(spec.pool_idle_timeout)
             .pool_max_idle_per_host(spec.pool_max_idle)
             .pool_timer(TokioTimer::new())
             .set_host(false)
-            .build(connector);
+            .build(builder.wrap_connector(connector));
         Upstream { spec, client }
     }
 

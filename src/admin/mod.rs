@@ -29,6 +29,7 @@ pub async fn handle(live: Arc<Live>, peer: SocketAddr, req: Request<Incoming>) -
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let resp = match (&method, path.as_str()) {
+        (&Method::GET | &Method::HEAD, "/") => dashboard(),
         (&Method::GET, "/metrics") => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", live.metrics.render()),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if live.is_ready() => text(StatusCode::OK, "ready\n"),
@@ -105,11 +106,35 @@ pub async fn handle(live: Arc<Live>, peer: SocketAddr, req: Request<Incoming>) -
         (&Method::POST, "/admin/undo") => mutate(&live, peer, req, |live, who, _why, _body| live.undo(&who).map_err(control_error)).await,
         (
             _,
-            "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo" | "/admin/parity",
+            "/" | "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo"
+            | "/admin/parity",
         ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     };
     Ok(resp)
+}
+
+/// The dashboard: one self-contained page (inline style and script, no
+/// outside resources) that reads and drives the admin API from the browser.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Allows exactly the page's one inline `<style>` and one inline `<script>`
+/// (by SHA-256 hash) and requests to this listener, nothing else. Editing
+/// either block changes its hash: tests/dashboard checks these and prints
+/// the right values.
+const DASHBOARD_CSP: &str = "default-src 'none'; \
+     script-src 'sha256-ShYJiPXBkI6TQ1B1zPGLJYHYHq92AsvF3a2FqxFHgPk='; \
+     style-src 'sha256-8NfbKDjKow/kPqsH5Ddqv0DBChxhQd6BzOiJdR1RUBA='; \
+     connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn dashboard() -> AdminResponse {
+    let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD);
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DASHBOARD_CSP));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
 }
 
 type Failure = (StatusCode, String);

@@ -1,0 +1,1992 @@
+//! `cutover import-nginx`: turns the usual subset of an nginx config into a
+//! `cutover.yaml` and a `weights.yaml`, and lists every directive it did not
+//! convert with its `file:line`.
+//!
+//! What converts, and the decisions behind it:
+//!
+//! - `upstream NAME` → a backend `NAME`. An upstream with several servers is
+//!   expanded into backends `NAME-1`, `NAME-2`… of the routes that proxy to
+//!   it, weighted like nginx's `weight=` (`backup` servers get weight 0, which
+//!   in cutover means "only when every weighted backend is unhealthy"), but
+//!   only where that keeps nginx's behaviour: the upstream has no balancing
+//!   method (`ip_hash`, `hash`, `least_conn`…) and the route is a plain
+//!   `proxy_pass` (not a `split_clients` side or a mirror target, where a
+//!   route backend must be one server). Otherwise the first server stands for
+//!   the upstream and the others are listed as not converted.
+//! - `server { listen; server_name; }` → listeners (deduplicated; `listen 80`
+//!   is `0.0.0.0:80`). With several server blocks, the routes of each server
+//!   that is not a default server get a `host` match per server name (exact
+//!   or `*.example.com`); the default servers' routes come last, without one.
+//! - `location` → routes, ordered so that cutover's first-match-wins picks
+//!   the same location as nginx's precedence; see [`order_locations`].
+//! - `proxy_pass` with a URI part → `rewrite: { prefix: <location>, to: <uri> }`,
+//!   nginx's replacement of the matched prefix.
+//! - `split_clients` used in `proxy_pass http://$var` → one route over its
+//!   backends with the percentages in `weights.yaml`, sticky by cookie or
+//!   header when the key is `$cookie_NAME` or `$http_NAME`.
+//! - `mirror /uri` with `location = /uri { internal; proxy_pass ...; }` →
+//!   `mirror: { to }` when the target is already a backend of the route.
+//!   cutover mirrors only to a route's own backends, and adding the target as
+//!   a weight-0 backend would let failover and retries send it live traffic,
+//!   which nginx never does; so otherwise the mirror is listed.
+//! - `proxy_set_header Host <literal>` → `host_header`; without any
+//!   `proxy_set_header Host`, nginx sends `$proxy_host` (the upstream's
+//!   name), and so does the generated backend; `$host` / `$http_host` is
+//!   cutover's default (the client's Host).
+//! - `proxy_connect_timeout` / `proxy_read_timeout` → backend
+//!   `connect_timeout` / `timeout`. These are per location in nginx and per
+//!   backend in cutover, so a location with different settings gets its own
+//!   backend (`NAME-for-ROUTE`) for the same server.
+//!
+//! Everything else is listed as not converted, grouped by directive.
+
+pub mod nginx;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::config::{BackendUrl, Config, Weights, format_percent};
+pub use nginx::{Arg, Directive, ParseError, Parsed, Pos};
+
+/// 100% in basis points.
+const ALL: u32 = 10_000;
+
+/// The result of an import.
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// The text of `cutover.yaml`.
+    pub config: String,
+    /// The text of `weights.yaml`.
+    pub weights: String,
+    /// Every directive that was not converted, in file order.
+    pub not_converted: Vec<NotConverted>,
+    /// Differences in behaviour worth knowing, also written at the top of `cutover.yaml`.
+    pub notes: Vec<String>,
+}
+
+/// A directive the import did not convert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotConverted {
+    pub at: Pos,
+    /// The directive's name (`ssl_certificate`).
+    pub directive: String,
+    /// The directive as written (`ssl_certificate /etc/ssl/site.pem`).
+    pub text: String,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Nothing proxies anywhere; `report` lists what was found instead.
+    #[error("nothing to import: no location proxies with proxy_pass to a backend cutover can reach")]
+    NothingToRoute { report: String },
+    /// The generated files do not validate: a defect of the importer.
+    #[error("the generated config does not validate: {0}")]
+    Invalid(String),
+}
+
+impl Import {
+    /// The not-converted list grouped by directive and reason, then the notes.
+    pub fn report(&self) -> String {
+        render_report(&self.not_converted, &self.notes)
+    }
+}
+
+/// Reads, parses and converts an nginx config file.
+pub fn import_file(path: &Path) -> Result<Import, ImportError> {
+    let parsed = nginx::parse_file(path)?;
+    convert(&parsed, path)
+}
+
+/// Parses and converts nginx config text as if read from `path`.
+pub fn import_str(path: &Path, text: &str) -> Result<Import, ImportError> {
+    let parsed = nginx::parse_str(path, text)?;
+    convert(&parsed, path)
+}
+
+/// Converts a parsed config; `source` names it in the generated comments.
+pub fn convert(parsed: &Parsed, source: &Path) -> Result<Import, ImportError> {
+    let mut c = Converter::default();
+    for m in &parsed.missing {
+        c.not_converted.push(NotConverted {
+            at: m.at.clone(),
+            directive: "include".into(),
+            text: format!("include {}", m.path.display()),
+            reason: format!("cannot read it ({}): the directives in it were not imported", m.error),
+        });
+    }
+    if parsed.directives.iter().any(|d| d.name == "http") {
+        for d in &parsed.directives {
+            if d.name == "http" && d.block.is_some() {
+                c.http(d.children());
+            } else {
+                c.skip(d, reason_for(&d.name));
+            }
+        }
+    } else {
+        // A site file (conf.d/*.conf, sites-enabled/*): the http context itself.
+        c.http(&parsed.directives);
+    }
+    c.finish(source)
+}
+
+// ---------------------------------------------------------------- reasons
+
+/// Why a directive with no cutover equivalent was left out.
+fn reason_for(name: &str) -> String {
+    let r = match name {
+        n if n.starts_with("ssl") => "TLS is not available in cutover yet: terminate TLS in front of it",
+        "http2" | "http3" | "quic" => "protocol setting: cutover serves HTTP/1.1 and HTTP/2 cleartext on every listener",
+        "client_max_body_size" => "cutover has no request body size limit: enforce it in the backend or in front of cutover",
+        "root" | "alias" | "index" | "try_files" | "autoindex" | "expires" | "sendfile" | "open_file_cache" => {
+            "cutover does not serve files: requests nginx served from disk must be served by a backend"
+        }
+        "return" | "rewrite" | "error_page" | "if" | "set" | "break" => {
+            "cutover does not answer or rewrite requests itself (only a route backend's rewrite: prefix)"
+        }
+        "allow" | "deny" | "auth_basic" | "auth_basic_user_file" | "auth_request" | "satisfy" | "limit_except" | "internal" => {
+            "ACCESS CONTROL NOT CONVERTED: nginx refused some requests here; cutover forwards them"
+        }
+        "limit_req" | "limit_req_zone" | "limit_conn" | "limit_conn_zone" | "limit_rate" => "cutover does not limit request rates",
+        "access_log" | "error_log" | "log_format" | "log_not_found" => {
+            "cutover writes its own access log (access_log: { format: combined | json, path })"
+        }
+        "add_header" | "more_set_headers" | "proxy_hide_header" | "proxy_pass_header" | "proxy_cookie_path" | "proxy_cookie_domain" => {
+            "cutover does not change response headers"
+        }
+        "proxy_redirect" => "cutover does not rewrite Location headers",
+        n if n.starts_with("gzip") || n.starts_with("brotli") => "cutover does not compress responses",
+        n if n.starts_with("proxy_buffer") || n == "proxy_buffers" || n == "proxy_max_temp_file_size" || n == "proxy_request_buffering" => {
+            "cutover streams bodies both ways without buffering"
+        }
+        n if n.starts_with("proxy_cache") => "cutover does not cache",
+        "proxy_next_upstream" | "proxy_next_upstream_tries" | "proxy_next_upstream_timeout" => {
+            "cutover retries a request that got no answer once, on another backend of the route (route retry)"
+        }
+        "proxy_send_timeout" => "cutover has no send timeout (backend timeout is the deadline for the response head)",
+        "keepalive" | "keepalive_requests" | "keepalive_timeout" => {
+            "cutover keeps idle connections itself (backend pool_max_idle, pool_idle_timeout)"
+        }
+        "ip_hash" | "hash" | "least_conn" | "random" | "least_time" | "sticky" | "ntlm" => {
+            "cutover balances by weight between backends; this balancing method is not available"
+        }
+        "map" | "geo" | "split_clients" => "variables are not converted",
+        n if n.ends_with("_pass") => "only HTTP proxy_pass is converted",
+        "events" | "user" | "worker_processes" | "worker_connections" | "worker_rlimit_nofile" | "pid" | "daemon" | "master_process"
+        | "load_module" | "include" | "types" | "default_type" | "server_tokens" | "tcp_nopush" | "tcp_nodelay" | "types_hash_max_size"
+        | "server_names_hash_bucket_size" | "resolver" => "nginx setting with no cutover equivalent",
+        "stream" | "mail" => "only HTTP proxying is converted",
+        _ => "no cutover equivalent",
+    };
+    r.to_string()
+}
+
+// ---------------------------------------------------------------- settings
+
+/// What a location sends as Host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum HostSetting {
+    /// No `proxy_set_header Host`: nginx sends `$proxy_host`.
+    #[default]
+    ProxyHost,
+    /// `$host` / `$http_host`: the client's Host, cutover's default.
+    Client,
+    Literal(String, Pos),
+    /// A value cutover cannot send (listed where it was written).
+    Unsupported,
+}
+
+/// The settings that nginx inherits from http to server to location.
+#[derive(Debug, Clone, Default)]
+struct Settings {
+    connect_timeout: Option<(Duration, Pos)>,
+    read_timeout: Option<(Duration, Pos)>,
+    host: HostSetting,
+    /// `mirror` URIs with the directive that set each.
+    mirrors: Vec<(String, Pos, String)>,
+}
+
+/// The directives [`Converter::level_settings`] handles.
+fn is_setting(name: &str) -> bool {
+    matches!(
+        name,
+        "proxy_set_header" | "proxy_connect_timeout" | "proxy_read_timeout" | "mirror" | "proxy_http_version"
+    )
+}
+
+/// nginx's time syntax: `60`, `60s`, `500ms`, `1m30s`, `1h`, `2d`.
+fn parse_nginx_time(text: &str) -> Option<Duration> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let ms_per: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" | "" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "M" => 30 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(ms_per)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_millis(total))
+}
+
+/// A duration as cutover writes it: `2s`, `1500ms`.
+fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+}
+
+// ---------------------------------------------------------------- upstreams and splits
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    /// `host:port`.
+    addr: String,
+    weight: u32,
+    backup: bool,
+    at: Pos,
+    text: String,
+}
+
+#[derive(Debug)]
+struct Upstream {
+    at: Pos,
+    endpoints: Vec<Endpoint>,
+    /// Why its servers cannot become separate backends, if they cannot.
+    no_expand: Option<String>,
+    /// The servers after the first were listed as not converted already.
+    rest_listed: bool,
+}
+
+#[derive(Debug)]
+struct SplitDef {
+    key: String,
+    at: Pos,
+    text: String,
+    /// (basis points, value) in nginx's order; `*` resolved.
+    entries: Vec<(u32, String)>,
+    /// Why the split cannot be converted, if it cannot.
+    error: Option<String>,
+    used: bool,
+}
+
+/// A `proxy_pass` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Upstream(String),
+    /// A `host:port` named directly.
+    Host(String),
+    /// `http://$var` of a `split_clients`.
+    Split(String),
+}
+
+#[derive(Debug, Clone)]
+struct ProxyPass {
+    target: Target,
+    /// The URI part, when it replaces the matched location prefix.
+    uri: Option<String>,
+    /// `$request_uri` was appended (the URI is passed unchanged).
+    request_uri: bool,
+}
+
+// ---------------------------------------------------------------- locations
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocKind {
+    Exact,
+    Prefix,
+    /// `^~`: a prefix that stops the regex search when it is the longest match.
+    NoRegex,
+    Regex,
+    RegexCaseless,
+    Named,
+}
+
+/// One route, before host matching and naming.
+#[derive(Debug, Clone)]
+struct RoutePlan {
+    kind: LocKind,
+    pattern: String,
+    /// The path condition, after ordering.
+    matcher: PathCond,
+    base_name: String,
+    /// (backend, rewrite, target identity for mirror lookups).
+    backends: Vec<(String, Option<(String, String)>, String)>,
+    /// Basis points per backend when there are several.
+    weights: Option<Vec<u32>>,
+    stable: Option<String>,
+    sticky: Option<(&'static str, String)>,
+    mirror: Option<String>,
+    comments: Vec<String>,
+    weight_comments: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum PathCond {
+    Prefix(String),
+    Exact(String),
+    Regex(String),
+}
+
+/// A server name cutover can match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostName {
+    Exact(String),
+    /// `*.example.com`
+    Wildcard(String),
+}
+
+impl HostName {
+    fn pattern(&self) -> &str {
+        match self {
+            HostName::Exact(h) | HostName::Wildcard(h) => h,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ServerPlan {
+    at: Pos,
+    /// (address, default_server flag).
+    listens: Vec<(String, bool)>,
+    names: Vec<HostName>,
+    /// Some server names could not be converted (regex, `www.example.*`).
+    odd_names: bool,
+    routes: Vec<RoutePlan>,
+}
+
+// ---------------------------------------------------------------- output model
+
+#[derive(Debug)]
+struct BackendOut {
+    name: String,
+    url: String,
+    host_header: Option<(String, String)>,
+    connect_timeout: Option<(Duration, Pos)>,
+    timeout: Option<(Duration, Pos)>,
+    comment: String,
+}
+
+#[derive(Debug)]
+struct ListenerOut {
+    name: String,
+    addr: String,
+    comment: String,
+}
+
+#[derive(Debug)]
+struct RouteOut {
+    name: String,
+    plan: RoutePlan,
+    host: Option<String>,
+}
+
+#[derive(Default)]
+struct Converter {
+    not_converted: Vec<NotConverted>,
+    notes: Vec<String>,
+    upstreams: IndexMap<String, Upstream>,
+    splits: IndexMap<String, SplitDef>,
+    backends: IndexMap<String, BackendOut>,
+    /// Backend identity (url, host, timeouts) → backend name.
+    backend_ids: HashMap<String, String>,
+    servers: Vec<ServerPlan>,
+}
+
+impl Converter {
+    fn note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+
+    fn skip(&mut self, d: &Directive, reason: impl Into<String>) {
+        self.not_converted.push(NotConverted {
+            at: d.at.clone(),
+            directive: d.name.clone(),
+            text: d.text(),
+            reason: reason.into(),
+        });
+    }
+
+    // ------------------------------------------------------------ contexts
+
+    fn http(&mut self, dirs: &[Directive]) {
+        for d in dirs {
+            match d.name.as_str() {
+                "upstream" if d.block.is_some() => self.upstream(d),
+                "split_clients" if d.block.is_some() => self.split_clients(d),
+                _ => {}
+            }
+        }
+        let settings = self.level_settings(&Settings::default(), dirs);
+        let mut servers = Vec::new();
+        for d in dirs {
+            match d.name.as_str() {
+                "upstream" | "split_clients" if d.block.is_some() => {}
+                "server" if d.block.is_some() => servers.push(d),
+                n if is_setting(n) => {}
+                n => self.skip(d, reason_for(n)),
+            }
+        }
+        for s in servers {
+            let plan = self.server(s, &settings);
+            self.servers.push(plan);
+        }
+        for split in self.splits.values_mut() {
+            if !split.used {
+                self.not_converted.push(NotConverted {
+                    at: split.at.clone(),
+                    directive: "split_clients".into(),
+                    text: split.text.clone(),
+                    reason: "not used by a convertible proxy_pass http://$variable".into(),
+                });
+            }
+        }
+    }
+
+    /// Applies the inheritable settings written at one level over `parent`'s.
+    fn level_settings(&mut self, parent: &Settings, dirs: &[Directive]) -> Settings {
+        let mut s = parent.clone();
+        // proxy_set_header is inherited only by levels that set none themselves.
+        if dirs.iter().any(|d| d.name == "proxy_set_header") {
+            s.host = HostSetting::ProxyHost;
+        }
+        let mut mirrors_here: Option<Vec<(String, Pos, String)>> = None;
+        for d in dirs {
+            match d.name.as_str() {
+                "proxy_set_header" => self.proxy_set_header(d, &mut s),
+                "proxy_connect_timeout" | "proxy_read_timeout" => match d.arg(0).and_then(parse_nginx_time) {
+                    Some(t) if d.args.len() == 1 && !t.is_zero() => {
+                        let v = Some((t, d.at.clone()));
+                        if d.name == "proxy_connect_timeout" {
+                            s.connect_timeout = v;
+                        } else {
+                            s.read_timeout = v;
+                        }
+                    }
+                    _ => self.skip(d, "not a time nginx would accept"),
+                },
+                "mirror" => match d.arg(0) {
+                    Some("off") if d.args.len() == 1 => mirrors_here = Some(Vec::new()),
+                    Some(uri) if d.args.len() == 1 => {
+                        mirrors_here.get_or_insert_with(Vec::new).push((uri.to_string(), d.at.clone(), d.text()));
+                    }
+                    _ => self.skip(d, "invalid mirror directive"),
+                },
+                // cutover speaks HTTP/1.1 to backends, with keep-alive.
+                "proxy_http_version" => {}
+                _ => {}
+            }
+        }
+        if let Some(m) = mirrors_here {
+            s.mirrors = m;
+        }
+        s
+    }
+
+    fn proxy_set_header(&mut self, d: &Directive, s: &mut Settings) {
+        let (Some(name), Some(value), 2) = (d.arg(0), d.arg(1), d.args.len()) else {
+            self.skip(d, "invalid proxy_set_header");
+            return;
+        };
+        let lname = name.to_ascii_lowercase();
+        let builtin = match lname.as_str() {
+            "host" => {
+                s.host = match value {
+                    "$host" | "$http_host" => HostSetting::Client,
+                    "$proxy_host" => HostSetting::ProxyHost,
+                    v if !v.contains('$') && !v.is_empty() && http::HeaderValue::from_str(v).is_ok() => {
+                        HostSetting::Literal(v.to_string(), d.at.clone())
+                    }
+                    _ => {
+                        self.skip(d, "cutover sends the client's Host or a fixed host_header; this value is neither");
+                        HostSetting::Unsupported
+                    }
+                };
+                return;
+            }
+            "x-forwarded-for" => matches!(value, "$proxy_add_x_forwarded_for" | "$remote_addr"),
+            "x-forwarded-proto" => value == "$scheme",
+            "x-forwarded-host" => matches!(value, "$host" | "$http_host" | "$server_name"),
+            "upgrade" => value == "$http_upgrade",
+            "connection" => matches!(value, "$connection_upgrade" | "upgrade" | "Upgrade" | ""),
+            "x-request-id" => value == "$request_id",
+            _ => false,
+        };
+        if builtin {
+            if lname.starts_with("x-forwarded") {
+                self.note(
+                    "cutover sets X-Forwarded-For, -Proto and -Host itself; it extends a client's X-Forwarded-For only when the \
+                     peer is in trusted_proxies (nginx's $proxy_add_x_forwarded_for always extends it)",
+                );
+            }
+            return;
+        }
+        let reason = if lname == "x-real-ip" {
+            "cutover does not set X-Real-IP: backends can read the client address from X-Forwarded-For".to_string()
+        } else {
+            "cutover does not add request headers".to_string()
+        };
+        self.skip(d, reason);
+    }
+
+    // ------------------------------------------------------------ upstream
+
+    fn upstream(&mut self, d: &Directive) {
+        let Some(name) = d.arg(0).filter(|_| d.args.len() == 1) else {
+            self.skip(d, "invalid upstream block");
+            return;
+        };
+        let mut up = Upstream {
+            at: d.at.clone(),
+            endpoints: Vec::new(),
+            no_expand: None,
+            rest_listed: false,
+        };
+        for c in d.children() {
+            match c.name.as_str() {
+                "server" => {
+                    let Some(addr) = c.arg(0) else {
+                        self.skip(c, "invalid server");
+                        continue;
+                    };
+                    let Some(addr) = normalize_host_port(addr) else {
+                        self.skip(c, "not an HTTP host:port cutover can reach (unix sockets are not supported)");
+                        continue;
+                    };
+                    let mut weight = 1;
+                    let mut backup = false;
+                    let mut down = false;
+                    let mut ignored = Vec::new();
+                    for p in &c.args[1..] {
+                        let p = p.text.as_str();
+                        if let Some(w) = p.strip_prefix("weight=") {
+                            match w.parse::<u32>() {
+                                Ok(w) if w > 0 => weight = w,
+                                _ => ignored.push(p.to_string()),
+                            }
+                        } else if p == "backup" {
+                            backup = true;
+                        } else if p == "down" {
+                            down = true;
+                        } else {
+                            ignored.push(p.split('=').next().unwrap_or(p).to_string());
+                        }
+                    }
+                    if down {
+                        self.skip(c, "marked down: left out");
+                        continue;
+                    }
+                    if !ignored.is_empty() {
+                        let hint = if ignored.iter().any(|p| p == "max_fails" || p == "fail_timeout") {
+                            " (the nearest cutover setting is the backend's passive_health: consecutive_failures, cool_off)"
+                        } else {
+                            ""
+                        };
+                        self.skip(c, format!("parameters not converted: {}{hint}", ignored.join(", ")));
+                    }
+                    up.endpoints.push(Endpoint {
+                        addr,
+                        weight,
+                        backup,
+                        at: c.at.clone(),
+                        text: c.text(),
+                    });
+                }
+                n @ ("ip_hash" | "hash" | "least_conn" | "random" | "least_time" | "sticky" | "ntlm") => {
+                    up.no_expand = Some(format!("upstream {name} balances with {n}"));
+                    self.skip(c, reason_for(n));
+                }
+                n => self.skip(c, reason_for(n)),
+            }
+        }
+        if up.endpoints.is_empty() {
+            self.skip(d, "no server cutover can reach");
+        }
+        self.upstreams.insert(name.to_string(), up);
+    }
+
+    fn split_clients(&mut self, d: &Directive) {
+        let (Some(key), Some(var), 2) = (d.arg(0), d.arg(1), d.args.len()) else {
+            self.skip(d, "invalid split_clients block");
+            return;
+        };
+        let Some(var) = var.strip_prefix('$') else {
+            self.skip(d, "invalid split_clients variable");
+            return;
+        };
+        let mut split = SplitDef {
+            key: key.to_string(),
+            at: d.at.clone(),
+            text: d.text(),
+            entries: Vec::new(),
+            error: None,
+            used: false,
+        };
+        let mut total = 0u32;
+        let mut rest = None;
+        for c in d.children() {
+            let value = c.arg(0).unwrap_or("").to_string();
+            if c.name == "*" {
+                rest = Some(value);
+            } else if let Some(bp) = c.name.strip_suffix('%').and_then(parse_basis_points) {
+                total += bp;
+                split.entries.push((bp, value));
+            } else {
+                split.error = Some(format!("{}: invalid percentage {:?}", c.at, c.name));
+            }
+        }
+        if total > ALL {
+            split.error = Some("percentages add up to more than 100%".into());
+        } else if total < ALL {
+            match rest {
+                Some(v) => split.entries.push((ALL - total, v)),
+                None => split.error = Some("percentages add up to less than 100% and there is no `*` entry".into()),
+            }
+        }
+        if split.entries.iter().any(|(bp, v)| v.is_empty() && *bp > 0) {
+            split.error = Some("some requests get an empty value".into());
+        }
+        self.splits.insert(var.to_string(), split);
+    }
+
+    // ------------------------------------------------------------ server
+
+    fn server(&mut self, d: &Directive, http: &Settings) -> ServerPlan {
+        let settings = self.level_settings(http, d.children());
+        let mut plan = ServerPlan {
+            at: d.at.clone(),
+            listens: Vec::new(),
+            names: Vec::new(),
+            odd_names: false,
+            routes: Vec::new(),
+        };
+        let mut locations = Vec::new();
+        for c in d.children() {
+            match c.name.as_str() {
+                "listen" => self.listen(c, &mut plan),
+                "server_name" => self.server_name(c, &mut plan),
+                "location" if c.block.is_some() => locations.push(c),
+                n if is_setting(n) => {}
+                n => self.skip(c, reason_for(n)),
+            }
+        }
+        if plan.listens.is_empty() && d.children().iter().all(|c| c.name != "listen") {
+            plan.listens.push(("0.0.0.0:80".into(), false));
+            self.note(format!("{}: server without listen: nginx listens on *:80, and so does the import", d.at));
+        }
+        plan.routes = self.locations(&locations, &settings);
+        plan
+    }
+
+    fn listen(&mut self, d: &Directive, plan: &mut ServerPlan) {
+        let Some(raw) = d.arg(0) else {
+            self.skip(d, "invalid listen");
+            return;
+        };
+        let Some(addr) = listen_addr(raw) else {
+            self.skip(d, "not an IP address and port cutover can bind (unix sockets and host names are not supported)");
+            return;
+        };
+        let mut default = false;
+        let mut odd = Vec::new();
+        for p in &d.args[1..] {
+            match p.text.as_str() {
+                "default_server" | "default" => default = true,
+                "ssl" => {
+                    self.skip(
+                        d,
+                        "TLS is not available in cutover yet: this listener serves plain HTTP; terminate TLS in front of it",
+                    );
+                    self.note(format!(
+                        "{}: `listen {raw} ssl` became a plain HTTP listener on {addr}: cutover does not terminate TLS yet",
+                        d.at
+                    ));
+                }
+                // cutover serves HTTP/2 cleartext on every listener.
+                "http2" => {}
+                other => odd.push(other.split('=').next().unwrap_or(other).to_string()),
+            }
+        }
+        if !odd.is_empty() {
+            self.skip(d, format!("parameters not converted: {}", odd.join(", ")));
+        }
+        plan.listens.push((addr, default));
+    }
+
+    fn server_name(&mut self, d: &Directive, plan: &mut ServerPlan) {
+        let mut odd = Vec::new();
+        for a in &d.args {
+            let n = a.text.to_ascii_lowercase();
+            if n.is_empty() || n == "_" {
+                continue;
+            }
+            if let Some(base) = n.strip_prefix('.') {
+                plan.names.push(HostName::Exact(base.to_string()));
+                plan.names.push(HostName::Wildcard(format!("*.{base}")));
+            } else if n.starts_with("*.") && !n[2..].contains(['*', '~', '$']) {
+                plan.names.push(HostName::Wildcard(n));
+            } else if n.contains(['*', '~', '$', '(', '^']) {
+                odd.push(a.text.clone());
+            } else {
+                plan.names.push(HostName::Exact(n));
+            }
+        }
+        if !odd.is_empty() {
+            plan.odd_names = true;
+            self.skip(
+                d,
+                format!("names not converted: {} (cutover matches exact names and *.example.com only)", odd.join(" ")),
+            );
+        }
+    }
+
+    // ------------------------------------------------------------ locations
+
+    fn locations(&mut self, dirs: &[&Directive], server: &Settings) -> Vec<RoutePlan> {
+        struct Loc<'a> {
+            d: &'a Directive,
+            kind: LocKind,
+            pattern: String,
+            settings: Settings,
+            proxy_pass: Option<&'a Directive>,
+            try_files: Option<&'a Directive>,
+            returns: Option<&'a Directive>,
+            internal: bool,
+            /// Entries of `not_converted` for its children, reported only if it converts.
+            child_reports: Vec<NotConverted>,
+            child_names: Vec<String>,
+        }
+        let mut locs: Vec<Loc<'_>> = Vec::new();
+        let mut seen: HashSet<(bool, String)> = HashSet::new();
+        for &d in dirs {
+            let Some((kind, pattern)) = location_head(d) else {
+                self.skip(d, "invalid location");
+                continue;
+            };
+            // Exact and prefix locations share nginx's tree; duplicates are an error there.
+            let exact_key = (kind == LocKind::Exact, pattern.clone());
+            if matches!(kind, LocKind::Exact | LocKind::Prefix | LocKind::NoRegex) && !seen.insert(exact_key) {
+                self.skip(d, "duplicate location: nginx refuses this config");
+                continue;
+            }
+            let mark = self.not_converted.len();
+            let settings = self.level_settings(server, d.children());
+            let mut loc = Loc {
+                d,
+                kind,
+                pattern,
+                settings,
+                proxy_pass: None,
+                try_files: None,
+                returns: None,
+                internal: false,
+                child_reports: Vec::new(),
+                child_names: Vec::new(),
+            };
+            for c in d.children() {
+                match c.name.as_str() {
+                    "proxy_pass" => loc.proxy_pass = Some(c),
+                    "try_files" => {
+                        loc.try_files = Some(c);
+                        loc.child_names.push(c.name.clone());
+                    }
+                    "return" => {
+                        loc.returns = Some(c);
+                        loc.child_names.push(c.name.clone());
+                    }
+                    "internal" => loc.internal = true,
+                    "location" => self.skip(c, "nested locations are not converted: move it out to the server level"),
+                    n if is_setting(n) => {}
+                    n => {
+                        loc.child_names.push(n.to_string());
+                        self.skip(c, reason_for(n));
+                    }
+                }
+            }
+            loc.child_reports = self.not_converted.split_off(mark);
+            locs.push(loc);
+        }
+
+        let named: HashMap<String, usize> = locs
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.kind == LocKind::Named)
+            .map(|(i, l)| (l.pattern.clone(), i))
+            .collect();
+        let mut named_used: HashSet<usize> = HashSet::new();
+
+        // The internal locations that `mirror` points at.
+        let find_mirror_loc = |uri: &str, locs: &[Loc<'_>]| {
+            locs.iter()
+                .position(|l| l.kind == LocKind::Exact && l.pattern == uri)
+                .or_else(|| locs.iter().position(|l| matches!(l.kind, LocKind::Prefix | LocKind::NoRegex) && l.pattern == uri))
+        };
+        let mut mirror_locs: HashSet<usize> = HashSet::new();
+        for l in &locs {
+            for (uri, _, _) in &l.settings.mirrors {
+                if let Some(i) = find_mirror_loc(uri, &locs) {
+                    mirror_locs.insert(i);
+                }
+            }
+        }
+
+        let mut plans = Vec::new();
+        let mut converted = vec![false; locs.len()];
+        for i in 0..locs.len() {
+            let l = &locs[i];
+            if l.kind == LocKind::Named || mirror_locs.contains(&i) {
+                continue;
+            }
+            if l.internal {
+                let reason = "internal location (reached only by nginx's own subrequests)";
+                self.skip(l.d, reason);
+                continue;
+            }
+            if let Some(r) = l.returns {
+                self.skip(
+                    l.d,
+                    format!("nginx answers these requests itself (`{}`); cutover only proxies", r.text()),
+                );
+                continue;
+            }
+            // The proxy_pass of this location, or of the named location its try_files falls back to.
+            let mut via_named = None;
+            let (pp, settings) = match l.proxy_pass {
+                Some(pp) => (pp, &l.settings),
+                None => {
+                    let fallback = l
+                        .try_files
+                        .and_then(|t| t.args.last())
+                        .and_then(|a| named.get(a.text.as_str()))
+                        .filter(|&&n| locs[n].proxy_pass.is_some());
+                    match fallback {
+                        Some(&n) => {
+                            via_named = Some(n);
+                            (locs[n].proxy_pass.expect("filtered"), &locs[n].settings)
+                        }
+                        None => {
+                            let what = if l.child_names.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", dedup(&l.child_names).join(", "))
+                            };
+                            self.skip(
+                                l.d,
+                                format!(
+                                    "no proxy_pass{what}: cutover only proxies; requests nginx answered here go to the next \
+                                     matching route instead"
+                                ),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            let settings = settings.clone();
+            let plan = self.plan_route(l.d, l.kind, &l.pattern, pp, &settings);
+            match plan {
+                Ok(mut plan) => {
+                    converted[i] = true;
+                    self.not_converted.extend(l.child_reports.iter().cloned());
+                    if let Some(n) = via_named {
+                        named_used.insert(n);
+                        converted[n] = true;
+                        self.not_converted.extend(locs[n].child_reports.iter().cloned());
+                        let t = l.try_files.expect("via try_files");
+                        self.skip(
+                            t,
+                            format!(
+                                "cutover does not serve files: every request here goes to {}'s backend",
+                                locs[n].pattern
+                            ),
+                        );
+                        plan.comments.push(format!("{} {} (via {})", locs[n].d.at, locs[n].d.text(), t.text()));
+                    }
+                    // Mirrors.
+                    let mirrors = settings.mirrors.clone();
+                    for (k, (uri, at, text)) in mirrors.iter().enumerate() {
+                        let fake = Directive {
+                            name: "mirror".into(),
+                            args: vec![Arg {
+                                text: uri.clone(),
+                                quoted: false,
+                            }],
+                            at: at.clone(),
+                            block: None,
+                        };
+                        if k > 0 {
+                            self.skip(&fake, "cutover mirrors a route to one backend only");
+                            continue;
+                        }
+                        let Some(mi) = find_mirror_loc(uri, &locs) else {
+                            self.skip(&fake, format!("no location {uri} in this server"));
+                            continue;
+                        };
+                        match self.mirror_target(locs[mi].d, locs[mi].proxy_pass, &plan) {
+                            Ok(to) => {
+                                plan.mirror = Some(to.clone());
+                                plan.comments.push(format!("{at} {text} -> {} {}", locs[mi].d.at, locs[mi].d.text()));
+                                self.note(
+                                    "nginx mirrors every request (all methods, with bodies) to its mirror location; cutover \
+                                     mirrors GET, HEAD and OPTIONS unless the route's mirror sets methods and allow_mutating, \
+                                     and sends requests served by the mirror target to the stable backend instead",
+                                );
+                            }
+                            Err(reason) => self.skip(&fake, reason),
+                        }
+                    }
+                    plans.push(plan);
+                }
+                Err(reason) => {
+                    let pp_text = pp.text();
+                    self.skip(l.d, format!("`{pp_text}`: {reason}"));
+                }
+            }
+        }
+        for (i, l) in locs.iter().enumerate() {
+            if l.kind == LocKind::Named && !named_used.contains(&i) {
+                self.skip(l.d, "named location: reached only by nginx's try_files/error_page fallbacks");
+            }
+        }
+        let _ = converted;
+        order_locations(plans)
+    }
+
+    /// The route backend a mirror location's proxy_pass points at.
+    fn mirror_target(&mut self, loc: &Directive, pp: Option<&Directive>, plan: &RoutePlan) -> Result<String, String> {
+        let Some(pp) = pp else {
+            return Err(format!("{} {} has no proxy_pass", loc.at, loc.text()));
+        };
+        let target = self.parse_proxy_pass(pp)?;
+        let id = match &target.target {
+            Target::Upstream(n) => format!("upstream:{n}"),
+            Target::Host(h) => format!("host:{h}"),
+            Target::Split(_) => return Err("the mirror location proxies to a split_clients variable".into()),
+        };
+        if target.uri.is_some() {
+            return Err("the mirror location's proxy_pass has a URI part: nginx sends that URI, cutover the original one".into());
+        }
+        if !target.request_uri {
+            self.note(format!(
+                "{}: the mirror location proxies without $request_uri, so nginx sends its own URI ({}) to the mirror \
+                 target; cutover sends the original request's path",
+                pp.at,
+                loc.arg(loc.args.len().saturating_sub(1)).unwrap_or("")
+            ));
+        }
+        let Some((name, _, _)) = plan.backends.iter().find(|(_, _, bid)| *bid == id) else {
+            return Err(format!(
+                "the mirror target ({}) is not a backend of this route: cutover mirrors only to a route's own backends (add it \
+                 with weight 0 and a mirror by hand if you accept that failover and retries may then send it live traffic)",
+                match &target.target {
+                    Target::Upstream(n) | Target::Host(n) | Target::Split(n) => n,
+                }
+            ));
+        };
+        if plan.backends.first().map(|b| &b.0) == Some(name) && plan.stable.as_ref().is_none_or(|s| s == name) {
+            return Err("the mirror target is the route's stable backend".into());
+        }
+        Ok(name.clone())
+    }
+
+    fn parse_proxy_pass(&self, d: &Directive) -> Result<ProxyPass, String> {
+        let Some(url) = d.arg(0).filter(|_| d.args.len() == 1) else {
+            return Err("invalid proxy_pass".into());
+        };
+        let rest = if let Some(r) = url.strip_prefix("http://") {
+            r
+        } else if url.starts_with("https://") {
+            return Err("https:// backends are not available in cutover yet".into());
+        } else {
+            return Err("only http:// targets are converted".into());
+        };
+        let (host, uri) = match rest.find(['/', '$']) {
+            // A variable at the start is the host itself.
+            Some(0) if rest.starts_with('$') => match rest[1..].find(['/', '$']) {
+                Some(i) => rest.split_at(i + 1),
+                None => (rest, ""),
+            },
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (uri, request_uri) = match uri {
+            "" => (None, false),
+            "$request_uri" => (None, true),
+            u if u.contains('$') => return Err("variables in the URI part are not converted".into()),
+            u => (Some(u.to_string()), false),
+        };
+        if host.starts_with("unix:") {
+            return Err("unix sockets are not supported".into());
+        }
+        let target = if let Some(var) = host.strip_prefix('$') {
+            let var = var.trim_start_matches('{').trim_end_matches('}');
+            if !self.splits.contains_key(var) {
+                return Err(format!("${var} is not a split_clients variable"));
+            }
+            if uri.is_some() {
+                return Err("a split with a URI part sends every request to that URI".into());
+            }
+            Target::Split(var.to_string())
+        } else if host.contains('$') {
+            return Err("variables in the host are not converted".into());
+        } else if self.upstreams.contains_key(host) {
+            Target::Upstream(host.to_string())
+        } else {
+            match normalize_host_port(host) {
+                Some(h) => Target::Host(h),
+                None => return Err(format!("{host:?} is not a host:port")),
+            }
+        };
+        Ok(ProxyPass { target, uri, request_uri })
+    }
+
+    /// A route for one location whose requests go to `pp`.
+    fn plan_route(&mut self, loc: &Directive, kind: LocKind, pattern: &str, pp: &Directive, settings: &Settings) -> Result<RoutePlan, String> {
+        if matches!(kind, LocKind::Exact | LocKind::Prefix | LocKind::NoRegex) && !pattern.starts_with('/') {
+            return Err("the location does not start with '/' and never matches".into());
+        }
+        if matches!(kind, LocKind::Regex | LocKind::RegexCaseless) {
+            regex::Regex::new(&regex_for(kind, pattern)).map_err(|e| format!("the regex is not one cutover accepts: {e}"))?;
+        }
+        let target = self.parse_proxy_pass(pp)?;
+        if target.uri.is_some() && matches!(kind, LocKind::Regex | LocKind::RegexCaseless) {
+            return Err("a URI part in a regex location (nginx refuses this)".into());
+        }
+        let rewrite = target
+            .uri
+            .as_ref()
+            .filter(|uri| **uri != pattern)
+            .map(|uri| (pattern.to_string(), uri.clone()));
+        if target.request_uri {
+            self.note(format!(
+                "{}: proxy_pass ...$request_uri: nginx passes the URI exactly as the client sent it; cutover passes the \
+                 normalised path (dot segments resolved, slashes merged)",
+                pp.at
+            ));
+        }
+        let base_name = route_base_name(kind, pattern);
+        let mut plan = RoutePlan {
+            kind,
+            pattern: pattern.to_string(),
+            matcher: match kind {
+                LocKind::Exact => PathCond::Exact(pattern.to_string()),
+                LocKind::Regex | LocKind::RegexCaseless => PathCond::Regex(regex_for(kind, pattern)),
+                _ => PathCond::Prefix(pattern.to_string()),
+            },
+            base_name: base_name.clone(),
+            backends: Vec::new(),
+            weights: None,
+            stable: None,
+            sticky: None,
+            mirror: None,
+            comments: vec![format!("{} {}", loc.at, loc.text()), format!("{} {}", pp.at, pp.text())],
+            weight_comments: Vec::new(),
+        };
+        match &target.target {
+            Target::Upstream(name) => {
+                let up = &self.upstreams[name.as_str()];
+                let expand = up.endpoints.len() > 1 && up.no_expand.is_none();
+                if expand {
+                    let endpoints = up.endpoints.clone();
+                    let total: u32 = endpoints.iter().filter(|e| !e.backup).map(|e| e.weight).sum();
+                    let shares: Vec<u32> = endpoints.iter().map(|e| if e.backup { 0 } else { e.weight }).collect();
+                    let bp = if total == 0 { vec![0; shares.len()] } else { apportion(&shares) };
+                    for (k, e) in endpoints.iter().enumerate() {
+                        let base = format!("{name}-{}", k + 1);
+                        let comment = format!("{} {}", e.at, e.text);
+                        let b = self.backend(&base, &e.addr, name, settings, &base_name, comment);
+                        plan.backends.push((b, rewrite.clone(), format!("upstream:{name}")));
+                    }
+                    plan.weights = Some(bp);
+                    plan.weight_comments.push(format!(
+                        "{} upstream {name}: {} servers, weighted as in nginx",
+                        self.upstreams[name.as_str()].at,
+                        endpoints.len()
+                    ));
+                    self.note(format!(
+                        "upstream {name} has {} servers: each is a backend ({name}-1…) of the routes that use it, weighted in \
+                         weights.yaml; `cutover rollback` on such a route sends everything to {name}-1",
+                        endpoints.len()
+                    ));
+                } else {
+                    let b = self.upstream_backend(name, settings, &base_name)?;
+                    plan.backends.push((b, rewrite.clone(), format!("upstream:{name}")));
+                }
+            }
+            Target::Host(host) => {
+                let comment = format!("{} {}", pp.at, pp.text());
+                let base = sanitize_name(host);
+                let b = self.backend(&base, host, &proxy_host_of(host), settings, &base_name, comment);
+                plan.backends.push((b, rewrite.clone(), format!("host:{host}")));
+            }
+            Target::Split(var) => {
+                let split = &self.splits[var.as_str()];
+                if let Some(e) = &split.error {
+                    return Err(format!("split_clients at {}: {e}", split.at));
+                }
+                let entries = split.entries.clone();
+                let (key, split_at, split_text) = (split.key.clone(), split.at.clone(), split.text.clone());
+                // Resolve every side first, so a failure leaves nothing behind.
+                let mut sides: Vec<(String, u32, String)> = Vec::new();
+                for (bp, value) in &entries {
+                    let (name, id) = if self.upstreams.contains_key(value.as_str()) {
+                        (self.upstream_backend(value, settings, &base_name)?, format!("upstream:{value}"))
+                    } else {
+                        let host = normalize_host_port(value).ok_or_else(|| format!("split value {value:?} is not an upstream"))?;
+                        let comment = format!("{split_at} {split_text}: {value}");
+                        let b = self.backend(&sanitize_name(&host), &host, &proxy_host_of(&host), settings, &base_name, comment);
+                        (b, format!("host:{host}"))
+                    };
+                    match sides.iter_mut().find(|s| s.0 == name) {
+                        Some(s) => s.1 += bp,
+                        None => sides.push((name, *bp, id)),
+                    }
+                }
+                self.splits[var.as_str()].used = true;
+                // The largest share is the stable side (rollback target), listed first.
+                let stable = sides.iter().enumerate().max_by_key(|(i, s)| (s.1, std::cmp::Reverse(*i))).map(|(i, _)| i).unwrap_or(0);
+                let first = sides.remove(stable);
+                sides.insert(0, first);
+                plan.stable = Some(sides[0].0.clone());
+                plan.weights = Some(sides.iter().map(|s| s.1).collect());
+                for (name, _, id) in &sides {
+                    plan.backends.push((name.clone(), rewrite.clone(), id.clone()));
+                }
+                plan.weight_comments.push(format!("{split_at} {split_text}"));
+                plan.comments.push(format!("{split_at} {split_text}"));
+                plan.sticky = sticky_for_key(&key);
+                let how = match &plan.sticky {
+                    Some((kind, v)) => format!("sticky by {kind} {v}"),
+                    None => "random per request (the key is neither a cookie nor a header)".into(),
+                };
+                self.note(format!(
+                    "{split_at}: split_clients {key} became weights in weights.yaml, {how}; nginx hashes the key with \
+                     MurmurHash2 and cutover with SipHash, so at the switch a user may land on the other side once"
+                ));
+                if plan.sticky.is_some() && key_has_literal_text(&key) {
+                    self.note(format!(
+                        "{split_at}: the split_clients key {key} mixes text with the variable; cutover hashes the variable's \
+                         value alone"
+                    ));
+                }
+            }
+        }
+        if kind == LocKind::Prefix && pattern.ends_with('/') && pattern.len() > 1 {
+            self.note(format!(
+                "nginx answers a request for a proxied location's prefix without its trailing slash (e.g. {}) with a 301 to \
+                 the slashed form; cutover passes it to whichever route matches it",
+                pattern.trim_end_matches('/')
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// The single backend standing for upstream `name` (its first server).
+    fn upstream_backend(&mut self, name: &str, settings: &Settings, route: &str) -> Result<String, String> {
+        let up = &self.upstreams[name];
+        let Some(first) = up.endpoints.first().cloned() else {
+            return Err(format!("upstream {name} has no server cutover can reach"));
+        };
+        let rest: Vec<Endpoint> = up.endpoints[1..].to_vec();
+        let why = up
+            .no_expand
+            .clone()
+            .unwrap_or_else(|| "a split side or mirror target must be a single server".into());
+        if !rest.is_empty() && !up.rest_listed {
+            self.upstreams[name].rest_listed = true;
+            for e in &rest {
+                self.not_converted.push(NotConverted {
+                    at: e.at.clone(),
+                    directive: "server".into(),
+                    text: e.text.clone(),
+                    reason: format!("upstream {name} is represented by its first server ({}): {why}", first.addr),
+                });
+            }
+        }
+        let comment = format!("{} upstream {name}: {}", up.at, first.text);
+        Ok(self.backend(name, &first.addr, name, settings, route, comment))
+    }
+
+    /// The backend for `addr` with the settings of a location; one per distinct combination.
+    fn backend(&mut self, base: &str, addr: &str, proxy_host: &str, settings: &Settings, route: &str, comment: String) -> String {
+        let url = format!("http://{addr}");
+        let host_header = match &settings.host {
+            HostSetting::ProxyHost => Some((
+                proxy_host.to_string(),
+                "nginx's default Host is $proxy_host (no proxy_set_header Host)".to_string(),
+            )),
+            HostSetting::Literal(v, at) => Some((v.clone(), format!("{at} proxy_set_header Host {v}"))),
+            HostSetting::Client | HostSetting::Unsupported => None,
+        };
+        let id = format!(
+            "{base}|{url}|{:?}|{:?}|{:?}",
+            host_header.as_ref().map(|h| &h.0),
+            settings.connect_timeout.as_ref().map(|t| t.0),
+            settings.read_timeout.as_ref().map(|t| t.0)
+        );
+        if let Some(name) = self.backend_ids.get(&id) {
+            return name.clone();
+        }
+        let mut name = base.to_string();
+        if self.backends.contains_key(&name) {
+            name = format!("{base}-for-{route}");
+            let mut k = 2;
+            while self.backends.contains_key(&name) {
+                name = format!("{base}-for-{route}-{k}");
+                k += 1;
+            }
+        }
+        self.backends.insert(
+            name.clone(),
+            BackendOut {
+                name: name.clone(),
+                url,
+                host_header,
+                connect_timeout: settings.connect_timeout.clone(),
+                timeout: settings.read_timeout.clone(),
+                comment,
+            },
+        );
+        self.backend_ids.insert(id, name.clone());
+        name
+    }
+
+    // ------------------------------------------------------------ output
+
+    fn finish(mut self, source: &Path) -> Result<Import, ImportError> {
+        let servers = std::mem::take(&mut self.servers);
+
+        // nginx's default server for an address: the one marked default_server, else the first.
+        let mut default_for: IndexMap<String, usize> = IndexMap::new();
+        for (i, s) in servers.iter().enumerate() {
+            for (addr, default) in &s.listens {
+                if *default {
+                    default_for.insert(addr.clone(), i);
+                }
+            }
+        }
+        for (i, s) in servers.iter().enumerate() {
+            for (addr, _) in &s.listens {
+                default_for.entry(addr.clone()).or_insert(i);
+            }
+        }
+        let is_default: Vec<bool> = (0..servers.len()).map(|i| default_for.values().any(|&d| d == i)).collect();
+        let routed: Vec<usize> = (0..servers.len()).filter(|&i| !servers[i].routes.is_empty()).collect();
+        let host_matching = routed.len() > 1;
+        let default_routed: Vec<usize> = routed.iter().copied().filter(|&i| is_default[i]).collect();
+        if default_routed.len() > 1 {
+            let list: Vec<String> = default_routed.iter().map(|&i| servers[i].at.to_string()).collect();
+            self.note(format!(
+                "the server blocks at {} are each the default server of their own address; cutover routes do not depend on \
+                 the listener, so their routes are all tried in that order on every listener",
+                list.join(", ")
+            ));
+        }
+
+        // Routes: named (non-default) servers first with host matches, then the default servers.
+        let mut routes: Vec<RouteOut> = Vec::new();
+        let mut order: Vec<usize> = routed.iter().copied().filter(|&i| !(host_matching && is_default[i])).collect();
+        if host_matching {
+            order.extend(default_routed.iter().copied());
+        }
+        let mut names_used: HashSet<String> = HashSet::new();
+        for &i in &order {
+            let s = &servers[i];
+            let hosts: Vec<Option<HostName>> = if host_matching && !is_default[i] {
+                if s.names.is_empty() {
+                    let reason = if s.odd_names {
+                        "its server names are not ones cutover can match"
+                    } else {
+                        "it has no server_name"
+                    };
+                    for r in &s.routes {
+                        self.not_converted.push(NotConverted {
+                            at: pos_of(&r.comments[0]).unwrap_or_else(|| s.at.clone()),
+                            directive: "location".into(),
+                            text: r.comments[0].split_once(' ').map(|x| x.1.to_string()).unwrap_or_default(),
+                            reason: format!("server at {} is not a default server and {reason}", s.at),
+                        });
+                    }
+                    continue;
+                }
+                s.names.iter().cloned().map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for host in hosts {
+                for plan in &s.routes {
+                    let base = match &host {
+                        Some(h) => format!("{}-{}", host_label(h), plan.base_name),
+                        None => plan.base_name.clone(),
+                    };
+                    let mut name = base.clone();
+                    let mut k = 2;
+                    while !names_used.insert(name.clone()) {
+                        name = format!("{base}-{k}");
+                        k += 1;
+                    }
+                    routes.push(RouteOut {
+                        name,
+                        plan: plan.clone(),
+                        host: host.as_ref().map(|h| h.pattern().to_string()),
+                    });
+                }
+            }
+        }
+
+        // Listeners: every address once; a wildcard covers specific addresses on its port.
+        let mut listeners: Vec<ListenerOut> = Vec::new();
+        let mut all: IndexMap<String, Pos> = IndexMap::new();
+        for s in &servers {
+            for (addr, _) in &s.listens {
+                all.entry(addr.clone()).or_insert_with(|| s.at.clone());
+            }
+        }
+        let addrs: Vec<(String, Pos)> = all.into_iter().collect();
+        for (addr, at) in &addrs {
+            let port = addr.rsplit_once(':').map(|x| x.1).unwrap_or("");
+            let v4_wild = format!("0.0.0.0:{port}");
+            let v6_wild = format!("[::]:{port}");
+            let is_v6 = addr.starts_with('[');
+            let covered_by = if *addr != v4_wild && addrs.iter().any(|(a, _)| *a == v4_wild) {
+                Some(v4_wild.clone())
+            } else if is_v6 && *addr != v6_wild && addrs.iter().any(|(a, _)| *a == v6_wild) {
+                Some(v6_wild.clone())
+            } else {
+                None
+            };
+            if let Some(w) = covered_by {
+                self.note(format!(
+                    "listen {addr} (server at {at}) is served by the listener on {w}: cutover cannot bind both{}",
+                    if is_v6 {
+                        "; IPv6 clients need addr \"[::]:PORT\" alone, which on Linux accepts IPv4 too"
+                    } else {
+                        ""
+                    }
+                ));
+                continue;
+            }
+            let mut name = format!("port-{port}");
+            let mut k = 2;
+            while listeners.iter().any(|l| l.name == name) {
+                name = format!("port-{port}-{k}");
+                k += 1;
+            }
+            listeners.push(ListenerOut {
+                name,
+                addr: addr.clone(),
+                comment: format!("server at {at}"),
+            });
+        }
+
+        if routes.is_empty() {
+            return Err(ImportError::NothingToRoute {
+                report: render_report(&self.not_converted, &self.notes),
+            });
+        }
+        if self.backends.values().any(|b| b.connect_timeout.is_none() || b.timeout.is_none()) {
+            self.note(
+                "where nginx used its default proxy timeouts (connect 60s, read 60s), the backends keep cutover's \
+                 (connect_timeout 2s; timeout 30s, a deadline for the response head rather than between two reads)",
+            );
+        }
+        self.not_converted.sort_by(|a, b| a.at.cmp(&b.at));
+
+        let config = self.render_config(source, &listeners, &routes);
+        let weights = render_weights(source, &routes);
+        // The output must pass `cutover check`.
+        let config_path = Path::new("cutover.yaml");
+        let compiled = Config::parse(config_path, config.clone()).map_err(|e| ImportError::Invalid(format!("{e}\n{config}")))?;
+        Weights::parse(Path::new("weights.yaml"), &weights, &compiled).map_err(|e| ImportError::Invalid(format!("{e}\n{weights}")))?;
+        Ok(Import {
+            config,
+            weights,
+            not_converted: self.not_converted,
+            notes: self.notes,
+        })
+    }
+
+    fn render_config(&self, source: &Path, listeners: &[ListenerOut], routes: &[RouteOut]) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "# cutover config imported from {} by `cutover import-nginx`.", source.display());
+        let _ = writeln!(o, "# Comments name the nginx lines each entry came from. Before relying on it, review");
+        let _ = writeln!(o, "# the directives the import listed as not converted.");
+        if !self.notes.is_empty() {
+            let _ = writeln!(o, "#\n# Notes:");
+            for n in &self.notes {
+                for (k, line) in wrap(n, 86).iter().enumerate() {
+                    let _ = writeln!(o, "#   {} {line}", if k == 0 { "-" } else { " " });
+                }
+            }
+        }
+        let _ = writeln!(o, "\nlisteners:");
+        for l in listeners {
+            let _ = writeln!(o, "  - name: {}  # {}", yaml_scalar(&l.name), l.comment);
+            let _ = writeln!(o, "    addr: {}", yaml_quoted(&l.addr));
+        }
+        let _ = writeln!(o, "admin:\n  addr: \"127.0.0.1:9901\"");
+        let _ = writeln!(o, "weights_file: weights.yaml");
+        let _ = writeln!(o, "access_log: {{ format: combined, path: stdout }}");
+        let _ = writeln!(o, "\nbackends:");
+        for b in self.backends.values() {
+            let _ = writeln!(o, "  {}:  # {}", yaml_scalar(&b.name), b.comment);
+            let _ = writeln!(o, "    url: {}", yaml_quoted(&b.url));
+            if let Some((h, why)) = &b.host_header {
+                let _ = writeln!(o, "    host_header: {}  # {why}", yaml_scalar(h));
+            }
+            if let Some((t, at)) = &b.connect_timeout {
+                let _ = writeln!(o, "    connect_timeout: {}  # {at} proxy_connect_timeout", format_duration(*t));
+            }
+            if let Some((t, at)) = &b.timeout {
+                let _ = writeln!(o, "    timeout: {}  # {at} proxy_read_timeout", format_duration(*t));
+            }
+        }
+        let _ = writeln!(o, "\n# First match wins. The order reproduces nginx's location precedence: exact (=)");
+        let _ = writeln!(o, "# locations, then ^~ prefixes longest first, then regexes in file order, then the");
+        let _ = writeln!(o, "# other prefixes longest first.");
+        let _ = writeln!(o, "routes:");
+        for r in routes {
+            let p = &r.plan;
+            for c in &p.comments {
+                let _ = writeln!(o, "  # {c}");
+            }
+            let _ = writeln!(o, "  - name: {}", yaml_scalar(&r.name));
+            let mut m = match &p.matcher {
+                PathCond::Prefix(x) => format!("path_prefix: {}", yaml_scalar(x)),
+                PathCond::Exact(x) => format!("path: {}", yaml_scalar(x)),
+                PathCond::Regex(x) => format!("path_regex: {}", yaml_quoted(x)),
+            };
+            if let Some(h) = &r.host {
+                let _ = write!(m, ", host: {}", yaml_scalar(h));
+            }
+            let _ = writeln!(o, "    match: {{ {m} }}");
+            if let Some(s) = &p.stable {
+                let _ = writeln!(o, "    stable: {}", yaml_scalar(s));
+            }
+            let _ = writeln!(o, "    backends:");
+            for (b, rw, _) in &p.backends {
+                match rw {
+                    Some((prefix, to)) => {
+                        let _ = writeln!(
+                            o,
+                            "      {}: {{ rewrite: {{ prefix: {}, to: {} }} }}",
+                            yaml_scalar(b),
+                            yaml_scalar(prefix),
+                            yaml_scalar(to)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(o, "      {}: {{}}", yaml_scalar(b));
+                    }
+                }
+            }
+            if let Some((kind, v)) = &p.sticky {
+                let _ = writeln!(o, "    sticky: {{ {kind}: {} }}", yaml_scalar(v));
+            }
+            if let Some(to) = &p.mirror {
+                let _ = writeln!(o, "    mirror: {{ to: {} }}", yaml_scalar(to));
+            }
+        }
+        o
+    }
+}
+
+fn render_weights(source: &Path, routes: &[RouteOut]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# Percent of each route's traffic per backend, imported from {}.", source.display());
+    let mut any = false;
+    for r in routes {
+        let Some(w) = &r.plan.weights else { continue };
+        any = true;
+        for c in &r.plan.weight_comments {
+            let _ = writeln!(o, "# {c}");
+        }
+        let parts: Vec<String> = r
+            .plan
+            .backends
+            .iter()
+            .zip(w)
+            .map(|((b, _, _), bp)| format!("{}: {}", yaml_scalar(b), format_percent(*bp as u16)))
+            .collect();
+        let _ = writeln!(o, "{}: {{ {} }}", yaml_scalar(&r.name), parts.join(", "));
+    }
+    if !any {
+        let _ = writeln!(o, "# No route is split between backends yet.\n{{}}");
+    }
+    o
+}
+
+fn render_report(items: &[NotConverted], notes: &[String]) -> String {
+    let mut o = String::new();
+    if items.is_empty() {
+        let _ = writeln!(o, "Every directive was converted.");
+    } else {
+        let _ = writeln!(o, "Not converted ({} directives; review each before switching):", items.len());
+        let mut groups: IndexMap<(String, String), Vec<&NotConverted>> = IndexMap::new();
+        for n in items {
+            groups.entry((n.directive.clone(), n.reason.clone())).or_default().push(n);
+        }
+        for ((directive, reason), list) in &groups {
+            let _ = writeln!(o, "\n  {directive}: {reason}");
+            for n in list {
+                let _ = writeln!(o, "    {}  {}", n.at, n.text);
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(o, "\nNotes:");
+        for n in notes {
+            let _ = writeln!(o, "  - {n}");
+        }
+    }
+    o
+}
+
+// ---------------------------------------------------------------- precedence
+
+/// Orders one server's routes so that cutover's first match picks the same
+/// location as nginx.
+///
+/// nginx picks, for a path: an exact (`=`) location equal to it; otherwise it
+/// finds the longest matching prefix location and, if that prefix is `^~`,
+/// uses it; otherwise the first regex location (in file order) that matches;
+/// otherwise that longest prefix. The routes are therefore emitted as:
+///
+/// 1. exact locations (`path:`);
+/// 2. `^~` prefixes, longest first — each restricted to the paths for which it
+///    is the longest matching prefix: when a longer *plain* prefix extends it
+///    (`^~ /static/` and `/static/img/`), nginx goes on to the regexes for
+///    `/static/img/...`, so that route becomes a `path_regex` matching
+///    `/static/` but not `/static/img/` (longer `^~` prefixes are already
+///    ahead of it);
+/// 3. regex locations, in file order (`~*` gets `(?i)`);
+/// 4. the remaining prefixes, longest first.
+///
+/// Only converted locations take part: a location that was left out is
+/// treated as absent.
+fn order_locations(plans: Vec<RoutePlan>) -> Vec<RoutePlan> {
+    let by_kind = |k: &[LocKind]| plans.iter().filter(|p| k.contains(&p.kind)).cloned().collect::<Vec<_>>();
+    let exact = by_kind(&[LocKind::Exact]);
+    let mut noregex = by_kind(&[LocKind::NoRegex]);
+    let regex = by_kind(&[LocKind::Regex, LocKind::RegexCaseless]);
+    let mut prefix = by_kind(&[LocKind::Prefix]);
+    noregex.sort_by_key(|p| std::cmp::Reverse(p.pattern.len()));
+    prefix.sort_by_key(|p| std::cmp::Reverse(p.pattern.len()));
+    for p in &mut noregex {
+        let longer: Vec<&str> = prefix
+            .iter()
+            .filter(|q| q.pattern.len() > p.pattern.len() && q.pattern.starts_with(&p.pattern))
+            .map(|q| q.pattern.as_str())
+            .collect();
+        if longer.is_empty() {
+            continue;
+        }
+        let suffixes: Vec<&str> = longer.iter().map(|q| &q[p.pattern.len()..]).collect();
+        p.matcher = PathCond::Regex(format!("^{}{}", regex::escape(&p.pattern), not_prefix_regex(&suffixes)));
+        p.comments.push(format!(
+            "^~ {} except under {}: there nginx checks the regex locations first",
+            p.pattern,
+            longer.join(", ")
+        ));
+    }
+    let mut out = exact;
+    out.extend(noregex);
+    out.extend(regex);
+    out.extend(prefix);
+    out
+}
+
+/// A regex (to follow an anchored literal) matching any rest of the path that
+/// does not start with one of `suffixes` (none empty).
+fn not_prefix_regex(suffixes: &[&str]) -> String {
+    #[derive(Default)]
+    struct Node {
+        end: bool,
+        children: std::collections::BTreeMap<char, Node>,
+    }
+    fn build(node: &Node) -> Option<String> {
+        if node.end {
+            return None;
+        }
+        let mut alts = vec!["$".to_string()];
+        let class: String = node.children.keys().map(|c| regex::escape(&c.to_string())).collect();
+        alts.push(format!("[^{class}]"));
+        for (c, child) in &node.children {
+            if let Some(rest) = build(child) {
+                alts.push(format!("{}{rest}", regex::escape(&c.to_string())));
+            }
+        }
+        Some(format!("(?:{})", alts.join("|")))
+    }
+    let mut root = Node::default();
+    for s in suffixes {
+        let mut n = &mut root;
+        for c in s.chars() {
+            n = n.children.entry(c).or_default();
+        }
+        n.end = true;
+    }
+    build(&root).unwrap_or_else(|| "(?:$.)".into())
+}
+
+fn regex_for(kind: LocKind, pattern: &str) -> String {
+    if kind == LocKind::RegexCaseless {
+        format!("(?i){pattern}")
+    } else {
+        pattern.to_string()
+    }
+}
+
+/// The modifier and pattern of a `location`.
+fn location_head(d: &Directive) -> Option<(LocKind, String)> {
+    let args = d.arg_texts();
+    let modifier = |m: &str| match m {
+        "=" => Some(LocKind::Exact),
+        "^~" => Some(LocKind::NoRegex),
+        "~" => Some(LocKind::Regex),
+        "~*" => Some(LocKind::RegexCaseless),
+        _ => None,
+    };
+    match args.as_slice() {
+        [m, p] => Some((modifier(m)?, p.to_string())),
+        [p] => {
+            // nginx also accepts the modifier glued to the pattern: `=/healthz`, `~*\.png$`.
+            for (m, kind) in [
+                ("^~", LocKind::NoRegex),
+                ("~*", LocKind::RegexCaseless),
+                ("~", LocKind::Regex),
+                ("=", LocKind::Exact),
+                ("@", LocKind::Named),
+            ] {
+                if let Some(rest) = p.strip_prefix(m)
+                    && !rest.is_empty()
+                {
+                    let pattern = if kind == LocKind::Named { p.to_string() } else { rest.to_string() };
+                    return Some((kind, pattern));
+                }
+            }
+            Some((LocKind::Prefix, p.to_string()))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- small helpers
+
+/// `host:port` with nginx's default port 80; `None` for unix sockets and junk.
+fn normalize_host_port(s: &str) -> Option<String> {
+    if s.starts_with("unix:") || s.is_empty() || s.contains('/') || s.contains('$') {
+        return None;
+    }
+    let with_port = if let Some(rest) = s.strip_prefix('[') {
+        let (_, after) = rest.split_once(']')?;
+        if after.is_empty() { format!("{s}:80") } else { s.to_string() }
+    } else if s.contains(':') {
+        s.to_string()
+    } else {
+        format!("{s}:80")
+    };
+    format!("http://{with_port}").parse::<BackendUrl>().ok()?;
+    Some(with_port)
+}
+
+/// nginx's `$proxy_host` for a `host:port`: the port is dropped when it is 80.
+fn proxy_host_of(host_port: &str) -> String {
+    host_port.strip_suffix(":80").unwrap_or(host_port).to_string()
+}
+
+/// A listen address as a socket address cutover can bind.
+fn listen_addr(raw: &str) -> Option<String> {
+    if raw.starts_with("unix:") {
+        return None;
+    }
+    if let Ok(port) = raw.parse::<u16>() {
+        return Some(format!("0.0.0.0:{port}"));
+    }
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse::<u16>().ok()?,
+            None if after.is_empty() => 80,
+            None => return None,
+        };
+        (format!("[{h}]"), port)
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse::<u16>().ok()?),
+            None => (raw.to_string(), 80),
+        }
+    };
+    let host = match host.as_str() {
+        "*" => "0.0.0.0".to_string(),
+        "localhost" => "127.0.0.1".to_string(),
+        h => h.to_string(),
+    };
+    let addr = format!("{host}:{port}");
+    addr.parse::<std::net::SocketAddr>().ok()?;
+    Some(addr)
+}
+
+/// Percent text (`12.5`) → basis points, at most two decimals as in nginx.
+fn parse_basis_points(text: &str) -> Option<u32> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() && frac.is_empty() || frac.len() > 2 || !frac.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u32 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let frac: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<2}").parse().ok()? };
+    whole.checked_mul(100)?.checked_add(frac).filter(|&bp| bp <= ALL)
+}
+
+/// Splits 100% in proportion to `shares` with the largest-remainder method.
+fn apportion(shares: &[u32]) -> Vec<u32> {
+    let total: u64 = shares.iter().map(|&s| u64::from(s)).sum();
+    if total == 0 {
+        return vec![0; shares.len()];
+    }
+    let exact: Vec<u64> = shares.iter().map(|&s| u64::from(s) * u64::from(ALL)).collect();
+    let mut out: Vec<u32> = exact.iter().map(|e| (e / total) as u32).collect();
+    let mut left = ALL - out.iter().sum::<u32>();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(exact[i] % total), i));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        if shares[i] > 0 {
+            out[i] += 1;
+            left -= 1;
+        }
+    }
+    out
+}
+
+/// The variables named in a split_clients key (`${cookie_id}x` → `cookie_id`).
+fn key_variables(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = key;
+    while let Some(i) = rest.find('$') {
+        rest = &rest[i + 1..];
+        let name = if let Some(inner) = rest.strip_prefix('{') {
+            let end = inner.find('}').unwrap_or(inner.len());
+            let name = &inner[..end];
+            rest = inner.get(end + 1..).unwrap_or("");
+            name
+        } else {
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let name = &rest[..end];
+            rest = &rest[end..];
+            name
+        };
+        if !name.is_empty() {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+fn key_has_literal_text(key: &str) -> bool {
+    let vars = key_variables(key);
+    let mut stripped = key.to_string();
+    for v in &vars {
+        stripped = stripped.replacen(&format!("${{{v}}}"), "", 1).replacen(&format!("${v}"), "", 1);
+    }
+    !stripped.is_empty()
+}
+
+/// `sticky` for a split_clients key: a cookie or a header, else random.
+fn sticky_for_key(key: &str) -> Option<(&'static str, String)> {
+    let vars = key_variables(key);
+    let [var] = vars.as_slice() else {
+        return None;
+    };
+    if let Some(c) = var.strip_prefix("cookie_") {
+        return Some(("cookie", c.to_string()));
+    }
+    if let Some(h) = var.strip_prefix("http_") {
+        return Some(("header", h.replace('_', "-")));
+    }
+    None
+}
+
+/// A readable route name for a location.
+fn route_base_name(kind: LocKind, pattern: &str) -> String {
+    let words: Vec<String> = pattern
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let joined = words.join("-");
+    match kind {
+        LocKind::Regex | LocKind::RegexCaseless => {
+            if joined.is_empty() {
+                "regex".into()
+            } else {
+                format!("regex-{joined}")
+            }
+        }
+        _ if joined.is_empty() => "default".into(),
+        LocKind::Exact => joined,
+        _ => joined,
+    }
+}
+
+/// A backend or route name made of letters, digits, '-', '_' and '.'.
+fn sanitize_name(s: &str) -> String {
+    let mapped: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '-' }).collect();
+    let trimmed = mapped.trim_matches('-');
+    if trimmed.is_empty() { "backend".into() } else { trimmed.to_string() }
+}
+
+fn host_label(h: &HostName) -> String {
+    match h {
+        HostName::Exact(x) => sanitize_name(x),
+        HostName::Wildcard(x) => format!("any.{}", sanitize_name(x.trim_start_matches("*."))),
+    }
+}
+
+fn pos_of(comment: &str) -> Option<Pos> {
+    let (pos, _) = comment.split_once(' ')?;
+    let (file, line) = pos.rsplit_once(':')?;
+    Some(Pos {
+        file: std::sync::Arc::from(Path::new(file)),
+        line: line.parse().ok()?,
+    })
+}
+
+fn dedup(items: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in items {
+        if !out.contains(i) {
+            out.push(i.clone());
+        }
+    }
+    out
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let last = lines.last_mut().expect("one line");
+        if !last.is_empty() && last.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(word);
+        }
+    }
+    lines
+}
+
+/// A YAML scalar: plain when that is unambiguous, quoted otherwise.
+fn yaml_scalar(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
+        && !s.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '-')
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n" | "~"
+        );
+    if plain { s.to_string() } else { yaml_quoted(s) }
+}
+
+/// A double-quoted YAML scalar (JSON string syntax is valid YAML).
+fn yaml_quoted(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_times_parse() {
+        assert_eq!(parse_nginx_time("60"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_nginx_time("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_nginx_time("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_nginx_time("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_nginx_time("soon"), None);
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn percentages_and_apportioning() {
+        assert_eq!(parse_basis_points("12.5"), Some(1250));
+        assert_eq!(parse_basis_points("0.01"), Some(1));
+        assert_eq!(parse_basis_points("90"), Some(9000));
+        assert_eq!(parse_basis_points("1.234"), None);
+        assert_eq!(apportion(&[1, 1, 1]), vec![3334, 3333, 3333]);
+        assert_eq!(apportion(&[3, 1, 0]), vec![7500, 2500, 0]);
+    }
+
+    #[test]
+    fn not_prefix_regex_excludes_exactly_the_longer_prefixes() {
+        let re = regex::Regex::new(&format!("^/static/{}", not_prefix_regex(&["img/", "icons/"]))).unwrap();
+        for ok in ["/static/", "/static/a.css", "/static/im", "/static/img", "/static/imgx/", "/static/icon/"] {
+            assert!(re.is_match(ok), "{ok}");
+        }
+        for no in ["/static/img/", "/static/img/a.png", "/static/icons/x", "/stat", "/other/"] {
+            assert!(!re.is_match(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(listen_addr("80").as_deref(), Some("0.0.0.0:80"));
+        assert_eq!(listen_addr("*:8080").as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(listen_addr("127.0.0.1").as_deref(), Some("127.0.0.1:80"));
+        assert_eq!(listen_addr("[::]:443").as_deref(), Some("[::]:443"));
+        assert_eq!(listen_addr("localhost:81").as_deref(), Some("127.0.0.1:81"));
+        assert_eq!(listen_addr("unix:/run/x.sock"), None);
+    }
+
+    #[test]
+    fn sticky_keys() {
+        assert_eq!(sticky_for_key("${cookie_sessionid}"), Some(("cookie", "sessionid".into())));
+        assert_eq!(sticky_for_key("$http_x_user_id"), Some(("header", "x-user-id".into())));
+        assert_eq!(sticky_for_key("${remote_addr}AAA"), None);
+        assert!(key_has_literal_text("${cookie_id}salt"));
+        assert!(!key_has_literal_text("$cookie_id"));
+    }
+
+    #[test]
+    fn yaml_scalars_quote_what_needs_it() {
+        assert_eq!(yaml_scalar("/api/"), "/api/");
+        assert_eq!(yaml_scalar("legacy"), "legacy");
+        assert_eq!(yaml_scalar("*.example.com"), "\"*.example.com\"");
+        assert_eq!(yaml_scalar("127.0.0.1-8000"), "\"127.0.0.1-8000\"");
+        assert_eq!(yaml_scalar("on"), "\"on\"");
+        assert_eq!(yaml_quoted("\\.php$"), "\"\\\\.php$\"");
+    }
+}

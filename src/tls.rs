@@ -1,0 +1,209 @@
+//! TLS: termination on listeners (rustls, SNI among several certificates,
+//! ALPN h2 and http/1.1, certificates reloaded when their files change) and
+//! verification of `https://` backends.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Installs the process-wide crypto provider once (rustls panics when two
+/// providers are compiled in and none is chosen).
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A certificate chain and its key, as files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertSource {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A loaded certificate: the key for rustls and the parsed leaf for SNI matching.
+#[derive(Debug)]
+struct LoadedCert {
+    key: Arc<CertifiedKey>,
+}
+
+impl LoadedCert {
+    fn serves(&self, name: &ServerName<'_>) -> bool {
+        let Some(leaf) = self.key.cert.first() else {
+            return false;
+        };
+        webpki::EndEntityCert::try_from(leaf).is_ok_and(|cert| cert.verify_is_valid_for_subject_name(name).is_ok())
+    }
+}
+
+/// Loads and checks a PEM certificate chain (RSA, ECDSA or Ed25519 key in
+/// PKCS#8, PKCS#1 or SEC1 form).
+pub fn load(source: &CertSource) -> Result<CertifiedKey, TlsError> {
+    install_crypto_provider();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&source.cert)
+        .map_err(|e| file_error(&source.cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(&source.cert, e))?;
+    if chain.is_empty() {
+        return Err(file_error(&source.cert, "no certificate found"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&source.key).map_err(|e| file_error(&source.key, e))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| file_error(&source.key, e))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| file_error(&source.key, format!("does not match {}: {e}", source.cert.display())))?;
+    Ok(certified)
+}
+
+/// Picks a certificate by SNI; the first is the default. Reloadable.
+#[derive(Debug)]
+pub struct CertResolver {
+    sources: Vec<CertSource>,
+    certs: ArcSwap<Vec<LoadedCert>>,
+    fingerprint: std::sync::Mutex<u64>,
+}
+
+impl CertResolver {
+    pub fn new(sources: Vec<CertSource>) -> Result<Arc<CertResolver>, TlsError> {
+        let certs = sources
+            .iter()
+            .map(|s| load(s).map(|k| LoadedCert { key: Arc::new(k) }))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(CertResolver {
+            fingerprint: std::sync::Mutex::new(fingerprint(&sources)),
+            sources,
+            certs: ArcSwap::from_pointee(certs),
+        }))
+    }
+
+    /// Reloads when any file changed; a bad set keeps the old certificates.
+    pub fn reload_if_changed(&self) {
+        let now = fingerprint(&self.sources);
+        let mut last = self.fingerprint.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == now {
+            return;
+        }
+        *last = now;
+        match self
+            .sources
+            .iter()
+            .map(|s| load(s).map(|k| LoadedCert { key: Arc::new(k) }))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(certs) => {
+                self.certs.store(Arc::new(certs));
+                tracing::info!("TLS certificates reloaded");
+            }
+            Err(e) => tracing::error!("TLS certificates not reloaded, the previous ones keep serving: {e}"),
+        }
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let certs = self.certs.load();
+        if let Some(name) = hello.server_name().and_then(|n| ServerName::try_from(n).ok())
+            && let Some(cert) = certs.iter().find(|c| c.serves(&name))
+        {
+            return Some(cert.key.clone());
+        }
+        certs.first().map(|c| c.key.clone())
+    }
+}
+
+/// A hash of the files' contents (a rename or a copy both change it).
+fn fingerprint(sources: &[CertSource]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher13::new();
+    for s in sources {
+        for p in [&s.cert, &s.key] {
+            h.write(&std::fs::read(p).unwrap_or_default());
+            h.write_u8(0);
+        }
+    }
+    h.finish()
+}
+
+/// How often certificate files are looked at.
+pub const CERT_POLL: Duration = Duration::from_secs(2);
+
+/// Watches the certificate files until `shutdown`.
+pub fn spawn_cert_reloader(resolver: Arc<CertResolver>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(CERT_POLL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {
+                    let r = resolver.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.reload_if_changed()).await;
+                }
+            }
+        }
+    });
+}
+
+/// rustls' safe defaults (TLS 1.2 and 1.3), ALPN h2 then http/1.1.
+pub fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
+    install_crypto_provider();
+    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// TLS settings of an `https://` backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendTls {
+    /// Trust only these CAs (PEM) instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// SNI and verified name, instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// The client TLS config for a backend: system roots, or the CA file.
+pub fn client_config(tls: Option<&BackendTls>) -> Result<rustls::ClientConfig, TlsError> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    match tls.and_then(|t| t.ca_file.as_ref()) {
+        Some(ca) => {
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file_error(ca, e))? {
+                roots.add(cert.map_err(|e| file_error(ca, e))?).map_err(|e| file_error(ca, e))?;
+            }
+            if roots.is_empty() {
+                return Err(file_error(ca, "no CA certificate found"));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                tracing::warn!("no system root certificates found: https backends without a ca_file will fail to verify");
+            }
+        }
+    }
+    Ok(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+}
