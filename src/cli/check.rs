@@ -39,6 +39,43 @@ fn describe(config: &Config, weights: &Weights) -> String {
         if let Some(h) = &route.force_header {
             let _ = writeln!(out, "     force header: {h}");
         }
+        if let Some(m) = &route.mirror {
+            let methods: Vec<&str> = m.methods.iter().map(|m| m.as_str()).collect();
+            let gate = m
+                .min_clean_share
+                .map(|s| format!(", shift gated below {:.1}% clean", s * 100.0))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "     mirror: {}% of {} to {} (the other way for its users), compare {}{gate}",
+                m.share * 100.0,
+                methods.join(","),
+                route.backends[m.to].spec.name,
+                if m.rules.values { "values" } else { "shape" },
+            );
+        }
+        if let Some(g) = &route.guard {
+            let mut limits = Vec::new();
+            if let Some(r) = g.max_error_rate {
+                limits.push(format!("errors > {:.1}%", r * 100.0));
+            }
+            if let Some(l) = g.max_p99_latency {
+                limits.push(format!("p99 > {} ms", l.as_millis()));
+            }
+            if let Some(r) = g.max_mismatch_rate {
+                limits.push(format!("mismatches > {:.1}%", r * 100.0));
+            }
+            let how = g
+                .ramp
+                .map_or("instantly".to_string(), |r| format!("over {}", humantime::format_duration(r)));
+            let _ = writeln!(
+                out,
+                "     guard: roll back {how} when {} over {} (at least {} requests)",
+                limits.join(" or "),
+                humantime::format_duration(g.window),
+                g.min_requests
+            );
+        }
         let split = cutover::split::Split::from_basis_points(weights.route(ri));
         for (bi, b) in route.backends.iter().enumerate() {
             let range = split.range(bi);
