@@ -185,23 +185,13 @@ async fn metrics_pass_promtool_and_carry_the_contract_names_and_labels() {
     .await;
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-
-/// nginx's `$time_local` for `t`.
+/// nginx's `$time_local` for `t`, via the `time` crate's own formatter
+/// (independent of the proxy's hand-written one).
 fn time_local(t: time::OffsetDateTime) -> String {
-    let (oh, om, _) = t.offset().as_hms();
-    let sign = if t.offset().is_negative() { '-' } else { '+' };
-    format!(
-        "{:02}/{}/{}:{:02}:{:02}:{:02} {sign}{:02}{:02}",
-        t.day(),
-        MONTHS[usize::from(u8::from(t.month())) - 1],
-        t.year(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        oh.unsigned_abs(),
-        om.unsigned_abs()
-    )
+    let format = time::macros::format_description!(
+        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
+    );
+    t.format(&format).unwrap()
 }
 
 /// Splits a combined line into (time, the line with the time replaced by
