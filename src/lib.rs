@@ -12,6 +12,7 @@ pub mod control;
 pub mod demo;
 pub mod guard;
 pub mod health;
+pub mod import;
 pub mod live;
 pub mod metrics;
 pub mod mirror;

@@ -260,9 +260,11 @@ async fn accept_loop(
         tracker.spawn(async move {
             let _guard = guard;
             match tls {
-                None => serve_connection(stream, conn, proxy, &builder, shutdown).await,
+                None => serve_connection(FirstBytesDeadline::new(stream, handshake_timeout), conn, proxy, &builder, shutdown).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(stream, conn, proxy, &builder, shutdown).await,
+                    Ok(Ok(stream)) => {
+                        serve_connection(FirstBytesDeadline::new(stream, handshake_timeout), conn, proxy, &builder, shutdown).await
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -319,5 +321,89 @@ async fn admin_loop(listener: TcpListener, live: Arc<Live>) {
         tokio::spawn(async move {
             let _ = conn.await;
         });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Fails reads with `TimedOut` until the first 24 bytes (enough to tell
+    /// HTTP/1.1 from the HTTP/2 preface) have arrived, once `deadline` has
+    /// passed. hyper's `header_read_timeout` only starts after that protocol
+    /// detection, so without this a client that connects and sends nothing,
+    /// or half a preface, would hold its connection forever.
+    struct FirstBytesDeadline<I> {
+        #[pin]
+        io: I,
+        remaining: usize,
+        deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<I> FirstBytesDeadline<I> {
+    fn new(io: I, timeout: Duration) -> FirstBytesDeadline<I> {
+        FirstBytesDeadline {
+            io,
+            remaining: 24,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncRead> tokio::io::AsyncRead for FirstBytesDeadline<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.io.poll_read(cx, buf);
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                *this.remaining = this.remaining.saturating_sub(n);
+                if *this.remaining == 0 || n == 0 {
+                    *this.deadline = None;
+                }
+            }
+            Poll::Pending => {
+                if let Some(deadline) = this.deadline
+                    && deadline.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request head within header_read_timeout",
+                    )));
+                }
+            }
+            Poll::Ready(Err(_)) => {}
+        }
+        polled
+    }
+}
+
+impl<I: tokio::io::AsyncWrite> tokio::io::AsyncWrite for FirstBytesDeadline<I> {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }

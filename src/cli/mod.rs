@@ -2,6 +2,7 @@
 
 mod check;
 mod control;
+mod import;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,17 @@ enum Command {
         #[command(flatten)]
         target: control::Target,
     },
+    /// Convert an nginx config into cutover.yaml and weights.yaml; lists what was not converted.
+    #[command(name = "import-nginx")]
+    ImportNginx {
+        file: PathBuf,
+        /// Folder to write cutover.yaml and weights.yaml into (default: print both).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite existing files in the output folder.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -134,6 +146,7 @@ pub fn main() -> ExitCode {
         } => control::block_on(control::rollback(target, routes, all, reason)),
         Command::Undo { target } => control::block_on(control::undo(target)),
         Command::Status { target } => control::block_on(control::status(target)),
+        Command::ImportNginx { file, output, force } => import::run(&file, output.as_deref(), force),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -96,6 +96,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
         trusted_proxies: raw.trusted_proxies.iter().map(|c| c.0).collect(),
         server,
         backends,
+        route_lookup: crate::routing::RouteIndex::build(routes.iter().map(|r| &r.matcher)),
         routes,
     })
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub backends: Vec<Arc<BackendSpec>>,
     pub routes: Vec<RouteSpec>,
+    /// Candidate routes by first path segment, for fast first-match lookup.
+    pub route_lookup: crate::routing::RouteIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +243,11 @@ impl Config {
     /// Compiles config text as if read from `path` (relative paths in it resolve against its folder).
     pub fn parse(path: &Path, text: String) -> Result<Config, ConfigError> {
         compile::compile(path, text)
+    }
+
+    /// The index of the first route matching the request.
+    pub fn route_for(&self, req: &crate::routing::RequestView<'_>) -> Option<usize> {
+        self.route_lookup.find(req.path, |i| self.routes[i].matcher.matches(req))
     }
 
     pub fn route_index(&self, name: &str) -> Option<usize> {

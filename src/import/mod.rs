@@ -150,7 +150,7 @@ fn reason_for(name: &str) -> String {
         "return" | "rewrite" | "error_page" | "if" | "set" | "break" => {
             "cutover does not answer or rewrite requests itself (only a route backend's rewrite: prefix)"
         }
-        "allow" | "deny" | "auth_basic" | "auth_basic_user_file" | "auth_request" | "satisfy" | "limit_except" | "internal" => {
+        "allow" | "deny" | "auth_basic" | "auth_basic_user_file" | "auth_request" | "satisfy" | "limit_except" => {
             "ACCESS CONTROL NOT CONVERTED: nginx refused some requests here; cutover forwards them"
         }
         "limit_req" | "limit_req_zone" | "limit_conn" | "limit_conn_zone" | "limit_rate" => "cutover does not limit request rates",
@@ -178,9 +178,24 @@ fn reason_for(name: &str) -> String {
         }
         "map" | "geo" | "split_clients" => "variables are not converted",
         n if n.ends_with("_pass") => "only HTTP proxy_pass is converted",
-        "events" | "user" | "worker_processes" | "worker_connections" | "worker_rlimit_nofile" | "pid" | "daemon" | "master_process"
-        | "load_module" | "include" | "types" | "default_type" | "server_tokens" | "tcp_nopush" | "tcp_nodelay" | "types_hash_max_size"
-        | "server_names_hash_bucket_size" | "resolver" => "nginx setting with no cutover equivalent",
+        "events"
+        | "user"
+        | "worker_processes"
+        | "worker_connections"
+        | "worker_rlimit_nofile"
+        | "pid"
+        | "daemon"
+        | "master_process"
+        | "load_module"
+        | "include"
+        | "types"
+        | "default_type"
+        | "server_tokens"
+        | "tcp_nopush"
+        | "tcp_nodelay"
+        | "types_hash_max_size"
+        | "server_names_hash_bucket_size"
+        | "resolver" => "nginx setting with no cutover equivalent",
         "stream" | "mail" => "only HTTP proxying is converted",
         _ => "no cutover equivalent",
     };
@@ -258,7 +273,11 @@ fn parse_nginx_time(text: &str) -> Option<Duration> {
 /// A duration as cutover writes it: `2s`, `1500ms`.
 fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 // ---------------------------------------------------------------- upstreams and splits
@@ -330,6 +349,9 @@ enum LocKind {
 /// One route, before host matching and naming.
 #[derive(Debug, Clone)]
 struct RoutePlan {
+    /// The location it came from.
+    at: Pos,
+    loc_text: String,
     kind: LocKind,
     pattern: String,
     /// The path condition, after ordering.
@@ -369,11 +391,19 @@ impl HostName {
     }
 }
 
+/// One address of a `listen` directive.
+#[derive(Debug, Clone)]
+struct Listen {
+    addr: String,
+    default: bool,
+    at: Pos,
+    text: String,
+}
+
 #[derive(Debug)]
 struct ServerPlan {
     at: Pos,
-    /// (address, default_server flag).
-    listens: Vec<(String, bool)>,
+    listens: Vec<Listen>,
     names: Vec<HostName>,
     /// Some server names could not be converted (regex, `www.example.*`).
     odd_names: bool,
@@ -416,6 +446,8 @@ struct Converter {
     /// Backend identity (url, host, timeouts) → backend name.
     backend_ids: HashMap<String, String>,
     servers: Vec<ServerPlan>,
+    /// Proxied prefixes ending in '/', which nginx redirects to without the slash.
+    auto_redirects: Vec<String>,
 }
 
 impl Converter {
@@ -496,7 +528,9 @@ impl Converter {
                 "mirror" => match d.arg(0) {
                     Some("off") if d.args.len() == 1 => mirrors_here = Some(Vec::new()),
                     Some(uri) if d.args.len() == 1 => {
-                        mirrors_here.get_or_insert_with(Vec::new).push((uri.to_string(), d.at.clone(), d.text()));
+                        mirrors_here
+                            .get_or_insert_with(Vec::new)
+                            .push((uri.to_string(), d.at.clone(), d.text()));
                     }
                     _ => self.skip(d, "invalid mirror directive"),
                 },
@@ -699,8 +733,16 @@ impl Converter {
             }
         }
         if plan.listens.is_empty() && d.children().iter().all(|c| c.name != "listen") {
-            plan.listens.push(("0.0.0.0:80".into(), false));
-            self.note(format!("{}: server without listen: nginx listens on *:80, and so does the import", d.at));
+            plan.listens.push(Listen {
+                addr: "0.0.0.0:80".into(),
+                default: false,
+                at: d.at.clone(),
+                text: "listen *:80 (nginx's default)".into(),
+            });
+            self.note(format!(
+                "{}: server without listen: nginx listens on *:80, and so does the import",
+                d.at
+            ));
         }
         plan.routes = self.locations(&locations, &settings);
         plan
@@ -712,7 +754,10 @@ impl Converter {
             return;
         };
         let Some(addr) = listen_addr(raw) else {
-            self.skip(d, "not an IP address and port cutover can bind (unix sockets and host names are not supported)");
+            self.skip(
+                d,
+                "not an IP address and port cutover can bind (unix sockets and host names are not supported)",
+            );
             return;
         };
         let mut default = false;
@@ -738,7 +783,12 @@ impl Converter {
         if !odd.is_empty() {
             self.skip(d, format!("parameters not converted: {}", odd.join(", ")));
         }
-        plan.listens.push((addr, default));
+        plan.listens.push(Listen {
+            addr,
+            default,
+            at: d.at.clone(),
+            text: d.text(),
+        });
     }
 
     fn server_name(&mut self, d: &Directive, plan: &mut ServerPlan) {
@@ -763,7 +813,10 @@ impl Converter {
             plan.odd_names = true;
             self.skip(
                 d,
-                format!("names not converted: {} (cutover matches exact names and *.example.com only)", odd.join(" ")),
+                format!(
+                    "names not converted: {} (cutover matches exact names and *.example.com only)",
+                    odd.join(" ")
+                ),
             );
         }
     }
@@ -845,9 +898,10 @@ impl Converter {
 
         // The internal locations that `mirror` points at.
         let find_mirror_loc = |uri: &str, locs: &[Loc<'_>]| {
-            locs.iter()
-                .position(|l| l.kind == LocKind::Exact && l.pattern == uri)
-                .or_else(|| locs.iter().position(|l| matches!(l.kind, LocKind::Prefix | LocKind::NoRegex) && l.pattern == uri))
+            locs.iter().position(|l| l.kind == LocKind::Exact && l.pattern == uri).or_else(|| {
+                locs.iter()
+                    .position(|l| matches!(l.kind, LocKind::Prefix | LocKind::NoRegex) && l.pattern == uri)
+            })
         };
         let mut mirror_locs: HashSet<usize> = HashSet::new();
         for l in &locs {
@@ -859,7 +913,6 @@ impl Converter {
         }
 
         let mut plans = Vec::new();
-        let mut converted = vec![false; locs.len()];
         for i in 0..locs.len() {
             let l = &locs[i];
             if l.kind == LocKind::Named || mirror_locs.contains(&i) {
@@ -914,11 +967,9 @@ impl Converter {
             let plan = self.plan_route(l.d, l.kind, &l.pattern, pp, &settings);
             match plan {
                 Ok(mut plan) => {
-                    converted[i] = true;
                     self.not_converted.extend(l.child_reports.iter().cloned());
                     if let Some(n) = via_named {
                         named_used.insert(n);
-                        converted[n] = true;
                         self.not_converted.extend(locs[n].child_reports.iter().cloned());
                         let t = l.try_files.expect("via try_files");
                         self.skip(
@@ -928,7 +979,8 @@ impl Converter {
                                 locs[n].pattern
                             ),
                         );
-                        plan.comments.push(format!("{} {} (via {})", locs[n].d.at, locs[n].d.text(), t.text()));
+                        plan.comments
+                            .push(format!("{} {} (via {})", locs[n].d.at, locs[n].d.text(), t.text()));
                     }
                     // Mirrors.
                     let mirrors = settings.mirrors.clone();
@@ -953,7 +1005,8 @@ impl Converter {
                         match self.mirror_target(locs[mi].d, locs[mi].proxy_pass, &plan) {
                             Ok(to) => {
                                 plan.mirror = Some(to.clone());
-                                plan.comments.push(format!("{at} {text} -> {} {}", locs[mi].d.at, locs[mi].d.text()));
+                                plan.comments
+                                    .push(format!("{at} {text} -> {} {}", locs[mi].d.at, locs[mi].d.text()));
                                 self.note(
                                     "nginx mirrors every request (all methods, with bodies) to its mirror location; cutover \
                                      mirrors GET, HEAD and OPTIONS unless the route's mirror sets methods and allow_mutating, \
@@ -976,7 +1029,6 @@ impl Converter {
                 self.skip(l.d, "named location: reached only by nginx's try_files/error_page fallbacks");
             }
         }
-        let _ = converted;
         order_locations(plans)
     }
 
@@ -1011,7 +1063,8 @@ impl Converter {
                 }
             ));
         };
-        if plan.backends.first().map(|b| &b.0) == Some(name) && plan.stable.as_ref().is_none_or(|s| s == name) {
+        let stable = plan.stable.clone().or_else(|| plan.backends.first().map(|b| b.0.clone()));
+        if stable.as_ref() == Some(name) {
             return Err("the mirror target is the route's stable backend".into());
         }
         Ok(name.clone())
@@ -1069,7 +1122,14 @@ impl Converter {
     }
 
     /// A route for one location whose requests go to `pp`.
-    fn plan_route(&mut self, loc: &Directive, kind: LocKind, pattern: &str, pp: &Directive, settings: &Settings) -> Result<RoutePlan, String> {
+    fn plan_route(
+        &mut self,
+        loc: &Directive,
+        kind: LocKind,
+        pattern: &str,
+        pp: &Directive,
+        settings: &Settings,
+    ) -> Result<RoutePlan, String> {
         if matches!(kind, LocKind::Exact | LocKind::Prefix | LocKind::NoRegex) && !pattern.starts_with('/') {
             return Err("the location does not start with '/' and never matches".into());
         }
@@ -1083,7 +1143,7 @@ impl Converter {
         let rewrite = target
             .uri
             .as_ref()
-            .filter(|uri| **uri != pattern)
+            .filter(|uri| uri.as_str() != pattern)
             .map(|uri| (pattern.to_string(), uri.clone()));
         if target.request_uri {
             self.note(format!(
@@ -1094,6 +1154,8 @@ impl Converter {
         }
         let base_name = route_base_name(kind, pattern);
         let mut plan = RoutePlan {
+            at: loc.at.clone(),
+            loc_text: loc.text(),
             kind,
             pattern: pattern.to_string(),
             matcher: match kind {
@@ -1172,7 +1234,12 @@ impl Converter {
                 }
                 self.splits[var.as_str()].used = true;
                 // The largest share is the stable side (rollback target), listed first.
-                let stable = sides.iter().enumerate().max_by_key(|(i, s)| (s.1, std::cmp::Reverse(*i))).map(|(i, _)| i).unwrap_or(0);
+                let stable = sides
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(i, s)| (s.1, std::cmp::Reverse(*i)))
+                    .map(|(i, _)| i)
+                    .unwrap_or(0);
                 let first = sides.remove(stable);
                 sides.insert(0, first);
                 plan.stable = Some(sides[0].0.clone());
@@ -1199,12 +1266,8 @@ impl Converter {
                 }
             }
         }
-        if kind == LocKind::Prefix && pattern.ends_with('/') && pattern.len() > 1 {
-            self.note(format!(
-                "nginx answers a request for a proxied location's prefix without its trailing slash (e.g. {}) with a 301 to \
-                 the slashed form; cutover passes it to whichever route matches it",
-                pattern.trim_end_matches('/')
-            ));
+        if matches!(kind, LocKind::Prefix | LocKind::NoRegex) && pattern.ends_with('/') && pattern.len() > 1 {
+            self.auto_redirects.push(pattern.trim_end_matches('/').to_string());
         }
         Ok(plan)
     }
@@ -1212,6 +1275,7 @@ impl Converter {
     /// The single backend standing for upstream `name` (its first server).
     fn upstream_backend(&mut self, name: &str, settings: &Settings, route: &str) -> Result<String, String> {
         let up = &self.upstreams[name];
+        let up_at = up.at.clone();
         let Some(first) = up.endpoints.first().cloned() else {
             return Err(format!("upstream {name} has no server cutover can reach"));
         };
@@ -1231,7 +1295,7 @@ impl Converter {
                 });
             }
         }
-        let comment = format!("{} upstream {name}: {}", up.at, first.text);
+        let comment = format!("{up_at} upstream {name}: {}", first.text);
         Ok(self.backend(name, &first.addr, name, settings, route, comment))
     }
 
@@ -1287,20 +1351,17 @@ impl Converter {
         // nginx's default server for an address: the one marked default_server, else the first.
         let mut default_for: IndexMap<String, usize> = IndexMap::new();
         for (i, s) in servers.iter().enumerate() {
-            for (addr, default) in &s.listens {
-                if *default {
-                    default_for.insert(addr.clone(), i);
-                }
+            for l in s.listens.iter().filter(|l| l.default) {
+                default_for.insert(l.addr.clone(), i);
             }
         }
         for (i, s) in servers.iter().enumerate() {
-            for (addr, _) in &s.listens {
-                default_for.entry(addr.clone()).or_insert(i);
+            for l in &s.listens {
+                default_for.entry(l.addr.clone()).or_insert(i);
             }
         }
         let is_default: Vec<bool> = (0..servers.len()).map(|i| default_for.values().any(|&d| d == i)).collect();
         let routed: Vec<usize> = (0..servers.len()).filter(|&i| !servers[i].routes.is_empty()).collect();
-        let host_matching = routed.len() > 1;
         let default_routed: Vec<usize> = routed.iter().copied().filter(|&i| is_default[i]).collect();
         if default_routed.len() > 1 {
             let list: Vec<String> = default_routed.iter().map(|&i| servers[i].at.to_string()).collect();
@@ -1311,16 +1372,15 @@ impl Converter {
             ));
         }
 
-        // Routes: named (non-default) servers first with host matches, then the default servers.
+        // Routes: the servers that are not a default server first, each route with a
+        // host match per server name; then the default servers' routes, without one.
         let mut routes: Vec<RouteOut> = Vec::new();
-        let mut order: Vec<usize> = routed.iter().copied().filter(|&i| !(host_matching && is_default[i])).collect();
-        if host_matching {
-            order.extend(default_routed.iter().copied());
-        }
+        let mut order: Vec<usize> = routed.iter().copied().filter(|&i| !is_default[i]).collect();
+        order.extend(default_routed.iter().copied());
         let mut names_used: HashSet<String> = HashSet::new();
         for &i in &order {
             let s = &servers[i];
-            let hosts: Vec<Option<HostName>> = if host_matching && !is_default[i] {
+            let hosts: Vec<Option<HostName>> = if !is_default[i] {
                 if s.names.is_empty() {
                     let reason = if s.odd_names {
                         "its server names are not ones cutover can match"
@@ -1329,9 +1389,9 @@ impl Converter {
                     };
                     for r in &s.routes {
                         self.not_converted.push(NotConverted {
-                            at: pos_of(&r.comments[0]).unwrap_or_else(|| s.at.clone()),
+                            at: r.at.clone(),
                             directive: "location".into(),
-                            text: r.comments[0].split_once(' ').map(|x| x.1.to_string()).unwrap_or_default(),
+                            text: r.loc_text.clone(),
                             reason: format!("server at {} is not a default server and {reason}", s.at),
                         });
                     }
@@ -1364,14 +1424,14 @@ impl Converter {
 
         // Listeners: every address once; a wildcard covers specific addresses on its port.
         let mut listeners: Vec<ListenerOut> = Vec::new();
-        let mut all: IndexMap<String, Pos> = IndexMap::new();
+        let mut all: IndexMap<String, Listen> = IndexMap::new();
         for s in &servers {
-            for (addr, _) in &s.listens {
-                all.entry(addr.clone()).or_insert_with(|| s.at.clone());
+            for l in &s.listens {
+                all.entry(l.addr.clone()).or_insert_with(|| l.clone());
             }
         }
-        let addrs: Vec<(String, Pos)> = all.into_iter().collect();
-        for (addr, at) in &addrs {
+        let addrs: Vec<(String, Listen)> = all.into_iter().collect();
+        for (addr, listen) in &addrs {
             let port = addr.rsplit_once(':').map(|x| x.1).unwrap_or("");
             let v4_wild = format!("0.0.0.0:{port}");
             let v6_wild = format!("[::]:{port}");
@@ -1384,14 +1444,19 @@ impl Converter {
                 None
             };
             if let Some(w) = covered_by {
-                self.note(format!(
-                    "listen {addr} (server at {at}) is served by the listener on {w}: cutover cannot bind both{}",
-                    if is_v6 {
-                        "; IPv6 clients need addr \"[::]:PORT\" alone, which on Linux accepts IPv4 too"
-                    } else {
-                        ""
-                    }
-                ));
+                self.not_converted.push(NotConverted {
+                    at: listen.at.clone(),
+                    directive: "listen".into(),
+                    text: listen.text.clone(),
+                    reason: format!(
+                        "served by the listener on {w}: cutover cannot bind both{}",
+                        if is_v6 {
+                            "; for IPv6 clients use addr \"[::]:PORT\" alone (on Linux it accepts IPv4 too)"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
                 continue;
             }
             let mut name = format!("port-{port}");
@@ -1403,10 +1468,19 @@ impl Converter {
             listeners.push(ListenerOut {
                 name,
                 addr: addr.clone(),
-                comment: format!("server at {at}"),
+                comment: format!("{} {}", listen.at, listen.text),
             });
         }
 
+        if listeners.is_empty() {
+            listeners.push(ListenerOut {
+                name: "public".into(),
+                addr: "0.0.0.0:8080".into(),
+                comment: "no listen address could be converted".into(),
+            });
+            self.note("no nginx listen address could be converted: the listener is 0.0.0.0:8080");
+        }
+        self.not_converted.sort_by(|a, b| a.at.cmp(&b.at));
         if routes.is_empty() {
             return Err(ImportError::NothingToRoute {
                 report: render_report(&self.not_converted, &self.notes),
@@ -1418,7 +1492,13 @@ impl Converter {
                  (connect_timeout 2s; timeout 30s, a deadline for the response head rather than between two reads)",
             );
         }
-        self.not_converted.sort_by(|a, b| a.at.cmp(&b.at));
+        if !self.auto_redirects.is_empty() {
+            let list = dedup(&self.auto_redirects).join(", ");
+            self.note(format!(
+                "nginx answers a request for a proxied location's prefix without its trailing slash ({list}) with a 301 to \
+                 the slashed form; cutover passes it to whichever route matches it"
+            ));
+        }
 
         let config = self.render_config(source, &listeners, &routes);
         let weights = render_weights(source, &routes);
@@ -1437,7 +1517,10 @@ impl Converter {
     fn render_config(&self, source: &Path, listeners: &[ListenerOut], routes: &[RouteOut]) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "# cutover config imported from {} by `cutover import-nginx`.", source.display());
-        let _ = writeln!(o, "# Comments name the nginx lines each entry came from. Before relying on it, review");
+        let _ = writeln!(
+            o,
+            "# Comments name the nginx lines each entry came from. Before relying on it, review"
+        );
         let _ = writeln!(o, "# the directives the import listed as not converted.");
         if !self.notes.is_empty() {
             let _ = writeln!(o, "#\n# Notes:");
@@ -1469,8 +1552,14 @@ impl Converter {
                 let _ = writeln!(o, "    timeout: {}  # {at} proxy_read_timeout", format_duration(*t));
             }
         }
-        let _ = writeln!(o, "\n# First match wins. The order reproduces nginx's location precedence: exact (=)");
-        let _ = writeln!(o, "# locations, then ^~ prefixes longest first, then regexes in file order, then the");
+        let _ = writeln!(
+            o,
+            "\n# First match wins. The order reproduces nginx's location precedence: exact (=)"
+        );
+        let _ = writeln!(
+            o,
+            "# locations, then ^~ prefixes longest first, then regexes in file order, then the"
+        );
         let _ = writeln!(o, "# other prefixes longest first.");
         let _ = writeln!(o, "routes:");
         for r in routes {
@@ -1521,7 +1610,11 @@ impl Converter {
 
 fn render_weights(source: &Path, routes: &[RouteOut]) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# Percent of each route's traffic per backend, imported from {}.", source.display());
+    let _ = writeln!(
+        o,
+        "# Percent of each route's traffic per backend, imported from {}.",
+        source.display()
+    );
     let mut any = false;
     for r in routes {
         let Some(w) = &r.plan.weights else { continue };
@@ -1854,16 +1947,28 @@ fn route_base_name(kind: LocKind, pattern: &str) -> String {
             }
         }
         _ if joined.is_empty() => "default".into(),
-        LocKind::Exact => joined,
         _ => joined,
     }
 }
 
 /// A backend or route name made of letters, digits, '-', '_' and '.'.
 fn sanitize_name(s: &str) -> String {
-    let mapped: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '-' }).collect();
+    let mapped: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     let trimmed = mapped.trim_matches('-');
-    if trimmed.is_empty() { "backend".into() } else { trimmed.to_string() }
+    if trimmed.is_empty() {
+        "backend".into()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 fn host_label(h: &HostName) -> String {
@@ -1871,15 +1976,6 @@ fn host_label(h: &HostName) -> String {
         HostName::Exact(x) => sanitize_name(x),
         HostName::Wildcard(x) => format!("any.{}", sanitize_name(x.trim_start_matches("*."))),
     }
-}
-
-fn pos_of(comment: &str) -> Option<Pos> {
-    let (pos, _) = comment.split_once(' ')?;
-    let (file, line) = pos.rsplit_once(':')?;
-    Some(Pos {
-        file: std::sync::Arc::from(Path::new(file)),
-        line: line.parse().ok()?,
-    })
 }
 
 fn dedup(items: &[String]) -> Vec<String> {
@@ -1953,7 +2049,14 @@ mod tests {
     #[test]
     fn not_prefix_regex_excludes_exactly_the_longer_prefixes() {
         let re = regex::Regex::new(&format!("^/static/{}", not_prefix_regex(&["img/", "icons/"]))).unwrap();
-        for ok in ["/static/", "/static/a.css", "/static/im", "/static/img", "/static/imgx/", "/static/icon/"] {
+        for ok in [
+            "/static/",
+            "/static/a.css",
+            "/static/im",
+            "/static/img",
+            "/static/imgx/",
+            "/static/icon/",
+        ] {
             assert!(re.is_match(ok), "{ok}");
         }
         for no in ["/static/img/", "/static/img/a.png", "/static/icons/x", "/stat", "/other/"] {

@@ -278,7 +278,7 @@ impl<'a> Lexer<'a> {
     /// ordinary character inside a word, as in nginx.
     fn word(&mut self, first: char) -> Arg {
         let mut text = String::new();
-        let mut prev = None;
+        let mut prev: Option<char>;
         let mut c = first;
         loop {
             if c == '\\' {
@@ -489,7 +489,11 @@ fn glob(pattern: &Path) -> Vec<PathBuf> {
                 let part = part.to_string_lossy();
                 let mut next = Vec::new();
                 for dir in &current {
-                    let listing = if dir.as_os_str().is_empty() { Path::new(".") } else { dir.as_path() };
+                    let listing = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir.as_path()
+                    };
                     let Ok(entries) = std::fs::read_dir(listing) else {
                         continue;
                     };

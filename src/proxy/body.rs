@@ -198,6 +198,8 @@ impl Body for ResponseBody {
 pub enum BodyProblem {
     TooLarge,
     TooSlow,
+    /// Malformed (a bad chunk) or cut short by the client.
+    Broken,
 }
 
 /// Shared between a client body and the request handler, which turns a
@@ -210,6 +212,7 @@ impl BodyVerdict {
         let v = match problem {
             BodyProblem::TooLarge => 1,
             BodyProblem::TooSlow => 2,
+            BodyProblem::Broken => 3,
         };
         self.0.store(v, std::sync::atomic::Ordering::Relaxed);
     }
@@ -218,6 +221,7 @@ impl BodyVerdict {
         match self.0.load(std::sync::atomic::Ordering::Relaxed) {
             1 => Some(BodyProblem::TooLarge),
             2 => Some(BodyProblem::TooSlow),
+            3 => Some(BodyProblem::Broken),
             _ => None,
         }
     }
@@ -262,7 +266,12 @@ impl ClientBody {
                 self.timer = None;
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+            Poll::Ready(Some(Err(e))) => {
+                // The client's fault, not the backend's: 400, and no mark against its health.
+                self.verdict.set(BodyProblem::Broken);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let idle = self.idle;
                 let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));

@@ -137,19 +137,18 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<(Response<Incoming>, Option<Tap>), Refusal> {
         let client_host = client_host(&req)?;
-        let path = normalize_path(req.uri().path()).map_err(|_| Refusal::BadRequest("malformed request path"))?;
+        let path = normalize_path(req.uri().path()).map_err(|_| match req.uri().path() {
+            "*" => Refusal::BadRequest("asterisk-form targets (OPTIONS *) are not forwarded"),
+            "" => Refusal::BadRequest("authority-form targets (CONNECT) are not forwarded"),
+            _ => Refusal::BadRequest("malformed request path"),
+        })?;
         let view = RequestView {
             path: &path,
             host: client_host.as_ref().and_then(|h| h.to_str().ok()).map(host_without_port),
             method: req.method(),
             headers: req.headers(),
         };
-        let ri = table
-            .config
-            .routes
-            .iter()
-            .position(|r| r.matcher.matches(&view))
-            .ok_or(Refusal::NoRoute)?;
+        let ri = table.config.route_for(&view).ok_or(Refusal::NoRoute)?;
         let route = &table.config.routes[ri];
         let live_route = &table.routes[ri];
         let choice = choose(route, live_route, req.headers());
@@ -324,6 +323,7 @@ impl Proxy {
                     // The client's body, not the backend, was the problem.
                     Some(BodyProblem::TooLarge) => Refusal::BodyTooLarge,
                     Some(BodyProblem::TooSlow) => Refusal::BodyTimeout,
+                    Some(BodyProblem::Broken) => Refusal::BadRequest("the request body could not be read"),
                     None => refuse(kind, choice.backend),
                 });
             }
@@ -406,12 +406,17 @@ fn client_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Refusal> 
     if hosts.next().is_some() {
         return Err(Refusal::BadRequest("more than one Host header"));
     }
+    // `Authority` accepts userinfo (`user@host`), which `Host` never carries
+    // (RFC 9110 §7.2) and a backend could read as a different host.
     if let Some(h) = &host
-        && (h.is_empty() || h.to_str().ok().and_then(|s| s.parse::<http::uri::Authority>().ok()).is_none())
+        && (h.is_empty() || h.as_bytes().contains(&b'@') || h.to_str().ok().and_then(|s| s.parse::<http::uri::Authority>().ok()).is_none())
     {
         return Err(Refusal::BadRequest("invalid Host header"));
     }
     if let Some(authority) = req.uri().authority() {
+        if authority.as_str().contains('@') {
+            return Err(Refusal::BadRequest("userinfo in the request target"));
+        }
         return Ok(HeaderValue::from_str(authority.as_str()).ok());
     }
     if host.is_none() && req.version() == Version::HTTP_11 {

@@ -1,0 +1,48 @@
+//! `cutover import-nginx`: convert an nginx config and write or print the result.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use cutover::import::{self, ImportError};
+
+const CONFIG_FILE: &str = "cutover.yaml";
+const WEIGHTS_FILE: &str = "weights.yaml";
+
+pub fn run(file: &Path, output: Option<&Path>, force: bool) -> anyhow::Result<()> {
+    let imported = match import::import_file(file) {
+        Ok(i) => i,
+        Err(ImportError::NothingToRoute { report }) => {
+            eprint!("{report}");
+            bail!("{}: {}", file.display(), ImportError::NothingToRoute { report: String::new() });
+        }
+        Err(e) => bail!("{e}"),
+    };
+    match output {
+        None => {
+            print!(
+                "# ===== {CONFIG_FILE} =====\n{}\n# ===== {WEIGHTS_FILE} =====\n{}",
+                imported.config, imported.weights
+            );
+            eprint!("{}", imported.report());
+        }
+        Some(dir) => {
+            let config = dir.join(CONFIG_FILE);
+            let weights = dir.join(WEIGHTS_FILE);
+            if !force {
+                for path in [&config, &weights] {
+                    if path.exists() {
+                        bail!("{} already exists (use --force to overwrite it)", path.display());
+                    }
+                }
+            }
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::write(&config, &imported.config).with_context(|| format!("cannot write {}", config.display()))?;
+            std::fs::write(&weights, &imported.weights).with_context(|| format!("cannot write {}", weights.display()))?;
+            eprint!("{}", imported.report());
+            eprintln!("\nwrote {} and {}", config.display(), weights.display());
+            eprintln!("next: cutover check -c {}", config.display());
+        }
+    }
+    Ok(())
+}
