@@ -39,11 +39,10 @@ venv_ok() {
     "$VENV/bin/python" -c 'import flask, django, rest_framework, gunicorn' 2>/dev/null
 }
 if ! venv_ok; then
-  rm -rf "$VENV"
-  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
-    rm -rf "$VENV"
+  if [ -e "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ]; then die "$VENV exists and is not a virtualenv"; fi
+  if ! python3 -m venv --clear "$VENV" >/dev/null 2>&1; then
     apt_install python3-venv
-    python3 -m venv "$VENV"
+    python3 -m venv --clear "$VENV"
   fi
   say "installing tests/e2e/requirements.txt into $VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$E2E/requirements.txt"
@@ -140,13 +139,15 @@ wait_ok cutover "http://$ADMIN/readyz"
 say "legacy on 127.0.0.1:$LEGACY_PORT, new on 127.0.0.1:$NEW_PORT, proxy on $PROXY, admin on $ADMIN"
 
 # --- traffic, then the report ---------------------------------------------
-"$PY" "$E2E/traffic.py" "$PROXY" "$BOOKS" "$STATUS"
-"$PY" "$E2E/check_report.py" "$ADMIN" "$BOOKS" "$STATUS" "$WORK/parity.json"
+timeout 60 "$PY" "$E2E/traffic.py" "$PROXY" "$BOOKS" "$STATUS" || die "sending the traffic failed"
+timeout 60 "$PY" "$E2E/check_report.py" "$ADMIN" "$BOOKS" "$STATUS" "$WORK/parity.json" ||
+  die "the parity report is wrong (the whole report: $WORK/parity.json)"
 
 echo
 say "cutover parity api"
-timeout 20 "$CUTOVER" parity api --admin "$ADMIN" | tee "$WORK/parity.txt"
-for path in /*/author /*/author_name /*/year /*/generated_at; do
+timeout 20 "$CUTOVER" parity api --admin "$ADMIN" >"$WORK/parity.txt" || die "cutover parity failed"
+cat "$WORK/parity.txt"
+for path in '/*/author' '/*/author_name' '/*/year' '/*/generated_at'; do
   grep -qF -- " $path " "$WORK/parity.txt" || die "cutover parity does not list $path"
 done
 echo "e2e: 1 passed, 0 failed"

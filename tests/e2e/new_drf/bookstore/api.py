@@ -16,7 +16,7 @@ class BookSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     title = serializers.CharField()
     author_name = serializers.CharField(source="author")
-    year = serializers.IntegerField()
+    year = serializers.CharField()
     generated_at = serializers.SerializerMethodField()
 
     def get_generated_at(self, book):
