@@ -74,6 +74,10 @@ struct PathStat {
 struct RouteParity {
     compared: u64,
     clean: u64,
+    /// Decaying counts behind the clean share, so it follows the backend as
+    /// it is fixed rather than carrying old differences for ever.
+    compared_recent: Decaying,
+    clean_recent: Decaying,
     mismatched: BTreeMap<Kind, u64>,
     raw_total: Decaying,
     noise_total: Decaying,
@@ -132,6 +136,8 @@ impl RouteParity {
         RouteParity {
             compared: 0,
             clean: 0,
+            compared_recent: Decaying::new(now),
+            clean_recent: Decaying::new(now),
             mismatched: BTreeMap::new(),
             raw_total: Decaying::new(now),
             noise_total: Decaying::new(now),
@@ -162,6 +168,16 @@ impl RouteParity {
             right: String::new(),
             accepted: None,
         })
+    }
+
+    /// The share of recent comparisons that were clean (decayed counts).
+    fn recent_clean_share(&self, now: Instant) -> f64 {
+        let compared = self.compared_recent.get(now);
+        if compared < 1e-9 {
+            0.0
+        } else {
+            (self.clean_recent.get(now) / compared).min(1.0)
+        }
     }
 
     /// Diffy's rule, on decayed rates: is this path's difference real?
@@ -216,6 +232,7 @@ impl Parity {
         self.with_route(route, |r| {
             r.raw_total.add(1.0, now);
             r.compared += 1;
+            r.compared_recent.add(1.0, now);
             let diffs: Vec<Difference> = diffs.into_iter().map(|d| redact(d, &spec.redact)).collect();
             for d in unique(&diffs) {
                 let stat = r.stat(d.kind, &d.path, now);
@@ -253,6 +270,7 @@ impl Parity {
             let clean = mismatched.is_empty();
             if clean {
                 r.clean += 1;
+                r.clean_recent.add(1.0, now);
             }
             for k in &mismatched {
                 *r.mismatched.entry(*k).or_default() += 1;
@@ -282,7 +300,7 @@ impl Parity {
         routes
             .get(route)
             .filter(|r| r.compared > 0)
-            .map(|r| (r.clean as f64 / r.compared as f64, r.compared))
+            .map(|r| (r.recent_clean_share(Instant::now()), r.compared))
     }
 
     /// The report of one route, for `/admin/parity` and `cutover parity`.
@@ -327,7 +345,7 @@ impl Parity {
             "route": route,
             "compared": r.compared,
             "clean": r.clean,
-            "clean_share": (r.compared > 0).then(|| round4(r.clean as f64 / r.compared as f64)),
+            "clean_share": (r.compared > 0).then(|| round4(r.recent_clean_share(now))),
             "noise_samples": r.noise_compared,
             "outcomes": r.outcomes,
             "mismatch_rate": mismatch_rate,
