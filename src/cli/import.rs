@@ -13,9 +13,10 @@ pub fn run(file: &Path, output: Option<&Path>, force: bool) -> anyhow::Result<()
     let imported = match import::import_file(file) {
         Ok(i) => i,
         Err(ImportError::NothingToRoute { report }) => {
-            eprint!("{report}");
+            eprintln!("{report}");
             bail!("{}: {}", file.display(), ImportError::NothingToRoute { report: String::new() });
         }
+        // Parse errors name their file and line already.
         Err(e) => bail!("{e}"),
     };
     match output {

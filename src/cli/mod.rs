@@ -93,6 +93,7 @@ enum Command {
     /// Convert an nginx config into cutover.yaml and weights.yaml; lists what was not converted.
     #[command(name = "import-nginx")]
     ImportNginx {
+        /// The main nginx config (nginx.conf) or a site file; includes are followed.
         file: PathBuf,
         /// Folder to write cutover.yaml and weights.yaml into (default: print both).
         #[arg(short, long)]

@@ -37,6 +37,17 @@
 //!   `connect_timeout` / `timeout`. These are per location in nginx and per
 //!   backend in cutover, so a location with different settings gets its own
 //!   backend (`NAME-for-ROUTE`) for the same server.
+//! - `client_max_body_size` → `server.max_body_bytes`: one limit for all
+//!   routes, the largest in effect for any converted location (nginx's
+//!   default 1m where none is set); smaller ones are listed.
+//! - `listen ... ssl` with `ssl_certificate` / `ssl_certificate_key` → a
+//!   listener with `tls: { certs }` (absolute paths, the default server's
+//!   first), when the files load here as `cutover check` will load them;
+//!   otherwise a plain listener, with the directives listed and a note.
+//!   `proxy_pass https://` → an https backend, with
+//!   `proxy_ssl_trusted_certificate` → `tls.ca_file` and `proxy_ssl_name` →
+//!   `tls.server_name` (cutover always verifies; nginx only with
+//!   `proxy_ssl_verify on`, which is noted).
 //!
 //! Everything else is listed as not converted, grouped by directive.
 
@@ -112,7 +123,10 @@ pub fn import_str(path: &Path, text: &str) -> Result<Import, ImportError> {
 
 /// Converts a parsed config; `source` names it in the generated comments.
 pub fn convert(parsed: &Parsed, source: &Path) -> Result<Import, ImportError> {
-    let mut c = Converter::default();
+    let mut c = Converter {
+        prefix: source.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ..Converter::default()
+    };
     for m in &parsed.missing {
         c.not_converted.push(NotConverted {
             at: m.at.clone(),
@@ -141,9 +155,11 @@ pub fn convert(parsed: &Parsed, source: &Path) -> Result<Import, ImportError> {
 /// Why a directive with no cutover equivalent was left out.
 fn reason_for(name: &str) -> String {
     let r = match name {
-        n if n.starts_with("ssl") => "TLS is not available in cutover yet: terminate TLS in front of it",
-        "http2" | "http3" | "quic" => "protocol setting: cutover serves HTTP/1.1 and HTTP/2 cleartext on every listener",
-        "client_max_body_size" => "cutover has no request body size limit: enforce it in the backend or in front of cutover",
+        n if n.starts_with("ssl") => "cutover's TLS is not tunable: rustls' safe defaults (TLS 1.2 and 1.3, no legacy ciphers)",
+        n if n.starts_with("proxy_ssl") => {
+            "cutover verifies https backends against the system roots or tls.ca_file; nothing else is tunable"
+        }
+        "http2" | "http3" | "quic" => "protocol setting: cutover serves HTTP/1.1 and HTTP/2 (h2c, or ALPN h2 with TLS) on every listener",
         "root" | "alias" | "index" | "try_files" | "autoindex" | "expires" | "sendfile" | "open_file_cache" => {
             "cutover does not serve files: requests nginx served from disk must be served by a backend"
         }
@@ -225,13 +241,30 @@ struct Settings {
     host: HostSetting,
     /// `mirror` URIs with the directive that set each.
     mirrors: Vec<(String, Pos, String)>,
+    /// `client_max_body_size` in bytes (0: no limit) and the directive.
+    body_limit: Option<(u64, Pos, String)>,
+    /// `proxy_ssl_verify on`.
+    ssl_verify: bool,
+    /// `proxy_ssl_trusted_certificate` (path as written) and the directive.
+    ssl_trusted: Option<(String, Pos, String)>,
+    /// `proxy_ssl_name` with a literal value, and the directive.
+    ssl_name: Option<(String, Pos, String)>,
 }
 
 /// The directives [`Converter::level_settings`] handles.
 fn is_setting(name: &str) -> bool {
     matches!(
         name,
-        "proxy_set_header" | "proxy_connect_timeout" | "proxy_read_timeout" | "mirror" | "proxy_http_version"
+        "proxy_set_header"
+            | "proxy_connect_timeout"
+            | "proxy_read_timeout"
+            | "mirror"
+            | "proxy_http_version"
+            | "client_max_body_size"
+            | "proxy_ssl_verify"
+            | "proxy_ssl_trusted_certificate"
+            | "proxy_ssl_name"
+            | "proxy_ssl_server_name"
     )
 }
 
@@ -270,10 +303,24 @@ fn parse_nginx_time(text: &str) -> Option<Duration> {
     Some(Duration::from_millis(total))
 }
 
+/// nginx's size syntax: `1024`, `8k`, `20M`, `1g`.
+fn parse_nginx_size(text: &str) -> Option<u64> {
+    let (digits, factor) = match text.char_indices().last()? {
+        (i, 'k' | 'K') => (&text[..i], 1 << 10),
+        (i, 'm' | 'M') => (&text[..i], 1 << 20),
+        (i, 'g' | 'G') => (&text[..i], 1 << 30),
+        _ => (text, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+/// nginx's default `client_max_body_size`.
+const NGINX_BODY_LIMIT: u64 = 1 << 20;
+
 /// A duration as cutover writes it: `2s`, `1500ms`.
 fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -295,6 +342,9 @@ struct Endpoint {
 #[derive(Debug)]
 struct Upstream {
     at: Pos,
+    text: String,
+    /// A converted route proxies to it.
+    used: bool,
     endpoints: Vec<Endpoint>,
     /// Why its servers cannot become separate backends, if they cannot.
     no_expand: Option<String>,
@@ -327,6 +377,8 @@ enum Target {
 #[derive(Debug, Clone)]
 struct ProxyPass {
     target: Target,
+    /// `http` or `https`.
+    scheme: &'static str,
     /// The URI part, when it replaces the matched location prefix.
     uri: Option<String>,
     /// `$request_uri` was appended (the URI is passed unchanged).
@@ -346,6 +398,10 @@ enum LocKind {
     Named,
 }
 
+/// A route's backend: (name, rewrite as (prefix, to), identity of the
+/// target for mirror lookups: `upstream:NAME` or `host:URL`).
+type BackendUse = (String, Option<(String, String)>, String);
+
 /// One route, before host matching and naming.
 #[derive(Debug, Clone)]
 struct RoutePlan {
@@ -357,13 +413,14 @@ struct RoutePlan {
     /// The path condition, after ordering.
     matcher: PathCond,
     base_name: String,
-    /// (backend, rewrite, target identity for mirror lookups).
-    backends: Vec<(String, Option<(String, String)>, String)>,
+    backends: Vec<BackendUse>,
     /// Basis points per backend when there are several.
     weights: Option<Vec<u32>>,
     stable: Option<String>,
     sticky: Option<(&'static str, String)>,
     mirror: Option<String>,
+    /// The location's `client_max_body_size`, if one applies (else nginx's default).
+    body_limit: Option<(u64, Pos, String)>,
     comments: Vec<String>,
     weight_comments: Vec<String>,
 }
@@ -391,11 +448,36 @@ impl HostName {
     }
 }
 
+/// An `ssl_certificate` or `ssl_certificate_key` directive.
+#[derive(Debug, Clone)]
+struct CertDirective {
+    path: String,
+    at: Pos,
+}
+
+/// The certificate directives in effect at a level (each list is inherited
+/// whole by a level that sets none, as in nginx).
+#[derive(Debug, Clone, Default)]
+struct Certs {
+    certs: Option<Vec<CertDirective>>,
+    keys: Option<Vec<CertDirective>>,
+}
+
+/// A certificate and key cutover can load, as absolute paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TlsPair {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    cert_at: Pos,
+    key_at: Pos,
+}
+
 /// One address of a `listen` directive.
 #[derive(Debug, Clone)]
 struct Listen {
     addr: String,
     default: bool,
+    ssl: bool,
     at: Pos,
     text: String,
 }
@@ -408,6 +490,8 @@ struct ServerPlan {
     /// Some server names could not be converted (regex, `www.example.*`).
     odd_names: bool,
     routes: Vec<RoutePlan>,
+    /// For a server with `listen ... ssl`: its certificates, or why they cannot be used.
+    tls: Option<Result<Vec<TlsPair>, String>>,
 }
 
 // ---------------------------------------------------------------- output model
@@ -417,6 +501,8 @@ struct BackendOut {
     name: String,
     url: String,
     host_header: Option<(String, String)>,
+    /// `tls:` of an https backend: (ca_file, server_name, where they came from).
+    tls: Option<(Option<String>, Option<String>, String)>,
     connect_timeout: Option<(Duration, Pos)>,
     timeout: Option<(Duration, Pos)>,
     comment: String,
@@ -427,6 +513,7 @@ struct ListenerOut {
     name: String,
     addr: String,
     comment: String,
+    tls: Vec<TlsPair>,
 }
 
 #[derive(Debug)]
@@ -448,6 +535,13 @@ struct Converter {
     servers: Vec<ServerPlan>,
     /// Proxied prefixes ending in '/', which nginx redirects to without the slash.
     auto_redirects: Vec<String>,
+    /// The main config's folder: nginx resolves relative file names against it.
+    prefix: std::path::PathBuf,
+    /// Every certificate directive, with why it could not be used, if it could not.
+    cert_dirs: IndexMap<Pos, (String, Option<String>)>,
+    cert_used: HashSet<Pos>,
+    /// Directives already listed, for those reached from several places.
+    listed: HashSet<Pos>,
 }
 
 impl Converter {
@@ -478,17 +572,19 @@ impl Converter {
             }
         }
         let settings = self.level_settings(&Settings::default(), dirs);
+        let certs = self.certs(&Certs::default(), dirs);
         let mut servers = Vec::new();
         for d in dirs {
             match d.name.as_str() {
                 "upstream" | "split_clients" if d.block.is_some() => {}
                 "server" if d.block.is_some() => servers.push(d),
+                "ssl_certificate" | "ssl_certificate_key" => {}
                 n if is_setting(n) => {}
                 n => self.skip(d, reason_for(n)),
             }
         }
         for s in servers {
-            let plan = self.server(s, &settings);
+            let plan = self.server(s, &settings, &certs);
             self.servers.push(plan);
         }
         for split in self.splits.values_mut() {
@@ -534,6 +630,28 @@ impl Converter {
                     }
                     _ => self.skip(d, "invalid mirror directive"),
                 },
+                "client_max_body_size" => match d.arg(0).and_then(parse_nginx_size) {
+                    Some(n) if d.args.len() == 1 => s.body_limit = Some((n, d.at.clone(), d.text())),
+                    _ => self.skip(d, "not a size nginx would accept"),
+                },
+                "proxy_ssl_verify" => match d.arg(0) {
+                    Some("on") => s.ssl_verify = true,
+                    Some("off") => s.ssl_verify = false,
+                    _ => self.skip(d, "invalid proxy_ssl_verify"),
+                },
+                "proxy_ssl_trusted_certificate" => match d.arg(0) {
+                    Some(path) if d.args.len() == 1 && !path.contains('$') => {
+                        s.ssl_trusted = Some((path.to_string(), d.at.clone(), d.text()))
+                    }
+                    _ => self.skip(d, "not a file cutover can read"),
+                },
+                "proxy_ssl_name" => match d.arg(0) {
+                    Some("$proxy_host") => s.ssl_name = None,
+                    Some(name) if d.args.len() == 1 && !name.contains('$') => s.ssl_name = Some((name.to_string(), d.at.clone(), d.text())),
+                    _ => self.skip(d, "cutover sends the URL's host or a fixed tls.server_name; this value is neither"),
+                },
+                // cutover always sends SNI to https backends.
+                "proxy_ssl_server_name" => {}
                 // cutover speaks HTTP/1.1 to backends, with keep-alive.
                 "proxy_http_version" => {}
                 _ => {}
@@ -600,6 +718,8 @@ impl Converter {
         };
         let mut up = Upstream {
             at: d.at.clone(),
+            text: d.text(),
+            used: false,
             endpoints: Vec::new(),
             no_expand: None,
             rest_listed: false,
@@ -611,7 +731,8 @@ impl Converter {
                         self.skip(c, "invalid server");
                         continue;
                     };
-                    let Some(addr) = normalize_host_port(addr) else {
+                    // Upstream servers default to port 80, whatever the proxy_pass scheme.
+                    let Some(addr) = normalize_host_port(addr, 80) else {
                         self.skip(c, "not an HTTP host:port cutover can reach (unix sockets are not supported)");
                         continue;
                     };
@@ -713,14 +834,16 @@ impl Converter {
 
     // ------------------------------------------------------------ server
 
-    fn server(&mut self, d: &Directive, http: &Settings) -> ServerPlan {
+    fn server(&mut self, d: &Directive, http: &Settings, http_certs: &Certs) -> ServerPlan {
         let settings = self.level_settings(http, d.children());
+        let certs = self.certs(http_certs, d.children());
         let mut plan = ServerPlan {
             at: d.at.clone(),
             listens: Vec::new(),
             names: Vec::new(),
             odd_names: false,
             routes: Vec::new(),
+            tls: None,
         };
         let mut locations = Vec::new();
         for c in d.children() {
@@ -728,14 +851,19 @@ impl Converter {
                 "listen" => self.listen(c, &mut plan),
                 "server_name" => self.server_name(c, &mut plan),
                 "location" if c.block.is_some() => locations.push(c),
+                "ssl_certificate" | "ssl_certificate_key" => {}
                 n if is_setting(n) => {}
                 n => self.skip(c, reason_for(n)),
             }
+        }
+        if plan.listens.iter().any(|l| l.ssl) {
+            plan.tls = Some(self.server_tls(&certs));
         }
         if plan.listens.is_empty() && d.children().iter().all(|c| c.name != "listen") {
             plan.listens.push(Listen {
                 addr: "0.0.0.0:80".into(),
                 default: false,
+                ssl: false,
                 at: d.at.clone(),
                 text: "listen *:80 (nginx's default)".into(),
             });
@@ -744,7 +872,15 @@ impl Converter {
                 d.at
             ));
         }
-        plan.routes = self.locations(&locations, &settings);
+        // A server-level `return` answers every request before any location is chosen.
+        if let Some(r) = d.children().iter().find(|c| c.name == "return") {
+            let reason = format!("never reached in nginx: the server answers every request with `{}` first", r.text());
+            for l in locations {
+                self.skip(l, reason.clone());
+            }
+        } else {
+            plan.routes = self.locations(&locations, &settings);
+        }
         plan
     }
 
@@ -761,20 +897,12 @@ impl Converter {
             return;
         };
         let mut default = false;
+        let mut ssl = false;
         let mut odd = Vec::new();
         for p in &d.args[1..] {
             match p.text.as_str() {
                 "default_server" | "default" => default = true,
-                "ssl" => {
-                    self.skip(
-                        d,
-                        "TLS is not available in cutover yet: this listener serves plain HTTP; terminate TLS in front of it",
-                    );
-                    self.note(format!(
-                        "{}: `listen {raw} ssl` became a plain HTTP listener on {addr}: cutover does not terminate TLS yet",
-                        d.at
-                    ));
-                }
+                "ssl" => ssl = true,
                 // cutover serves HTTP/2 cleartext on every listener.
                 "http2" => {}
                 other => odd.push(other.split('=').next().unwrap_or(other).to_string()),
@@ -786,9 +914,87 @@ impl Converter {
         plan.listens.push(Listen {
             addr,
             default,
+            ssl,
             at: d.at.clone(),
             text: d.text(),
         });
+    }
+
+    /// The certificate directives at one level over `parent`'s.
+    fn certs(&mut self, parent: &Certs, dirs: &[Directive]) -> Certs {
+        let mut out = Certs::default();
+        for d in dirs {
+            let list = match d.name.as_str() {
+                "ssl_certificate" => &mut out.certs,
+                "ssl_certificate_key" => &mut out.keys,
+                _ => continue,
+            };
+            let Some(path) = d.arg(0).filter(|_| d.args.len() == 1) else {
+                self.skip(d, "invalid directive");
+                continue;
+            };
+            self.cert_dirs.insert(d.at.clone(), (d.text(), None));
+            list.get_or_insert_with(Vec::new).push(CertDirective {
+                path: path.to_string(),
+                at: d.at.clone(),
+            });
+        }
+        Certs {
+            certs: out.certs.or_else(|| parent.certs.clone()),
+            keys: out.keys.or_else(|| parent.keys.clone()),
+        }
+    }
+
+    /// The certificate pairs of a server with `listen ... ssl`, checked the way
+    /// `cutover check` will check them.
+    fn server_tls(&mut self, certs: &Certs) -> Result<Vec<TlsPair>, String> {
+        let cs = certs.certs.clone().unwrap_or_default();
+        let ks = certs.keys.clone().unwrap_or_default();
+        let result = self.load_pairs(&cs, &ks);
+        if let Err(why) = &result {
+            for d in cs.iter().chain(&ks) {
+                if let Some(entry) = self.cert_dirs.get_mut(&d.at) {
+                    entry.1.get_or_insert_with(|| why.clone());
+                }
+            }
+        }
+        result
+    }
+
+    fn load_pairs(&self, cs: &[CertDirective], ks: &[CertDirective]) -> Result<Vec<TlsPair>, String> {
+        if cs.is_empty() {
+            return Err("the server has no ssl_certificate".to_string());
+        }
+        if cs.len() != ks.len() {
+            return Err("ssl_certificate and ssl_certificate_key do not pair up".to_string());
+        }
+        let mut pairs = Vec::new();
+        for (c, k) in cs.iter().zip(ks) {
+            if c.path.contains('$') || k.path.contains('$') {
+                return Err("certificates named by variables are not converted".to_string());
+            }
+            let (cert, key) = (self.absolute(&c.path), self.absolute(&k.path));
+            let source = crate::tls::CertSource {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            if let Err(e) = crate::tls::load(&source) {
+                return Err(format!("cutover cannot load it here ({e})"));
+            }
+            pairs.push(TlsPair {
+                cert,
+                key,
+                cert_at: c.at.clone(),
+                key_at: k.at.clone(),
+            });
+        }
+        Ok(pairs)
+    }
+
+    /// A file name from the config as an absolute path, resolved as nginx does.
+    fn absolute(&self, path: &str) -> std::path::PathBuf {
+        let joined = self.prefix.join(path);
+        std::path::absolute(&joined).unwrap_or(joined)
     }
 
     fn server_name(&mut self, d: &Directive, plan: &mut ServerPlan) {
@@ -1040,7 +1246,7 @@ impl Converter {
         let target = self.parse_proxy_pass(pp)?;
         let id = match &target.target {
             Target::Upstream(n) => format!("upstream:{n}"),
-            Target::Host(h) => format!("host:{h}"),
+            Target::Host(h) => format!("host:{}://{h}", target.scheme),
             Target::Split(_) => return Err("the mirror location proxies to a split_clients variable".into()),
         };
         if target.uri.is_some() {
@@ -1074,12 +1280,12 @@ impl Converter {
         let Some(url) = d.arg(0).filter(|_| d.args.len() == 1) else {
             return Err("invalid proxy_pass".into());
         };
-        let rest = if let Some(r) = url.strip_prefix("http://") {
-            r
-        } else if url.starts_with("https://") {
-            return Err("https:// backends are not available in cutover yet".into());
+        let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
+            ("http", r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            ("https", r)
         } else {
-            return Err("only http:// targets are converted".into());
+            return Err("only http:// and https:// targets are converted".into());
         };
         let (host, uri) = match rest.find(['/', '$']) {
             // A variable at the start is the host itself.
@@ -1093,6 +1299,8 @@ impl Converter {
         let (uri, request_uri) = match uri {
             "" => (None, false),
             "$request_uri" => (None, true),
+            // The normalised path and the query: what cutover forwards.
+            "$uri$is_args$args" => (None, false),
             u if u.contains('$') => return Err("variables in the URI part are not converted".into()),
             u => (Some(u.to_string()), false),
         };
@@ -1113,12 +1321,17 @@ impl Converter {
         } else if self.upstreams.contains_key(host) {
             Target::Upstream(host.to_string())
         } else {
-            match normalize_host_port(host) {
+            match normalize_host_port(host, default_port(scheme)) {
                 Some(h) => Target::Host(h),
                 None => return Err(format!("{host:?} is not a host:port")),
             }
         };
-        Ok(ProxyPass { target, uri, request_uri })
+        Ok(ProxyPass {
+            target,
+            scheme,
+            uri,
+            request_uri,
+        })
     }
 
     /// A route for one location whose requests go to `pp`.
@@ -1169,11 +1382,13 @@ impl Converter {
             stable: None,
             sticky: None,
             mirror: None,
+            body_limit: settings.body_limit.clone(),
             comments: vec![format!("{} {}", loc.at, loc.text()), format!("{} {}", pp.at, pp.text())],
             weight_comments: Vec::new(),
         };
         match &target.target {
             Target::Upstream(name) => {
+                self.upstreams[name.as_str()].used = true;
                 let up = &self.upstreams[name.as_str()];
                 let expand = up.endpoints.len() > 1 && up.no_expand.is_none();
                 if expand {
@@ -1184,7 +1399,8 @@ impl Converter {
                     for (k, e) in endpoints.iter().enumerate() {
                         let base = format!("{name}-{}", k + 1);
                         let comment = format!("{} {}", e.at, e.text);
-                        let b = self.backend(&base, &e.addr, name, settings, &base_name, comment);
+                        let url = format!("{}://{}", target.scheme, e.addr);
+                        let b = self.backend(&base, &url, name, settings, &base_name, comment);
                         plan.backends.push((b, rewrite.clone(), format!("upstream:{name}")));
                     }
                     plan.weights = Some(bp);
@@ -1199,15 +1415,16 @@ impl Converter {
                         endpoints.len()
                     ));
                 } else {
-                    let b = self.upstream_backend(name, settings, &base_name)?;
+                    let b = self.upstream_backend(name, target.scheme, settings, &base_name)?;
                     plan.backends.push((b, rewrite.clone(), format!("upstream:{name}")));
                 }
             }
             Target::Host(host) => {
                 let comment = format!("{} {}", pp.at, pp.text());
-                let base = sanitize_name(host);
-                let b = self.backend(&base, host, &proxy_host_of(host), settings, &base_name, comment);
-                plan.backends.push((b, rewrite.clone(), format!("host:{host}")));
+                let base = sanitize_name(&proxy_host_of(host, target.scheme));
+                let url = format!("{}://{host}", target.scheme);
+                let b = self.backend(&base, &url, &proxy_host_of(host, target.scheme), settings, &base_name, comment);
+                plan.backends.push((b, rewrite.clone(), format!("host:{}://{host}", target.scheme)));
             }
             Target::Split(var) => {
                 let split = &self.splits[var.as_str()];
@@ -1220,12 +1437,19 @@ impl Converter {
                 let mut sides: Vec<(String, u32, String)> = Vec::new();
                 for (bp, value) in &entries {
                     let (name, id) = if self.upstreams.contains_key(value.as_str()) {
-                        (self.upstream_backend(value, settings, &base_name)?, format!("upstream:{value}"))
+                        self.upstreams[value.as_str()].used = true;
+                        (
+                            self.upstream_backend(value, target.scheme, settings, &base_name)?,
+                            format!("upstream:{value}"),
+                        )
                     } else {
-                        let host = normalize_host_port(value).ok_or_else(|| format!("split value {value:?} is not an upstream"))?;
+                        let host = normalize_host_port(value, default_port(target.scheme))
+                            .ok_or_else(|| format!("split value {value:?} is not an upstream"))?;
                         let comment = format!("{split_at} {split_text}: {value}");
-                        let b = self.backend(&sanitize_name(&host), &host, &proxy_host_of(&host), settings, &base_name, comment);
-                        (b, format!("host:{host}"))
+                        let url = format!("{}://{host}", target.scheme);
+                        let proxy_host = proxy_host_of(&host, target.scheme);
+                        let b = self.backend(&sanitize_name(&proxy_host), &url, &proxy_host, settings, &base_name, comment);
+                        (b, format!("host:{}://{host}", target.scheme))
                     };
                     match sides.iter_mut().find(|s| s.0 == name) {
                         Some(s) => s.1 += bp,
@@ -1273,7 +1497,7 @@ impl Converter {
     }
 
     /// The single backend standing for upstream `name` (its first server).
-    fn upstream_backend(&mut self, name: &str, settings: &Settings, route: &str) -> Result<String, String> {
+    fn upstream_backend(&mut self, name: &str, scheme: &str, settings: &Settings, route: &str) -> Result<String, String> {
         let up = &self.upstreams[name];
         let up_at = up.at.clone();
         let Some(first) = up.endpoints.first().cloned() else {
@@ -1296,12 +1520,20 @@ impl Converter {
             }
         }
         let comment = format!("{up_at} upstream {name}: {}", first.text);
-        Ok(self.backend(name, &first.addr, name, settings, route, comment))
+        let url = format!("{scheme}://{}", first.addr);
+        Ok(self.backend(name, &url, name, settings, route, comment))
     }
 
     /// The backend for `addr` with the settings of a location; one per distinct combination.
-    fn backend(&mut self, base: &str, addr: &str, proxy_host: &str, settings: &Settings, route: &str, comment: String) -> String {
-        let url = format!("http://{addr}");
+    /// The backend for `url` (`scheme://host:port`) with the settings of a location;
+    /// one per distinct combination.
+    fn backend(&mut self, base: &str, url: &str, proxy_host: &str, settings: &Settings, route: &str, comment: String) -> String {
+        let url = url.to_string();
+        let tls = if url.starts_with("https://") {
+            self.backend_tls(settings)
+        } else {
+            None
+        };
         let host_header = match &settings.host {
             HostSetting::ProxyHost => Some((
                 proxy_host.to_string(),
@@ -1311,7 +1543,8 @@ impl Converter {
             HostSetting::Client | HostSetting::Unsupported => None,
         };
         let id = format!(
-            "{base}|{url}|{:?}|{:?}|{:?}",
+            "{base}|{url}|{:?}|{:?}|{:?}|{:?}",
+            tls.as_ref().map(|t| (&t.0, &t.1)),
             host_header.as_ref().map(|h| &h.0),
             settings.connect_timeout.as_ref().map(|t| t.0),
             settings.read_timeout.as_ref().map(|t| t.0)
@@ -1334,6 +1567,7 @@ impl Converter {
                 name: name.clone(),
                 url,
                 host_header,
+                tls,
                 connect_timeout: settings.connect_timeout.clone(),
                 timeout: settings.read_timeout.clone(),
                 comment,
@@ -1341,6 +1575,60 @@ impl Converter {
         );
         self.backend_ids.insert(id, name.clone());
         name
+    }
+
+    /// The `tls:` settings of an https backend, from proxy_ssl_trusted_certificate
+    /// and proxy_ssl_name.
+    fn backend_tls(&mut self, settings: &Settings) -> Option<(Option<String>, Option<String>, String)> {
+        if !settings.ssl_verify {
+            self.note(
+                "nginx does not check an https backend's certificate unless proxy_ssl_verify is on; cutover always does \
+                 (against the system roots, or the backend's tls.ca_file), so a backend with a self-signed or private-CA \
+                 certificate needs tls.ca_file",
+            );
+        }
+        let mut from = Vec::new();
+        let ca_file = settings.ssl_trusted.as_ref().and_then(|(path, at, text)| {
+            let file = self.absolute(path);
+            let check = crate::tls::client_config(Some(&crate::tls::BackendTls {
+                ca_file: Some(file.clone()),
+                server_name: None,
+            }));
+            match check {
+                Ok(_) => {
+                    from.push(format!("{at} {text}"));
+                    Some(file.to_string_lossy().into_owned())
+                }
+                Err(e) => {
+                    if self.listed.insert(at.clone()) {
+                        self.not_converted.push(NotConverted {
+                            at: at.clone(),
+                            directive: "proxy_ssl_trusted_certificate".into(),
+                            text: text.clone(),
+                            reason: format!("cutover cannot load it here ({e}): the backend is checked against the system roots"),
+                        });
+                    }
+                    None
+                }
+            }
+        });
+        let server_name = settings.ssl_name.as_ref().and_then(|(name, at, text)| {
+            if rustls_pki_types::ServerName::try_from(name.as_str()).is_ok() {
+                from.push(format!("{at} {text}"));
+                Some(name.clone())
+            } else {
+                if self.listed.insert(at.clone()) {
+                    self.not_converted.push(NotConverted {
+                        at: at.clone(),
+                        directive: "proxy_ssl_name".into(),
+                        text: text.clone(),
+                        reason: "not a server name cutover can send".into(),
+                    });
+                }
+                None
+            }
+        });
+        (ca_file.is_some() || server_name.is_some()).then(|| (ca_file, server_name, from.join(", ")))
     }
 
     // ------------------------------------------------------------ output
@@ -1465,18 +1753,55 @@ impl Converter {
                 name = format!("port-{port}-{k}");
                 k += 1;
             }
+            let tls = self.listener_tls(addr, &servers, default_for.get(addr).copied());
             listeners.push(ListenerOut {
                 name,
                 addr: addr.clone(),
                 comment: format!("{} {}", listen.at, listen.text),
+                tls,
+            });
+        }
+        let unused: Vec<(Pos, String, Option<String>)> = self
+            .cert_dirs
+            .iter()
+            .filter(|(at, _)| !self.cert_used.contains(*at))
+            .map(|(at, (text, why))| (at.clone(), text.clone(), why.clone()))
+            .collect();
+        for (at, text, why) in unused {
+            self.not_converted.push(NotConverted {
+                at,
+                directive: text.split(' ').next().unwrap_or_default().to_string(),
+                text,
+                reason: match why {
+                    Some(why) => format!("TLS not converted: {why}"),
+                    None => "no TLS listener uses it".to_string(),
+                },
             });
         }
 
+        if listeners.iter().any(|l| !l.tls.is_empty()) {
+            self.note(
+                "TLS listeners use the certificate files named by ssl_certificate, as absolute paths; cutover picks a \
+                 certificate by the names it covers (SNI) rather than by server_name, with rustls' defaults (TLS 1.2 and \
+                 1.3) rather than ssl_protocols and ssl_ciphers",
+            );
+        }
+        for up in self.upstreams.values() {
+            if !up.used && !up.endpoints.is_empty() {
+                self.not_converted.push(NotConverted {
+                    at: up.at.clone(),
+                    directive: "upstream".into(),
+                    text: up.text.clone(),
+                    reason: "no converted route proxies to it".into(),
+                });
+            }
+        }
         if listeners.is_empty() {
             listeners.push(ListenerOut {
                 name: "public".into(),
                 addr: "0.0.0.0:8080".into(),
                 comment: "no listen address could be converted".into(),
+                tls: Vec::new(),
             });
             self.note("no nginx listen address could be converted: the listener is 0.0.0.0:8080");
         }
@@ -1500,7 +1825,8 @@ impl Converter {
             ));
         }
 
-        let config = self.render_config(source, &listeners, &routes);
+        let body_limit = self.body_limit(&routes);
+        let config = self.render_config(source, &listeners, &routes, body_limit);
         let weights = render_weights(source, &routes);
         // The output must pass `cutover check`.
         let config_path = Path::new("cutover.yaml");
@@ -1514,7 +1840,108 @@ impl Converter {
         })
     }
 
-    fn render_config(&self, source: &Path, listeners: &[ListenerOut], routes: &[RouteOut]) -> String {
+    /// The certificates of a listener address with `listen ... ssl`: those of
+    /// its default server first, then of the other servers on it. When none can
+    /// be used the listener serves plain HTTP and the `listen`s are listed.
+    fn listener_tls(&mut self, addr: &str, servers: &[ServerPlan], default: Option<usize>) -> Vec<TlsPair> {
+        let mut on_addr: Vec<usize> = (0..servers.len())
+            .filter(|&i| servers[i].listens.iter().any(|l| l.addr == addr && l.ssl))
+            .collect();
+        if on_addr.is_empty() {
+            return Vec::new();
+        }
+        if let Some(d) = default
+            && let Some(pos) = on_addr.iter().position(|&i| i == d)
+        {
+            let first = on_addr.remove(pos);
+            on_addr.insert(0, first);
+        }
+        let mut pairs: Vec<TlsPair> = Vec::new();
+        for &i in &on_addr {
+            if let Some(Ok(ps)) = &servers[i].tls {
+                for p in ps {
+                    if !pairs.iter().any(|q| q.cert == p.cert && q.key == p.key) {
+                        pairs.push(p.clone());
+                    }
+                }
+            }
+        }
+        for p in &pairs {
+            self.cert_used.insert(p.cert_at.clone());
+            self.cert_used.insert(p.key_at.clone());
+        }
+        if pairs.is_empty() {
+            for &i in &on_addr {
+                let why = match &servers[i].tls {
+                    Some(Err(why)) => why.clone(),
+                    _ => "no certificate".to_string(),
+                };
+                for l in servers[i].listens.iter().filter(|l| l.addr == addr && l.ssl) {
+                    self.not_converted.push(NotConverted {
+                        at: l.at.clone(),
+                        directive: "listen".into(),
+                        text: l.text.clone(),
+                        reason: format!(
+                            "TLS not converted ({why}): this listener serves plain HTTP; terminate TLS in front of cutover, \
+                             or add tls: {{ certs: [...] }} where cutover can read the files"
+                        ),
+                    });
+                }
+            }
+            self.note(format!(
+                "{addr}: TLS not converted: `listen ... ssl` became a plain HTTP listener because its certificates could not be loaded"
+            ));
+        }
+        pairs
+    }
+
+    /// One request body limit for every route: nginx sets it per location,
+    /// cutover once (`server.max_body_bytes`), so the largest applies.
+    fn body_limit(&mut self, routes: &[RouteOut]) -> Option<(u64, String)> {
+        let effective = |r: &RouteOut| match &r.plan.body_limit {
+            Some((0, _, _)) => u64::MAX,
+            Some((n, _, _)) => *n,
+            None => NGINX_BODY_LIMIT,
+        };
+        let largest = routes.iter().map(effective).max()?;
+        let mut listed = HashSet::new();
+        for r in routes {
+            if effective(r) >= largest {
+                continue;
+            }
+            match &r.plan.body_limit {
+                Some((_, at, text)) => {
+                    if listed.insert(at.clone()) {
+                        self.not_converted.push(NotConverted {
+                            at: at.clone(),
+                            directive: "client_max_body_size".into(),
+                            text: text.clone(),
+                            reason: "cutover has one request body limit for all routes (server.max_body_bytes), set to the \
+                                     largest in the config"
+                                .into(),
+                        });
+                    }
+                }
+                None => self.note(format!(
+                    "{} {}: nginx limits request bodies to 1m here (its default); cutover has one limit for all routes, the \
+                     largest in the config",
+                    r.plan.at, r.plan.loc_text
+                )),
+            }
+        }
+        if largest == u64::MAX {
+            return None;
+        }
+        let why = routes
+            .iter()
+            .find(|r| effective(r) == largest)
+            .and_then(|r| r.plan.body_limit.as_ref())
+            .map(|(_, at, text)| format!("{at} {text}"))
+            .unwrap_or_else(|| "nginx's default client_max_body_size (1m)".into());
+        Some((largest, why))
+    }
+
+    fn render_config(&self, source: &Path, listeners: &[ListenerOut], routes: &[RouteOut], body_limit: Option<(u64, String)>) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "# cutover config imported from {} by `cutover import-nginx`.", source.display());
         let _ = writeln!(
@@ -1534,14 +1961,40 @@ impl Converter {
         for l in listeners {
             let _ = writeln!(o, "  - name: {}  # {}", yaml_scalar(&l.name), l.comment);
             let _ = writeln!(o, "    addr: {}", yaml_quoted(&l.addr));
+            if !l.tls.is_empty() {
+                let _ = writeln!(o, "    tls:\n      certs:");
+                for p in &l.tls {
+                    let _ = writeln!(
+                        o,
+                        "        - {{ cert: {}, key: {} }}  # {}, {}",
+                        yaml_quoted(&p.cert.to_string_lossy()),
+                        yaml_quoted(&p.key.to_string_lossy()),
+                        p.cert_at,
+                        p.key_at
+                    );
+                }
+            }
         }
         let _ = writeln!(o, "admin:\n  addr: \"127.0.0.1:9901\"");
         let _ = writeln!(o, "weights_file: weights.yaml");
         let _ = writeln!(o, "access_log: {{ format: combined, path: stdout }}");
+        if let Some((bytes, why)) = body_limit {
+            let _ = writeln!(o, "server:\n  max_body_bytes: {bytes}  # {why}");
+        }
         let _ = writeln!(o, "\nbackends:");
         for b in self.backends.values() {
             let _ = writeln!(o, "  {}:  # {}", yaml_scalar(&b.name), b.comment);
             let _ = writeln!(o, "    url: {}", yaml_quoted(&b.url));
+            if let Some((ca_file, server_name, from)) = &b.tls {
+                let mut parts = Vec::new();
+                if let Some(ca) = ca_file {
+                    parts.push(format!("ca_file: {}", yaml_quoted(ca)));
+                }
+                if let Some(n) = server_name {
+                    parts.push(format!("server_name: {}", yaml_scalar(n)));
+                }
+                let _ = writeln!(o, "    tls: {{ {} }}  # {from}", parts.join(", "));
+            }
             if let Some((h, why)) = &b.host_header {
                 let _ = writeln!(o, "    host_header: {}  # {why}", yaml_scalar(h));
             }
@@ -1558,9 +2011,9 @@ impl Converter {
         );
         let _ = writeln!(
             o,
-            "# locations, then ^~ prefixes longest first, then regexes in file order, then the"
+            "# locations, then ^~ prefixes, then regexes in file order, then the other prefixes;"
         );
-        let _ = writeln!(o, "# other prefixes longest first.");
+        let _ = writeln!(o, "# among prefixes, a longer one comes before every shorter one it extends.");
         let _ = writeln!(o, "routes:");
         for r in routes {
             let p = &r.plan;
@@ -1642,7 +2095,12 @@ fn render_report(items: &[NotConverted], notes: &[String]) -> String {
     if items.is_empty() {
         let _ = writeln!(o, "Every directive was converted.");
     } else {
-        let _ = writeln!(o, "Not converted ({} directives; review each before switching):", items.len());
+        let _ = writeln!(
+            o,
+            "Not converted ({} {}; review each before switching):",
+            items.len(),
+            if items.len() == 1 { "directive" } else { "directives" }
+        );
         let mut groups: IndexMap<(String, String), Vec<&NotConverted>> = IndexMap::new();
         for n in items {
             groups.entry((n.directive.clone(), n.reason.clone())).or_default().push(n);
@@ -1674,25 +2132,28 @@ fn render_report(items: &[NotConverted], notes: &[String]) -> String {
 /// otherwise that longest prefix. The routes are therefore emitted as:
 ///
 /// 1. exact locations (`path:`);
-/// 2. `^~` prefixes, longest first — each restricted to the paths for which it
-///    is the longest matching prefix: when a longer *plain* prefix extends it
-///    (`^~ /static/` and `/static/img/`), nginx goes on to the regexes for
-///    `/static/img/...`, so that route becomes a `path_regex` matching
-///    `/static/` but not `/static/img/` (longer `^~` prefixes are already
-///    ahead of it);
+/// 2. `^~` prefixes, a longer one before any shorter one it extends, each
+///    restricted to the paths for which it is the longest matching prefix:
+///    when a longer *plain* prefix extends it (`^~ /static/` and
+///    `/static/img/`), nginx goes on to the regexes for `/static/img/...`, so
+///    that route becomes a `path_regex` matching `/static/` but not
+///    `/static/img/` (longer `^~` prefixes are already ahead of it);
 /// 3. regex locations, in file order (`~*` gets `(?i)`);
-/// 4. the remaining prefixes, longest first.
+/// 4. the remaining prefixes, a longer one before any shorter one it extends.
+///
+/// "Longest first" only matters between prefixes where one extends the other,
+/// so otherwise the file's order is kept (see [`longer_first`]).
 ///
 /// Only converted locations take part: a location that was left out is
 /// treated as absent.
 fn order_locations(plans: Vec<RoutePlan>) -> Vec<RoutePlan> {
     let by_kind = |k: &[LocKind]| plans.iter().filter(|p| k.contains(&p.kind)).cloned().collect::<Vec<_>>();
     let exact = by_kind(&[LocKind::Exact]);
-    let mut noregex = by_kind(&[LocKind::NoRegex]);
+    let noregex = by_kind(&[LocKind::NoRegex]);
     let regex = by_kind(&[LocKind::Regex, LocKind::RegexCaseless]);
-    let mut prefix = by_kind(&[LocKind::Prefix]);
-    noregex.sort_by_key(|p| std::cmp::Reverse(p.pattern.len()));
-    prefix.sort_by_key(|p| std::cmp::Reverse(p.pattern.len()));
+    let prefix = by_kind(&[LocKind::Prefix]);
+    let mut noregex = longer_first(noregex);
+    let prefix = longer_first(prefix);
     for p in &mut noregex {
         let longer: Vec<&str> = prefix
             .iter()
@@ -1714,6 +2175,22 @@ fn order_locations(plans: Vec<RoutePlan>) -> Vec<RoutePlan> {
     out.extend(noregex);
     out.extend(regex);
     out.extend(prefix);
+    out
+}
+
+/// Prefix routes in file order, except that a prefix comes before every
+/// shorter prefix it extends (`/api/v2/` before `/api/`), so that the first
+/// match is the longest, as in nginx.
+fn longer_first(plans: Vec<RoutePlan>) -> Vec<RoutePlan> {
+    let mut out: Vec<RoutePlan> = Vec::with_capacity(plans.len());
+    for p in plans {
+        // Before the first route it extends: every prefix of p is at or after that point,
+        // and every route extending p is already before it (it had to precede that route too).
+        match out.iter().position(|q| p.pattern.starts_with(&q.pattern)) {
+            Some(i) => out.insert(i, p),
+            None => out.push(p),
+        }
+    }
     out
 }
 
@@ -1794,26 +2271,35 @@ fn location_head(d: &Directive) -> Option<(LocKind, String)> {
 
 // ---------------------------------------------------------------- small helpers
 
-/// `host:port` with nginx's default port 80; `None` for unix sockets and junk.
-fn normalize_host_port(s: &str) -> Option<String> {
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" { 443 } else { 80 }
+}
+
+/// `host:port`, with `default` when no port is given; `None` for unix sockets and junk.
+fn normalize_host_port(s: &str, default: u16) -> Option<String> {
     if s.starts_with("unix:") || s.is_empty() || s.contains('/') || s.contains('$') {
         return None;
     }
     let with_port = if let Some(rest) = s.strip_prefix('[') {
         let (_, after) = rest.split_once(']')?;
-        if after.is_empty() { format!("{s}:80") } else { s.to_string() }
+        if after.is_empty() {
+            format!("{s}:{default}")
+        } else {
+            s.to_string()
+        }
     } else if s.contains(':') {
         s.to_string()
     } else {
-        format!("{s}:80")
+        format!("{s}:{default}")
     };
     format!("http://{with_port}").parse::<BackendUrl>().ok()?;
     Some(with_port)
 }
 
-/// nginx's `$proxy_host` for a `host:port`: the port is dropped when it is 80.
-fn proxy_host_of(host_port: &str) -> String {
-    host_port.strip_suffix(":80").unwrap_or(host_port).to_string()
+/// nginx's `$proxy_host` for a `host:port`: the port is dropped when it is the scheme's default.
+fn proxy_host_of(host_port: &str, scheme: &str) -> String {
+    let default = format!(":{}", default_port(scheme));
+    host_port.strip_suffix(default.as_str()).unwrap_or(host_port).to_string()
 }
 
 /// A listen address as a socket address cutover can bind.
@@ -2024,6 +2510,15 @@ fn yaml_quoted(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nginx_sizes_parse() {
+        assert_eq!(parse_nginx_size("20M"), Some(20 << 20));
+        assert_eq!(parse_nginx_size("8k"), Some(8192));
+        assert_eq!(parse_nginx_size("1024"), Some(1024));
+        assert_eq!(parse_nginx_size("0"), Some(0));
+        assert_eq!(parse_nginx_size("big"), None);
+    }
 
     #[test]
     fn nginx_times_parse() {
