@@ -521,7 +521,16 @@ async fn killing_a_weight_writer_never_leaves_a_torn_file() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            tokio::time::sleep(Duration::from_millis(30 + (round * 13) % 70)).await;
+            // Let the writer get at least one write in (however loaded the
+            // machine), then kill it at a varying point of a later one.
+            let history = dir.path().join("weights.history.jsonl");
+            let lines = || std::fs::read_to_string(&history).map(|t| t.lines().count()).unwrap_or(0);
+            let before = lines();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while lines() == before && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tokio::time::sleep(Duration::from_millis((round * 7) % 40)).await;
             // SIGKILL the whole group: the loop and whichever write is under way.
             let _ = Command::new("pkill").args(["-KILL", "-P", &writer.id().to_string()]).status();
             writer.kill().unwrap();
