@@ -1,0 +1,605 @@
+#!/usr/bin/env python3
+"""Helpers for compare.sh (standard library only).
+
+  benchtool.py h2stats LOGFILE
+      Latency percentiles (microseconds) from an h2load --log-file:
+      prints "p50=.. p99=.. p999=..".
+
+  benchtool.py idle HOST PORT N READY_FILE RELEASE_FILE [TIMEOUT_S]
+      Opens N keep-alive connections, sends one GET /small on each and reads
+      the whole response, writes "OPEN N" to READY_FILE, then holds the
+      connections idle until RELEASE_FILE exists (or TIMEOUT_S passes).
+
+  benchtool.py report RESULTS_TSV IDLE_TSV META_FILE OUT_MD [COUNTS_TSV [NOTES_TSV]]
+      Writes the Markdown report: medians of the rounds, ratios, idle memory,
+      per-request system call and allocation counts, and notes (targets that
+      could not run a scenario) when given.
+
+  benchtool.py perfsummary PERF_SCRIPT_OUTPUT
+      Groups the samples of `perf script -F comm,tid,ip,sym,dso --no-inline`
+      (recorded with call graphs): kernel time by system call, user time by
+      kind of work (allocation, copying, hashing, formatting, locking, ...),
+      and inclusive shares of chosen frames.
+"""
+
+import os
+import re
+import resource
+import selectors
+import socket
+import statistics
+import sys
+import time
+
+
+# ---------------------------------------------------------------- h2stats
+
+
+def percentile(sorted_values, p):
+    """Nearest-rank percentile, as wrk and h2load compute them."""
+    if not sorted_values:
+        return 0
+    rank = max(1, int(round(p / 100.0 * len(sorted_values) + 0.5)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def h2stats(path):
+    durations = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3:
+                durations.append(int(parts[2]))
+    durations.sort()
+    print(
+        "p50=%d p99=%d p999=%d"
+        % (
+            percentile(durations, 50),
+            percentile(durations, 99),
+            percentile(durations, 99.9),
+        )
+    )
+
+
+# ------------------------------------------------------------------- idle
+
+
+def raise_nofile(wanted):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def response_complete(buf):
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    length = 0
+    for line in buf[:head_end].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    return len(buf) >= head_end + 4 + length
+
+
+def open_batch(host, port, count, request, deadline):
+    """Opens `count` connections concurrently, one request/response each."""
+    sel = selectors.DefaultSelector()
+    socks = []
+    state = {}
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        sel.register(s, selectors.EVENT_WRITE)
+        state[s] = b""
+        socks.append(s)
+    pending = len(socks)
+    while pending:
+        if time.monotonic() > deadline:
+            raise SystemExit("idle: timed out opening connections")
+        for key, events in sel.select(timeout=1.0):
+            s = key.fileobj
+            if events & selectors.EVENT_WRITE:
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise SystemExit("idle: connect failed: %s" % os.strerror(err))
+                s.sendall(request)
+                sel.modify(s, selectors.EVENT_READ)
+            elif events & selectors.EVENT_READ:
+                data = s.recv(65536)
+                if not data:
+                    raise SystemExit("idle: the server closed a connection")
+                state[s] += data
+                if response_complete(state[s]):
+                    sel.unregister(s)
+                    pending -= 1
+    sel.close()
+    return socks
+
+
+def idle(host, port, n, ready_file, release_file, timeout_s=120.0):
+    raise_nofile(n + 256)
+    request = ("GET /small HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (host, port)).encode()
+    deadline = time.monotonic() + timeout_s
+    held = []
+    while len(held) < n:
+        held += open_batch(host, port, min(500, n - len(held)), request, deadline)
+    with open(ready_file, "w") as f:
+        f.write("OPEN %d\n" % len(held))
+    while not os.path.exists(release_file) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for s in held:
+        s.close()
+
+
+# ------------------------------------------------------------ perfsummary
+
+# Kernel samples: the system call they were made under (first match wins).
+SYSCALLS = [
+    ("writev", "send: writev/write/sendmsg"),
+    ("sys_write", "send: writev/write/sendmsg"),
+    ("sendmsg", "send: writev/write/sendmsg"),
+    ("sendto", "send: writev/write/sendmsg"),
+    ("recvfrom", "receive: read/recv"),
+    ("recvmsg", "receive: read/recv"),
+    ("sys_read", "receive: read/recv"),
+    ("ksys_read", "receive: read/recv"),
+    ("epoll_wait", "epoll_wait"),
+    ("epoll_pwait", "epoll_wait"),
+    ("epoll_ctl", "epoll_ctl"),
+    ("futex", "futex (wake / park a thread)"),
+    ("sched_yield", "sched_yield"),
+    ("accept", "accept/connect/close"),
+    ("connect", "accept/connect/close"),
+    ("sys_close", "accept/connect/close"),
+]
+
+# User samples: the kind of work of the leaf frame (first match wins).
+USER_KINDS = [
+    (r"^(__libc_)?(malloc|free|cfree|calloc|realloc)(@.*)?$|^_int_(malloc|free|realloc)|unlink_chunk|"
+     r"malloc_consolidate|tcache|^__rust_(alloc|dealloc|realloc)|raw_vec|alloc::alloc::",
+     "allocation (malloc/free)"),
+    (r"^__mem(move|cpy|set|cmp)|^memcpy|^memmove|bytes::bytes_mut::BytesMut::(extend|put)",
+     "copying (memcpy/memmove)"),
+    (r"Hasher|hash_one|hash_elem_using|siphash|fnv|core::hash::", "hashing"),
+    (r"core::fmt|alloc::fmt|to_string|Display>::fmt|Debug>::fmt", "formatting (core::fmt)"),
+    (r"pthread_mutex|lll_lock|parking_lot|std::sync::.*(mutex|Mutex|rwlock|RwLock|once)|"
+     r"futex|Notify|semaphore|AtomicWaker", "locking / thread sync"),
+    (r"^prometheus::", "metrics (prometheus)"),
+    (r"^httparse::|h1::role::Server as .*::parse|h1::role::Client as .*::parse|"
+     r"h1::role::.*encode|h1::role::", "HTTP/1 parse + encode (hyper, httparse)"),
+    (r"^<?http::header::|<http::header::|http::header::map", "header map operations (http)"),
+    (r"^<?cutover::|<cutover::", "cutover's own code"),
+    (r"^__GI___(writev|read|recv)|^__libc_(recv|read|write|send)|^__GI___pthread_(en|dis)able_asynccancel|"
+     r"^(epoll_wait|syscall)$", "system call wrappers (libc)"),
+    (r"^bytes::|Arc<T,A>::drop_slow|drop_in_place<http::uri", "reference counting (Bytes, Arc)"),
+    (r"hyper_util::client::legacy|hyper::client::", "upstream client (hyper-util legacy)"),
+    (r"tokio::|mio::|tokio_util::", "tokio runtime + I/O driver"),
+    (r"hyper|want::|futures_", "hyper other (dispatch, bodies)"),
+    (r"^clock_gettime|vdso|^__vdso", "clock reads"),
+]
+
+# Inclusive shares: samples whose stack holds a frame containing the text.
+FRAMES = [
+    ("cutover::proxy::Proxy::serve", "Proxy::serve (whole request path in cutover)"),
+    ("hyper_util::client::legacy::client::Client<C,B>::send_request",
+     "upstream client send_request (pool checkout + hand-off)"),
+    ("hyper::client::conn::http1", "upstream connection task (hyper client)"),
+    ("hyper_util::client::legacy::pool", "connection pool (hyper-util legacy)"),
+    ("<cutover::proxy::body::Exchange as core::ops::drop::Drop>::drop",
+     "Exchange::drop (metrics + access log)"),
+    ("prometheus::", "prometheus"),
+    ("cutover::proxy::headers::", "cutover::proxy::headers (rewrites)"),
+    ("cutover::routing::", "cutover::routing (matching, normalisation)"),
+    ("h1::role::Server as hyper::proto::h1::Http1Transaction>::parse",
+     "request head parsing (hyper server)"),
+    ("h1::role::Server as hyper::proto::h1::Http1Transaction>::encode",
+     "response head encoding (hyper server)"),
+    ("h1::role::Client as hyper::proto::h1::Http1Transaction>::encode",
+     "request head encoding (hyper client)"),
+    ("h1::role::Client as hyper::proto::h1::Http1Transaction>::parse",
+     "response head parsing (hyper client)"),
+    ("tokio::runtime::task::raw::schedule", "task scheduling (wakes)"),
+    ("tokio::runtime::scheduler::multi_thread::park", "worker park / unpark"),
+]
+
+
+# Frames skipped when looking for who asked for an allocation or a copy.
+GLUE = re.compile(
+    r"^(__rust_|alloc::|<alloc::|core::ptr::|<core::|core::|hashbrown::raw|"
+    r"<?bytes::bytes_mut::BytesMut(>::| as )?(reserve|extend|put|with_capacity|from)|"
+    r"<?alloc::vec|<?alloc::raw_vec|std::alloc)"
+)
+
+
+def first_caller(frames):
+    """The first frame above the leaf that is neither libc nor allocation glue."""
+    for sym, dso in frames[1:]:
+        if "libc" in dso or "kernel" in dso or GLUE.search(sym):
+            continue
+        return sym[:110]
+    return "?"
+
+
+def perf_samples(path):
+    """Yields each sample's frames as (symbol, dso), leaf first."""
+    frames = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                if frames:
+                    yield frames
+                frames = []
+                continue
+            if not line[0].isspace():
+                continue  # the sample header: comm tid
+            parts = line.strip().split(" ", 1)
+            if len(parts) < 2:
+                continue
+            rest = parts[1]
+            dso = ""
+            if rest.endswith(")") and " (" in rest:
+                rest, dso = rest.rsplit(" (", 1)
+                dso = dso[:-1]
+            sym = re.sub(r"\+0x[0-9a-f]+$", "", rest)
+            frames.append((sym, dso))
+    if frames:
+        yield frames
+
+
+def perfsummary(path):
+    total = 0
+    kernel = {}
+    user = {}
+    inclusive = {label: 0 for _, label in FRAMES}
+    alloc_callers = {}
+    copy_callers = {}
+    compiled = [(re.compile(p), label) for p, label in USER_KINDS]
+    for frames in perf_samples(path):
+        total += 1
+        leaf_sym, leaf_dso = frames[0]
+        if "kernel" in leaf_dso:
+            label = "kernel, no system call (interrupts, scheduler)"
+            for sym, dso in frames:
+                if "kernel" not in dso:
+                    break
+                hit = next((lab for key, lab in SYSCALLS if key in sym), None)
+                if hit:
+                    label = hit
+                    break
+            kernel[label] = kernel.get(label, 0) + 1
+        else:
+            label = next((lab for rx, lab in compiled if rx.search(leaf_sym)), None)
+            if label is None:
+                label = "other user code" if leaf_sym != "[unknown]" else "unknown (no symbol)"
+            user[label] = user.get(label, 0) + 1
+            if label.startswith("allocation"):
+                who = first_caller(frames)
+                alloc_callers[who] = alloc_callers.get(who, 0) + 1
+            elif label.startswith("copying"):
+                who = first_caller(frames)
+                copy_callers[who] = copy_callers.get(who, 0) + 1
+        seen = set()
+        for sym, _ in frames:
+            for key, lab in FRAMES:
+                if lab not in seen and key in sym:
+                    seen.add(lab)
+        for lab in seen:
+            inclusive[lab] += 1
+    if not total:
+        print("no samples")
+        return
+
+    def table(title, counts, base):
+        print("| %s | share of all samples |" % title)
+        print("| --- | ---: |")
+        for label, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            print("| %s | %.1f%% |" % (label, 100.0 * n / base))
+        print()
+
+    k, u = sum(kernel.values()), sum(user.values())
+    print("%d samples: kernel %.1f%%, user space %.1f%%" % (total, 100.0 * k / total, 100.0 * u / total))
+    print()
+    table("kernel time, by system call", kernel, total)
+    table("user time, by kind of work (self time of the leaf frame)", user, total)
+    table("inclusive: samples with this frame on the stack", {k: v for k, v in inclusive.items() if v}, total)
+    top = lambda d: dict(sorted(d.items(), key=lambda kv: -kv[1])[:8])
+    table("allocation samples, by the code that allocated or freed", top(alloc_callers), total)
+    table("copy samples (memcpy/memmove), by the code that copied", top(copy_callers), total)
+
+
+# ----------------------------------------------------------------- report
+
+PROXIES = ["cutover", "nginx", "haproxy"]
+TARGETS = PROXIES + ["direct"]
+
+SCENARIOS = [
+    ("small", "HTTP/1.1, 100-byte response, 1 route, 90/10 split (random / weighted)"),
+    ("small-h2", "HTTP/2 cleartext (prior knowledge), 100-byte response, 1 route, 90/10 split"),
+    ("64k", "HTTP/1.1, 65,536-byte response, 1 route, 90/10 split"),
+    ("sticky", "HTTP/1.1, 100-byte response, 90/10 split sticky on a `sessionid` cookie (10,000 users)"),
+    ("routes1000", "HTTP/1.1, 100-byte response, 1,000 non-matching prefix routes before the matching one"),
+    ("mirror", "HTTP/1.1, 100-byte response, all traffic to legacy and every request mirrored to new "
+     "(`new %` is the share of upstream requests that were shadow copies: 50% means every request "
+     "was mirrored)"),
+]
+
+
+def read_tsv(path):
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            values = line.rstrip("\n").split("\t")
+            if len(values) == len(header):
+                rows.append(dict(zip(header, values)))
+    return rows
+
+
+def num(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def median_of(rows, field):
+    values = [num(r[field]) for r in rows if num(r[field]) is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=2, scale=1.0):
+    if value is None:
+        return "–"
+    return "{:,.{d}f}".format(value / scale, d=digits)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return "%.2f" % (a / b)
+
+
+def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=None):
+    rows = read_tsv(results_tsv)
+    count_rows = read_tsv(counts_tsv) if counts_tsv else []
+    notes = {}
+    for r in read_tsv(notes_tsv) if notes_tsv else []:
+        notes.setdefault(r["scenario"], []).append((r["target"], r["note"]))
+    idle_rows = read_tsv(idle_tsv)
+    meta = {}
+    if os.path.exists(meta_file):
+        with open(meta_file) as f:
+            for line in f:
+                key, _, value = line.rstrip("\n").partition("=")
+                meta[key] = value
+    out = []
+    w = out.append
+    w("# cutover load comparison")
+    w("")
+    w("Generated by `benches/load/compare.sh` on %s." % meta.get("date", "?"))
+    w("")
+    w("| setting | value |")
+    w("| --- | --- |")
+    for key, label in [
+        ("machine", "machine"),
+        ("kernel", "kernel"),
+        ("rounds", "rounds (median reported)"),
+        ("duration", "duration per run"),
+        ("wrk", "HTTP/1.1 load"),
+        ("h2load", "HTTP/2 load"),
+        ("workers", "proxy worker threads / processes"),
+        ("cutover", "cutover"),
+        ("nginx", "nginx"),
+        ("haproxy", "haproxy"),
+        ("elapsed", "script wall time"),
+        ("load", "machine load"),
+    ]:
+        if key in meta:
+            w("| %s | %s |" % (label, meta[key]))
+    w("")
+    w(
+        "Latencies in milliseconds. CPU is the proxy's own user+system time per "
+        "request (for `direct`: the upstream's). Peak RSS is VmHWM at the end of "
+        "all rounds, summed over the proxy's processes (nginx: master + workers). "
+        "`new %` is the share of requests the upstream saw on the `new` backend's port. "
+        "Every figure is the median of the rounds; all processes (load generator, "
+        "proxy, upstream) share the same cores."
+    )
+    w("")
+    by_key = {}
+    for r in rows:
+        by_key.setdefault((r["scenario"], r["target"]), []).append(r)
+    summary = {}
+    for scenario, title in SCENARIOS:
+        present = [t for t in TARGETS if (scenario, t) in by_key]
+        if not present and scenario in notes:
+            w("## %s" % scenario)
+            w("")
+            w(title + ".")
+            w("")
+            for target, note in notes[scenario]:
+                w("- %s: %s" % (target, note))
+            w("")
+        if not present:
+            continue
+        w("## %s" % scenario)
+        w("")
+        w(title + ".")
+        w("")
+        w("| target | req/s | p50 | p99 | p99.9 | CPU µs/req | peak RSS MB | new % | errors | runs |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for t in present:
+            rs = by_key[(scenario, t)]
+            med = {
+                f: median_of(rs, f)
+                for f in ["rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "new_pct"]
+            }
+            rss = [num(r["rss_peak_kb"]) for r in rs if num(r["rss_peak_kb"]) is not None]
+            errors = sum(int(num(r["errors"]) or 0) for r in rs)
+            summary[(scenario, t)] = med
+            w(
+                "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |"
+                % (
+                    t,
+                    fmt(med["rps"], 0),
+                    fmt(med["p50_us"], 2, 1000.0),
+                    fmt(med["p99_us"], 2, 1000.0),
+                    fmt(med["p999_us"], 2, 1000.0),
+                    fmt(med["cpu_us_per_req"], 1),
+                    fmt(max(rss) if rss else None, 1, 1024.0),
+                    fmt(med["new_pct"], 1),
+                    errors,
+                    len(rs),
+                )
+            )
+        for target, note in notes.get(scenario, []):
+            w("| %s | %s |" % (target, note) + " |" * 8)
+        w("")
+    if any(t == "cutover" for (_, t) in summary):
+        ratios(w, summary)
+    if idle_rows:
+        idle_table(w, idle_rows)
+    counts_table(w, count_rows)
+    if not any(r["scenario"] == "mirror" for r in rows) and "mirror" not in notes:
+        w("## mirror")
+        w("")
+        w("Not measured in this run: add `mirror` to `SCENARIOS` (cutover and nginx; "
+          "haproxy has no built-in mirroring).")
+        w("")
+    with open(out_md, "w") as f:
+        f.write("\n".join(out))
+
+
+def ratios(w, summary):
+    w("## Ratios (cutover ÷ peer, medians)")
+    w("")
+    w(
+        "req/s above 1 means cutover is faster; p99 and CPU/request below 1 mean "
+        "cutover is better. `direct` is the ceiling (no proxy)."
+    )
+    w("")
+    w("| scenario | req/s vs nginx | req/s vs haproxy | req/s vs direct | p99 vs nginx | p99 vs haproxy | CPU/req vs nginx | CPU/req vs haproxy |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for scenario, _ in SCENARIOS:
+        c = summary.get((scenario, "cutover"))
+        if not c:
+            continue
+        n = summary.get((scenario, "nginx"), {})
+        h = summary.get((scenario, "haproxy"), {})
+        d = summary.get((scenario, "direct"), {})
+        w(
+            "| %s | %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                scenario,
+                ratio(c["rps"], n.get("rps")),
+                ratio(c["rps"], h.get("rps")),
+                ratio(c["rps"], d.get("rps")),
+                ratio(c["p99_us"], n.get("p99_us")),
+                ratio(c["p99_us"], h.get("p99_us")),
+                ratio(c["cpu_us_per_req"], n.get("cpu_us_per_req")),
+                ratio(c["cpu_us_per_req"], h.get("cpu_us_per_req")),
+            )
+        )
+    w("")
+    # 1,000 routes against 1 route, per proxy.
+    if not any(("routes1000", t) in summary and ("small", t) in summary for t in PROXIES):
+        return
+    w("1,000 routes vs 1 route (same proxy, `routes1000` ÷ `small`):")
+    w("")
+    w("| target | req/s | p99 | CPU/req |")
+    w("| --- | ---: | ---: | ---: |")
+    for t in PROXIES:
+        a = summary.get(("routes1000", t))
+        b = summary.get(("small", t))
+        if a and b:
+            w(
+                "| %s | %s | %s | %s |"
+                % (
+                    t,
+                    ratio(a["rps"], b["rps"]),
+                    ratio(a["p99_us"], b["p99_us"]),
+                    ratio(a["cpu_us_per_req"], b["cpu_us_per_req"]),
+                )
+            )
+    w("")
+
+
+def idle_table(w, idle_rows):
+    w("## Idle keep-alive connections")
+    w("")
+    w(
+        "A fresh proxy; N connections each send one request, read the response and stay "
+        "open. RSS (VmRSS, summed over the proxy's processes) before and while they are "
+        "held; KB/conn = (RSS held − RSS fresh) ÷ N. `held` counts established "
+        "connections on the proxy's port at measurement time."
+    )
+    w("")
+    w("| target | N | RSS fresh MB | RSS held MB | KB/conn | held |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in idle_rows:
+        base, held = num(r["rss_before_kb"]), num(r["rss_held_kb"])
+        n = num(r["n"])
+        per = (held - base) / n if None not in (base, held, n) and n else None
+        w(
+            "| %s | %s | %s | %s | %s | %s |"
+            % (
+                r["target"],
+                "{:,}".format(int(n)) if n else "–",
+                fmt(base, 1, 1024.0),
+                fmt(held, 1, 1024.0),
+                fmt(per, 1),
+                r["established"],
+            )
+        )
+    w("")
+
+
+def counts_table(w, count_rows):
+    if count_rows:
+        w("## System calls and allocations per request")
+        w("")
+        w(
+            "Counted exactly with perf (syscall tracepoints, uprobes on libc's malloc/free/realloc) "
+            "over a few seconds of the `small` load; divided by the requests the upstream "
+            "served in that window. The probes slow the proxies down, so no rate is reported."
+        )
+        w("")
+        w("| target | requests counted | syscalls | writes | reads | epoll_wait | futex | malloc | free | realloc |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in count_rows:
+            n = num(r["requests"]) or 0
+            cells = [
+                fmt(num(r[f]) / n if n else None, 2)
+                for f in ["syscalls", "writes", "reads", "epoll_wait", "futex", "malloc", "free", "realloc"]
+            ]
+            w("| %s | %s | %s |" % (r["target"], "{:,}".format(int(n)), " | ".join(cells)))
+        w("")
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    cmd, args = argv[1], argv[2:]
+    if cmd == "h2stats" and len(args) == 1:
+        h2stats(args[0])
+    elif cmd == "idle" and len(args) in (5, 6):
+        timeout = float(args[5]) if len(args) == 6 else 120.0
+        idle(args[0], int(args[1]), int(args[2]), args[3], args[4], timeout)
+    elif cmd == "report" and len(args) in (4, 5, 6):
+        report(*args)
+    elif cmd == "perfsummary" and len(args) == 1:
+        perfsummary(args[0])
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

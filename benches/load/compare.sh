@@ -1,0 +1,713 @@
+#!/usr/bin/env bash
+# Side-by-side load comparison: cutover, nginx and haproxy in front of one
+# shared upstream, plus the upstream alone ("direct", the ceiling).
+#
+#   benches/load/compare.sh [OUT.md]
+#
+# Environment (defaults in brackets):
+#   ROUNDS [3]          rounds; each round runs every proxy in turn (A B C A B C ...)
+#   DURATION [10s]      length of each load run
+#   OUT [benches/load/results.md]   the Markdown report (the first argument wins)
+#   SCENARIOS ["small small-h2 64k sticky routes1000 idle"]; also available:
+#                       mirror (every request shadowed to the other backend;
+#                       cutover and nginx, haproxy has no built-in mirroring),
+#                       counts (system calls and malloc calls per request of
+#                       each proxy under the small load, counted with perf;
+#                       needs root or perf_event access, and slows the proxies
+#                       while counting)
+#   COUNT_SECONDS [5]   length of each counting window
+#   IDLE_COUNTS ["1000 10000"]      idle keep-alive connection counts
+#   DIRECT_SCENARIOS ["small"]  scenarios that also load the upstream alone
+#                       (64k, small-h2 too for their ceilings; each adds ROUNDS runs,
+#                       and the defaults are sized to finish within 10 minutes)
+#   CONNS [50] WRK_THREADS [2] H2_STREAMS [10]
+#   BASE_PORT [19100]   every port used is BASE_PORT + 1..59 on 127.0.0.1
+#   KEEP_WORKDIR [0]    1 keeps the generated configs and raw outputs
+#
+# Needs: Debian's nginx, haproxy, wrk, nghttp2-client (installed when missing),
+# python3, cargo. Everything listens on 127.0.0.1 only.
+set -euo pipefail
+
+START_TIME=$(date +%s)
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+INVOKED_FROM=$(pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$ROOT/benches/load"
+cd "$ROOT"
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+OUT=${1:-${OUT:-benches/load/results.md}}
+case "$OUT" in
+    /*) ;;
+    *) if [ -n "${1:-}" ]; then OUT="$INVOKED_FROM/$OUT"; else OUT="$ROOT/$OUT"; fi ;;
+esac
+SCENARIOS=${SCENARIOS:-"small small-h2 64k sticky routes1000 idle"}
+IDLE_COUNTS=${IDLE_COUNTS:-"1000 10000"}
+DIRECT_SCENARIOS=${DIRECT_SCENARIOS:-"small"}
+CONNS=${CONNS:-50}
+WRK_THREADS=${WRK_THREADS:-2}
+H2_STREAMS=${H2_STREAMS:-10}
+BASE_PORT=${BASE_PORT:-19100}
+KEEP_WORKDIR=${KEEP_WORKDIR:-0}
+COUNT_SECONDS=${COUNT_SECONDS:-5}
+WORKERS=$(nproc)
+CLK_TCK=$(getconf CLK_TCK)
+export PATH="$PATH:/usr/sbin:/sbin"
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ------------------------------------------------------------------ tools
+
+install_missing() {
+    local packages=()
+    command -v nginx >/dev/null 2>&1 || packages+=(nginx)
+    command -v haproxy >/dev/null 2>&1 || packages+=(haproxy)
+    command -v wrk >/dev/null 2>&1 || packages+=(wrk)
+    command -v h2load >/dev/null 2>&1 || packages+=(nghttp2-client)
+    command -v curl >/dev/null 2>&1 || packages+=(curl)
+    command -v ss >/dev/null 2>&1 || packages+=(iproute2)
+    command -v python3 >/dev/null 2>&1 || packages+=(python3)
+    [ ${#packages[@]} -eq 0 ] && return
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    log "installing ${packages[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+}
+
+install_missing
+# Debian starts the packaged services on install where it can; they must not
+# hold ports or CPU during the runs (ours use their own configs and ports).
+for svc in nginx haproxy; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+        log "note: a system $svc service is running; it may take CPU during the runs"
+    fi
+done
+
+# N idle connections need N descriptors in the client and N in the proxy.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+MAX_IDLE=$(printf '%s\n' $IDLE_COUNTS 0 | sort -n | tail -1)
+[ "$NOFILE" -ge $((MAX_IDLE + 500)) ] ||
+    log "warning: ulimit -n is $NOFILE; the $MAX_IDLE-connection test may fail"
+
+log "building cutover and the upstream (release)"
+cargo build --release --quiet --bin cutover --example bench-upstream
+CUTOVER="$ROOT/target/release/cutover"
+UPSTREAM="$ROOT/target/release/examples/bench-upstream"
+
+# --------------------------------------------------------------- processes
+
+WORK=$(mktemp -d /tmp/cutover-compare.XXXXXX)
+declare -A PID=()       # instance name -> pid of its main process
+BG_PIDS=()              # helper processes (idle clients)
+
+stop_pid() {
+    local pid=$1
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+stop_instance() {
+    local name=$1 pid=${PID[$1]:-}
+    [ -n "$pid" ] || return 0
+    # nginx workers are children of the master: stop them with it.
+    local children
+    children=$(pgrep -P "$pid" 2>/dev/null || true)
+    stop_pid "$pid"
+    for c in $children; do stop_pid "$c"; done
+    wait "$pid" 2>/dev/null || true
+    unset "PID[$name]"
+}
+
+PROBES_ADDED=0
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    for p in "${BG_PIDS[@]}"; do stop_pid "$p"; done
+    for name in "${!PID[@]}"; do stop_instance "$name"; done
+    if [ "$PROBES_ADDED" = 1 ]; then
+        perf probe -q -d 'cutover_bench:*' >/dev/null 2>&1 || true
+    fi
+    if [ "$KEEP_WORKDIR" = 1 ]; then
+        log "configs and raw outputs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+instance_pids() {
+    local pid=${PID[$1]}
+    echo "$pid"
+    pgrep -P "$pid" 2>/dev/null || true
+}
+
+# Sum of utime+stime (clock ticks) over an instance's processes.
+cpu_ticks() {
+    local total=0 p v
+    for p in $(instance_pids "$1"); do
+        # Fields after "pid (comm) ": 12 = utime, 13 = stime.
+        v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# Sum of a /proc/PID/status field (kB) over an instance's processes.
+status_kb() {
+    local total=0 p v
+    for p in $(instance_pids "$1"); do
+        v=$(awk -v f="$2:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+port_free() { [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
+
+wait_http() {
+    local url=$1 extra=${2:-}
+    for _ in $(seq 100); do
+        # shellcheck disable=SC2086
+        if curl -fsS $extra -o /dev/null --max-time 1 "$url" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# ------------------------------------------------------------------- ports
+
+P_LEGACY=$((BASE_PORT + 1))
+P_NEW=$((BASE_PORT + 2))
+# Per proxy: +0 small (HTTP/1.1), +1 small (h2c), +2 64k, +3 sticky, +4 routes1000, +5 idle,
+# +6 mirror.
+declare -A BASE=([cutover]=$((BASE_PORT + 10)) [nginx]=$((BASE_PORT + 20)) [haproxy]=$((BASE_PORT + 30)))
+PROXIES=(cutover nginx haproxy)
+
+all_ports=("$P_LEGACY" "$P_NEW")
+for proxy in "${PROXIES[@]}"; do
+    for off in 0 1 2 3 4 5 6; do all_ports+=($((BASE[$proxy] + off))); done
+done
+for p in "${all_ports[@]}"; do
+    port_free "$p" || die "port $p on 127.0.0.1 is in use (set BASE_PORT to move the whole range)"
+done
+
+# ----------------------------------------------------------------- configs
+# Every proxy gets the same route and the same 90/10 split between the two
+# upstream ports ("legacy" and "new"), sets X-Forwarded-For/-Proto/-Host and
+# X-Request-Id, keeps upstream connections alive and logs nothing.
+
+# $1 = instance, $2 = kind (base|sticky|routes1000|mirror), $3 = port, $4 = optional h2 port
+cutover_config() {
+    local dir="$WORK/$1" kind=$2 port=$3 h2=${4:-}
+    mkdir -p "$dir"
+    {
+        echo "listeners:"
+        echo "  - { name: public, addr: \"127.0.0.1:$port\" }"
+        [ -n "$h2" ] && echo "  - { name: h2c, addr: \"127.0.0.1:$h2\" }"
+        echo "admin: { addr: \"127.0.0.1:0\" }"
+        echo "weights_file: weights.yaml"
+        echo "access_log: { path: off }"
+        echo "backends:"
+        echo "  legacy: { url: \"http://127.0.0.1:$P_LEGACY\" }"
+        echo "  new: { url: \"http://127.0.0.1:$P_NEW\" }"
+        echo "routes:"
+        if [ "$kind" = routes1000 ]; then
+            for i in $(seq -w 0 999); do
+                echo "  - { name: r$i, match: { path_prefix: /svc$i/ }, backends: { legacy: {}, new: {} } }"
+            done
+        fi
+        echo "  - name: main"
+        echo "    match: { path_prefix: / }"
+        echo "    stable: legacy"
+        echo "    backends: { legacy: {}, new: {} }"
+        [ "$kind" = sticky ] && echo "    sticky: { cookie: sessionid }"
+        # Every request is also sent to new; only the status and content-type
+        # are compared (the bodies are not JSON); no noise sampling, so the
+        # primary is asked once, as nginx does.
+        [ "$kind" = mirror ] && echo "    mirror: { to: new, percent: 100, compare: { noise: { sample: 0 } } }"
+    } >"$dir/cutover.yaml"
+    if [ "$kind" = mirror ]; then
+        echo "main: { legacy: 100, new: 0 }" >"$dir/weights.yaml"
+    else
+        echo "main: { legacy: 90, new: 10 }" >"$dir/weights.yaml"
+    fi
+    echo "$dir/cutover.yaml"
+}
+
+nginx_config() {
+    local dir="$WORK/$1" kind=$2 port=$3 h2=${4:-}
+    mkdir -p "$dir"
+    local target=pool
+    {
+        cat <<EOF
+worker_processes $WORKERS;
+worker_rlimit_nofile $NOFILE;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections $((NOFILE - 100)); }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host \$http_host;
+    proxy_set_header X-Forwarded-For \$remote_addr;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$http_host;
+    proxy_set_header X-Request-Id \$request_id;
+    # Room for a 64 KB response in memory: never spill to a temp file.
+    proxy_buffer_size 16k;
+    proxy_buffers 8 16k;
+    proxy_max_temp_file_size 0;
+EOF
+        if [ "$kind" = mirror ]; then
+            target=legacy
+            cat <<EOF
+    # Every request goes to legacy and is copied to new by a mirror subrequest.
+    upstream legacy { server 127.0.0.1:$P_LEGACY; keepalive 64; keepalive_requests 1000000; }
+    upstream new { server 127.0.0.1:$P_NEW; keepalive 64; keepalive_requests 1000000; }
+EOF
+        elif [ "$kind" = sticky ]; then
+            target='$pool_name'
+            cat <<EOF
+    # MurmurHash2 of the cookie value picks a percentage bucket: sticky per user.
+    split_clients "\${cookie_sessionid}" \$pool_name {
+        90% legacy;
+        *   new;
+    }
+    upstream legacy { server 127.0.0.1:$P_LEGACY; keepalive 64; keepalive_requests 1000000; }
+    upstream new { server 127.0.0.1:$P_NEW; keepalive 64; keepalive_requests 1000000; }
+EOF
+        else
+            cat <<EOF
+    # Smooth weighted round robin: 9 of every 10 requests to legacy.
+    upstream pool {
+        server 127.0.0.1:$P_LEGACY weight=9;
+        server 127.0.0.1:$P_NEW weight=1;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+EOF
+        fi
+        echo "    server {"
+        echo "        listen 127.0.0.1:$port;"
+        [ -n "$h2" ] && echo "        listen 127.0.0.1:$h2 http2;"
+        if [ "$kind" = routes1000 ]; then
+            for i in $(seq -w 0 999); do
+                echo "        location /svc$i/ { proxy_pass http://$target; }"
+            done
+        fi
+        if [ "$kind" = mirror ]; then
+            echo "        location / { mirror /__mirror; proxy_pass http://$target; }"
+            echo "        location = /__mirror { internal; proxy_set_header X-Cutover-Shadow 1; proxy_pass http://new\$request_uri; }"
+        else
+            echo "        location / { proxy_pass http://$target; }"
+        fi
+        echo "    }"
+        echo "}"
+    } >"$dir/nginx.conf"
+    echo "$dir/nginx.conf"
+}
+
+haproxy_config() {
+    local dir="$WORK/$1" kind=$2 port=$3 h2=${4:-}
+    mkdir -p "$dir"
+    {
+        cat <<EOF
+global
+    nbthread $WORKERS
+    maxconn $((MAX_IDLE + 500))
+    # haproxy reserves two descriptors per connection (client + server) and by
+    # default refuses to start when the descriptor limit is below that; idle
+    # client connections need one.
+    no strict-limits
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 300s
+    timeout server 30s
+    timeout http-keep-alive 300s
+    http-reuse always
+    option forwardfor
+frontend fe
+    bind 127.0.0.1:$port
+EOF
+        [ -n "$h2" ] && echo "    bind 127.0.0.1:$h2 proto h2"
+        cat <<'EOF'
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+    unique-id-header X-Request-Id
+EOF
+        if [ "$kind" = routes1000 ]; then
+            for i in $(seq -w 0 999); do
+                echo "    use_backend pool if { path_beg /svc$i/ }"
+            done
+        fi
+        echo "    default_backend pool"
+        echo "backend pool"
+        if [ "$kind" = sticky ]; then
+            echo "    # Consistent hash of the cookie value over the weighted servers: sticky per user."
+            echo "    balance hash req.cook(sessionid)"
+            echo "    hash-type consistent"
+        else
+            echo "    # Weighted round robin: 90 of every 100 requests to legacy."
+            echo "    balance roundrobin"
+        fi
+        echo "    server legacy 127.0.0.1:$P_LEGACY weight 90"
+        echo "    server new 127.0.0.1:$P_NEW weight 10"
+    } >"$dir/haproxy.cfg"
+    echo "$dir/haproxy.cfg"
+}
+
+# $1 proxy, $2 instance, $3 kind, $4 port, $5 optional h2 port
+start_proxy() {
+    local proxy=$1 name=$2 kind=$3 port=$4 h2=${5:-} cfg
+    case "$proxy" in
+        cutover)
+            cfg=$(cutover_config "$name" "$kind" "$port" "$h2")
+            RUST_LOG=warn "$CUTOVER" run -c "$cfg" >"$WORK/$name/out.log" 2>&1 &
+            ;;
+        nginx)
+            cfg=$(nginx_config "$name" "$kind" "$port" "$h2")
+            nginx -t -q -p "$WORK/$name" -e "$WORK/$name/error.log" -c "$cfg" >"$WORK/$name/check.log" 2>&1 ||
+                die "nginx rejects $cfg: $(cat "$WORK/$name/check.log")"
+            nginx -p "$WORK/$name" -e "$WORK/$name/error.log" -c "$cfg" -g 'daemon off;' >"$WORK/$name/out.log" 2>&1 &
+            ;;
+        haproxy)
+            cfg=$(haproxy_config "$name" "$kind" "$port" "$h2")
+            haproxy -c -q -f "$cfg" >"$WORK/$name/check.log" 2>&1 ||
+                die "haproxy rejects $cfg: $(cat "$WORK/$name/check.log")"
+            haproxy -db -f "$cfg" >"$WORK/$name/out.log" 2>&1 &
+            ;;
+    esac
+    PID[$name]=$!
+    wait_http "http://127.0.0.1:$port/small" ||
+        die "$name did not come up on port $port: $(tail -5 "$WORK/$name/out.log")"
+    if [ -n "$h2" ]; then
+        wait_http "http://127.0.0.1:$h2/small" --http2-prior-knowledge ||
+            die "$name does not speak h2c on port $h2"
+    fi
+}
+
+# ------------------------------------------------------------ measurements
+
+RESULTS="$WORK/results.tsv"
+IDLE="$WORK/idle.tsv"
+printf 'scenario\ttarget\tround\trps\tp50_us\tp99_us\tp999_us\tcpu_us_per_req\trss_peak_kb\terrors\tnew_pct\n' >"$RESULTS"
+printf 'target\tn\trss_before_kb\trss_held_kb\testablished\n' >"$IDLE"
+NOTES="$WORK/notes.tsv"
+printf 'scenario\ttarget\tnote\n' >"$NOTES"
+note() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$NOTES"; }
+COUNTS="$WORK/counts.tsv"
+printf 'target\trequests\tsyscalls\twrites\treads\tepoll_wait\tfutex\tmalloc\tfree\trealloc\n' >"$COUNTS"
+
+# Requests served so far per upstream port: "LEGACY NEW".
+upstream_counts() {
+    curl -fsS "http://127.0.0.1:$P_LEGACY/__stats" |
+        awk -v l=":$P_LEGACY" -v n=":$P_NEW" '
+            index($1, l) { a = $2 } index($1, n) { b = $2 } END { print a + 0, b + 0 }'
+}
+
+kv() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$2" | head -1; }
+
+# $1 scenario, $2 target, $3 round, $4 instance, $5 url, $6 client (wrk|h2), $7 wrk script
+measure() {
+    local scenario=$1 target=$2 round=$3 inst=$4 url=$5 client=$6 script=${7:-stats.lua}
+    local raw="$WORK/raw-$scenario-$target-$round.txt"
+    local before after t0 t1 requests rps p50 p99 p999 errors
+    before=$(upstream_counts)
+    t0=$(cpu_ticks "$inst")
+    if [ "$client" = wrk ]; then
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$HERE/$script" "$url" >"$raw" 2>&1 || true
+        local line
+        line=$(grep '^WRKSTATS' "$raw" || true)
+        [ -n "$line" ] || die "wrk failed for $scenario/$target: $(tail -3 "$raw")"
+        requests=$(kv requests "$line")
+        rps=$(awk -v r="$requests" -v d="$(kv duration_us "$line")" 'BEGIN { printf "%.1f", r / (d / 1e6) }')
+        p50=$(kv p50 "$line")
+        p99=$(kv p99 "$line")
+        p999=$(kv p999 "$line")
+        errors=$(($(kv socket_errors "$line") + $(kv non2xx "$line")))
+    else
+        local h2log="$WORK/h2-$scenario-$target-$round.log"
+        h2load -c"$CONNS" -m"$H2_STREAMS" -t"$WRK_THREADS" -D "$DURATION" --log-file="$h2log" "$url" >"$raw" 2>&1 || true
+        local summary
+        # "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
+        summary=$(grep '^requests:' "$raw" || true)
+        [ -n "$summary" ] || die "h2load failed for $scenario/$target: $(tail -3 "$raw")"
+        requests=$(awk '{ print $8 }' <<<"$summary")
+        # "failed" counts non-2xx/3xx answers and stream or connection errors.
+        errors=$(awk '{ print $10 }' <<<"$summary")
+        rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$raw")
+        local pct
+        pct=$(python3 "$HERE/benchtool.py" h2stats "$h2log")
+        p50=$(kv p50 "$pct")
+        p99=$(kv p99 "$pct")
+        p999=$(kv p999 "$pct")
+        rm -f "$h2log"
+    fi
+    t1=$(cpu_ticks "$inst")
+    after=$(upstream_counts)
+    local cpu rss new_pct
+    cpu=$(awk -v t="$((t1 - t0))" -v hz="$CLK_TCK" -v r="$requests" 'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / r; else print "" }')
+    if [ "$target" = direct ]; then rss=""; else rss=$(status_kb "$inst" VmHWM); fi
+    new_pct=$(awk -v b="$before" -v a="$after" 'BEGIN {
+        split(b, x, " "); split(a, y, " "); l = y[1] - x[1]; n = y[2] - x[2]
+        if (l + n > 0) printf "%.1f", 100 * n / (l + n) }')
+    [ "$target" = direct ] && new_pct=""
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$round" \
+        "$rps" "$p50" "$p99" "$p999" "$cpu" "$rss" "$errors" "$new_pct" >>"$RESULTS"
+    log "  $scenario $target: $(printf '%.0f' "$rps") req/s, p99 $(awk -v v="$p99" 'BEGIN { printf "%.2f", v / 1000 }') ms, CPU ${cpu} µs/req, errors $errors${new_pct:+, new $new_pct%}"
+}
+
+has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+# The targets of a load scenario: the proxies, then the upstream alone if asked.
+targets_of() {
+    echo "${PROXIES[@]}"
+    [[ " $DIRECT_SCENARIOS " == *" $1 "* ]] && echo direct
+    return 0
+}
+
+# ------------------------------------------------------------------- start
+
+log "work dir $WORK"
+"$UPSTREAM" "127.0.0.1:$P_LEGACY" "127.0.0.1:$P_NEW" >"$WORK/upstream.log" 2>&1 &
+PID[upstream]=$!
+wait_http "http://127.0.0.1:$P_LEGACY/small" || die "the upstream did not start"
+wait_http "http://127.0.0.1:$P_NEW/small" || die "the upstream did not start"
+
+for proxy in "${PROXIES[@]}"; do
+    b=${BASE[$proxy]}
+    if has_scenario small || has_scenario small-h2 || has_scenario counts; then
+        start_proxy "$proxy" "$proxy-small" base "$b" "$((b + 1))"
+    fi
+    has_scenario 64k && start_proxy "$proxy" "$proxy-64k" base "$((b + 2))"
+    has_scenario sticky && start_proxy "$proxy" "$proxy-sticky" sticky "$((b + 3))"
+    has_scenario routes1000 && start_proxy "$proxy" "$proxy-routes1000" routes1000 "$((b + 4))"
+    if has_scenario mirror; then
+        case "$proxy" in
+            cutover)
+                cfg=$(cutover_config cutover-mirror-check mirror "$((b + 6))")
+                if "$CUTOVER" check -c "$cfg" >"$WORK/cutover-mirror-check/check.log" 2>&1; then
+                    start_proxy cutover cutover-mirror mirror "$((b + 6))"
+                else
+                    why=$(grep -m1 -i 'error\|mirror' "$WORK/cutover-mirror-check/check.log" || head -1 "$WORK/cutover-mirror-check/check.log")
+                    note mirror cutover "not available: this build rejects \`mirror\` ($why)"
+                    log "cutover rejects mirror: $why"
+                fi
+                ;;
+            nginx) start_proxy nginx nginx-mirror mirror "$((b + 6))" ;;
+            haproxy) note mirror haproxy "not available: HAProxy 2.6 mirrors traffic only through an external SPOE agent (spoa-mirror), which Debian does not ship" ;;
+        esac
+    fi
+done
+log "upstream and proxies are up"
+
+# Every proxy must return the upstream's exact bodies before anything is measured.
+check_body() {
+    local url=$1 want=$2 extra=${3:-} got
+    # shellcheck disable=SC2086
+    got=$(curl -fsS $extra "$url" | wc -c)
+    [ "$got" -eq "$want" ] || die "$url returned $got bytes, expected $want"
+}
+for proxy in "${PROXIES[@]}"; do
+    b=${BASE[$proxy]}
+    if has_scenario small || has_scenario small-h2 || has_scenario counts; then
+        check_body "http://127.0.0.1:$b/small" 100
+        check_body "http://127.0.0.1:$((b + 1))/small" 100 --http2-prior-knowledge
+    fi
+    has_scenario 64k && check_body "http://127.0.0.1:$((b + 2))/64k" 65536
+    has_scenario sticky && check_body "http://127.0.0.1:$((b + 3))/small" 100 "--cookie sessionid=u1"
+    has_scenario routes1000 && check_body "http://127.0.0.1:$((b + 4))/small" 100
+    [ -n "${PID[$proxy-mirror]:-}" ] && check_body "http://127.0.0.1:$((b + 6))/small" 100
+done
+
+# ----------------------------------------------------------------- rounds
+
+for round in $(seq "$ROUNDS"); do
+    log "round $round of $ROUNDS"
+    if has_scenario small; then
+        for t in $(targets_of small); do
+            if [ "$t" = direct ]; then
+                measure small direct "$round" upstream "http://127.0.0.1:$P_LEGACY/small" wrk
+            else
+                measure small "$t" "$round" "$t-small" "http://127.0.0.1:${BASE[$t]}/small" wrk
+            fi
+        done
+    fi
+    if has_scenario small-h2; then
+        for t in $(targets_of small-h2); do
+            if [ "$t" = direct ]; then
+                measure small-h2 direct "$round" upstream "http://127.0.0.1:$P_LEGACY/small" h2
+            else
+                measure small-h2 "$t" "$round" "$t-small" "http://127.0.0.1:$((BASE[$t] + 1))/small" h2
+            fi
+        done
+    fi
+    if has_scenario 64k; then
+        for t in $(targets_of 64k); do
+            if [ "$t" = direct ]; then
+                measure 64k direct "$round" upstream "http://127.0.0.1:$P_LEGACY/64k" wrk
+            else
+                measure 64k "$t" "$round" "$t-64k" "http://127.0.0.1:$((BASE[$t] + 2))/64k" wrk
+            fi
+        done
+    fi
+    if has_scenario sticky; then
+        for t in "${PROXIES[@]}"; do
+            measure sticky "$t" "$round" "$t-sticky" "http://127.0.0.1:$((BASE[$t] + 3))/small" wrk sticky.lua
+        done
+    fi
+    if has_scenario mirror; then
+        for t in "${PROXIES[@]}"; do
+            [ -n "${PID[$t-mirror]:-}" ] || continue
+            measure mirror "$t" "$round" "$t-mirror" "http://127.0.0.1:$((BASE[$t] + 6))/small" wrk
+        done
+    fi
+    if has_scenario routes1000; then
+        for t in "${PROXIES[@]}"; do
+            measure routes1000 "$t" "$round" "$t-routes1000" "http://127.0.0.1:$((BASE[$t] + 4))/small" wrk
+        done
+    fi
+done
+
+# ----------------------------------------------------------------- counts
+# System calls and allocator calls per proxied request, counted exactly (not
+# sampled) with tracepoints and uprobes on libc's malloc/free/realloc while
+# wrk runs the small scenario. The probes slow each call down, so this runs
+# apart from the timed rounds and its request rate means nothing.
+
+if has_scenario counts; then
+    command -v perf >/dev/null 2>&1 || die "the counts scenario needs perf (Debian: linux-perf)"
+    libc=$(ldd "$CUTOVER" | awk '/libc\.so/ { print $3 }')
+    for fn in malloc free realloc; do
+        perf probe -q -x "$libc" --add "cutover_bench:$fn=$fn" >/dev/null 2>&1 ||
+            die "cannot add a uprobe on $fn in $libc"
+    done
+    PROBES_ADDED=1
+    log "counting system calls and allocations per request (${COUNT_SECONDS}s per proxy)"
+    events="raw_syscalls:sys_enter"
+    for sc in write writev sendto sendmsg read readv recvfrom recvmsg epoll_wait epoll_pwait futex; do
+        events+=",syscalls:sys_enter_$sc"
+    done
+    events+=",cutover_bench:malloc,cutover_bench:free,cutover_bench:realloc"
+    up_tids=$(ls "/proc/${PID[upstream]}/task" | paste -sd' ')
+    for t in "${PROXIES[@]}"; do
+        inst="$t-small"
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$((COUNT_SECONDS + 3))s" "http://127.0.0.1:${BASE[$t]}/small" >/dev/null 2>&1 &
+        load=$!
+        BG_PIDS+=("$load")
+        sleep 1
+        # The upstream is counted in the same window: it makes exactly one
+        # writev per response, which gives the number of proxied requests.
+        perf stat -x, --per-thread -e "$events" \
+            -p "$(instance_pids "$inst" | paste -sd,),${PID[upstream]}" -o "$WORK/counts-$t.csv" \
+            -- sleep "$COUNT_SECONDS" >/dev/null 2>&1 || die "perf stat failed for $t"
+        wait "$load" 2>/dev/null || true
+        awk -F, -v t="$t" -v up="$up_tids" '
+            BEGIN { split(up, list, " "); for (i in list) upstream[list[i]] = 1 }
+            /^#/ || NF < 4 { next }
+            {
+                tid = $1; sub(/^.*-/, "", tid)
+                if ($2 !~ /^[0-9]+$/) next
+                if (tid in upstream) { if ($4 == "syscalls:sys_enter_writev") r += $2; next }
+                n[$4] += $2
+            }
+            END {
+                w = n["syscalls:sys_enter_write"] + n["syscalls:sys_enter_writev"] + n["syscalls:sys_enter_sendto"] + n["syscalls:sys_enter_sendmsg"]
+                rd = n["syscalls:sys_enter_read"] + n["syscalls:sys_enter_readv"] + n["syscalls:sys_enter_recvfrom"] + n["syscalls:sys_enter_recvmsg"]
+                e = n["syscalls:sys_enter_epoll_wait"] + n["syscalls:sys_enter_epoll_pwait"]
+                printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", t, r, n["raw_syscalls:sys_enter"], w, rd, e,
+                    n["syscalls:sys_enter_futex"], n["cutover_bench:malloc"], n["cutover_bench:free"], n["cutover_bench:realloc"]
+            }' "$WORK/counts-$t.csv" >>"$COUNTS"
+        log "  $t: $(tail -1 "$COUNTS" | awk -F'\t' '{ if ($2 > 0) printf "%.1f syscalls, %.1f mallocs per request", $3 / $2, $8 / $2 }')"
+    done
+    perf probe -q -d 'cutover_bench:*' >/dev/null 2>&1 || true
+    PROBES_ADDED=0
+fi
+
+# The load-test instances are done; stop them so the idle test has the CPU.
+for proxy in "${PROXIES[@]}"; do
+    for s in small 64k sticky routes1000 mirror; do stop_instance "$proxy-$s"; done
+done
+
+# ------------------------------------------------------------------- idle
+
+if has_scenario idle; then
+    log "idle keep-alive connections: ${IDLE_COUNTS// /, }"
+    for n in $IDLE_COUNTS; do
+        for proxy in "${PROXIES[@]}"; do
+            inst="$proxy-idle"
+            port=$((BASE[$proxy] + 5))
+            start_proxy "$proxy" "$inst" base "$port"
+            for _ in $(seq 20); do curl -fsS -o /dev/null "http://127.0.0.1:$port/small"; done
+            sleep 0.5
+            rss0=$(status_kb "$inst" VmRSS)
+            ready="$WORK/idle-ready" release="$WORK/idle-release"
+            rm -f "$ready" "$release"
+            python3 "$HERE/benchtool.py" idle 127.0.0.1 "$port" "$n" "$ready" "$release" 120 \
+                >"$WORK/idle-client.log" 2>&1 &
+            client=$!
+            BG_PIDS+=("$client")
+            for _ in $(seq 1200); do
+                [ -s "$ready" ] && break
+                kill -0 "$client" 2>/dev/null || break
+                sleep 0.1
+            done
+            [ -s "$ready" ] || die "idle client failed against $proxy: $(tail -3 "$WORK/idle-client.log")"
+            sleep 1
+            rss1=$(status_kb "$inst" VmRSS)
+            established=$(ss -Htn state established "( sport = :$port )" | wc -l)
+            touch "$release"
+            wait "$client" 2>/dev/null || true
+            printf '%s\t%s\t%s\t%s\t%s\n' "$proxy" "$n" "$rss0" "$rss1" "$established" >>"$IDLE"
+            log "  $proxy, $n idle: RSS $((rss0 / 1024)) MB -> $((rss1 / 1024)) MB, $(awk -v a="$rss0" -v b="$rss1" -v n="$n" 'BEGIN { printf "%.1f", (b - a) / n }') KB/conn, $established held"
+            stop_instance "$inst"
+        done
+    done
+fi
+
+# ------------------------------------------------------------------ report
+
+ELAPSED=$(($(date +%s) - START_TIME))
+{
+    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine=$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM"
+    echo "kernel=$(uname -r)"
+    echo "rounds=$ROUNDS"
+    echo "duration=$DURATION"
+    echo "wrk=wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency (keep-alive)"
+    echo "h2load=h2load -c$CONNS -m$H2_STREAMS -t$WRK_THREADS -D $DURATION (h2c prior knowledge)"
+    echo "workers=$WORKERS (cutover: tokio worker threads; nginx: worker_processes; haproxy: nbthread)"
+    echo "cutover=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet -- src 2>/dev/null || echo ' (+ uncommitted changes in src/)'), release build"
+    echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    echo "haproxy=$(haproxy -v | head -1 | awk '{ print $3 }')"
+    echo "elapsed=$((ELAPSED / 60)) min $((ELAPSED % 60)) s (until the report)"
+    echo "load=$START_LOAD at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15-minute load averages; above ~0.5 at the start means something else was running)"
+} >"$WORK/meta.txt"
+mkdir -p "$(dirname "$OUT")"
+python3 "$HERE/benchtool.py" report "$RESULTS" "$IDLE" "$WORK/meta.txt" "$OUT" "$COUNTS" "$NOTES"
+cp "$RESULTS" "${OUT%.md}.tsv"
+has_scenario idle && cp "$IDLE" "${OUT%.md}-idle.tsv"
+has_scenario counts && cp "$COUNTS" "${OUT%.md}-counts.tsv"
+log "report written to $OUT (raw rows next to it: ${OUT%.md}*.tsv)"
