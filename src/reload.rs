@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::live::Live;
 
 /// Quiet time after the last event before the files are read.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Gap between the two reads that must agree.
-const SETTLE: Duration = Duration::from_millis(50);
+const SETTLE: Duration = Duration::from_millis(100);
 /// Backstop poll, for file systems whose events do not arrive.
 const POLL: Duration = Duration::from_secs(2);
 

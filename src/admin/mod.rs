@@ -123,8 +123,8 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// either block changes its hash: tests/dashboard checks these and prints
 /// the right values.
 const DASHBOARD_CSP: &str = "default-src 'none'; \
-     script-src 'sha256-ShYJiPXBkI6TQ1B1zPGLJYHYHq92AsvF3a2FqxFHgPk='; \
-     style-src 'sha256-8NfbKDjKow/kPqsH5Ddqv0DBChxhQd6BzOiJdR1RUBA='; \
+     script-src 'sha256-ynmI5UYOfGZYAV+Vl15EnzRimss+0KcdvLwyWA1QSkM='; \
+     style-src 'sha256-aqs+cORMmc58Ba744/j3B26pePDYYpAgNFNpeNCEFo8='; \
      connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn dashboard() -> AdminResponse {
