@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-request hot path: route matching, path
-//! normalisation, bucket and backend choice, and header rewriting.
+//! normalisation, bucket and backend choice, header rewriting, and the
+//! parity comparison of mirrored responses.
 //!
 //! Route tables are compiled through the public config API, so the timed
 //! matchers are exactly the ones the proxy runs. Run with
@@ -135,11 +136,7 @@ fn bench_route_matching(c: &mut Criterion) {
                         method: &method,
                         headers: &headers,
                     };
-                    config
-                        .routes
-                        .iter()
-                        .position(|r| r.matcher.matches(&view))
-                        .expect("the last route matches")
+                    config.route_for(&view).expect("the last route matches")
                 })
             });
         }
@@ -230,6 +227,55 @@ fn bench_headers(c: &mut Criterion) {
     group.finish();
 }
 
+/// A DRF-style paginated list of `items` objects, about `items * 200` bytes of JSON.
+fn paginated(items: usize, renamed: bool) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = (0..items)
+        .map(|i| {
+            let mut item = serde_json::json!({
+                "id": i, "title": format!("book {i}"), "price": "10.50", "tags": ["a", "b"],
+                "author": {"id": i % 7, "name": "someone", "email": "someone@example.com"},
+                "updated_at": "2026-11-22T10:00:00Z",
+            });
+            if renamed {
+                let author = item["author"].take();
+                item["writer"] = author;
+            }
+            item
+        })
+        .collect();
+    serde_json::json!({"count": items, "next": null, "previous": null, "results": results})
+}
+
+/// The parity comparison of two JSON documents (parse both, compare shapes),
+/// at 10 KB and 1 MB: the work done per mirrored request off the primary path.
+fn bench_compare(c: &mut Criterion) {
+    use cutover::mirror::compare::{Captured, CompareRules, compare};
+    let mut group = c.benchmark_group("compare_json");
+    for (label, items) in [("10KB", 50usize), ("1MB", 5000)] {
+        let left = serde_json::to_vec(&paginated(items, false)).unwrap();
+        let right = serde_json::to_vec(&paginated(items, true)).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let side = |body: Vec<u8>| Captured {
+            status: 200,
+            headers: headers.clone(),
+            body: Some(body.into()),
+        };
+        let (l, r) = (side(left.clone()), side(right));
+        group.throughput(criterion::Throughput::Bytes((left.len() * 2) as u64));
+        for (mode, values) in [("shape", false), ("values", true)] {
+            let rules = CompareRules {
+                values,
+                ..CompareRules::default()
+            };
+            group.bench_function(BenchmarkId::new(mode, label), |b| {
+                b.iter(|| compare(black_box(&l), black_box(&r), &rules))
+            });
+        }
+    }
+    group.finish();
+}
+
 fn short() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -240,6 +286,6 @@ fn short() -> Criterion {
 criterion_group! {
     name = hot_path;
     config = short();
-    targets = bench_route_matching, bench_normalize, bench_split, bench_headers
+    targets = bench_route_matching, bench_normalize, bench_split, bench_headers, bench_compare
 }
 criterion_main!(hot_path);

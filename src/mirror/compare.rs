@@ -346,7 +346,14 @@ pub fn shape_of(v: &Value, rules: &CompareRules) -> BTreeMap<String, Types> {
 }
 
 fn collect_shape(v: &Value, path: &mut String, rules: &CompareRules, out: &mut BTreeMap<String, Types>) {
-    out.entry(path.clone()).or_default().0 |= type_of(v, rules);
+    let ty = type_of(v, rules);
+    // Array elements revisit the same folded paths: look up before allocating a key.
+    match out.get_mut(path.as_str()) {
+        Some(types) => types.0 |= ty,
+        None => {
+            out.insert(path.clone(), Types(ty));
+        }
+    }
     let len = path.len();
     match v {
         Value::Object(map) => {

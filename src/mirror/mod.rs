@@ -304,7 +304,7 @@ impl ShadowJob {
 /// JSON document never stalls the async workers serving clients.
 async fn compare_off_thread(left: Captured, right: Captured, rules: compare::CompareRules) -> Vec<compare::Difference> {
     let size = left.body.as_ref().map_or(0, Bytes::len) + right.body.as_ref().map_or(0, Bytes::len);
-    if size < 64 * 1024 {
+    if size < 4 * 1024 {
         return compare::compare(&left, &right, &rules);
     }
     tokio::task::spawn_blocking(move || compare::compare(&left, &right, &rules))
