@@ -113,11 +113,13 @@ impl Live {
         let table = Arc::new(Table::build(config, weights, upstreams, &self.metrics, &self.health));
         self.table.store(table.clone());
         self.publish(&table);
-        self.sync_health(&table);
+        self.sync_services(&table);
         table
     }
 
-    fn sync_health(&self, table: &Table) {
+    /// Brings health checkers and the parity log in line with the table's config.
+    fn sync_services(&self, table: &Table) {
+        self.parity.set_log(table.config.parity_log.as_ref());
         self.health.sync(
             &table.config,
             |spec| {
@@ -132,7 +134,7 @@ impl Live {
     /// Starts active health checks (the proxy does; offline CLI edits do not).
     pub fn start_health_checks(&self) {
         self.health.start();
-        self.sync_health(&self.load());
+        self.sync_services(&self.load());
     }
 
     /// Re-reads both files (SIGHUP); on any error the current table keeps serving.

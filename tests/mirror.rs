@@ -379,3 +379,39 @@ async fn secrets_never_appear_in_samples() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn samples_go_to_a_rotated_parity_log() {
+    within(60, async {
+        let legacy = Upstream::with("legacy", |_req| async {
+            json_response("legacy", json!({"id": 1, "name": "x".repeat(300)}))
+        })
+        .await;
+        let new = Upstream::with("new", |_req| async {
+            json_response("new", json!({"id": "1", "name": "x".repeat(300)}))
+        })
+        .await;
+        let text = config(&legacy, &new, "      to: new\n")
+            .replace("backends:\n", "parity_log: { path: parity.jsonl, max_bytes: 4096 }\nbackends:\n");
+        let proxy = Proxy::start(&text, "api: { legacy: 100, new: 0 }\n").await;
+        let client = client();
+        for i in 0..40 {
+            send_on(&client, request(Method::GET, &proxy.url(&format!("/item/{i}")), &[])).await;
+        }
+        wait_outcomes(&proxy, 40).await;
+        let current = std::fs::read_to_string(proxy.path("parity.jsonl")).unwrap();
+        let rotated = std::fs::read_to_string(proxy.path("parity.jsonl.1")).expect("rotated past max_bytes");
+        assert!(current.len() <= 4096 && rotated.len() <= 4096);
+        let lines: Vec<Value> = rotated
+            .lines()
+            .chain(current.lines())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(lines.len() >= 5, "{} lines", lines.len());
+        let last = lines.last().unwrap();
+        assert_eq!(last["route"], "api");
+        assert_eq!(last["sample"]["differences"][0]["path"], "/id");
+        assert_eq!(last["sample"]["path"], "/item/39");
+    })
+    .await;
+}

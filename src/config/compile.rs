@@ -94,6 +94,10 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
             target,
         },
         trusted_proxies: raw.trusted_proxies.iter().map(|c| c.0).collect(),
+        parity_log: raw.parity_log.as_ref().map(|l| super::ParityLogSettings {
+            path: base.join(&l.path),
+            max_bytes: l.max_bytes.max(4096),
+        }),
         server,
         backends,
         route_lookup: crate::routing::RouteIndex::build(routes.iter().map(|r| &r.matcher)),
@@ -160,6 +164,14 @@ fn compile_backends(
     }
     let mut out = Vec::new();
     for (name, b) in raw {
+        // Names are written unquoted into the weight file, metrics labels and
+        // `cutover shift NAME=PCT`: `a: b` or `x=y` would not read back.
+        if !is_plain_name(name) {
+            errors.push(ConfigError::at(
+                pos.key(&["backends", name]),
+                format!("backend name {name:?} must be letters, digits, '-', '_' or '.'"),
+            ));
+        }
         let health_check = b.health_check.as_ref().and_then(|h| {
             let at = |field: &str| pos.value(&["backends", name, "health_check", field]);
             let path = match h.path.parse::<http::uri::PathAndQuery>() {
@@ -258,7 +270,7 @@ fn compile_routes(raw: &[RawRoute], backends: &[Arc<BackendSpec>], pos: &Positio
         let value = |rest: &[&str]| pos.value(&at(rest).iter().map(String::as_str).collect::<Vec<_>>());
         let key = |rest: &[&str]| pos.key(&at(rest).iter().map(String::as_str).collect::<Vec<_>>());
 
-        if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if !is_plain_name(&r.name) {
             errors.push(ConfigError::at(
                 value(&["name"]),
                 format!("route name {:?} must be letters, digits, '-', '_' or '.'", r.name),
@@ -596,6 +608,11 @@ fn compile_guard(g: &RawGuard, value: &dyn Fn(&[&str]) -> super::Location, error
         min_requests: g.min_requests,
         ramp,
     })
+}
+
+/// Route and backend names: letters, digits, '-', '_', '.'.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// RFC 6265 cookie-name: a token.

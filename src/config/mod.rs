@@ -35,6 +35,7 @@ pub struct Config {
     pub admin: Admin,
     pub access_log: AccessLogSettings,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub parity_log: Option<ParityLogSettings>,
     pub server: ServerSettings,
     pub backends: Vec<Arc<BackendSpec>>,
     pub routes: Vec<RouteSpec>,
@@ -68,6 +69,13 @@ pub enum LogTarget {
     Off,
     Stdout,
     File(PathBuf),
+}
+
+/// Where parity samples are also written, as JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParityLogSettings {
+    pub path: PathBuf,
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

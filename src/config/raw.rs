@@ -20,12 +20,27 @@ pub struct RawConfig {
     pub access_log: RawAccessLog,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
+    /// Optional JSON-lines file of parity samples.
+    pub parity_log: Option<RawParityLog>,
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
     pub backends: IndexMap<String, RawBackend>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParityLog {
+    pub path: PathBuf,
+    /// The file is rotated to `PATH.1` beyond this size.
+    #[serde(default = "default_parity_log_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_parity_log_bytes() -> u64 {
+    10 * 1024 * 1024
 }
 
 fn default_weights_file() -> PathBuf {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::compare::{Difference, Kind, truncate};
-use crate::config::MirrorSpec;
+use crate::config::{MirrorSpec, ParityLogSettings};
 
 /// Half-life of the decaying counts.
 pub const HALF_LIFE: Duration = Duration::from_secs(600);
@@ -129,6 +129,44 @@ pub struct Judgement {
 #[derive(Default)]
 pub struct Parity {
     routes: Mutex<HashMap<String, RouteParity>>,
+    log: Mutex<Option<ParityLog>>,
+}
+
+/// Parity samples as JSON lines, rotated to `PATH.1` past `max_bytes`.
+struct ParityLog {
+    settings: ParityLogSettings,
+    file: Option<std::fs::File>,
+    written: u64,
+}
+
+impl ParityLog {
+    fn write(&mut self, line: &str) {
+        use std::io::Write;
+        if self.written + line.len() as u64 > self.settings.max_bytes && self.written > 0 {
+            self.file = None;
+            let mut rotated = self.settings.path.clone().into_os_string();
+            rotated.push(".1");
+            let _ = std::fs::rename(&self.settings.path, rotated);
+            self.written = 0;
+        }
+        if self.file.is_none() {
+            match std::fs::OpenOptions::new().create(true).append(true).open(&self.settings.path) {
+                Ok(f) => {
+                    self.written = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    self.file = Some(f);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %self.settings.path.display(), error = %e, "cannot write the parity log");
+                    return;
+                }
+            }
+        }
+        if let Some(f) = &mut self.file
+            && f.write_all(line.as_bytes()).is_ok()
+        {
+            self.written += line.len() as u64;
+        }
+    }
 }
 
 impl RouteParity {
@@ -202,6 +240,27 @@ pub fn significant(raw: f64, noise: f64) -> bool {
 }
 
 impl Parity {
+    /// Sets (or removes) the parity log; unchanged settings keep the open file.
+    pub fn set_log(&self, settings: Option<&ParityLogSettings>) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.as_ref().map(|l| &l.settings) != settings {
+            *log = settings.map(|s| ParityLog {
+                settings: s.clone(),
+                file: None,
+                written: 0,
+            });
+        }
+    }
+
+    fn log_sample(&self, route: &str, sample: &Sample) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(log) = log.as_mut() {
+            let mut line = serde_json::json!({ "route": route, "sample": sample }).to_string();
+            line.push('\n');
+            log.write(&line);
+        }
+    }
+
     fn with_route<T>(&self, route: &str, f: impl FnOnce(&mut RouteParity) -> T) -> T {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         let entry = routes.entry(route.to_string()).or_insert_with(|| RouteParity::new(Instant::now()));
@@ -229,7 +288,8 @@ impl Parity {
     pub fn record(&self, route: &str, spec: &MirrorSpec, exchange: &Exchange<'_>, diffs: Vec<Difference>) -> Judgement {
         let now = Instant::now();
         let today = time::OffsetDateTime::now_utc().date();
-        self.with_route(route, |r| {
+        let mut logged = None;
+        let judgement = self.with_route(route, |r| {
             r.raw_total.add(1.0, now);
             r.compared += 1;
             r.compared_recent.add(1.0, now);
@@ -289,9 +349,14 @@ impl Parity {
                     served_by: exchange.served_by.to_string(),
                     differences: judged,
                 });
+                logged = r.samples.back().cloned();
             }
             Judgement { clean, mismatched }
-        })
+        });
+        if let Some(sample) = logged {
+            self.log_sample(route, &sample);
+        }
+        judgement
     }
 
     /// The share of compared requests that were clean, and how many were compared.
