@@ -325,15 +325,15 @@ async fn admin_loop(listener: TcpListener, live: Arc<Live>) {
 }
 
 pin_project_lite::pin_project! {
-    /// Fails reads with `TimedOut` until the first 24 bytes (enough to tell
-    /// HTTP/1.1 from the HTTP/2 preface) have arrived, once `deadline` has
-    /// passed. hyper's `header_read_timeout` only starts after that protocol
-    /// detection, so without this a client that connects and sends nothing,
-    /// or half a preface, would hold its connection forever.
+    /// Fails reads with `TimedOut` once `deadline` has passed, until the first
+    /// bytes tell HTTP/1.1 from the HTTP/2 preface. hyper's
+    /// `header_read_timeout` only starts after that protocol detection, so
+    /// without this a client that connects and sends nothing, or a slice of
+    /// the preface, would hold its connection forever.
     struct FirstBytesDeadline<I> {
         #[pin]
         io: I,
-        remaining: usize,
+        seen: usize,
         deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     }
 }
@@ -342,7 +342,7 @@ impl<I> FirstBytesDeadline<I> {
     fn new(io: I, timeout: Duration) -> FirstBytesDeadline<I> {
         FirstBytesDeadline {
             io,
-            remaining: 24,
+            seen: 0,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
         }
     }
@@ -355,14 +355,17 @@ impl<I: tokio::io::AsyncRead> tokio::io::AsyncRead for FirstBytesDeadline<I> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
+        const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         let this = self.project();
         let before = buf.filled().len();
         let polled = this.io.poll_read(cx, buf);
         match &polled {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len() - before;
-                *this.remaining = this.remaining.saturating_sub(n);
-                if *this.remaining == 0 || n == 0 {
+            Poll::Ready(Ok(())) if this.deadline.is_some() => {
+                let fresh = &buf.filled()[before..];
+                let expected = &H2_PREFACE[(*this.seen).min(H2_PREFACE.len())..];
+                let diverged = fresh.iter().zip(expected).any(|(a, b)| a != b);
+                *this.seen += fresh.len();
+                if fresh.is_empty() || diverged || *this.seen >= H2_PREFACE.len() {
                     *this.deadline = None;
                 }
             }
@@ -376,7 +379,7 @@ impl<I: tokio::io::AsyncRead> tokio::io::AsyncRead for FirstBytesDeadline<I> {
                     )));
                 }
             }
-            Poll::Ready(Err(_)) => {}
+            _ => {}
         }
         polled
     }

@@ -53,6 +53,9 @@ def ws_echo(sock):
 
 class App(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Head and body are separate writes: without TCP_NODELAY, Nagle's algorithm
+    # and delayed ACKs add ~40 ms to every response.
+    disable_nagle_algorithm = True
     name = "app"
 
     def log_message(self, *args):

@@ -86,8 +86,7 @@ end=$((SECONDS + seconds))
 ( restarts=0
   while [ $((SECONDS + 20)) -lt "$end" ]; do
     sleep 18
-    kill -9 "$new_pid" 2>/dev/null || true
-    wait "$new_pid" 2>/dev/null || true
+    { kill -9 "$new_pid"; wait "$new_pid"; } 2>/dev/null || true
     sleep 2
     start_new
     restarts=$((restarts + 1))
@@ -184,6 +183,13 @@ WebSocket sessions echoing a message every half second), while:
 
 Backends are small Python servers (`benches/soak/backend.py`). The script
 writes the table below from the run it just made; it is never edited by hand.
+
+Failures to expect: a `POST` (not idempotent, so not retried) that was on
+`new` when it was killed gets a 502, while `GET`s that got no answer are
+retried on another backend; a client that then reuses the keep-alive connection of
+such a `POST`, whose body the proxy did not finish reading, can find it
+closed (`BrokenPipeError`, `RemoteDisconnected`). The mirror's errors and
+drops are the hanging shadow target; they never reach clients.
 
 EOF
     echo "Last run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, \`SOAK_SECONDS=$seconds\`."

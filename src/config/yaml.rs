@@ -17,14 +17,40 @@ use super::error::{ConfigError, Location};
 
 /// Parses `text` (read from `file`) into `T` and indexes node positions.
 pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<(T, Positions), ConfigError> {
-    let value: T = if text.trim().is_empty() {
-        // An empty document is `null` to serde_yaml; treat it as an empty mapping.
+    check_line_breaks(file, text)?;
+    // An empty document is `null` to serde_yaml; treat it as an empty mapping,
+    // unless YAML itself rejects the whitespace (a tab where indentation goes).
+    let value: T = if text.trim().is_empty() && serde_yaml::from_str::<serde_yaml::Value>(text).is_ok() {
         serde_yaml::from_str("{}").map_err(|e| from_serde(file, e))?
     } else {
         serde_yaml::from_str(text).map_err(|e| from_serde(file, e))?
     };
     let positions = Positions::index(file, text);
     Ok((value, positions))
+}
+
+/// Line breaks must be LF or CRLF. YAML also breaks lines at a lone CR and
+/// at U+0085, U+2028 and U+2029, which line-based tools (and cutover's own
+/// comment-keeping weight file writer) read as part of one line, so the same
+/// text would mean two different things.
+fn check_line_breaks(file: &Path, text: &str) -> Result<(), ConfigError> {
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let odd = match c {
+            '\r' => chars.peek().is_none_or(|&(_, next)| next != '\n'),
+            '\u{85}' | '\u{2028}' | '\u{2029}' => true,
+            _ => false,
+        };
+        if odd {
+            let line = text[..at].matches('\n').count() + 1;
+            let column = text[..at].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Err(ConfigError::at(
+                Location::new(file, line, column),
+                format!("unsupported line break {:?}: end lines with \\n or \\r\\n", c),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn from_serde(file: &Path, err: serde_yaml::Error) -> ConfigError {
@@ -193,6 +219,33 @@ mod tests {
         assert_eq!(pos.value(&["routes", "0", "backends", "new", "weight"]).to_string(), "c.yaml:5:22");
         // Unknown paths fall back to the nearest parent.
         assert_eq!(pos.value(&["routes", "0", "missing"]).to_string(), "c.yaml:2:5");
+    }
+
+    #[test]
+    fn whitespace_is_empty_unless_yaml_rejects_it() {
+        for text in ["", "\n\n", "  \n"] {
+            let (v, _): (HashMap<String, u32>, _) = parse(Path::new("w.yaml"), text).unwrap();
+            assert!(v.is_empty(), "{text:?}");
+        }
+        for text in [" \t\n", "\t\n"] {
+            let written = format!("{text}a: 1\n");
+            assert!(parse::<HashMap<String, u32>>(Path::new("w.yaml"), &written).is_err(), "{written:?}");
+            assert!(parse::<HashMap<String, u32>>(Path::new("w.yaml"), text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn line_breaks_are_lf_or_crlf() {
+        let ok: (HashMap<String, u32>, _) = parse(Path::new("w.yaml"), "a: 1\r\nb: 2\n").unwrap();
+        assert_eq!(ok.0.len(), 2);
+        for (text, at) in [
+            ("a: 1\rb: 2\n", "w.yaml:1:5"),
+            ("a: 1\n# x\u{2028}b: 2\n", "w.yaml:2:4"),
+            ("\r#\r{}#", "w.yaml:1:1"),
+        ] {
+            let err = parse::<HashMap<String, u32>>(Path::new("w.yaml"), text).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{at}: unsupported line break")), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -406,16 +406,14 @@ fn client_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Refusal> 
     if hosts.next().is_some() {
         return Err(Refusal::BadRequest("more than one Host header"));
     }
-    // `Authority` accepts userinfo (`user@host`), which `Host` never carries
-    // (RFC 9110 §7.2) and a backend could read as a different host.
     if let Some(h) = &host
-        && (h.is_empty() || h.as_bytes().contains(&b'@') || h.to_str().ok().and_then(|s| s.parse::<http::uri::Authority>().ok()).is_none())
+        && !h.to_str().is_ok_and(valid_host)
     {
         return Err(Refusal::BadRequest("invalid Host header"));
     }
     if let Some(authority) = req.uri().authority() {
-        if authority.as_str().contains('@') {
-            return Err(Refusal::BadRequest("userinfo in the request target"));
+        if !valid_host(authority.as_str()) {
+            return Err(Refusal::BadRequest("invalid authority in the request target"));
         }
         return Ok(HeaderValue::from_str(authority.as_str()).ok());
     }
@@ -423,6 +421,16 @@ fn client_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Refusal> 
         return Err(Refusal::BadRequest("missing Host header"));
     }
     Ok(host)
+}
+
+/// `host[:port]` (RFC 9110 §7.2). `Authority` also takes userinfo
+/// (`user@host`) and any port text, which a backend could read as another host.
+fn valid_host(s: &str) -> bool {
+    let Ok(authority) = s.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let port = s.get(authority.host().len()..).unwrap_or("@");
+    !s.contains('@') && (port.is_empty() || port.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())))
 }
 
 fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap) -> Choice {

@@ -1,0 +1,1042 @@
+//! Hostile input from clients and from backends. Requests are written as raw
+//! bytes to the real binary; a recording backend keeps every request it
+//! parsed and every byte it received, so each case proves both the status
+//! the client gets and that nothing was smuggled past the proxy.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use http_desync_guardian::RequestSafetyTier;
+use http_desync_guardian::request_analyzer::HttpRequestData;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------------------------------------------------------------- the recording backend
+
+/// One request as a backend parsed it.
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    uri: String,
+    headers: Vec<(String, Vec<u8>)>,
+    /// The whole body, or the error that cut it short.
+    body: Result<Vec<u8>, String>,
+}
+
+impl Recorded {
+    fn headers(&self, name: &str) -> Vec<&[u8]> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_slice()).collect()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        let all = self.headers(name);
+        assert!(all.len() <= 1, "{name} sent {} times: {self:?}", all.len());
+        all.first().map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The framing a backend must be able to trust: never both kinds.
+    fn assert_framing_unambiguous(&self) {
+        assert!(
+            self.headers("content-length").is_empty() || self.headers("transfer-encoding").is_empty(),
+            "backend got both Content-Length and Transfer-Encoding: {self:?}"
+        );
+        assert!(self.headers("content-length").len() <= 1, "several Content-Length: {self:?}");
+    }
+}
+
+/// An HTTP/1.1 backend that records what it receives and answers `seen N`.
+#[derive(Clone)]
+struct Recorder {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rec = Recorder {
+            addr: listener.local_addr().unwrap(),
+            requests: Arc::default(),
+            raw: Arc::default(),
+        };
+        let (requests, raw) = (rec.requests.clone(), rec.raw.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let requests = requests.clone();
+                let io = Tee {
+                    inner: stream,
+                    log: raw.clone(),
+                };
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let requests = requests.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|c| c.to_bytes().to_vec()).map_err(|e| e.to_string());
+                            let n = {
+                                let mut all = requests.lock().unwrap();
+                                all.push(Recorded {
+                                    method: parts.method.to_string(),
+                                    uri: parts.uri.to_string(),
+                                    headers: parts
+                                        .headers
+                                        .iter()
+                                        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                                        .collect(),
+                                    body,
+                                });
+                                all.len()
+                            };
+                            Ok::<_, Infallible>(Response::new(full(format!("seen {n}"))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(io), service)
+                        .await;
+                });
+            }
+        });
+        rec
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Requests whose body arrived whole: what a backend application would act on.
+    fn complete(&self) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.body.is_ok()).collect()
+    }
+
+    fn raw(&self) -> String {
+        String::from_utf8_lossy(&self.raw.lock().unwrap()).into_owned()
+    }
+
+    fn clear(&self) {
+        self.requests.lock().unwrap().clear();
+        self.raw.lock().unwrap().clear();
+    }
+}
+
+/// A socket that copies every byte read into a log.
+struct Tee {
+    inner: TcpStream,
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+impl AsyncRead for Tee {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled {
+            self.log.lock().unwrap().extend_from_slice(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tee {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Gives a backend time to record a request the proxy may still be forwarding.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+// ---------------------------------------------------------------- a raw client
+
+/// What came back on one connection.
+struct Reply {
+    bytes: Vec<u8>,
+    /// The proxy closed (or reset) the connection.
+    closed: bool,
+    elapsed: Duration,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    fn status(&self) -> Option<u16> {
+        let text = self.text();
+        let line = text.lines().next()?;
+        line.strip_prefix("HTTP/1.1 ")
+            .or_else(|| line.strip_prefix("HTTP/1.0 "))?
+            .get(..3)?
+            .parse()
+            .ok()
+    }
+
+    /// How many responses the connection carried.
+    fn responses(&self) -> usize {
+        let text = self.text();
+        text.match_indices("HTTP/1.1 ")
+            .filter(|(i, _)| *i == 0 || text[..*i].ends_with('\n'))
+            .count()
+    }
+
+    fn body(&self) -> &[u8] {
+        let at = self
+            .bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(self.bytes.len(), |i| i + 4);
+        &self.bytes[at..]
+    }
+}
+
+/// Writes `raw` on a new connection and reads until the proxy closes it, or `wait` passes.
+async fn exchange_for(addr: SocketAddr, raw: &[u8], wait: Duration) -> Reply {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The proxy may refuse and close before reading everything: a failed write is fine.
+    let _ = stream.write_all(raw).await;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+        }
+    };
+    Reply {
+        bytes,
+        closed,
+        elapsed: started.elapsed(),
+    }
+}
+
+async fn exchange(addr: SocketAddr, raw: &[u8]) -> Reply {
+    exchange_for(addr, raw, Duration::from_secs(5)).await
+}
+
+/// Sends `raw`, expects `status` and a closed connection, and that the
+/// backend received no request at all.
+async fn refused(proxy: &Proxy, rec: &Recorder, raw: &[u8], status: u16) {
+    let what = String::from_utf8_lossy(raw).into_owned();
+    let before = rec.requests().len();
+    let reply = exchange(proxy.addr(), raw).await;
+    assert_eq!(reply.status(), Some(status), "{what:?} got {:?}", reply.text());
+    assert!(reply.closed, "{what:?}: connection left open after a refused request");
+    assert_eq!(reply.responses(), 1, "{what:?}: {:?}", reply.text());
+    settle().await;
+    let after = rec.requests();
+    assert_eq!(after.len(), before, "{what:?} reached the backend: {:?}", &after[before..]);
+}
+
+/// The request-safety tier an independent desync analyser gives a request head.
+fn tier(raw: &[u8]) -> RequestSafetyTier {
+    HttpRequestData::analyze_raw_request(raw).tier
+}
+
+/// The proxy process is alive (not a zombie) and answers a plain request.
+async fn assert_alive(proxy: &Proxy, path: &str) {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", proxy.pid())).expect("proxy process exists");
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next().unwrap()).unwrap();
+    assert_ne!(state, 'Z', "the proxy exited:\n{}", proxy.stderr_text());
+    let resp = get(&proxy.url(path)).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+}
+
+/// Config with the given `server:` settings, a host-matched route `other`
+/// and a catch-all route `main`.
+fn config(server: &str, main: &Recorder, other: &Recorder) -> String {
+    let mut c = config_head("{ path: off }");
+    c.push_str(&format!("server: {server}\n"));
+    c.push_str(&format!(
+        "backends:\n  main: {{ url: \"{}\" }}\n  other: {{ url: \"{}\" }}\n\
+         routes:\n  - name: other\n    match: {{ host: other.example }}\n    backends: {{ other: {{}} }}\n\
+         \x20 - name: main\n    match: {{ path_prefix: / }}\n    backends: {{ main: {{}} }}\n",
+        main.url(),
+        other.url()
+    ));
+    c
+}
+
+const LIMITS: &str = "{ max_header_bytes: 8192, max_headers: 20, header_read_timeout: 1s, max_body_bytes: 1024, body_read_timeout: 1s }";
+
+async fn start() -> (Proxy, Recorder, Recorder) {
+    let main = Recorder::start().await;
+    let other = Recorder::start().await;
+    let proxy = Proxy::start(&config(LIMITS, &main, &other), "").await;
+    (proxy, main, other)
+}
+
+// ---------------------------------------------------------------- request smuggling
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cl_te_and_te_cl_smuggling_gets_no_second_request_through() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        let hidden = "GET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n";
+
+        // CL.TE: a front end trusting Content-Length would forward the hidden
+        // request as body; one trusting Transfer-Encoding ends the body at `0`.
+        // Transfer-Encoding wins, and the connection closes after the answer,
+        // so the leftover bytes are never read as a request.
+        for (first, second) in [
+            (
+                format!("Content-Length: {}", 5 + hidden.len()),
+                "Transfer-Encoding: chunked".to_string(),
+            ),
+            (
+                "Transfer-Encoding: chunked".to_string(),
+                format!("Content-Length: {}", 5 + hidden.len()),
+            ),
+        ] {
+            let raw = format!("POST /clte HTTP/1.1\r\nHost: app\r\n{first}\r\n{second}\r\n\r\n0\r\n\r\n{hidden}");
+            assert!(
+                tier(raw.as_bytes()) >= RequestSafetyTier::Ambiguous,
+                "the analyser sees a desync risk"
+            );
+            rec.clear();
+            let reply = exchange(proxy.addr(), raw.as_bytes()).await;
+            assert_eq!(reply.status(), Some(200), "{}", reply.text());
+            assert_eq!(reply.responses(), 1, "{}", reply.text());
+            assert!(reply.closed, "a request framed both ways must close its connection");
+            settle().await;
+            let seen = rec.requests();
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            assert_eq!((seen[0].method.as_str(), seen[0].uri.as_str()), ("POST", "/clte"));
+            assert_eq!(seen[0].body.as_deref(), Ok(&b""[..]));
+            seen[0].assert_framing_unambiguous();
+            assert!(!rec.raw().contains("/smuggled"), "backend bytes: {:?}", rec.raw());
+        }
+
+        // TE.CL: the hidden request is chunk data. It reaches the backend as the
+        // body of the one request, framed by the proxy, never as a request.
+        let raw = format!(
+            "POST /tecl HTTP/1.1\r\nHost: app\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{hidden}\r\n0\r\n\r\n",
+            hidden.len()
+        );
+        assert!(tier(raw.as_bytes()) >= RequestSafetyTier::Ambiguous);
+        rec.clear();
+        let reply = exchange(proxy.addr(), raw.as_bytes()).await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        assert_eq!(reply.responses(), 1);
+        assert!(reply.closed);
+        settle().await;
+        let seen = rec.requests();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].uri, "/tecl");
+        assert_eq!(seen[0].body.as_deref(), Ok(hidden.as_bytes()));
+        seen[0].assert_framing_unambiguous();
+        assert_ne!(seen[0].header("content-length").as_deref(), Some("4"));
+
+        // Obfuscated or non-final chunked codings, and Transfer-Encoding where
+        // it cannot be: refused before anything is forwarded.
+        rec.clear();
+        for te in [
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+            "Transfer-Encoding: chunked, identity",
+            "Transfer-Encoding: xchunked",
+            "Transfer-Encoding: \x0bchunked",
+            "Transfer-Encoding : chunked",
+            "X-Pad: 1\r\n Transfer-Encoding: chunked",
+        ] {
+            let raw = format!("POST /te HTTP/1.1\r\nHost: app\r\nContent-Length: 3\r\n{te}\r\n\r\n0\r\n\r\n{hidden}");
+            assert!(tier(raw.as_bytes()) >= RequestSafetyTier::Ambiguous, "{te:?}");
+            refused(&proxy, &rec, raw.as_bytes(), 400).await;
+        }
+        let raw = format!("POST /te10 HTTP/1.0\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}");
+        refused(&proxy, &rec, raw.as_bytes(), 400).await;
+        assert!(!rec.raw().contains("/smuggled"));
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_conflicting_content_length_is_refused() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        for cl in [
+            "Content-Length: 1, 2",
+            "Content-Length: 5, 5",
+            "Content-Length: +5",
+            "Content-Length: 0x10",
+            "Content-Length: -1",
+            "Content-Length: 5 5",
+            "Content-Length: 99999999999999999999999",
+            "Content-Length: ",
+            "Content-Length: 5\r\nContent-Length: 6",
+        ] {
+            let raw = format!("POST /cl HTTP/1.1\r\nHost: app\r\n{cl}\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n");
+            refused(&proxy, &rec, raw.as_bytes(), 400).await;
+        }
+        // The same length twice is one length (RFC 9110 §8.6); the backend gets it once.
+        let raw = "POST /cl2 HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+        let reply = exchange(proxy.addr(), raw.as_bytes()).await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        settle().await;
+        let seen = rec.requests();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].body.as_deref(), Ok(&b"hello"[..]));
+        seen[0].assert_framing_unambiguous();
+        assert!(!rec.raw().contains("/smuggled"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_chunk_sizes_get_400_and_no_complete_request() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        for chunks in [
+            "zz\r\nhello\r\n0\r\n\r\n",
+            "-5\r\nhello\r\n0\r\n\r\n",
+            "fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+            "5\r\nhelloXX\r\n0\r\n\r\n",
+            "5 5\r\nhello\r\n0\r\n\r\n",
+            "0x5\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let raw = format!("POST /chunks HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}");
+            let reply = exchange(proxy.addr(), raw.as_bytes()).await;
+            assert_eq!(reply.status(), Some(400), "{chunks:?}: {}", reply.text());
+            assert!(reply.closed, "{chunks:?}");
+            settle().await;
+            // The head may have been forwarded before the bad chunk line was
+            // read; the body never completed, so no application acted on it.
+            assert!(rec.complete().is_empty(), "{chunks:?}: {:?}", rec.complete());
+        }
+        // A client's broken body is not the backend's failure.
+        let metrics = proxy.metrics().await;
+        assert_eq!(
+            metric_value(&metrics, "cutover_upstream_errors_total", &[("route", "main")]).unwrap_or(0.0),
+            0.0,
+            "{metrics}"
+        );
+        assert_eq!(metric_value(&metrics, "cutover_backend_healthy", &[("backend", "main")]), Some(1.0));
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- malformed heads
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn obs_fold_bare_cr_and_control_bytes_are_refused() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        let cases: &[&[u8]] = &[
+            // obs-fold (RFC 9112 §5.2): refused, including one hiding a framing header.
+            b"GET /fold HTTP/1.1\r\nHost: app\r\nX-A: 1\r\n folded\r\n\r\n",
+            b"POST /fold HTTP/1.1\r\nHost: app\r\nX-A: 1\r\n\tTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+            // bare CR as a line ending, or inside a value
+            b"GET /cr HTTP/1.1\rHost: app\r\n\r\n",
+            b"GET /cr HTTP/1.1\r\nHost: app\rX-A: 1\r\n\r\n",
+            b"GET /cr HTTP/1.1\r\nHost: app\r\nX-A: a\rb\r\n\r\n",
+            // NUL and other control bytes in names, values and the target
+            b"GET /nul HTTP/1.1\r\nHost: app\r\nX-\0A: 1\r\n\r\n",
+            b"GET /nul HTTP/1.1\r\nHost: app\r\nX-A: a\0b\r\n\r\n",
+            b"GET /ctl HTTP/1.1\r\nHost: app\r\nX-A: a\x01b\r\n\r\n",
+            b"GET /ctl HTTP/1.1\r\nHost: app\r\nX-A: a\x7fb\r\n\r\n",
+            b"GET /ctl HTTP/1.1\r\nHost: app\r\nX-A: a\x1bb\r\n\r\n",
+            b"GET /ctl HTTP/1.1\r\nHost: app\r\nX A: 1\r\n\r\n",
+            b"GET /ctl HTTP/1.1\r\nHost: app\r\nX-\xe9: 1\r\n\r\n",
+            b"GET /ctl HTTP/1.1\r\nHost: app\r\n: empty-name\r\n\r\n",
+            b"GET /a\0b HTTP/1.1\r\nHost: app\r\n\r\n",
+            b"GET /a\x7fb HTTP/1.1\r\nHost: app\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: app\r\n\r\n",
+            b"GET /ver HTTP/1.1x\r\nHost: app\r\n\r\n",
+            b"G\0T / HTTP/1.1\r\nHost: app\r\n\r\n",
+        ];
+        for raw in cases {
+            refused(&proxy, &rec, raw, 400).await;
+        }
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_lf_and_obs_text_reach_the_backend_as_one_clean_request() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        // Bare LF line endings are read leniently (RFC 9112 §2.2 allows it);
+        // the backend gets one request, re-framed with CRLF.
+        let reply = exchange(
+            proxy.addr(),
+            b"POST /lf HTTP/1.1\nHost: app\nContent-Length: 3\r\nX-Mixed: 1\nConnection: close\n\nabc",
+        )
+        .await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        settle().await;
+        let seen = rec.requests();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].uri, "/lf");
+        assert_eq!(seen[0].header("x-mixed").as_deref(), Some("1"));
+        assert_eq!(seen[0].body.as_deref(), Ok(&b"abc"[..]));
+        let raw = rec.raw();
+        let head = raw.split("\r\n\r\n").next().unwrap();
+        assert!(!head.replace("\r\n", "").contains('\n'), "bare LF forwarded: {raw:?}");
+
+        // Tabs and obs-text (bytes ≥ 0x80) are legal in values and pass unchanged.
+        rec.clear();
+        let reply = exchange(
+            proxy.addr(),
+            b"GET /text HTTP/1.1\r\nHost: app\r\nX-Latin: caf\xe9\tau lait\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        settle().await;
+        let seen = rec.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].headers("x-latin"), [&b"caf\xe9\tau lait"[..]]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_is_routed_by_its_authority_and_forwarded_in_origin_form() {
+    within(60, async {
+        let (proxy, main, other) = start().await;
+        let reply = exchange(
+            proxy.addr(),
+            b"GET http://other.example/abs/../x?q=1 HTTP/1.1\r\nHost: wrong.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        settle().await;
+        assert!(main.requests().is_empty(), "{:?}", main.requests());
+        let seen = other.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].uri, "/x?q=1");
+        assert_eq!(seen[0].header("host").as_deref(), Some("other.example"));
+        assert!(other.raw().starts_with("GET /x?q=1 HTTP/1.1\r\n"), "{:?}", other.raw());
+
+        // The target's authority wins over Host (RFC 9112 §3.2.2) in the other direction too.
+        let reply = exchange(
+            proxy.addr(),
+            b"GET http://main.example:8080/m HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        settle().await;
+        let seen = main.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].header("host").as_deref(), Some("main.example:8080"));
+        assert!(main.raw().starts_with("GET /m HTTP/1.1\r\n"), "{:?}", main.raw());
+        assert_eq!(other.requests().len(), 1);
+
+        // Userinfo has no place in a request target's authority.
+        refused(
+            &proxy,
+            &other,
+            b"GET http://user:pw@other.example/ HTTP/1.1\r\nHost: other.example\r\n\r\n",
+            400,
+        )
+        .await;
+        // Asterisk-form (OPTIONS *) is about the proxy itself, and CONNECT's
+        // authority-form asks for a tunnel: neither is forwarded.
+        refused(&proxy, &main, b"OPTIONS * HTTP/1.1\r\nHost: app\r\n\r\n", 400).await;
+        refused(
+            &proxy,
+            &other,
+            b"CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n",
+            400,
+        )
+        .await;
+        let reply = exchange(proxy.addr(), b"OPTIONS * HTTP/1.1\r\nHost: app\r\n\r\n").await;
+        assert!(reply.text().contains("asterisk-form"), "{}", reply.text());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_missing_or_repeated_host_gets_400() {
+    within(60, async {
+        let (proxy, main, other) = start().await;
+        for host in [
+            "Host: a b",
+            "Host: ",
+            "Host: exa/mple",
+            "Host: user@other.example",
+            "Host: other.example@evil.example",
+            "Host: app:port",
+            "Host: [::1",
+            "Host: app\r\nHost: other.example",
+            "X-No-Host: 1",
+        ] {
+            let raw = format!("GET /host HTTP/1.1\r\n{host}\r\n\r\n");
+            refused(&proxy, &main, raw.as_bytes(), 400).await;
+            assert!(other.requests().is_empty(), "{host:?}");
+        }
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_get_431() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        let big = format!("GET /big HTTP/1.1\r\nHost: app\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+        refused(&proxy, &rec, big.as_bytes(), 431).await;
+        let mut many = String::from("GET /many HTTP/1.1\r\nHost: app\r\n");
+        for i in 0..25 {
+            many.push_str(&format!("X-H{i}: {i}\r\n"));
+        }
+        many.push_str("\r\n");
+        refused(&proxy, &rec, many.as_bytes(), 431).await;
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: app\r\n\r\n", "a".repeat(20_000));
+        refused(&proxy, &rec, long_target.as_bytes(), 431).await;
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_with_content_length_or_chunked() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        // Declared too large: refused before any backend is contacted.
+        let raw = format!("POST /cl HTTP/1.1\r\nHost: app\r\nContent-Length: 5000\r\n\r\n{}", "x".repeat(5000));
+        refused(&proxy, &rec, raw.as_bytes(), 413).await;
+        assert!(rec.raw().is_empty(), "{:?}", rec.raw());
+        let raw = "PUT /expect HTTP/1.1\r\nHost: app\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
+        refused(&proxy, &rec, raw.as_bytes(), 413).await;
+
+        // Chunked: cut off once the limit is passed.
+        let chunk = "y".repeat(600);
+        let raw = format!("POST /chunked HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n");
+        let reply = exchange(proxy.addr(), raw.as_bytes()).await;
+        assert_eq!(reply.status(), Some(413), "{}", reply.text());
+        settle().await;
+        assert!(rec.complete().is_empty(), "{:?}", rec.complete());
+
+        // At the limit is fine.
+        let raw = format!("POST /ok HTTP/1.1\r\nHost: app\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n{}", "z".repeat(1024));
+        let reply = exchange(proxy.addr(), raw.as_bytes()).await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        settle().await;
+        assert_eq!(rec.complete().len(), 1);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- slow clients
+
+/// Connects, writes `head`, then one byte of `drip` every 200 ms; returns how
+/// long until the proxy closed the connection (None: still open after 8 s).
+async fn drip(addr: SocketAddr, head: &[u8], drip: &[u8]) -> (Option<Duration>, Vec<u8>) {
+    let started = Instant::now();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return (started.elapsed(), got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let _ = wr.write_all(head).await;
+    let mut bytes = drip.iter().cycle();
+    while !reader.is_finished() && started.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(b) = bytes.next()
+            && wr.write_all(&[*b]).await.is_err()
+        {
+            break;
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(1), reader).await {
+        Ok(Ok((at, got))) => (Some(at), got),
+        _ => (None, Vec::new()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_clients_are_disconnected_after_header_read_timeout() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        let addr = proxy.addr();
+        let (slow_head, idle, slow_preface) = tokio::join!(
+            // A head that never ends, one byte at a time.
+            drip(addr, b"GET /slow HTTP/1.1\r\nHost: app\r\nX-Slow: ", b"abcdefgh"),
+            // A connection that says nothing at all.
+            drip(addr, b"", b""),
+            // The start of the HTTP/2 preface, then nothing more.
+            drip(addr, b"PRI * HTTP/2.0\r\n", b""),
+        );
+        for (what, (closed_after, _)) in [("slow head", &slow_head), ("idle", &idle), ("partial h2 preface", &slow_preface)] {
+            let after = closed_after.unwrap_or_else(|| panic!("{what}: still connected after 8 s"));
+            assert!(
+                after >= Duration::from_millis(900) && after < Duration::from_secs(4),
+                "{what}: closed after {after:?} with header_read_timeout 1s"
+            );
+        }
+        settle().await;
+        assert!(rec.requests().is_empty(), "{:?}", rec.requests());
+        assert_alive(&proxy, "/after").await;
+        proxy
+            .wait_metric("cutover_active_connections", &[("listener", "public")], 0.0)
+            .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_request_bodies_get_408() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        for (what, head) in [
+            (
+                "POST, Content-Length",
+                "POST /stall HTTP/1.1\r\nHost: app\r\nContent-Length: 100\r\n\r\n0123456789",
+            ),
+            (
+                "POST, chunked",
+                "POST /stall HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            ),
+            // A small idempotent body is read whole first, so it can be retried.
+            (
+                "PUT, kept for retry",
+                "PUT /stall HTTP/1.1\r\nHost: app\r\nContent-Length: 100\r\n\r\n0123456789",
+            ),
+        ] {
+            let reply = exchange_for(proxy.addr(), head.as_bytes(), Duration::from_secs(6)).await;
+            assert_eq!(reply.status(), Some(408), "{what}: {}", reply.text());
+            assert!(
+                reply.elapsed >= Duration::from_millis(900) && reply.elapsed < Duration::from_secs(4),
+                "{what}: answered after {:?} with body_read_timeout 1s",
+                reply.elapsed
+            );
+        }
+        settle().await;
+        assert!(rec.complete().is_empty(), "{:?}", rec.complete());
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- HTTP/2
+
+/// Peak RSS (KiB) of `pid` sampled every 5 ms until `stop` is set.
+fn sample_peak_rss(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut peak = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                && let Some(kib) = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = kib.max(peak);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        peak
+    })
+}
+
+async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(stream).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+fn h2_get(path: &str) -> Request<()> {
+    Request::get(format!("http://app{path}")).body(()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_leaves_the_proxy_up_and_bounded() {
+    within(60, async {
+        let slow = Upstream::slow("slow", Duration::from_millis(200)).await;
+        let mut c = config_head("{ path: off }");
+        c.push_str(&format!(
+            "backends:\n  slow: {{ url: \"{}\" }}\nroutes:\n  - name: all\n    backends: {{ slow: {{}} }}\n",
+            slow.url()
+        ));
+        let proxy = Proxy::start(&c, "").await;
+        // Warm up, then measure.
+        let mut send = h2_connect(proxy.addr()).await;
+        let (resp, _) = send.send_request(h2_get("/warm"), true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
+        let base = proxy.rss_kib();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = sample_peak_rss(proxy.pid(), stop.clone());
+
+        let started = Instant::now();
+        let (mut opened, mut connections, mut goaways) = (0u32, 1u32, 0u32);
+        while opened < 20_000 && started.elapsed() < Duration::from_secs(4) {
+            let ready = match send.clone().ready().await {
+                Ok(ready) => ready,
+                Err(e) => {
+                    goaways += u32::from(e.is_go_away());
+                    send = h2_connect(proxy.addr()).await;
+                    connections += 1;
+                    continue;
+                }
+            };
+            send = ready;
+            match send.send_request(h2_get(&format!("/reset/{opened}")), false) {
+                Ok((resp, mut stream)) => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    drop(resp);
+                    opened += 1;
+                }
+                Err(e) => {
+                    goaways += u32::from(e.is_go_away());
+                    send = h2_connect(proxy.addr()).await;
+                    connections += 1;
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let peak = sampler.await.unwrap();
+        eprintln!(
+            "rapid reset: {opened} streams opened and reset over {connections} connections ({goaways} GOAWAYs) in {elapsed:?}; \
+             backend saw {} requests; RSS {base} KiB → peak {peak} KiB",
+            slow.hits()
+        );
+        assert!(opened >= 1000, "only {opened} streams opened");
+        assert!(peak.saturating_sub(base) < 64 * 1024, "RSS grew from {base} KiB to {peak} KiB");
+
+        // Still up, and serving both protocols.
+        assert_alive(&proxy, "/after").await;
+        let mut fresh = h2_connect(proxy.addr()).await;
+        let (resp, _) = fresh.send_request(h2_get("/after-h2"), true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        // Reset streams do not leave backend requests running for long.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let settled = proxy.rss_kib();
+        assert!(
+            settled.saturating_sub(base) < 64 * 1024,
+            "RSS {settled} KiB after the attack (base {base} KiB)"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_body_longer_than_its_content_length_is_not_forwarded() {
+    within(30, async {
+        let (proxy, rec, _) = start().await;
+        let mut send = h2_connect(proxy.addr()).await;
+        // H2.CL: a body that does not match its declared length, carrying a
+        // request that an HTTP/1 backend would read as a second request.
+        let req = Request::post("http://app/h2cl").header("content-length", "0").body(()).unwrap();
+        let (resp, mut body) = send.send_request(req, false).unwrap();
+        let _ = body.send_data(Bytes::from_static(b"GET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n"), true);
+        let outcome = tokio::time::timeout(Duration::from_secs(5), resp).await.expect("no hang");
+        assert!(
+            outcome.is_err() || outcome.as_ref().unwrap().status() != StatusCode::OK,
+            "{outcome:?}"
+        );
+        settle().await;
+        assert!(rec.complete().iter().all(|r| r.uri != "/smuggled"));
+        assert!(!rec.raw().contains("/smuggled"), "{:?}", rec.raw());
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- misbehaving backends
+
+/// A backend that reads each request head and answers with `reply(n)` (n
+/// counts connections from 0), then closes the connection or, with
+/// `keep_open`, waits for the proxy to close it.
+async fn raw_backend(reply: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static, keep_open: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reply = Arc::new(reply);
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let bytes = reply(n);
+            n += 1;
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(&bytes).await;
+                if keep_open {
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_backends_give_502_or_a_clean_abort_and_a_counted_error() {
+    within(60, async {
+        let good = Upstream::echo("good").await;
+        let garbage = raw_backend(|_| b"SSH-2.0-OpenSSH_9.2\r\nthis is not HTTP\r\n\r\n".to_vec(), false).await;
+        let bad_status = raw_backend(|_| b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), false).await;
+        let mid_body = raw_backend(
+            |_| {
+                let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+                r.extend_from_slice(&[b'x'; 1000]);
+                r
+            },
+            false,
+        )
+        .await;
+        let mid_chunk = raw_backend(|_| b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n400\r\npartial".to_vec(), false).await;
+        let big_head = raw_backend(
+            |_| format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok", "b".repeat(1 << 20)).into_bytes(),
+            true,
+        )
+        .await;
+        let many_headers = raw_backend(
+            |_| {
+                let mut r = String::from("HTTP/1.1 200 OK\r\n");
+                for i in 0..500 {
+                    r.push_str(&format!("X-H{i}: {i}\r\n"));
+                }
+                r.push_str("Content-Length: 2\r\n\r\nok");
+                r.into_bytes()
+            },
+            true,
+        )
+        .await;
+        let cl_te = raw_backend(
+            |_| b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned".to_vec(),
+            true,
+        )
+        .await;
+        // Answers, then writes a second, unrequested response on the same connection.
+        let poison = raw_backend(
+            |n| match n {
+                0 => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned".to_vec(),
+                _ => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean".to_vec(),
+            },
+            true,
+        )
+        .await;
+        let silent = closing_upstream().await;
+
+        let backends = [
+            ("garbage", garbage),
+            ("bad_status", bad_status),
+            ("mid_body", mid_body),
+            ("mid_chunk", mid_chunk),
+            ("big_head", big_head),
+            ("many_headers", many_headers),
+            ("cl_te", cl_te),
+            ("poison", poison),
+            ("silent", silent),
+        ];
+        let mut c = config_head("{ path: off }");
+        c.push_str("backends:\n");
+        c.push_str(&format!("  good: {{ url: \"{}\" }}\n", good.url()));
+        for (name, addr) in &backends {
+            c.push_str(&format!("  {name}: {{ url: \"http://{addr}\", timeout: 3s }}\n"));
+        }
+        c.push_str("routes:\n");
+        for (name, _) in &backends {
+            c.push_str(&format!(
+                "  - name: {name}\n    match: {{ path_prefix: /{name}/ }}\n    backends: {{ {name}: {{}} }}\n"
+            ));
+        }
+        c.push_str("  - name: good\n    backends: { good: {} }\n");
+        let proxy = Proxy::start(&c, "").await;
+        let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n");
+
+        // No valid response head: 502, counted by kind.
+        for (name, kind) in [
+            ("garbage", "protocol"),
+            ("bad_status", "protocol"),
+            ("big_head", "protocol"),
+            ("many_headers", "protocol"),
+            ("cl_te", "protocol"),
+            ("silent", "reset"),
+        ] {
+            let reply = exchange(proxy.addr(), ask(&format!("/{name}/x")).as_bytes()).await;
+            assert!(reply.closed, "{name}: the client was left hanging");
+            assert_eq!(reply.status(), Some(502), "{name}: {}", reply.text());
+            assert!(!reply.text().contains("poisoned"), "{name}: {}", reply.text());
+            proxy
+                .wait_metric_until(
+                    "cutover_upstream_errors_total",
+                    &[("route", name), ("backend", name), ("kind", kind)],
+                    ">= 1",
+                    |v| v >= 1.0,
+                )
+                .await;
+        }
+
+        // The body breaks after the head went out: the client sees the
+        // connection closed short of the promised length, never a hang.
+        for name in ["mid_body", "mid_chunk"] {
+            let reply = exchange(proxy.addr(), ask(&format!("/{name}/x")).as_bytes()).await;
+            assert!(reply.closed, "{name}: the client was left hanging");
+            assert_eq!(reply.status(), Some(200), "{name}: {}", reply.text());
+            assert!(reply.body().len() < 100_000, "{name}");
+            assert!(!reply.text().ends_with("0\r\n\r\n"), "{name}: a truncated body must not look complete");
+            proxy
+                .wait_metric_until(
+                    "cutover_upstream_errors_total",
+                    &[("route", name), ("backend", name), ("kind", "body")],
+                    ">= 1",
+                    |v| v >= 1.0,
+                )
+                .await;
+        }
+
+        // An unrequested response never answers the next request.
+        let first = exchange(proxy.addr(), ask("/poison/1").as_bytes()).await;
+        assert_eq!(first.status(), Some(200));
+        assert!(first.text().ends_with("ok"), "{}", first.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for i in 2..5 {
+            let next = exchange(proxy.addr(), ask(&format!("/poison/{i}")).as_bytes()).await;
+            assert!(!next.text().contains("poisoned"), "response queue poisoned: {}", next.text());
+        }
+
+        assert_alive(&proxy, "/fine").await;
+    })
+    .await;
+}
