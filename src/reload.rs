@@ -74,7 +74,10 @@ impl WatchTask {
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
-        let mut last_seen = read_both(&self.files()).map(|(_, _, h)| h);
+        // Not read from disk here: a file replaced between loading the table and
+        // this task starting would look already seen. The first pass reads the
+        // files and compiles them; unchanged content is a no-op.
+        let mut last_seen = None;
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
