@@ -887,16 +887,12 @@ async fn raw_backend(reply: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static, k
             let bytes = reply(n);
             n += 1;
             tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let _ = stream.write_all(&bytes).await;
                 if keep_open {
+                    let mut buf = [0u8; 4096];
                     while let Ok(n) = stream.read(&mut buf).await {
                         if n == 0 {
                             break;
