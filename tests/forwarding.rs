@@ -189,24 +189,7 @@ async fn rss_growth_during<F: std::future::Future>(proxy: &Proxy, fut: F) -> (u6
     let base = proxy.rss_kib();
     let pid = proxy.pid();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut peak = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    && let Some(kib) = s
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                {
-                    peak = peak.max(kib);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            peak
-        })
-    };
+    let sampler = sample_peak_rss(pid, stop.clone());
     let out = fut.await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let peak = sampler.await.unwrap().max(proxy.rss_kib());

@@ -745,25 +745,6 @@ async fn stalled_request_bodies_get_408() {
 
 // ---------------------------------------------------------------- HTTP/2
 
-/// Peak RSS (KiB) of `pid` sampled every 5 ms until `stop` is set.
-fn sample_peak_rss(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<u64> {
-    tokio::spawn(async move {
-        let mut peak = 0;
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                && let Some(kib) = s
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak = kib.max(peak);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        peak
-    })
-}
-
 async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (send, conn) = h2::client::handshake(stream).await.expect("h2 handshake");

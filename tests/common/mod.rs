@@ -197,6 +197,29 @@ pub async fn hanging_upstream() -> SocketAddr {
     addr
 }
 
+/// VmRSS of process `pid` in KiB.
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Peak RSS (KiB) of `pid` sampled every 5 ms until `stop` is set.
+pub fn sample_peak_rss(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut peak = 0;
+        while !stop.load(Ordering::SeqCst) {
+            if let Some(kib) = rss_kib_of(pid) {
+                peak = kib.max(peak);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        peak
+    })
+}
+
 /// Reads from `stream` until the end of a request head (`\r\n\r\n`);
 /// `None` when the peer closes first.
 pub async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
@@ -462,12 +485,7 @@ impl Proxy {
 
     /// Resident set size of the proxy in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status")
+        rss_kib_of(self.pid()).expect("VmRSS in /proc/PID/status")
     }
 
     pub fn stdout_lines(&self) -> Vec<String> {
