@@ -39,6 +39,18 @@ pub struct Changed {
     pub persist_error: Option<String>,
 }
 
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// A new table is live.
+    Installed,
+    /// The files compile to the table already live.
+    Unchanged,
+    /// The weight file changed again after the text was read (a shift or
+    /// rollback wrote it meanwhile); the text was stale and is dropped.
+    Superseded,
+}
+
 /// Why a route was rolled back (the `reason` label of `cutover_rollbacks_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RollbackReason {
@@ -138,22 +150,30 @@ impl Live {
     }
 
     /// Re-reads both files (SIGHUP); on any error the current table keeps serving.
-    pub fn reload(&self) -> Result<bool, ConfigError> {
+    pub fn reload(&self) -> Result<Reloaded, ConfigError> {
         let path = self.load().config.path.clone();
-        let config_text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read(path.clone(), e));
-        let result = config_text.and_then(|text| self.reload_texts(text, None, true));
-        if let Err(err) = &result {
-            self.reload_failed(err);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => self.reload_texts(text, None, true),
+            Err(e) => {
+                let err = ConfigError::Read(path, e);
+                self.reload_failed(&err);
+                Err(err)
+            }
         }
-        result
     }
 
     /// Compiles new config text (and weight text read alongside it, when the
     /// weight file did not move) and makes it live unless nothing changed.
-    /// Returns whether a new table was installed.
-    pub fn reload_texts(&self, config_text: String, weights_text: Option<String>, force: bool) -> Result<bool, ConfigError> {
+    pub fn reload_texts(&self, config_text: String, weights_text: Option<String>, force: bool) -> Result<Reloaded, ConfigError> {
         let mut upstreams = self.lock();
         let current = self.load();
+        // Shifts and rollbacks write the weight file under this lock: text read
+        // before it was taken may already be older than the live table.
+        if let Some(text) = &weights_text
+            && std::fs::read_to_string(&current.config.weights_path).ok().as_deref() != Some(text.as_str())
+        {
+            return Ok(Reloaded::Superseded);
+        }
         let result = (|| {
             let config = Config::parse(&current.config.path, config_text)?;
             let weights = match weights_text {
@@ -171,7 +191,7 @@ impl Live {
             }
         };
         if !force && version_hash(&config, &weights) == current.version {
-            return Ok(false);
+            return Ok(Reloaded::Unchanged);
         }
         if config.listeners != current.config.listeners || config.admin.addr != current.config.admin.addr {
             tracing::warn!("listener or admin addresses changed: they take effect after a restart");
@@ -199,7 +219,7 @@ impl Live {
                 tracing::warn!(error = %e, "cannot record the weight history");
             }
         }
-        Ok(true)
+        Ok(Reloaded::Installed)
     }
 
     fn reload_failed(&self, err: &ConfigError) {

@@ -17,7 +17,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::live::Live;
+use crate::live::{Live, Reloaded};
 
 /// Quiet time after the last event before the files are read.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -74,10 +74,13 @@ impl WatchTask {
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
-        // Not read from disk here: a file replaced between loading the table and
-        // this task starting would look already seen. The first pass reads the
-        // files and compiles them; unchanged content is a no-op.
-        let mut last_seen = None;
+        // What was last acted on: the files' hash and the table version it
+        // left live. Both must match to skip a read: a shift or rollback
+        // changes the live table, and a file edited back to text seen before
+        // that change is news again. Nothing is read from disk before the loop:
+        // a file replaced between loading the table and this task starting
+        // would look already seen.
+        let mut last_seen: Option<(u64, String)> = None;
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -95,16 +98,25 @@ impl WatchTask {
             let Some((config_text, weights_text, hash)) = read_settled(&self.files()).await else {
                 continue;
             };
-            if last_seen == Some(hash) {
+            let seen = (hash, self.live.load().version.clone());
+            if last_seen.as_ref() == Some(&seen) {
                 continue;
             }
-            last_seen = Some(hash);
             let live = self.live.clone();
-            let reload = tokio::task::spawn_blocking(move || live.reload_texts(config_text, Some(weights_text), false)).await;
-            if let Ok(Ok(true)) = reload
-                && let Err(e) = self.watch_folders()
-            {
-                tracing::warn!(error = %e, "cannot watch the config folders");
+            match tokio::task::spawn_blocking(move || live.reload_texts(config_text, Some(weights_text), false)).await {
+                // A newer write is on disk; its own event (or the poll) reads it.
+                Ok(Ok(Reloaded::Superseded)) => {}
+                Ok(Ok(outcome)) => {
+                    last_seen = Some((hash, self.live.load().version.clone()));
+                    if outcome == Reloaded::Installed
+                        && let Err(e) = self.watch_folders()
+                    {
+                        tracing::warn!(error = %e, "cannot watch the config folders");
+                    }
+                }
+                // Rejected (and logged): not retried until the files or the table change.
+                Ok(Err(_)) => last_seen = Some(seen),
+                Err(e) => tracing::error!(error = %e, "config reload task failed"),
             }
         }
     }

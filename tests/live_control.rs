@@ -384,6 +384,27 @@ async fn rollback_through_api_cli_and_file_is_immediate_and_persisted() {
 }
 
 #[tokio::test]
+async fn a_file_edited_back_to_earlier_text_after_a_shift_takes_effect() {
+    within(30, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let original = weights(50, 50);
+        let proxy = Proxy::start(&config(&legacy, &new, ""), &original).await;
+        // Let the watcher read the original file once.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+
+        let resp = admin_json(&proxy, Method::PUT, "/admin/weights/api", Some(json!({"new": 10})), None).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        // An operator restores the file they kept, before the watcher has
+        // looked at the shift's write: the text is the one it already saw.
+        rewrite(&proxy.path("weights.yaml"), &original, 0);
+        wait_new_weight(&proxy, "api", 50.0).await;
+        assert!(proxy.stderr_text().contains("weight file changed"), "{}", proxy.stderr_text());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn bad_bodies_are_refused_without_changing_anything_and_undo_walks_back() {
     within(30, async {
         let legacy = Upstream::echo("legacy").await;
