@@ -205,7 +205,7 @@ async fn run_checker(state: Arc<BackendHealth>, check: HealthCheckSpec, upstream
 
 async fn probe(upstream: &Upstream, check: &HealthCheckSpec) -> bool {
     let spec = &upstream.spec;
-    let uri = format!("{}://{}{}{}", spec.url.scheme, spec.url.authority, spec.url.base_path, check.path);
+    let uri = format!("{}{}", spec.url.base_path, check.path);
     let Ok(mut req) = Request::get(uri).body(RequestBody::full(bytes::Bytes::new())) else {
         return false;
     };

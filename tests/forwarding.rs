@@ -494,3 +494,68 @@ async fn oversized_headers_get_431_and_missing_host_400() {
     })
     .await;
 }
+
+/// A keep-alive backend that closes a connection after `idle` without a
+/// request (as gunicorn and Node do); counts the connections it accepted.
+async fn idle_closing_upstream(idle: Duration) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while let Ok(Some(head)) = tokio::time::timeout(idle, read_head(&mut stream)).await {
+                    let body = if head.starts_with(b"POST") { "posted" } else { "ok" };
+                    let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    if stream.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_are_reused_and_ones_closed_while_idle_cost_no_request() {
+    use std::sync::atomic::Ordering;
+    within(30, async {
+        let (addr, accepted) = idle_closing_upstream(Duration::from_millis(300)).await;
+        let proxy = Proxy::start(
+            &one_route_config("", &[("app", format!("{{ url: \"http://{addr}\" }}"))]),
+            "all: { app: 100 }\n",
+        )
+        .await;
+        let client = client();
+        for _ in 0..50 {
+            let resp = send_on(&client, request(Method::GET, &proxy.url("/items"), &[])).await;
+            assert_eq!(resp.status, StatusCode::OK);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "sequential requests share one backend connection"
+        );
+
+        // The backend drops the idle connection; a POST (never retried) must
+        // not be sent on it.
+        for round in 0..3 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let post = Request::builder()
+                .method(Method::POST)
+                .uri(proxy.url("/orders"))
+                .body(full("{}"))
+                .unwrap();
+            let resp = send_on(&client, post).await;
+            assert_eq!(resp.status, StatusCode::OK, "round {round}: {}", resp.text());
+            assert_eq!(resp.text(), "posted");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    })
+    .await;
+}

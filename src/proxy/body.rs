@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::pool::UpstreamBody;
 use super::upstream::FailureKind;
 use crate::access_log::{AccessLog, LogRecord, Outcome};
 use crate::mirror::Tap;
@@ -86,7 +87,7 @@ impl Drop for Exchange {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Local(Option<Bytes>),
 }
 
@@ -98,7 +99,7 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming, exchange: Box<Exchange>, tap: Option<Tap>) -> ResponseBody {
+    pub fn upstream(body: UpstreamBody, exchange: Box<Exchange>, tap: Option<Tap>) -> ResponseBody {
         ResponseBody {
             inner: Inner::Upstream(body),
             exchange: Some(exchange),

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod pool;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -27,6 +28,7 @@ use crate::split::{self, BUCKETS};
 use crate::table::{LiveRoute, Table};
 use body::{BodyProblem, BodyVerdict, ClientBody, Exchange, RequestBody, ResponseBody};
 use headers::{X_REQUEST_ID, cookie, ensure_request_id, is_upgrade_request, set_forwarded, strip_hop_by_hop};
+use pool::UpstreamBody;
 use tokio::sync::oneshot;
 use upstream::FailureKind;
 
@@ -135,7 +137,7 @@ impl Proxy {
         conn: &ConnInfo,
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
-    ) -> Result<(Response<Incoming>, Option<Tap>), Refusal> {
+    ) -> Result<(Response<UpstreamBody>, Option<Tap>), Refusal> {
         let client_host = client_host(&req)?;
         let path = normalize_path(req.uri().path()).map_err(|_| match req.uri().path() {
             "*" => Refusal::BadRequest("asterisk-form targets (OPTIONS *) are not forwarded"),
@@ -356,7 +358,7 @@ impl Proxy {
     }
 }
 
-/// The absolute URI of `path` (normalised) on `spec`, after the route's rewrite for it.
+/// The origin-form URI of `path` (normalised) on `spec`, after the route's rewrite for it.
 pub fn upstream_uri(spec: &BackendSpec, rewrite: Option<&Rewrite>, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
     let path = match rewrite {
         Some(rw) => rw.apply(path),
@@ -369,12 +371,7 @@ pub fn upstream_uri(spec: &BackendSpec, rewrite: Option<&Rewrite>, path: &str, q
         pq.push('?');
         pq.push_str(q);
     }
-    let pq = PathAndQuery::from_maybe_shared(Bytes::from(pq))?;
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(spec.url.scheme.clone());
-    parts.authority = Some(spec.url.authority.clone());
-    parts.path_and_query = Some(pq);
-    Ok(Uri::from_parts(parts)?)
+    Ok(Uri::from(PathAndQuery::from_maybe_shared(Bytes::from(pq))?))
 }
 
 /// The `Host` a backend is sent: its `host_header`, else the client's, else its own authority.

@@ -1,0 +1,242 @@
+//! Keep-alive connections to one backend, on hyper's HTTP/1 client connection.
+//!
+//! Idle connections wait on a stack: the most recently used is the warmest
+//! and is taken first, and the ones left at the bottom age out. A connection
+//! goes back on the stack when its response body has been read to the end —
+//! HTTP/1 cannot carry the next request before then — straight from the body
+//! that saw the end, with no task spawned per request. A request that a
+//! pooled connection never wrote (the backend closed it while it sat idle,
+//! hyper issue 2136) is sent again on another connection.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::body::RequestBody;
+use super::upstream::FailureKind;
+
+/// Where and how connections are made.
+pub struct Connector {
+    /// Host (without IPv6 brackets) and port to connect to.
+    host: Box<str>,
+    port: u16,
+    connect_timeout: Duration,
+    /// For `https://` backends: the client configuration and the name sent in SNI.
+    tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+}
+
+impl Connector {
+    pub fn new(
+        authority: &http::uri::Authority,
+        default_port: u16,
+        connect_timeout: Duration,
+        tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    ) -> Connector {
+        Connector {
+            host: bare_host(authority).into(),
+            port: authority.port_u16().unwrap_or(default_port),
+            connect_timeout,
+            tls,
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, FailureKind> {
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((&*self.host, self.port)))
+            .await
+            .map_err(|_| FailureKind::Connect)?
+            .map_err(|_| FailureKind::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => handshake(tcp).await,
+            Some((tls, name)) => {
+                let stream = tokio::time::timeout(self.connect_timeout, tls.connect(name.clone(), tcp))
+                    .await
+                    .map_err(|_| FailureKind::Connect)?
+                    .map_err(|e| {
+                        tracing::debug!(error = %e, "backend TLS handshake failed");
+                        FailureKind::Connect
+                    })?;
+                handshake(stream).await
+            }
+        }
+    }
+}
+
+/// The authority's host, without the brackets of an IPv6 address.
+pub fn bare_host(authority: &http::uri::Authority) -> &str {
+    let host = authority.host();
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+}
+
+async fn handshake<T>(io: T) -> Result<SendRequest<RequestBody>, FailureKind>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|_| FailureKind::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "backend connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+struct Idle {
+    sender: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// The idle connections of one backend.
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connector: Connector,
+}
+
+impl Pool {
+    pub fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool {
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+            connector,
+        })
+    }
+
+    /// Sends `req` (origin-form URI, headers prepared) and returns the response
+    /// head; the body hands the connection back when it has been read.
+    pub async fn send(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Response<UpstreamBody>, FailureKind> {
+        loop {
+            let (mut sender, pooled) = match self.checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connector.connect().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.hand_back_after(resp, sender)),
+                Err(mut err) => match err.take_message() {
+                    // Never written: the idle connection had closed under it.
+                    Some(unsent) if pooled => req = unsent,
+                    _ => return Err(classify(err.error())),
+                },
+            }
+        }
+    }
+
+    /// The warmest idle connection that can take a request now. Closed and
+    /// expired ones are dropped; one still finishing its last exchange stays.
+    fn checkout(&self) -> Option<SendRequest<RequestBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let entry = &idle[i];
+            if entry.sender.is_closed() || now.duration_since(entry.since) >= self.idle_timeout {
+                idle.remove(i);
+            } else if entry.sender.is_ready() {
+                return Some(idle.remove(i).sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, sender: SendRequest<RequestBody>) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= self.max_idle {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    fn hand_back_after(self: &Arc<Self>, resp: Response<Incoming>, sender: SendRequest<RequestBody>) -> Response<UpstreamBody> {
+        // An upgraded connection belongs to the tunnel now.
+        let slot = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| (self.clone(), sender));
+        let mut body = UpstreamBody { inner: None, slot };
+        resp.map(|inner| {
+            body.inner = Some(inner);
+            body.hand_back_if_done();
+            body
+        })
+    }
+
+    /// Idle connections (for tests and status).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// A backend's response body; the connection returns to its pool at the end.
+pub struct UpstreamBody {
+    inner: Option<Incoming>,
+    slot: Option<(Arc<Pool>, SendRequest<RequestBody>)>,
+}
+
+impl UpstreamBody {
+    fn hand_back_if_done(&mut self) {
+        if self.inner.as_ref().is_none_or(Body::is_end_stream)
+            && let Some((pool, sender)) = self.slot.take()
+        {
+            pool.checkin(sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                self.inner = None;
+                self.hand_back_if_done();
+            }
+            // A failed body leaves the connection unusable: it is dropped.
+            Poll::Ready(Some(Err(_))) => self.slot = None,
+            Poll::Ready(Some(Ok(_))) => self.hand_back_if_done(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+fn classify(err: &hyper::Error) -> FailureKind {
+    if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
+        return FailureKind::Protocol;
+    }
+    if err.is_timeout() {
+        return FailureKind::Timeout;
+    }
+    FailureKind::Reset
+}
