@@ -157,14 +157,13 @@ impl Pool {
         if sender.is_closed() || self.max_idle == 0 {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= self.max_idle {
-            idle.remove(0);
-        }
-        idle.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
+        // The oldest sit at the bottom: close those past their idle timeout.
+        let expired = idle.iter().take_while(|e| now.duration_since(e.since) >= self.idle_timeout).count();
+        let over = (idle.len() - expired + 1).saturating_sub(self.max_idle);
+        idle.drain(..expired + over);
+        idle.push(Idle { sender, since: now });
     }
 
     fn hand_back_after(self: &Arc<Self>, resp: Response<Incoming>, sender: SendRequest<RequestBody>) -> Response<UpstreamBody> {
