@@ -34,6 +34,8 @@ pub enum StartError {
     AccessLog(std::io::Error),
     #[error("TLS: {0}")]
     Tls(crate::tls::TlsError),
+    #[error("cannot start a serving thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// A running proxy: its bound addresses and the means to stop it.
@@ -68,14 +70,16 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
 
     let tls_sources: std::collections::HashMap<String, Option<Vec<crate::tls::CertSource>>> =
         config.listeners.iter().map(|l| (l.name.clone(), l.tls.clone())).collect();
+    let workers = settings.workers;
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let listener = bind(&format!("listener {}", l.name), l.addr).await?;
-        bound.push((l.name.clone(), listener));
+        let sockets = bind_group(&format!("listener {}", l.name), l.addr, workers)?;
+        bound.push((l.name.clone(), sockets));
     }
     let admin_listener = bind("admin", config.admin.addr).await?;
     let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
 
+    crate::proxy::pool::set_serving_threads(settings.workers);
     let live = Arc::new(Live::new(config, weights, metrics.clone()));
     let proxy = Arc::new(Proxy {
         live: live.clone(),
@@ -85,10 +89,16 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     let tracker = TaskTracker::new();
     let builder = Arc::new(connection_builder(&settings));
 
+    // Each serving thread runs its own single-threaded runtime and accepts
+    // on its own socket of every listener (SO_REUSEPORT: the kernel spreads
+    // connections over them). A connection, its requests and the backend
+    // connections they use then stay on one thread: no wake-up crosses to
+    // another core, and no task is stolen.
     let mut listeners = Vec::new();
-    for (name, listener) in bound {
-        let addr = listener.local_addr().expect("bound socket has an address");
-        tracing::info!(listener = %name, %addr, "listening");
+    let mut per_thread: Vec<Vec<ThreadListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for (name, sockets) in bound {
+        let addr = sockets[0].local_addr().expect("bound socket has an address");
+        tracing::info!(listener = %name, %addr, threads = workers, "listening");
         listeners.push((name.clone(), addr));
         let gauge = metrics.active_connections.with_label_values(&[&name]);
         let tls = match tls_sources.get(&name).cloned().flatten() {
@@ -99,16 +109,28 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
             }
             None => None,
         };
-        tokio::spawn(accept_loop(
-            listener,
-            tls,
-            settings.header_read_timeout,
-            proxy.clone(),
-            builder.clone(),
-            gauge,
-            shutdown.clone(),
-            tracker.clone(),
-        ));
+        for (thread, socket) in per_thread.iter_mut().zip(sockets) {
+            thread.push(ThreadListener {
+                socket,
+                tls: tls.clone(),
+                gauge: gauge.clone(),
+            });
+        }
+    }
+    let stopped = CancellationToken::new();
+    for (index, sockets) in per_thread.into_iter().enumerate() {
+        let serving = Serving {
+            handshake_timeout: settings.header_read_timeout,
+            proxy: proxy.clone(),
+            builder: builder.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            stopped: stopped.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("serve-{index}"))
+            .spawn(move || serving.run(index, sockets))
+            .map_err(StartError::Thread)?;
     }
     tracing::info!(addr = %admin_addr, "admin listening");
     let admin_task = tokio::spawn(admin_loop(admin_listener, live.clone()));
@@ -137,6 +159,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
                 );
             }
             admin_task.abort();
+            stopped.cancel();
             if let Some(log) = &access_log {
                 log.flush();
             }
@@ -158,6 +181,96 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
         addr,
         source,
     })
+}
+
+/// `count` listening sockets sharing `addr` through SO_REUSEPORT.
+fn bind_group(what: &str, addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let error = |source| StartError::Bind {
+        what: what.to_string(),
+        addr,
+        source,
+    };
+    // SO_REUSEPORT would let this share a port another process of the same
+    // user already serves: claim it alone first, so a clash is an error.
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr).map_err(error)?);
+    }
+    let first = reuseport_socket(addr).map_err(error)?;
+    let addr = first.local_addr().map_err(error)?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(reuseport_socket(addr).map_err(error)?);
+    }
+    Ok(sockets)
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// One thread's socket of a listener.
+struct ThreadListener {
+    socket: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    gauge: IntGauge,
+}
+
+/// What a serving thread needs.
+struct Serving {
+    handshake_timeout: Duration,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// Cancelled once draining is over: the thread's runtime, and any
+    /// connection still on it, then goes.
+    stopped: CancellationToken,
+}
+
+impl Serving {
+    fn run(self, index: usize, sockets: Vec<ThreadListener>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a serving runtime");
+                return;
+            }
+        };
+        crate::proxy::pool::set_shard(index + 1);
+        runtime.block_on(async move {
+            for l in sockets {
+                match TcpListener::from_std(l.socket) {
+                    Ok(listener) => {
+                        tokio::spawn(accept_loop(
+                            listener,
+                            l.tls,
+                            self.handshake_timeout,
+                            self.proxy.clone(),
+                            self.builder.clone(),
+                            l.gauge,
+                            self.shutdown.clone(),
+                            self.tracker.clone(),
+                        ));
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot register a listening socket"),
+                }
+            }
+            self.stopped.cancelled().await;
+        });
+    }
 }
 
 fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {

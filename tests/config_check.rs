@@ -113,6 +113,14 @@ fn weight_file_errors_point_at_the_offending_spot() {
 
 #[test]
 fn config_errors_point_at_the_offending_spot() {
+    // No serving threads.
+    assert_error_at(
+        File::Config,
+        6,
+        "server: { workers: 0 }\nweights_file: weights.yaml",
+        (6, 20),
+        "workers must be between 1 and 64",
+    );
     // YAML syntax: a key indented by three spaces instead of four.
     assert_error_at(File::Config, 11, "   timeout: 30s", (11, 4), "did not find expected key");
     // A misspelt key inside a backend.

@@ -531,10 +531,24 @@ async fn backend_connections_are_reused_and_ones_closed_while_idle_cost_no_reque
             "all: { app: 100 }\n",
         )
         .await;
-        let client = client();
+        // One client connection (served by one thread), requests one after another.
+        let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let mut send = async |method: Method, path: &str, body: &'static str| {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "app.test")
+                .body(full(body))
+                .unwrap();
+            sender.ready().await.unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status();
+            (status, resp.into_body().collect().await.unwrap().to_bytes())
+        };
         for _ in 0..50 {
-            let resp = send_on(&client, request(Method::GET, &proxy.url("/items"), &[])).await;
-            assert_eq!(resp.status, StatusCode::OK);
+            assert_eq!(send(Method::GET, "/items", "").await.0, StatusCode::OK);
         }
         assert_eq!(
             accepted.load(Ordering::SeqCst),
@@ -546,14 +560,9 @@ async fn backend_connections_are_reused_and_ones_closed_while_idle_cost_no_reque
         // not be sent on it.
         for round in 0..3 {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let post = Request::builder()
-                .method(Method::POST)
-                .uri(proxy.url("/orders"))
-                .body(full("{}"))
-                .unwrap();
-            let resp = send_on(&client, post).await;
-            assert_eq!(resp.status, StatusCode::OK, "round {round}: {}", resp.text());
-            assert_eq!(resp.text(), "posted");
+            let (status, body) = send(Method::POST, "/orders", "{}").await;
+            assert_eq!(status, StatusCode::OK, "round {round}: {body:?}");
+            assert_eq!(body, "posted");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 4);
     })

@@ -352,3 +352,58 @@ fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
     }
     None
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_share_every_listener_and_a_taken_port_is_an_error() {
+    within(30, async {
+        let up = Upstream::echo("app").await;
+        let config = format!(
+            "listeners:\n  - {{ name: public, addr: \"127.0.0.1:0\" }}\n  - {{ name: internal, addr: \"127.0.0.1:0\" }}\n\
+             admin: {{ addr: \"127.0.0.1:0\" }}\nweights_file: weights.yaml\naccess_log: {{ path: off }}\n\
+             server: {{ workers: 3 }}\n\
+             backends:\n  app: {{ url: \"{}\" }}\n\
+             routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    backends: {{ app: {{}} }}\n",
+            up.url()
+        );
+        let proxy = Proxy::start(&config, "").await;
+        assert!(proxy.stderr_text().contains("threads=3"), "{}", proxy.stderr_text());
+        // Many connections at once on both listeners, each its own client:
+        // whichever thread's socket the kernel picks, every one is answered.
+        let mut calls = Vec::new();
+        for i in 0..60 {
+            let listener = if i % 2 == 0 { "public" } else { "internal" };
+            let url = format!("http://{}/n/{i}", proxy.listener(listener));
+            calls.push(tokio::spawn(async move {
+                let client = client();
+                let mut statuses = Vec::new();
+                for _ in 0..5 {
+                    statuses.push(send_on(&client, request(Method::GET, &url, &[])).await.status);
+                }
+                statuses
+            }));
+        }
+        for call in calls {
+            assert!(call.await.unwrap().iter().all(|s| *s == StatusCode::OK));
+        }
+        assert_eq!(up.hits(), 300);
+
+        // A port another process holds is refused, not silently shared.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let clash = config.replacen("127.0.0.1:0", &taken.local_addr().unwrap().to_string(), 1);
+        std::fs::write(dir.path().join("cutover.yaml"), clash).unwrap();
+        std::fs::write(dir.path().join("weights.yaml"), "").unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(dir.path().join("cutover.yaml"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("cannot listen on") && stderr.contains("listener public"),
+            "{stderr}"
+        );
+    })
+    .await;
+}

@@ -72,7 +72,17 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
         drain_timeout: raw.server.drain_timeout.0,
         max_body_bytes: raw.server.max_body_bytes,
         body_read_timeout: raw.server.body_read_timeout.0,
+        workers: raw
+            .server
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(64)),
     };
+    if server.workers == 0 || server.workers > 64 {
+        errors.push(ConfigError::at(
+            pos.value(&["server", "workers"]),
+            "workers must be between 1 and 64",
+        ));
+    }
     if server.max_header_bytes < 8192 {
         errors.push(ConfigError::at(
             pos.value(&["server", "max_header_bytes"]),

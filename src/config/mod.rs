@@ -86,6 +86,8 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub max_body_bytes: Option<u64>,
     pub body_read_timeout: Duration,
+    /// Threads serving client connections, each with its own runtime.
+    pub workers: usize,
 }
 
 /// A backend as configured; shared by every route that uses it.

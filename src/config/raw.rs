@@ -144,6 +144,8 @@ pub struct RawServer {
     /// Longest wait for the next piece of a request body (408 beyond).
     #[serde(default = "default_body_read_timeout")]
     pub body_read_timeout: Dur,
+    /// Threads serving client connections; one per CPU by default.
+    pub workers: Option<usize>,
 }
 
 fn default_body_read_timeout() -> Dur {
@@ -159,6 +161,7 @@ impl Default for RawServer {
             drain_timeout: default_drain_timeout(),
             max_body_bytes: None,
             body_read_timeout: default_body_read_timeout(),
+            workers: None,
         }
     }
 }

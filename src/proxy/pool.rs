@@ -7,7 +7,12 @@
 //! that saw the end, with no task spawned per request. A request that a
 //! pooled connection never wrote (the backend closed it while it sat idle,
 //! hyper issue 2136) is sent again on another connection.
+//!
+//! Each serving thread keeps its own stack (a shard): a connection made on
+//! a thread is driven by that thread's runtime, and handing it to another
+//! thread would turn every request into two cross-core wake-ups.
 
+use std::cell::Cell;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -93,6 +98,30 @@ where
     Ok(sender)
 }
 
+/// Shard 0 serves threads outside the serving threads (health checks);
+/// serving thread `i` uses shard `i + 1`.
+const MAX_SHARDS: usize = 65;
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes the calling thread use pool shard `shard` from now on.
+pub fn set_shard(shard: usize) {
+    SHARD.with(|s| s.set(shard));
+}
+
+static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Sets how many serving threads there are (once, before the first pool).
+pub fn set_serving_threads(threads: usize) {
+    let _ = SHARDS.set(threads.min(MAX_SHARDS - 1) + 1);
+}
+
+fn shard_count() -> usize {
+    *SHARDS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SHARDS - 1) + 1)
+}
+
 struct Idle {
     sender: SendRequest<RequestBody>,
     since: Instant,
@@ -100,7 +129,8 @@ struct Idle {
 
 /// The idle connections of one backend.
 pub struct Pool {
-    idle: Mutex<Vec<Idle>>,
+    shards: Box<[Mutex<Vec<Idle>>]>,
+    /// Per shard.
     max_idle: usize,
     idle_timeout: Duration,
     connector: Connector,
@@ -108,9 +138,10 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
+        let shards = shard_count();
         Arc::new(Pool {
-            idle: Mutex::new(Vec::new()),
-            max_idle,
+            shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            max_idle: max_idle.div_ceil(shards),
             idle_timeout,
             connector,
         })
@@ -137,8 +168,13 @@ impl Pool {
 
     /// The warmest idle connection that can take a request now. Closed and
     /// expired ones are dropped; one still finishing its last exchange stays.
+    fn shard(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        let shard = SHARD.with(Cell::get) % self.shards.len();
+        self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn checkout(&self) -> Option<SendRequest<RequestBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.shard();
         let now = Instant::now();
         let mut i = idle.len();
         while i > 0 {
@@ -158,7 +194,7 @@ impl Pool {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.shard();
         // The oldest sit at the bottom: close those past their idle timeout.
         let expired = idle.iter().take_while(|e| now.duration_since(e.since) >= self.idle_timeout).count();
         let over = (idle.len() - expired + 1).saturating_sub(self.max_idle);
@@ -177,9 +213,9 @@ impl Pool {
         })
     }
 
-    /// Idle connections (for tests and status).
+    /// Idle connections, over all shards.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }
 }
 
