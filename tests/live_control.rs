@@ -514,6 +514,23 @@ async fn tokens_guard_mutations_and_open_admin_addresses_need_one() {
     .await;
 }
 
+/// A shell loop and its children, killed (SIGKILL) however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn kill_group(&mut self) {
+        let _ = Command::new("pkill").args(["-KILL", "-P", &self.0.id().to_string()]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
 #[tokio::test]
 async fn killing_a_weight_writer_never_leaves_a_torn_file() {
     within(60, async {
@@ -535,13 +552,15 @@ async fn killing_a_weight_writer_never_leaves_a_torn_file() {
         );
         let mut kills = 0;
         for round in 0..25u64 {
-            let mut writer = Command::new("bash")
-                .arg("-c")
-                .arg(&script)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut writer = KillOnDrop(
+                Command::new("bash")
+                    .arg("-c")
+                    .arg(&script)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
             // Let the writer get at least one write in (however loaded the
             // machine), then kill it at a varying point of a later one.
             let history = dir.path().join("weights.history.jsonl");
@@ -554,9 +573,7 @@ async fn killing_a_weight_writer_never_leaves_a_torn_file() {
             }
             tokio::time::sleep(Duration::from_millis((round * 7) % 40)).await;
             // SIGKILL the whole group: the loop and whichever write is under way.
-            let _ = Command::new("pkill").args(["-KILL", "-P", &writer.id().to_string()]).status();
-            writer.kill().unwrap();
-            writer.wait().unwrap();
+            writer.kill_group();
             kills += 1;
             let text = std::fs::read_to_string(dir.path().join("weights.yaml")).unwrap();
             if let Err(e) = cutover::config::Weights::parse(&dir.path().join("weights.yaml"), &text, &config) {
