@@ -4,7 +4,7 @@
 #
 #   benches/load/profile.sh [OUT_DIR]
 #
-# Environment: KIND [base] (base | sticky | routes1000), DURATION [15] seconds
+# Environment: KIND [base] (base | sticky | routes1000 | mirror), DURATION [15] seconds
 # of load, of which the middle ~10 s are sampled; BASE_PORT [19150].
 # Writes OUT_DIR (default /tmp/cutover-profile)/: perf.data; summary.md
 # (kernel time by system call, user time by kind of work, inclusive shares of
@@ -55,8 +55,14 @@ trap cleanup EXIT
     echo "    match: { path_prefix: / }"
     echo "    backends: { legacy: {}, new: {} }"
     [ "$KIND" = sticky ] && echo "    sticky: { cookie: sessionid }"
+    # As in compare.sh's mirror scenario: everything to legacy, all mirrored to new.
+    [ "$KIND" = mirror ] && echo "    mirror: { to: new, percent: 100, compare: { noise: { sample: 0 } } }"
 } >"$OUT/cutover.yaml"
-echo "main: { legacy: 90, new: 10 }" >"$OUT/weights.yaml"
+if [ "$KIND" = mirror ]; then
+    echo "main: { legacy: 100, new: 0 }" >"$OUT/weights.yaml"
+else
+    echo "main: { legacy: 90, new: 10 }" >"$OUT/weights.yaml"
+fi
 
 target/release/examples/bench-upstream "127.0.0.1:$P_LEGACY" "127.0.0.1:$P_NEW" 2>"$OUT/upstream.log" &
 PIDS+=($!)

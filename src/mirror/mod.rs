@@ -196,10 +196,12 @@ impl ShadowJob {
                 _ => return "skipped",
             },
         };
-        let shadow = self.fetch(self.shadow, body.clone(), spec);
+        // Boxed: a task's future is moved several times as it is spawned, and
+        // two in-flight exchanges inline would make every move kilobytes long.
+        let shadow = Box::pin(self.fetch(self.shadow, body.clone(), spec));
         let again = async {
             if self.noise {
-                Some(self.fetch(self.primary, body.clone(), spec).await)
+                Some(Box::pin(self.fetch(self.primary, body.clone(), spec)).await)
             } else {
                 None
             }
@@ -214,7 +216,7 @@ impl ShadowJob {
         let rules = &spec.rules;
         if let Some(Ok(again)) = &again {
             let same_side = rules.same_side(self.primary == route.stable);
-            let noise = compare_off_thread(primary.clone(), again.clone(), same_side).await;
+            let noise = compare_off_thread(&primary, again, &same_side).await;
             self.parity.record_noise(&route.name, &noise);
         }
         let (left, right) = if self.primary == route.stable {
@@ -222,7 +224,7 @@ impl ShadowJob {
         } else {
             (&shadow, &primary)
         };
-        let diffs = compare_off_thread(left.clone(), right.clone(), rules.clone()).await;
+        let diffs = compare_off_thread(left, right, rules).await;
         let names = [&*route.backends[route.stable].spec.name, &*route.backends[spec.to].spec.name];
         let exchange = Exchange {
             method: self.method.as_str(),
@@ -302,11 +304,12 @@ impl ShadowJob {
 
 /// Compares on the blocking pool when bodies are large, so parsing a big
 /// JSON document never stalls the async workers serving clients.
-async fn compare_off_thread(left: Captured, right: Captured, rules: compare::CompareRules) -> Vec<compare::Difference> {
+async fn compare_off_thread(left: &Captured, right: &Captured, rules: &compare::CompareRules) -> Vec<compare::Difference> {
     let size = left.body.as_ref().map_or(0, Bytes::len) + right.body.as_ref().map_or(0, Bytes::len);
     if size < 4 * 1024 {
-        return compare::compare(&left, &right, &rules);
+        return compare::compare(left, right, rules);
     }
+    let (left, right, rules) = (left.clone(), right.clone(), rules.clone());
     tokio::task::spawn_blocking(move || compare::compare(&left, &right, &rules))
         .await
         .unwrap_or_default()
