@@ -64,12 +64,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// extended; from anyone else they are replaced, since backends (Django's
 /// `SECURE_PROXY_SSL_HEADER`, Flask's ProxyFix) believe them.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, proto: &'static str, host: Option<&HeaderValue>) {
-    let peer_text = peer.to_string();
     let xff = match (peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
-        (true, Some(prior)) => format!("{prior}, {peer_text}"),
-        _ => peer_text,
+        (true, Some(prior)) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
+        _ => Some(ip_value(peer)),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -83,6 +82,35 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, 
     }
     if !peer_trusted {
         headers.remove(header::FORWARDED);
+    }
+}
+
+/// `ip` as a header value; IPv4 (the common case on every request) without
+/// going through `fmt`.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            HeaderValue::from_bytes(&text[..len]).expect("digits and dots")
+        }
+        IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string()).expect("an IPv6 address is a valid header value"),
     }
 }
 
@@ -106,8 +134,13 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 }
 
 fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n: u128 = rand::random();
-    HeaderValue::from_str(&format!("{n:032x}")).expect("hex is a valid header value")
+    let mut text = [0u8; 32];
+    for (i, c) in text.iter_mut().enumerate() {
+        *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).expect("hex is a valid header value")
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -158,6 +191,35 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
         assert_eq!(h.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn peer_addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "192.168.100.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip).to_str().unwrap(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn generated_request_ids_are_32_lowercase_hex_digits_and_differ() {
+        let (a, b) = (new_request_id(), new_request_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.as_bytes().iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)),
+                "{id:?}"
+            );
+        }
+        assert_ne!(a, b);
     }
 
     #[test]
