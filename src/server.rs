@@ -398,7 +398,10 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let service = service_fn(move |req| proxy.clone().serve(conn.clone(), req));
+    // Boxed: hyper keeps a slot the size of the request future for the
+    // whole life of a connection; boxed, an idle keep-alive connection holds
+    // a pointer instead of kilobytes.
+    let service = service_fn(move |req| Box::pin(proxy.clone().serve(conn.clone(), req)));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {

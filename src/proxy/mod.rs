@@ -218,7 +218,12 @@ impl Proxy {
         } else if body.is_end_stream() {
             Outgoing::Kept(Bytes::new())
         } else {
-            match tokio::time::timeout(server.body_read_timeout, Limited::new(body, RETRY_BODY_LIMIT as usize).collect()).await {
+            match Box::pin(tokio::time::timeout(
+                server.body_read_timeout,
+                Limited::new(body, RETRY_BODY_LIMIT as usize).collect(),
+            ))
+            .await
+            {
                 Ok(Ok(b)) => Outgoing::Kept(b.to_bytes()),
                 Ok(Err(_)) => return Err(Refusal::BadRequest("the request body could not be read")),
                 Err(_) => return Err(Refusal::BodyTimeout),
@@ -314,7 +319,7 @@ impl Proxy {
                 if let Some(rec) = exchange.log_record() {
                     rec.backend = Some(alt_backend.spec.name.clone());
                 }
-                let second = live_route.backends[alt].upstream.send(req).await;
+                let second = Box::pin(live_route.backends[alt].upstream.send(req)).await;
                 live_route.backends[alt]
                     .health
                     .record(matches!(&second, Ok(r) if r.status().as_u16() < 500));

@@ -153,7 +153,9 @@ impl Pool {
         loop {
             let (mut sender, pooled) = match self.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connector.connect().await?, false),
+                // Boxed: connecting (TLS included) is rare next to reuse, and
+                // inline it would size every request's future for it.
+                None => (Box::pin(self.connector.connect()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.hand_back_after(resp, sender)),
