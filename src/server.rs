@@ -120,7 +120,10 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     let stopped = CancellationToken::new();
     for (index, sockets) in per_thread.into_iter().enumerate() {
         let serving = Serving {
-            handshake_timeout: settings.header_read_timeout,
+            timeouts: ConnTimeouts {
+                handshake: settings.header_read_timeout,
+                idle: settings.idle_timeout,
+            },
             proxy: proxy.clone(),
             builder: builder.clone(),
             shutdown: shutdown.clone(),
@@ -230,7 +233,7 @@ struct ThreadListener {
 
 /// What a serving thread needs.
 struct Serving {
-    handshake_timeout: Duration,
+    timeouts: ConnTimeouts,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     shutdown: CancellationToken,
@@ -257,7 +260,7 @@ impl Serving {
                         tokio::spawn(accept_loop(
                             listener,
                             l.tls,
-                            self.handshake_timeout,
+                            self.timeouts,
                             self.proxy.clone(),
                             self.builder.clone(),
                             l.gauge,
@@ -338,7 +341,7 @@ impl Drop for GaugeGuard {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    handshake_timeout: Duration,
+    timeouts: ConnTimeouts,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     gauge: IntGauge,
@@ -360,10 +363,7 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ConnInfo {
-            peer,
-            proto: if tls.is_some() { "https" } else { "http" },
-        });
+        let conn = Arc::new(ConnInfo::new(peer, if tls.is_some() { "https" } else { "http" }));
         let proxy = proxy.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
@@ -373,10 +373,14 @@ async fn accept_loop(
         tracker.spawn(async move {
             let _guard = guard;
             match tls {
-                None => serve_connection(FirstBytesDeadline::new(stream, handshake_timeout), conn, proxy, &builder, shutdown).await,
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                None => {
+                    let io = FirstBytesDeadline::new(stream, timeouts.handshake);
+                    serve_connection(io, conn, proxy, &builder, timeouts.idle, shutdown).await
+                }
+                Some(acceptor) => match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
-                        serve_connection(FirstBytesDeadline::new(stream, handshake_timeout), conn, proxy, &builder, shutdown).await
+                        let io = FirstBytesDeadline::new(stream, timeouts.handshake);
+                        serve_connection(io, conn, proxy, &builder, timeouts.idle, shutdown).await
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -386,35 +390,62 @@ async fn accept_loop(
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on one client connection until it ends or
-/// shutdown asks it to finish its in-flight requests and close.
+/// Deadlines of a client connection.
+#[derive(Clone, Copy)]
+struct ConnTimeouts {
+    /// For the TLS handshake and the first bytes.
+    handshake: Duration,
+    /// With no new request for this long, the connection is closed gracefully.
+    idle: Duration,
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on one client connection until it ends, goes
+/// idle for `idle`, or shutdown asks it to finish its in-flight requests and
+/// close.
 async fn serve_connection<I>(
     io: I,
     conn: Arc<ConnInfo>,
     proxy: Arc<Proxy>,
     builder: &auto::Builder<TokioExecutor>,
+    idle: Duration,
     shutdown: CancellationToken,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    let info = conn.clone();
     // Boxed: hyper keeps a slot the size of the request future for the
     // whole life of a connection; boxed, an idle keep-alive connection holds
     // a pointer instead of kilobytes.
     let service = service_fn(move |req| Box::pin(proxy.clone().serve(conn.clone(), req)));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    // hyper closes idle HTTP/1.1 connections itself (its head-read timer runs
+    // between requests) but keeps an idle HTTP/2 connection forever.
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled() => break,
+            _ = idle_check.as_mut() => {
+                let quiet_until = info.last_request() + idle;
+                if tokio::time::Instant::now() >= quiet_until.into() {
+                    tracing::debug!(%peer, "closing an idle client connection");
+                    break;
+                }
+                idle_check.as_mut().reset(quiet_until.into());
             }
         }
-        _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
     }
+    // In-flight requests and streams finish; nothing new starts.
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }
 
 /// Serves the admin API until aborted: it stays up while the proxy drains,

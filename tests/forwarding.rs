@@ -568,3 +568,50 @@ async fn backend_connections_are_reused_and_ones_closed_while_idle_cost_no_reque
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_client_connections_are_closed_and_busy_ones_kept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    within(30, async {
+        let up = Upstream::echo("app").await;
+        let config = one_route_config("server: { idle_timeout: 1s }\n", &[("app", format!("{{ url: \"{}\" }}", up.url()))]);
+        let proxy = Proxy::start(&config, "").await;
+        let h2 = async || {
+            let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2c handshake");
+            (sender, tokio::spawn(conn))
+        };
+        let get = |mut sender: hyper::client::conn::http2::SendRequest<Body>| async move {
+            let resp = sender.send_request(Request::get("http://app.test/x").body(empty()).unwrap()).await;
+            resp.map(|r| r.status())
+        };
+
+        // HTTP/2, one request, then nothing: closed after the idle timeout.
+        let (idle_sender, idle_conn) = h2().await;
+        assert_eq!(get(idle_sender.clone()).await.unwrap(), StatusCode::OK);
+        let idle_since = Instant::now();
+        // HTTP/2 with a request every 300 ms: kept.
+        let (busy_sender, busy_conn) = h2().await;
+        // HTTP/1.1, one request, then nothing.
+        let mut h1 = TcpStream::connect(proxy.addr()).await.unwrap();
+        h1.write_all(b"GET /y HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
+        assert!(read_head(&mut h1).await.is_some_and(|h| h.starts_with(b"HTTP/1.1 200")));
+
+        while idle_since.elapsed() < Duration::from_millis(2500) {
+            assert_eq!(get(busy_sender.clone()).await.unwrap(), StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert!(idle_conn.is_finished(), "the idle HTTP/2 connection is still open");
+        assert!(get(idle_sender).await.is_err());
+        assert!(!busy_conn.is_finished(), "the busy HTTP/2 connection was closed");
+        assert_eq!(get(busy_sender).await.unwrap(), StatusCode::OK);
+        // The HTTP/1.1 connection was closed too: the rest of the response,
+        // then end of stream.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(1), h1.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(_))), "the idle HTTP/1.1 connection is still open");
+    })
+    .await;
+}

@@ -88,6 +88,8 @@ pub struct ServerSettings {
     pub body_read_timeout: Duration,
     /// Threads serving client connections, each with its own runtime.
     pub workers: usize,
+    /// Longest a client connection may go without a new request.
+    pub idle_timeout: Duration,
 }
 
 /// A backend as configured; shared by every route that uses it.

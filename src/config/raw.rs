@@ -146,6 +146,14 @@ pub struct RawServer {
     pub body_read_timeout: Dur,
     /// Threads serving client connections; one per CPU by default.
     pub workers: Option<usize>,
+    /// A client connection with no new request for this long is closed
+    /// gracefully (HTTP/1.1 and HTTP/2).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+}
+
+fn default_idle_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(75))
 }
 
 fn default_body_read_timeout() -> Dur {
@@ -162,6 +170,7 @@ impl Default for RawServer {
             max_body_bytes: None,
             body_read_timeout: default_body_read_timeout(),
             workers: None,
+            idle_timeout: default_idle_timeout(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod upstream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,11 +34,36 @@ use tokio::sync::oneshot;
 use upstream::FailureKind;
 
 /// The client connection a request arrived on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// When the connection was accepted.
+    pub accepted: Instant,
+    /// When the latest request began, in milliseconds after `accepted`.
+    last_request_ms: AtomicU64,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, proto: &'static str) -> ConnInfo {
+        ConnInfo {
+            peer,
+            proto,
+            accepted: Instant::now(),
+            last_request_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn request_began(&self) {
+        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_request_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the latest request began (the accept time before the first).
+    pub fn last_request(&self) -> Instant {
+        self.accepted + std::time::Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed))
+    }
 }
 
 pub struct Proxy {
@@ -105,6 +131,7 @@ impl Proxy {
     /// Serves one client request. Never fails: problems become responses.
     pub async fn serve(self: Arc<Self>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
+        conn.request_began();
         let table = self.live.load();
         let log = self.access_log.as_ref().map(|log| (log.clone(), capture(&conn, &req)));
         let mut exchange = Box::new(Exchange::new(started, table.clone(), log));
