@@ -98,11 +98,12 @@ where
     Ok(sender)
 }
 
-/// Shard 0 serves threads outside the serving threads (health checks);
-/// serving thread `i` uses shard `i + 1`.
+/// At most 64 serving threads, plus shard 0.
 const MAX_SHARDS: usize = 65;
 
 thread_local! {
+    /// Shard 0 serves threads outside the serving threads (health checks);
+    /// serving thread `i` uses shard `i + 1`.
     static SHARD: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -168,13 +169,14 @@ impl Pool {
         }
     }
 
-    /// The warmest idle connection that can take a request now. Closed and
-    /// expired ones are dropped; one still finishing its last exchange stays.
+    /// The calling thread's idle connections.
     fn shard(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         let shard = SHARD.with(Cell::get) % self.shards.len();
         self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The warmest idle connection that can take a request now. Closed and
+    /// expired ones are dropped; one still finishing its last exchange stays.
     fn checkout(&self) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.shard();
         let now = Instant::now();
