@@ -51,6 +51,26 @@ fn assert_listed(imported: &Import, file: &str, line: usize, directive: &str) {
     );
 }
 
+/// None of `lines` is listed as not converted (they were converted).
+fn assert_converted(imported: &Import, lines: &[usize]) {
+    for &line in lines {
+        assert!(
+            !imported.not_converted.iter().any(|n| n.at.line == line),
+            "line {line} listed:\n{}",
+            imported.report()
+        );
+    }
+}
+
+/// Some note mentions every one of `words`.
+fn assert_note(imported: &Import, words: &[&str]) {
+    assert!(
+        imported.notes.iter().any(|n| words.iter().all(|w| n.contains(w))),
+        "no note mentions {words:?}: {:?}",
+        imported.notes
+    );
+}
+
 /// The route the compiled config picks for a (normalised) path and host.
 fn route_for(config: &Config, path: &str, host: Option<&str>) -> Option<String> {
     let headers = HeaderMap::new();
@@ -248,18 +268,8 @@ fn django_site_keeps_the_app_routes_and_lists_the_rest() {
         assert_listed(&imported, "django.conf", line, directive);
     }
     // Converted directives are not listed.
-    for line in [34, 45, 46, 47, 48, 49, 50, 53, 54, 55, 57] {
-        assert!(
-            !imported.not_converted.iter().any(|n| n.at.line == line),
-            "line {line} listed:\n{}",
-            imported.report()
-        );
-    }
-    assert!(
-        imported.notes.iter().any(|n| n.contains("443") && n.contains("TLS")),
-        "{:?}",
-        imported.notes
-    );
+    assert_converted(&imported, &[34, 45, 46, 47, 48, 49, 50, 53, 54, 55, 57]);
+    assert_note(&imported, &["443", "TLS"]);
     assert!(imported.config.contains("django.conf:45 location /api/"), "{}", imported.config);
     let report = imported.report();
     assert!(report.contains("django.conf:32  ssl_certificate /etc/letsencrypt"), "{report}");
@@ -280,11 +290,7 @@ fn two_upstreams_split_api_versions_with_the_uri_rewrite() {
     assert_eq!(backends_of(&config, "api"), vec!["legacy"]);
     assert_eq!(backend(&config, "legacy").host_header, None, "$http_host");
     assert_eq!(config.listeners[0].addr.to_string(), "0.0.0.0:8080");
-    assert!(
-        imported.notes.iter().any(|n| n.contains("301")),
-        "auto-redirect noted: {:?}",
-        imported.notes
-    );
+    assert_note(&imported, &["301"]);
 }
 
 #[test]
@@ -325,7 +331,7 @@ fn split_clients_become_weights_with_stickiness_from_the_key() {
     assert_eq!(backend(&config, "reports").url.to_string(), "http://10.0.2.1:8000");
     assert_listed(&imported, "canary.conf", 34, "ip_hash");
     assert_listed(&imported, "canary.conf", 36, "server");
-    assert!(imported.notes.iter().any(|n| n.contains("MurmurHash2")), "{:?}", imported.notes);
+    assert_note(&imported, &["MurmurHash2"]);
     assert!(imported.weights.contains("canary.conf:2 split_clients"), "{}", imported.weights);
     assert_eq!(config.server.max_body_bytes, Some(1 << 20), "nginx's default client_max_body_size");
 }
@@ -580,18 +586,8 @@ http {
     ] {
         assert_listed(&imported, "nginx.conf", line, directive);
     }
-    for line in [3, 4, 7, 12, 14, 15] {
-        assert!(
-            !imported.not_converted.iter().any(|n| n.at.line == line),
-            "line {line}:\n{}",
-            imported.report()
-        );
-    }
-    assert!(
-        imported.notes.iter().any(|n| n.contains("8443") && n.contains("TLS")),
-        "{:?}",
-        imported.notes
-    );
+    assert_converted(&imported, &[3, 4, 7, 12, 14, 15]);
+    assert_note(&imported, &["8443", "TLS"]);
     // The api server is not the default one on :443, so its routes match its name.
     assert_eq!(
         route_for(&config, "/x", Some("api.example.com")).as_deref(),
@@ -634,11 +630,7 @@ server {
     let other = backend(&config, &backends_of(&config, "default")[0]);
     assert_eq!(other.url.to_string(), "https://10.0.0.7:8443");
     assert!(imported.not_converted.is_empty(), "{}", imported.report());
-    assert!(
-        imported.notes.iter().any(|n| n.contains("proxy_ssl_verify")),
-        "{:?}",
-        imported.notes
-    );
+    assert_note(&imported, &["proxy_ssl_verify"]);
 }
 
 // ---------------------------------------------------------------- the command line

@@ -208,43 +208,13 @@ done
 # upstream ports ("legacy" and "new"), sets X-Forwarded-For/-Proto/-Host and
 # X-Request-Id, keeps upstream connections alive and logs nothing.
 
+# shellcheck source=benches/load/cutover_config.sh
+source "$HERE/cutover_config.sh"
+
 # $1 = instance, $2 = kind (base|sticky|routes1000|mirror), $3 = port, $4 = optional h2 port
 cutover_config() {
-    local dir="$WORK/$1" kind=$2 port=$3 h2=${4:-}
-    mkdir -p "$dir"
-    {
-        echo "listeners:"
-        echo "  - { name: public, addr: \"127.0.0.1:$port\" }"
-        [ -n "$h2" ] && echo "  - { name: h2c, addr: \"127.0.0.1:$h2\" }"
-        echo "admin: { addr: \"127.0.0.1:0\" }"
-        echo "weights_file: weights.yaml"
-        echo "access_log: { path: off }"
-        echo "server: { workers: $WORKERS }"
-        echo "backends:"
-        echo "  legacy: { url: \"http://127.0.0.1:$P_LEGACY\" }"
-        echo "  new: { url: \"http://127.0.0.1:$P_NEW\" }"
-        echo "routes:"
-        if [ "$kind" = routes1000 ]; then
-            for i in $(seq -w 0 999); do
-                echo "  - { name: r$i, match: { path_prefix: /svc$i/ }, backends: { legacy: {}, new: {} } }"
-            done
-        fi
-        echo "  - name: main"
-        echo "    match: { path_prefix: / }"
-        echo "    stable: legacy"
-        echo "    backends: { legacy: {}, new: {} }"
-        [ "$kind" = sticky ] && echo "    sticky: { cookie: sessionid }"
-        # Every request is also sent to new; only the status and content-type
-        # are compared (the bodies are not JSON); no noise sampling, so the
-        # primary is asked once, as nginx does.
-        [ "$kind" = mirror ] && echo "    mirror: { to: new, percent: 100, compare: { noise: { sample: 0 } } }"
-    } >"$dir/cutover.yaml"
-    if [ "$kind" = mirror ]; then
-        echo "main: { legacy: 100, new: 0 }" >"$dir/weights.yaml"
-    else
-        echo "main: { legacy: 90, new: 10 }" >"$dir/weights.yaml"
-    fi
-    echo "$dir/cutover.yaml"
+    write_cutover_config "$WORK/$1" "$2" "$3" "$P_LEGACY" "$P_NEW" "$WORKERS" "${4:-}"
+    echo "$WORK/$1/cutover.yaml"
 }
 
 nginx_config() {

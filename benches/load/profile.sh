@@ -38,31 +38,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-{
-    echo "listeners: [ { name: public, addr: \"127.0.0.1:$P_PROXY\" } ]"
-    echo "admin: { addr: \"127.0.0.1:0\" }"
-    echo "access_log: { path: off }"
-    echo "backends:"
-    echo "  legacy: { url: \"http://127.0.0.1:$P_LEGACY\" }"
-    echo "  new: { url: \"http://127.0.0.1:$P_NEW\" }"
-    echo "routes:"
-    if [ "$KIND" = routes1000 ]; then
-        for i in $(seq -w 0 999); do
-            echo "  - { name: r$i, match: { path_prefix: /svc$i/ }, backends: { legacy: {}, new: {} } }"
-        done
-    fi
-    echo "  - name: main"
-    echo "    match: { path_prefix: / }"
-    echo "    backends: { legacy: {}, new: {} }"
-    [ "$KIND" = sticky ] && echo "    sticky: { cookie: sessionid }"
-    # As in compare.sh's mirror scenario: everything to legacy, all mirrored to new.
-    [ "$KIND" = mirror ] && echo "    mirror: { to: new, percent: 100, compare: { noise: { sample: 0 } } }"
-} >"$OUT/cutover.yaml"
-if [ "$KIND" = mirror ]; then
-    echo "main: { legacy: 100, new: 0 }" >"$OUT/weights.yaml"
-else
-    echo "main: { legacy: 90, new: 10 }" >"$OUT/weights.yaml"
-fi
+# shellcheck source=benches/load/cutover_config.sh
+source "$ROOT/benches/load/cutover_config.sh"
+write_cutover_config "$OUT" "$KIND" "$P_PROXY" "$P_LEGACY" "$P_NEW" "$(nproc)"
 
 target/release/examples/bench-upstream "127.0.0.1:$P_LEGACY" "127.0.0.1:$P_NEW" 2>"$OUT/upstream.log" &
 PIDS+=($!)

@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+from backend import read_exact  # the soak backend's own reader, beside this file
+
 WORKERS = 8
 RATE_PER_WORKER = 25  # requests per second
 USERS = [f"user-{i}" for i in range(200)]
@@ -88,13 +90,7 @@ def ws_frame(text):
 
 def ws_read(sock):
     def exact(n):
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed")
-            data += chunk
-        return data
+        return read_exact(sock, n)
 
     b0, b1 = exact(2)
     length = b1 & 0x7F
