@@ -615,3 +615,95 @@ async fn idle_client_connections_are_closed_and_busy_ones_kept() {
     })
     .await;
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length body from `stream`,
+/// keeping any bytes past it in `pending`. Returns the head and the body.
+async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a Content-Length");
+            if pending.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&pending[end + 4..end + 4 + length]).into_owned();
+                pending.drain(..end + 4 + length);
+                return Some((head, body));
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connections_survive_pauses_pipelining_and_split_heads() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    within(30, async {
+        let up = Upstream::echo("app").await;
+        let config = one_route_config(
+            "server: { header_read_timeout: 1s, idle_timeout: 3s }\n",
+            &[("app", format!("{{ url: \"{}\" }}", up.url()))],
+        );
+        let proxy = Proxy::start(&config, "").await;
+        let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut pending = Vec::new();
+        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n");
+        let answered = |reply: Option<(String, String)>, path: &str| {
+            let (head, body) = reply.unwrap_or_else(|| panic!("{path}: the connection was closed"));
+            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+            assert!(!head.to_ascii_lowercase().contains("connection: close"), "{path}: {head}");
+            assert_eq!(Seen(serde_json::from_str(&body).unwrap()).uri(), path);
+        };
+
+        client.write_all(get("/first").as_bytes()).await.unwrap();
+        answered(read_response(&mut client, &mut pending).await, "/first");
+        // A pause longer than header_read_timeout between requests: that
+        // timeout is for a request's head, not for a keep-alive wait.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        client.write_all(get("/after-pause").as_bytes()).await.unwrap();
+        answered(read_response(&mut client, &mut pending).await, "/after-pause");
+
+        // Two requests in one write: both answered, in order.
+        client.write_all(format!("{}{}", get("/p1"), get("/p2")).as_bytes()).await.unwrap();
+        answered(read_response(&mut client, &mut pending).await, "/p1");
+        answered(read_response(&mut client, &mut pending).await, "/p2");
+
+        // A head that arrives in two pieces.
+        let head = get("/split");
+        let (a, b) = head.split_at(20);
+        client.write_all(a.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.write_all(b.as_bytes()).await.unwrap();
+        answered(read_response(&mut client, &mut pending).await, "/split");
+
+        // A request with a body, a pause, and the next request.
+        client
+            .write_all(b"POST /post HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        let (_, body) = read_response(&mut client, &mut pending).await.expect("POST answered");
+        assert_eq!(Seen(serde_json::from_str(&body).unwrap()).0["body"], "hello");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        client.write_all(get("/after-post").as_bytes()).await.unwrap();
+        answered(read_response(&mut client, &mut pending).await, "/after-post");
+        assert_eq!(up.hits(), 7);
+
+        // Quiet for longer than idle_timeout: closed.
+        let quiet = Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(6), client.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?} {rest:?}");
+        assert!(quiet.elapsed() >= Duration::from_millis(2500), "closed after {:?}", quiet.elapsed());
+    })
+    .await;
+}

@@ -841,11 +841,14 @@ async fn http2_body_longer_than_its_content_length_is_not_forwarded() {
         let (resp, mut body) = send.send_request(req, false).unwrap();
         let _ = body.send_data(Bytes::from_static(b"GET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n"), true);
         let outcome = tokio::time::timeout(Duration::from_secs(5), resp).await.expect("no hang");
-        assert!(
-            outcome.is_err() || outcome.as_ref().unwrap().status() != StatusCode::OK,
-            "{outcome:?}"
-        );
         settle().await;
+        // The stream is refused, or (when the backend answered the declared
+        // empty body before the extra DATA frame arrived) answered from an
+        // empty body: either way the extra bytes never reach the backend.
+        if outcome.as_ref().is_ok_and(|r| r.status() == StatusCode::OK) {
+            let forwarded: Vec<_> = rec.complete().into_iter().filter(|r| r.uri == "/h2cl").collect();
+            assert!(forwarded.iter().all(|r| r.body.as_ref().is_ok_and(Vec::is_empty)), "{forwarded:?}");
+        }
         assert!(rec.complete().iter().all(|r| r.uri != "/smuggled"));
         assert!(!rec.raw().contains("/smuggled"), "{:?}", rec.raw());
         assert_alive(&proxy, "/after").await;

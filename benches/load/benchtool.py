@@ -534,8 +534,9 @@ def idle_table(w, idle_rows):
     w("")
     w(
         "A fresh proxy; N connections each send one request, read the response and stay "
-        "open. RSS (VmRSS, summed over the proxy's processes) before and while they are "
-        "held; KB/conn = (RSS held − RSS fresh) ÷ N. `held` counts established "
+        "open. RSS (VmRSS, summed over the proxy's processes) before, and while they are "
+        "held once it has settled (read every second until two readings differ by under 1%, "
+        "at most 10 s: opening them is a burst); KB/conn = (RSS held − RSS fresh) ÷ N. `held` counts established "
         "connections on the proxy's port at measurement time."
     )
     w("")

@@ -165,6 +165,24 @@ cpu_ticks() {
 }
 
 # Sum of a /proc/PID/status field (kB) over an instance's processes.
+# RSS once the connections are idle: read every second until it stops
+# changing (within 1%), at most 10 s. Opening N connections is a burst; an
+# allocator that returns memory after it (cutover's jemalloc purges after
+# about a second) is measured at its idle level, one that keeps its peak
+# at the peak.
+settled_rss() {
+    local prev now i
+    sleep 1
+    prev=$(status_kb "$1" VmRSS)
+    for i in $(seq 9); do
+        sleep 1
+        now=$(status_kb "$1" VmRSS)
+        [ $((prev - now)) -le $((prev / 100)) ] && [ $((now - prev)) -le $((prev / 100)) ] && break
+        prev=$now
+    done
+    echo "$now"
+}
+
 status_kb() {
     local total=0 p v
     for p in $(instance_pids "$1"); do
@@ -646,8 +664,7 @@ if has_scenario idle; then
                 sleep 0.1
             done
             [ -s "$ready" ] || die "idle client failed against $proxy: $(tail -3 "$WORK/idle-client.log")"
-            sleep 1
-            rss1=$(status_kb "$inst" VmRSS)
+            rss1=$(settled_rss "$inst")
             established=$(ss -Htn state established "( sport = :$port )" | wc -l)
             touch "$release"
             wait "$client" 2>/dev/null || true

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::pool::UpstreamBody;
 use super::upstream::FailureKind;
+use super::{ActiveRequest, ConnInfo};
 use crate::access_log::{AccessLog, LogRecord, Outcome};
 use crate::mirror::Tap;
 use crate::table::Table;
@@ -27,6 +28,8 @@ pub struct Exchange {
     pub upstream_status: Option<u16>,
     body_bytes: u64,
     log: Option<(Arc<AccessLog>, LogRecord)>,
+    /// Keeps the request in flight on its connection until the response ends.
+    request: Option<ActiveRequest>,
 }
 
 impl Exchange {
@@ -39,7 +42,13 @@ impl Exchange {
             upstream_status: None,
             body_bytes: 0,
             log,
+            request: None,
         }
+    }
+
+    /// Ties the request's in-flight mark to this exchange's life.
+    pub fn hold(&mut self, request: ActiveRequest) {
+        self.request = Some(request);
     }
 
     pub fn log_record(&mut self) -> Option<&mut LogRecord> {
@@ -238,10 +247,18 @@ pub struct ClientBody {
     idle: std::time::Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     verdict: Arc<BodyVerdict>,
+    /// Told once the body has been read to its end.
+    conn: Option<Arc<ConnInfo>>,
 }
 
 impl ClientBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, idle: std::time::Duration, verdict: Arc<BodyVerdict>) -> ClientBody {
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        idle: std::time::Duration,
+        verdict: Arc<BodyVerdict>,
+        conn: Option<Arc<ConnInfo>>,
+    ) -> ClientBody {
         ClientBody {
             inner,
             limit: limit.unwrap_or(u64::MAX),
@@ -249,6 +266,13 @@ impl ClientBody {
             idle,
             timer: None,
             verdict,
+            conn,
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.body_read();
         }
     }
 
@@ -265,6 +289,9 @@ impl ClientBody {
                     return Poll::Ready(Some(Err("request body larger than server.max_body_bytes".into())));
                 }
                 self.timer = None;
+                if self.inner.is_end_stream() {
+                    self.ended();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -272,7 +299,10 @@ impl ClientBody {
                 self.verdict.set(BodyProblem::Broken);
                 Poll::Ready(Some(Err(e.into())))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.ended();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 let idle = self.idle;
                 let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));

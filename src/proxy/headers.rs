@@ -16,6 +16,14 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has_token(headers, "upgrade")
 }
 
+/// True when the connection cannot simply wait for another request after
+/// this one: HTTP/1.1 with `Connection: close`, an upgrade, or an older
+/// protocol version.
+pub fn ends_keep_alive(version: http::Version, headers: &HeaderMap) -> bool {
+    version != http::Version::HTTP_11
+        || (headers.contains_key(header::CONNECTION) && (connection_has_token(headers, "close") || is_upgrade_request(headers)))
+}
+
 fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)

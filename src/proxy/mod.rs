@@ -8,7 +8,7 @@ pub mod upstream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -41,8 +41,16 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// When the connection was accepted.
     pub accepted: Instant,
-    /// When the latest request began, in milliseconds after `accepted`.
-    last_request_ms: AtomicU64,
+    /// When a request last began or ended, in milliseconds after `accepted`.
+    last_active_ms: AtomicU64,
+    /// Requests begun and not yet answered in full.
+    in_flight: AtomicU32,
+    /// The latest request's body is not known to be read to its end, or
+    /// the connection is to close after it: it is not simply waiting for
+    /// the next request.
+    unsettled: AtomicBool,
+    /// Bytes of a request not yet begun have arrived.
+    next_started: AtomicBool,
 }
 
 impl ConnInfo {
@@ -51,18 +59,88 @@ impl ConnInfo {
             peer,
             proto,
             accepted: Instant::now(),
-            last_request_ms: AtomicU64::new(0),
+            last_active_ms: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            unsettled: AtomicBool::new(false),
+            next_started: AtomicBool::new(false),
         }
     }
 
-    fn request_began(&self) {
-        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_request_ms.store(ms, Ordering::Relaxed);
+    /// Marks `req` as begun; it stays in flight until the returned guard is
+    /// dropped (with the last byte of its response, or with the request if
+    /// it is abandoned).
+    pub fn begin_request<B: http_body::Body>(self: &Arc<Self>, req: &Request<B>) -> ActiveRequest {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let settled = req.body().is_end_stream() && !headers::ends_keep_alive(req.version(), req.headers());
+        self.unsettled.store(!settled, Ordering::Relaxed);
+        self.next_started.store(false, Ordering::Relaxed);
+        self.touch();
+        ActiveRequest(self.clone())
     }
 
-    /// When the latest request began (the accept time before the first).
-    pub fn last_request(&self) -> Instant {
-        self.accepted + std::time::Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed))
+    /// Bytes arrived from the client. With no request under way they are
+    /// the start of the next one.
+    pub fn bytes_received(&self) {
+        if self.is_quiet() {
+            self.next_started.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The request body was read to its end.
+    pub fn body_read(&self) {
+        self.unsettled.store(false, Ordering::Relaxed);
+    }
+
+    /// The connection closes after the current response.
+    fn closes_after_response(&self) {
+        self.unsettled.store(true, Ordering::Relaxed);
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When a request last began or ended (the accept time before the first).
+    pub fn last_active(&self) -> Instant {
+        self.accepted + std::time::Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// No request is being received or answered.
+    pub fn is_quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// Quiet, with the last request read in full, nothing asking the
+    /// connection to close and no byte of another request received: it is
+    /// waiting for the next request.
+    pub fn is_between_requests(&self) -> bool {
+        self.is_quiet() && !self.unsettled.load(Ordering::Relaxed) && !self.next_started.load(Ordering::Relaxed)
+    }
+}
+
+/// A request in flight on its connection; see [`ConnInfo::begin_request`].
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<ConnInfo>);
+
+impl ActiveRequest {
+    pub fn conn(&self) -> &Arc<ConnInfo> {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ActiveRequest {
+    type Target = ConnInfo;
+
+    fn deref(&self) -> &ConnInfo {
+        &self.0
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
     }
 }
 
@@ -82,6 +160,18 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// Whether the client connection must close after this answer: after a
+    /// malformed request, or with part of a request body possibly unread,
+    /// the next bytes cannot be trusted to start a request (nginx closes
+    /// too).
+    fn ends_connection(&self, had_body: bool) -> bool {
+        match self {
+            Refusal::BadRequest(_) | Refusal::BodyTooLarge | Refusal::BodyTimeout => true,
+            Refusal::Upstream { .. } => had_body,
+            Refusal::NoRoute => false,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -129,13 +219,21 @@ struct Choice {
 
 impl Proxy {
     /// Serves one client request. Never fails: problems become responses.
-    pub async fn serve(self: Arc<Self>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    /// Answers one request. `conn` stays in flight until the response's
+    /// last byte is sent.
+    pub async fn serve(self: Arc<Self>, conn: ActiveRequest, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
-        conn.request_began();
         let table = self.live.load();
         let log = self.access_log.as_ref().map(|log| (log.clone(), capture(&conn, &req)));
         let mut exchange = Box::new(Exchange::new(started, table.clone(), log));
-        let response = match self.forward(&table, &conn, req, &mut exchange).await {
+        let had_body = !req.body().is_end_stream();
+        let forwarded = self.forward(&table, &conn, req, &mut exchange).await;
+        let closes = matches!(&forwarded, Err(refusal) if refusal.ends_connection(had_body));
+        if closes {
+            conn.closes_after_response();
+        }
+        exchange.hold(conn);
+        let response = match forwarded {
             Ok((resp, tap)) => {
                 let (parts, body) = resp.into_parts();
                 exchange.status = parts.status.as_u16();
@@ -152,6 +250,9 @@ impl Proxy {
                 *resp.status_mut() = status;
                 resp.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                if closes {
+                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 resp
             }
         };
@@ -161,7 +262,7 @@ impl Proxy {
     async fn forward(
         &self,
         table: &Arc<Table>,
-        conn: &ConnInfo,
+        conn: &ActiveRequest,
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
     ) -> Result<(Response<UpstreamBody>, Option<Tap>), Refusal> {
@@ -236,11 +337,14 @@ impl Proxy {
         // A body kept whole for a retry (empty bodies included).
         let verdict = Arc::new(BodyVerdict::default());
         let body = if !retry {
+            // The connection learns when the body has been read in full.
+            let reader = (!body.is_end_stream()).then(|| conn.conn().clone());
             Outgoing::Stream(ClientBody::new(
                 body,
                 server.max_body_bytes,
                 server.body_read_timeout,
                 verdict.clone(),
+                reader,
             ))
         } else if body.is_end_stream() {
             Outgoing::Kept(Bytes::new())
@@ -251,7 +355,10 @@ impl Proxy {
             ))
             .await
             {
-                Ok(Ok(b)) => Outgoing::Kept(b.to_bytes()),
+                Ok(Ok(b)) => {
+                    conn.body_read();
+                    Outgoing::Kept(b.to_bytes())
+                }
                 Ok(Err(_)) => return Err(Refusal::BadRequest("the request body could not be read")),
                 Err(_) => return Err(Refusal::BodyTimeout),
             }

@@ -199,8 +199,7 @@ impl Pool {
         }
         let now = Instant::now();
         let mut idle = self.shard();
-        // The oldest sit at the bottom: close those past their idle timeout.
-        let expired = idle.iter().take_while(|e| now.duration_since(e.since) >= self.idle_timeout).count();
+        let expired = self.expired(&idle, now);
         let over = (idle.len() - expired + 1).saturating_sub(self.max_idle);
         idle.drain(..expired + over);
         idle.push(Idle { sender, since: now });
@@ -218,6 +217,25 @@ impl Pool {
     }
 
     /// Idle connections, over all shards.
+    /// How many of the oldest idle connections are past the idle timeout
+    /// (the oldest sit at the bottom).
+    fn expired(&self, idle: &[Idle], now: Instant) -> usize {
+        idle.iter().take_while(|e| now.duration_since(e.since) >= self.idle_timeout).count()
+    }
+
+    /// Closes idle connections past the idle timeout. Checkout and checkin
+    /// only look when the backend is used: without this, the connections
+    /// of a burst would stay open, and their buffers allocated, until the
+    /// next request.
+    pub fn close_expired(&self) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            let mut idle = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let expired = self.expired(&idle, now);
+            idle.drain(..expired);
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }

@@ -60,6 +60,11 @@ impl Upstream {
         }
     }
 
+    /// Closes idle keep-alive connections past `pool_idle_timeout`.
+    pub fn close_expired_idle(&self) {
+        self.pool.close_expired();
+    }
+
     /// Idle keep-alive connections to this backend.
     pub fn idle_connections(&self) -> usize {
         self.pool.idle_count()

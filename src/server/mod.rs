@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use prometheus::IntGauge;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -15,10 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
-use crate::config::{ConfigError, ServerSettings};
+use crate::config::ConfigError;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
+use connection::{ConnBuilders, ConnTimeouts};
+
+mod connection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -87,7 +89,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     });
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let builder = Arc::new(connection_builder(&settings));
+    let builders = Arc::new(ConnBuilders::new(&settings));
 
     // Each serving thread runs its own single-threaded runtime and accepts
     // on its own socket of every listener (SO_REUSEPORT: the kernel spreads
@@ -125,7 +127,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
                 idle: settings.idle_timeout,
             },
             proxy: proxy.clone(),
-            builder: builder.clone(),
+            builders: builders.clone(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             stopped: stopped.clone(),
@@ -144,6 +146,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     live.start_health_checks();
     tokio::spawn(publish_health(live.clone(), shutdown.clone()));
     tokio::spawn(run_guard(live.clone(), shutdown.clone()));
+    tokio::spawn(close_expired_backend_connections(live.clone(), shutdown.clone()));
     live.set_ready(true);
 
     let done = {
@@ -235,7 +238,7 @@ struct ThreadListener {
 struct Serving {
     timeouts: ConnTimeouts,
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<ConnBuilders>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Cancelled once draining is over: the thread's runtime, and any
@@ -262,7 +265,7 @@ impl Serving {
                             l.tls,
                             self.timeouts,
                             self.proxy.clone(),
-                            self.builder.clone(),
+                            self.builders.clone(),
                             l.gauge,
                             self.shutdown.clone(),
                             self.tracker.clone(),
@@ -274,24 +277,6 @@ impl Serving {
             self.stopped.cancelled().await;
         });
     }
-}
-
-fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Without a timer hyper ignores header_read_timeout, and slow clients hold connections forever.
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes)
-        .max_headers(settings.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
-    builder
 }
 
 async fn sample_rates(live: Arc<Live>, shutdown: CancellationToken) {
@@ -310,6 +295,22 @@ async fn publish_health(live: Arc<Live>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => live.health.publish(&live.metrics),
+        }
+    }
+}
+
+async fn close_expired_backend_connections(live: Arc<Live>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                for route in live.load().routes.iter() {
+                    for backend in route.backends.iter() {
+                        backend.upstream.close_expired_idle();
+                    }
+                }
+            }
         }
     }
 }
@@ -343,7 +344,7 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     timeouts: ConnTimeouts,
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<ConnBuilders>,
     gauge: IntGauge,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -365,87 +366,30 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(ConnInfo::new(peer, if tls.is_some() { "https" } else { "http" }));
         let proxy = proxy.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         gauge.inc();
         let guard = GaugeGuard(gauge.clone());
-        tracker.spawn(async move {
+        let fut = async move {
             let _guard = guard;
             match tls {
-                None => {
-                    let io = FirstBytesDeadline::new(stream, timeouts.handshake);
-                    serve_connection(io, conn, proxy, &builder, timeouts.idle, shutdown).await
+                None => connection::serve(stream, conn, proxy, &builders, timeouts, shutdown).await,
+                // Boxed: a plain connection's task then holds no room for TLS state.
+                Some(acceptor) => {
+                    Box::pin(async move {
+                        match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => connection::serve(stream, conn, proxy, &builders, timeouts, shutdown).await,
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    })
+                    .await
                 }
-                Some(acceptor) => match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let io = FirstBytesDeadline::new(stream, timeouts.handshake);
-                        serve_connection(io, conn, proxy, &builder, timeouts.idle, shutdown).await
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
             }
-        });
+        };
+        tracker.spawn(fut);
     }
-}
-
-/// Deadlines of a client connection.
-#[derive(Clone, Copy)]
-struct ConnTimeouts {
-    /// For the TLS handshake and the first bytes.
-    handshake: Duration,
-    /// With no new request for this long, the connection is closed gracefully.
-    idle: Duration,
-}
-
-/// Serves HTTP/1.1 and HTTP/2 on one client connection until it ends, goes
-/// idle for `idle`, or shutdown asks it to finish its in-flight requests and
-/// close.
-async fn serve_connection<I>(
-    io: I,
-    conn: Arc<ConnInfo>,
-    proxy: Arc<Proxy>,
-    builder: &auto::Builder<TokioExecutor>,
-    idle: Duration,
-    shutdown: CancellationToken,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = conn.peer;
-    let info = conn.clone();
-    // Boxed: hyper keeps a slot the size of the request future for the
-    // whole life of a connection; boxed, an idle keep-alive connection holds
-    // a pointer instead of kilobytes.
-    let service = service_fn(move |req| Box::pin(proxy.clone().serve(conn.clone(), req)));
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    // hyper closes idle HTTP/1.1 connections itself (its head-read timer runs
-    // between requests) but keeps an idle HTTP/2 connection forever.
-    let idle_check = tokio::time::sleep(idle);
-    tokio::pin!(idle_check);
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                }
-                return;
-            }
-            _ = shutdown.cancelled() => break,
-            _ = idle_check.as_mut() => {
-                let quiet_until = info.last_request() + idle;
-                if tokio::time::Instant::now() >= quiet_until.into() {
-                    tracing::debug!(%peer, "closing an idle client connection");
-                    break;
-                }
-                idle_check.as_mut().reset(quiet_until.into());
-            }
-        }
-    }
-    // In-flight requests and streams finish; nothing new starts.
-    connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
 }
 
 /// Serves the admin API until aborted: it stays up while the proxy drains,
@@ -468,92 +412,5 @@ async fn admin_loop(listener: TcpListener, live: Arc<Live>) {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Fails reads with `TimedOut` once `deadline` has passed, until the first
-    /// bytes tell HTTP/1.1 from the HTTP/2 preface. hyper's
-    /// `header_read_timeout` only starts after that protocol detection, so
-    /// without this a client that connects and sends nothing, or a slice of
-    /// the preface, would hold its connection forever.
-    struct FirstBytesDeadline<I> {
-        #[pin]
-        io: I,
-        seen: usize,
-        deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    }
-}
-
-impl<I> FirstBytesDeadline<I> {
-    fn new(io: I, timeout: Duration) -> FirstBytesDeadline<I> {
-        FirstBytesDeadline {
-            io,
-            seen: 0,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
-        }
-    }
-}
-
-impl<I: tokio::io::AsyncRead> tokio::io::AsyncRead for FirstBytesDeadline<I> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-        let this = self.project();
-        let before = buf.filled().len();
-        let polled = this.io.poll_read(cx, buf);
-        match &polled {
-            Poll::Ready(Ok(())) if this.deadline.is_some() => {
-                let fresh = &buf.filled()[before..];
-                let expected = &H2_PREFACE[(*this.seen).min(H2_PREFACE.len())..];
-                let diverged = fresh.iter().zip(expected).any(|(a, b)| a != b);
-                *this.seen += fresh.len();
-                if fresh.is_empty() || diverged || *this.seen >= H2_PREFACE.len() {
-                    *this.deadline = None;
-                }
-            }
-            Poll::Pending => {
-                if let Some(deadline) = this.deadline
-                    && deadline.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no request head within header_read_timeout",
-                    )));
-                }
-            }
-            _ => {}
-        }
-        polled
-    }
-}
-
-impl<I: tokio::io::AsyncWrite> tokio::io::AsyncWrite for FirstBytesDeadline<I> {
-    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
     }
 }

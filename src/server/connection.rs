@@ -1,0 +1,488 @@
+//! One client connection: protocol detection, HTTP/1.1 keep-alive with idle
+//! connections parked, HTTP/2, the idle timeout and graceful shutdown.
+//!
+//! An HTTP/1.1 connection waiting for its next request holds no HTTP state:
+//! as soon as a response is sent and nothing more is arriving, hyper's
+//! connection (its read and write buffers, parser state and timers) is
+//! taken apart and only the socket is kept, waiting to become readable.
+//! When the next request's bytes arrive, a new hyper connection picks the
+//! socket up. Idle keep-alive connections then cost little more than the
+//! kernel's socket, as in nginx.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerSettings;
+use crate::proxy::{ConnInfo, Proxy};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Deadlines of a client connection.
+#[derive(Clone, Copy)]
+pub(super) struct ConnTimeouts {
+    /// For the TLS handshake and the first bytes.
+    pub handshake: Duration,
+    /// With no request under way for this long, the connection is closed.
+    pub idle: Duration,
+}
+
+/// How client connections are served, for both protocols.
+pub(super) struct ConnBuilders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl ConnBuilders {
+    pub(super) fn new(settings: &ServerSettings) -> ConnBuilders {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            // Without a timer hyper ignores header_read_timeout, and slow
+            // clients hold connections forever. The timer starts with a
+            // request's first bytes: between requests the connection is
+            // parked and only `idle_timeout` applies.
+            .header_read_timeout(settings.header_read_timeout)
+            .max_buf_size(settings.max_header_bytes)
+            .max_headers(settings.max_headers)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256);
+        ConnBuilders { http1, http2 }
+    }
+}
+
+/// A client stream that can wait for bytes without reading them.
+pub(super) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready once the socket has bytes (or an end) to read.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ClientStream for TcpStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl ClientStream for TlsStream<TcpStream> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A parked connection's last read came back empty, so rustls holds
+        // no plaintext: new bytes can only come from the socket.
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one client connection until it ends, stays
+/// idle for `timeouts.idle`, or shutdown asks it to finish its in-flight
+/// requests and close.
+pub(super) async fn serve<S: ClientStream>(
+    mut stream: S,
+    conn: Arc<ConnInfo>,
+    proxy: Arc<Proxy>,
+    builders: &ConnBuilders,
+    timeouts: ConnTimeouts,
+    shutdown: CancellationToken,
+) {
+    let peer = conn.peer;
+    // The first bytes are due within the handshake deadline whatever ALPN
+    // said: hyper's own timers only start once a protocol is chosen.
+    let (protocol, first_bytes) = match tokio::time::timeout(timeouts.handshake, sniff(&mut stream)).await {
+        Ok(Ok(Some(found))) => found,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "client connection failed before its first request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no request within header_read_timeout");
+            return;
+        }
+    };
+    let io = ClientIo::new(stream, first_bytes, conn.clone());
+    let service = {
+        let conn = conn.clone();
+        // Boxed: hyper keeps a slot the size of the request future for the
+        // whole life of a connection.
+        service_fn(move |req| Box::pin(proxy.clone().serve(conn.begin_request(&req), req)))
+    };
+    match protocol {
+        Protocol::Http1 => serve_http1(io, service, &conn, &builders.http1, timeouts.idle, &shutdown).await,
+        Protocol::Http2 => {
+            Box::pin(async {
+                let connection = builders.http2.serve_connection(TokioIo::new(io), service);
+                tokio::pin!(connection);
+                // hyper has no idle timeout of its own for HTTP/2.
+                let idle = timeouts.idle;
+                let idle_check = tokio::time::sleep(idle);
+                tokio::pin!(idle_check);
+                loop {
+                    tokio::select! {
+                        result = connection.as_mut() => {
+                            if let Err(e) = result {
+                                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                            }
+                            return;
+                        }
+                        _ = shutdown.cancelled() => break,
+                        _ = idle_check.as_mut() => {
+                            let quiet_until = conn.last_active() + idle;
+                            let now = std::time::Instant::now();
+                            if conn.is_quiet() && now >= quiet_until {
+                                tracing::debug!(%peer, "closing an idle client connection");
+                                break;
+                            }
+                            idle_check.as_mut().reset(quiet_until.max(now + idle / 4).into());
+                        }
+                    }
+                }
+                // In-flight streams finish; nothing new starts.
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            })
+            .await
+        }
+    }
+}
+
+/// Reads until the bytes tell the HTTP/2 preface from anything else.
+/// Returns the protocol with the bytes read, or `None` if the client closed
+/// without sending any.
+async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<(Protocol, Bytes)>> {
+    let mut seen = [0u8; H2_PREFACE.len()];
+    let mut len = 0;
+    while len < seen.len() {
+        let n = stream.read(&mut seen[len..]).await?;
+        if n == 0 {
+            return Ok(if len == 0 {
+                None
+            } else {
+                Some((Protocol::Http1, Bytes::copy_from_slice(&seen[..len])))
+            });
+        }
+        len += n;
+        if seen[..len] != H2_PREFACE[..len] {
+            return Ok(Some((Protocol::Http1, Bytes::copy_from_slice(&seen[..len]))));
+        }
+    }
+    Ok(Some((Protocol::Http2, Bytes::copy_from_slice(&seen))))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a parked HTTP/1.1 connection needs of its service, spelled once.
+trait RequestService:
+    hyper::service::HttpService<
+        hyper::body::Incoming,
+        Future: Unpin + Send + 'static,
+        ResBody: http_body::Body<Error: Into<BoxError>> + 'static,
+        Error: Into<BoxError>,
+    > + Unpin
+{
+}
+
+impl<T> RequestService for T where
+    T: hyper::service::HttpService<
+            hyper::body::Incoming,
+            Future: Unpin + Send + 'static,
+            ResBody: http_body::Body<Error: Into<BoxError>> + 'static,
+            Error: Into<BoxError>,
+        > + Unpin
+{
+}
+
+type Parts<S, Svc> = http1::Parts<TokioIo<ClientIo<S>>, Svc>;
+
+/// Serves HTTP/1.1 requests, parking the connection between them.
+async fn serve_http1<S, Svc>(
+    mut io: ClientIo<S>,
+    mut service: Svc,
+    conn: &ConnInfo,
+    builder: &http1::Builder,
+    idle: Duration,
+    shutdown: &CancellationToken,
+) where
+    S: ClientStream,
+    Svc: RequestService,
+{
+    // Both live as long as the connection: a request costs no timer
+    // registration and no waiter on the shutdown token.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
+    loop {
+        // Parked: only the socket is held until the next request's bytes.
+        while io.rewound.is_empty() {
+            tokio::select! {
+                biased;
+                _ = cancelled.as_mut() => return,
+                _ = idle_check.as_mut() => {
+                    let quiet_until = conn.last_active() + idle;
+                    if std::time::Instant::now() >= quiet_until {
+                        tracing::debug!(peer = %conn.peer, "closing an idle client connection");
+                        return;
+                    }
+                    idle_check.as_mut().reset(quiet_until.into());
+                }
+                readable = poll_fn(|cx| io.stream.poll_readable(cx)) => match readable {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
+            }
+        }
+        let watch = io.watch.clone();
+        // Boxed: a parked connection then holds no room for hyper's state.
+        let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+        match Box::pin(drive_http1(connection, conn, &watch, cancelled.as_mut())).await {
+            Some(parts) => {
+                io = parts.io.into_inner();
+                io.rewind(parts.read_buf);
+                service = parts.service;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Runs one hyper HTTP/1.1 connection until it ends (`None`) or goes quiet
+/// between requests: then it is taken apart and its socket, with any bytes
+/// already read, handed back to be parked.
+async fn drive_http1<S, Svc>(
+    mut connection: http1::UpgradeableConnection<TokioIo<ClientIo<S>>, Svc>,
+    conn: &ConnInfo,
+    watch: &IoWatch,
+    cancelled: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+) -> Option<Parts<S, Svc>>
+where
+    S: ClientStream,
+    Svc: RequestService,
+{
+    enum Step {
+        Ended(hyper::Result<()>),
+        Quiet,
+        Shutdown,
+    }
+    let step = tokio::select! {
+        biased;
+        step = poll_fn(|cx| match Pin::new(&mut connection).poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Step::Ended(result)),
+            Poll::Pending if conn.is_between_requests() && watch.waiting_for_request() => Poll::Ready(Step::Quiet),
+            Poll::Pending => Poll::Pending,
+        }) => step,
+        _ = cancelled => Step::Shutdown,
+    };
+    match step {
+        Step::Ended(result) => {
+            if let Err(e) = result {
+                tracing::debug!(peer = %conn.peer, error = %e, "client connection ended with an error");
+            }
+            None
+        }
+        Step::Shutdown => {
+            // The request under way finishes; nothing new starts.
+            Pin::new(&mut connection).graceful_shutdown();
+            let _ = (&mut connection).await;
+            None
+        }
+        Step::Quiet => {
+            // Idle, hyper closes the connection at once on a graceful
+            // shutdown, touching neither the socket (whose shutdown is
+            // skipped while parking) nor anything else.
+            watch.parking.store(true, Ordering::Relaxed);
+            Pin::new(&mut connection).graceful_shutdown();
+            let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut connection).poll(cx))).await;
+            watch.parking.store(false, Ordering::Relaxed);
+            match polled {
+                Poll::Ready(Ok(())) if !watch.touched_while_parking.swap(false, Ordering::Relaxed) => connection.into_parts(),
+                // It did something after all: never reuse a connection in a
+                // state not known for sure; close it as hyper meant to.
+                Poll::Ready(_) => None,
+                Poll::Pending => {
+                    let _ = (&mut connection).await;
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// What the socket was last asked to do, seen from outside hyper.
+#[derive(Default)]
+struct IoWatch {
+    /// The latest read found nothing to read.
+    read_blocked: AtomicBool,
+    /// Bytes were written since the last completed flush.
+    unflushed: AtomicBool,
+    /// A quiet connection is being taken apart: its socket must stay open.
+    parking: AtomicBool,
+    /// The socket was read or written while parking.
+    touched_while_parking: AtomicBool,
+}
+
+impl IoWatch {
+    /// Everything written has been flushed and the client has sent nothing
+    /// more: with no request in flight, the connection waits for the next.
+    fn waiting_for_request(&self) -> bool {
+        self.read_blocked.load(Ordering::Relaxed) && !self.unflushed.load(Ordering::Relaxed)
+    }
+
+    fn touched(&self) {
+        if self.parking.load(Ordering::Relaxed) {
+            self.touched_while_parking.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A client stream as hyper sees it: bytes already read are replayed first,
+/// and what hyper does with the socket is watched so that a quiet
+/// connection can be parked.
+pub(super) struct ClientIo<S> {
+    stream: S,
+    rewound: Bytes,
+    watch: Arc<IoWatch>,
+    conn: Arc<ConnInfo>,
+}
+
+impl<S> ClientIo<S> {
+    fn new(stream: S, rewound: Bytes, conn: Arc<ConnInfo>) -> ClientIo<S> {
+        ClientIo {
+            stream,
+            rewound,
+            watch: Arc::default(),
+            conn,
+        }
+    }
+
+    /// Replays `bytes` (a parked connection's start of its next request)
+    /// before reading on. Copied: `bytes` may keep hyper's whole read buffer
+    /// alive, even when empty.
+    fn rewind(&mut self, bytes: Bytes) {
+        debug_assert!(self.rewound.is_empty());
+        if !bytes.is_empty() {
+            self.rewound = Bytes::copy_from_slice(&bytes);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.rewound.is_empty() {
+            let n = this.rewound.len().min(buf.remaining());
+            buf.put_slice(&this.rewound[..n]);
+            this.rewound.advance(n);
+            this.conn.bytes_received();
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.watch.read_blocked.store(polled.is_pending(), Ordering::Relaxed);
+        if polled.is_ready() {
+            this.watch.touched();
+            if buf.filled().len() > before {
+                this.conn.bytes_received();
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.watch.unflushed.store(true, Ordering::Relaxed);
+        this.watch.touched();
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.watch.unflushed.store(true, Ordering::Relaxed);
+        this.watch.touched();
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = polled {
+            this.watch.unflushed.store(false, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.watch.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sniffed(chunks: &[&[u8]]) -> Option<(Protocol, Bytes)> {
+        let mut builder = tokio_test_io(chunks);
+        sniff(&mut builder).await.unwrap()
+    }
+
+    fn tokio_test_io(chunks: &[&[u8]]) -> impl AsyncRead + Unpin {
+        let joined: Vec<u8> = chunks.concat();
+        std::io::Cursor::new(joined)
+    }
+
+    #[tokio::test]
+    async fn sniffing_tells_the_http2_preface_from_http1() {
+        assert_eq!(
+            sniffed(&[H2_PREFACE, b"\0\0"]).await,
+            Some((Protocol::Http2, Bytes::from_static(H2_PREFACE)))
+        );
+        let (protocol, bytes) = sniffed(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).await.unwrap();
+        assert_eq!(protocol, Protocol::Http1);
+        assert!(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".starts_with(&bytes));
+        // A request that begins like the preface but leaves it: HTTP/1.1.
+        let (protocol, bytes) = sniffed(&[b"PRI * HTTP/1.1\r\n\r\n"]).await.unwrap();
+        assert_eq!(protocol, Protocol::Http1);
+        assert_eq!(&bytes[..], b"PRI * HTTP/1.1\r\n\r\n");
+        assert_eq!(sniffed(&[]).await, None);
+        assert_eq!(sniffed(&[b"PRI"]).await, Some((Protocol::Http1, Bytes::from_static(b"PRI"))));
+    }
+
+    #[tokio::test]
+    async fn rewound_bytes_are_read_before_the_stream() {
+        let conn = Arc::new(ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http"));
+        let mut io = ClientIo::new(std::io::Cursor::new(b" world".to_vec()), Bytes::from_static(b"hello"), conn);
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+    }
+}
