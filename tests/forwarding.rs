@@ -678,7 +678,9 @@ async fn keep_alive_connections_survive_pauses_pipelining_and_split_heads() {
         answered(read_response(&mut client, &mut pending).await, "/p1");
         answered(read_response(&mut client, &mut pending).await, "/p2");
 
-        // A head that arrives in two pieces.
+        // A head that arrives in two pieces, the first on a connection
+        // that has waited long enough to be parked.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let head = get("/split");
         let (a, b) = head.split_at(20);
         client.write_all(a.as_bytes()).await.unwrap();

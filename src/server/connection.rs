@@ -29,6 +29,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerSettings;
 use crate::proxy::{ConnInfo, Proxy};
 
+/// How long an HTTP/1.1 connection waits for its next request before it is
+/// parked. Keep-alive clients under load send their next request well
+/// within this and keep their hyper connection; an idle one gives its
+/// buffers back.
+const PARK_AFTER: Duration = Duration::from_millis(100);
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Deadlines of a client connection.
@@ -128,7 +134,7 @@ pub(super) async fn serve<S: ClientStream>(
         service_fn(move |req| Box::pin(proxy.clone().serve(conn.begin_request(&req), req)))
     };
     match protocol {
-        Protocol::Http1 => serve_http1(io, service, &conn, &builders.http1, timeouts.idle, &shutdown).await,
+        Protocol::Http1 => serve_http1(io, service, &conn, &builders.http1, timeouts, &shutdown).await,
         Protocol::Http2 => {
             Box::pin(async {
                 let connection = builders.http2.serve_connection(TokioIo::new(io), service);
@@ -220,12 +226,15 @@ async fn serve_http1<S, Svc>(
     mut service: Svc,
     conn: &ConnInfo,
     builder: &http1::Builder,
-    idle: Duration,
+    timeouts: ConnTimeouts,
     shutdown: &CancellationToken,
 ) where
     S: ClientStream,
     Svc: RequestService,
 {
+    let idle = timeouts.idle;
+    // Before hyper's head-read timer (running while it waits) could fire.
+    let park_after = PARK_AFTER.min(timeouts.handshake / 2);
     // Both live as long as the connection: a request costs no timer
     // registration and no waiter on the shutdown token.
     let cancelled = shutdown.cancelled();
@@ -255,7 +264,7 @@ async fn serve_http1<S, Svc>(
         let watch = io.watch.clone();
         // Boxed: a parked connection then holds no room for hyper's state.
         let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
-        match Box::pin(drive_http1(connection, conn, &watch, cancelled.as_mut())).await {
+        match Box::pin(drive_http1(connection, conn, &watch, park_after, cancelled.as_mut())).await {
             Some(parts) => {
                 io = parts.io.into_inner();
                 io.rewind(parts.read_buf);
@@ -273,6 +282,7 @@ async fn drive_http1<S, Svc>(
     mut connection: http1::UpgradeableConnection<TokioIo<ClientIo<S>>, Svc>,
     conn: &ConnInfo,
     watch: &IoWatch,
+    park_after: Duration,
     cancelled: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
 ) -> Option<Parts<S, Svc>>
 where
@@ -284,12 +294,29 @@ where
         Quiet,
         Shutdown,
     }
+    let park_timer = tokio::time::sleep(park_after);
+    tokio::pin!(park_timer);
+    let mut quiet_since = None;
     let step = tokio::select! {
         biased;
-        step = poll_fn(|cx| match Pin::new(&mut connection).poll(cx) {
-            Poll::Ready(result) => Poll::Ready(Step::Ended(result)),
-            Poll::Pending if conn.is_between_requests() && watch.waiting_for_request() => Poll::Ready(Step::Quiet),
-            Poll::Pending => Poll::Pending,
+        step = poll_fn(|cx| {
+            if let Poll::Ready(result) = Pin::new(&mut connection).poll(cx) {
+                return Poll::Ready(Step::Ended(result));
+            }
+            if !(conn.is_between_requests() && watch.waiting_for_request()) {
+                return Poll::Pending;
+            }
+            // Quiet since the last request ended: park once that has
+            // lasted `park_after`.
+            let since = conn.last_active();
+            if quiet_since != Some(since) {
+                quiet_since = Some(since);
+                park_timer.as_mut().reset((since + park_after).into());
+            }
+            match park_timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Step::Quiet),
+                Poll::Pending => Poll::Pending,
+            }
         }) => step,
         _ = cancelled => Step::Shutdown,
     };

@@ -1,4 +1,5 @@
-//! Listeners, connection lifecycle and graceful shutdown.
+//! Listeners, serving threads and graceful shutdown; each client
+//! connection is served by [`connection`].
 
 use std::net::SocketAddr;
 use std::path::Path;
