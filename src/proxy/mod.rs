@@ -41,7 +41,8 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// When the connection was accepted.
     pub accepted: Instant,
-    /// When a request last began or ended, in milliseconds after `accepted`.
+    /// When a request last ended, in milliseconds after `accepted` (only
+    /// read while none is in flight).
     last_active_ms: AtomicU64,
     /// Requests begun and not yet answered in full.
     in_flight: AtomicU32,
@@ -74,7 +75,6 @@ impl ConnInfo {
         let settled = req.body().is_end_stream() && !headers::ends_keep_alive(req.version(), req.headers());
         self.unsettled.store(!settled, Ordering::Relaxed);
         self.next_started.store(false, Ordering::Relaxed);
-        self.touch();
         ActiveRequest(self.clone())
     }
 
@@ -101,7 +101,7 @@ impl ConnInfo {
         self.last_active_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// When a request last began or ended (the accept time before the first).
+    /// When a request last ended (the accept time before the first).
     pub fn last_active(&self) -> Instant {
         self.accepted + std::time::Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
     }
@@ -219,8 +219,7 @@ struct Choice {
 
 impl Proxy {
     /// Serves one client request. Never fails: problems become responses.
-    /// Answers one request. `conn` stays in flight until the response's
-    /// last byte is sent.
+    /// `conn` stays in flight until the response's last byte is sent.
     pub async fn serve(self: Arc<Self>, conn: ActiveRequest, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
         let table = self.live.load();

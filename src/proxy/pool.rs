@@ -216,7 +216,6 @@ impl Pool {
         })
     }
 
-    /// Idle connections, over all shards.
     /// How many of the oldest idle connections are past the idle timeout
     /// (the oldest sit at the bottom).
     fn expired(&self, idle: &[Idle], now: Instant) -> usize {
@@ -236,6 +235,7 @@ impl Pool {
         }
     }
 
+    /// Idle connections, over all shards.
     pub fn idle_count(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }

@@ -152,15 +152,10 @@ pub(super) async fn serve<S: ClientStream>(
                             return;
                         }
                         _ = shutdown.cancelled() => break,
-                        _ = idle_check.as_mut() => {
-                            let quiet_until = conn.last_active() + idle;
-                            let now = std::time::Instant::now();
-                            if conn.is_quiet() && now >= quiet_until {
-                                tracing::debug!(%peer, "closing an idle client connection");
-                                break;
-                            }
-                            idle_check.as_mut().reset(quiet_until.max(now + idle / 4).into());
-                        }
+                        _ = idle_check.as_mut() => match next_idle_check(&conn, idle) {
+                            Some(at) => idle_check.as_mut().reset(at.into()),
+                            None => break,
+                        },
                     }
                 }
                 // In-flight streams finish; nothing new starts.
@@ -170,6 +165,21 @@ pub(super) async fn serve<S: ClientStream>(
             .await
         }
     }
+}
+
+/// When an idle check should look again; `None` once the connection has
+/// had no request under way for `idle` and is to close.
+fn next_idle_check(conn: &ConnInfo, idle: Duration) -> Option<std::time::Instant> {
+    let now = std::time::Instant::now();
+    if !conn.is_quiet() {
+        return Some(now + idle / 4);
+    }
+    let quiet_until = conn.last_active() + idle;
+    if now < quiet_until {
+        return Some(quiet_until);
+    }
+    tracing::debug!(peer = %conn.peer, "closing an idle client connection");
+    None
 }
 
 /// Reads until the bytes tell the HTTP/2 preface from anything else.
@@ -247,14 +257,10 @@ async fn serve_http1<S, Svc>(
             tokio::select! {
                 biased;
                 _ = cancelled.as_mut() => return,
-                _ = idle_check.as_mut() => {
-                    let quiet_until = conn.last_active() + idle;
-                    if std::time::Instant::now() >= quiet_until {
-                        tracing::debug!(peer = %conn.peer, "closing an idle client connection");
-                        return;
-                    }
-                    idle_check.as_mut().reset(quiet_until.into());
-                }
+                _ = idle_check.as_mut() => match next_idle_check(conn, idle) {
+                    Some(at) => idle_check.as_mut().reset(at.into()),
+                    None => return,
+                },
                 readable = poll_fn(|cx| io.stream.poll_readable(cx)) => match readable {
                     Ok(()) => break,
                     Err(_) => return,
