@@ -709,3 +709,44 @@ async fn keep_alive_connections_survive_pauses_pipelining_and_split_heads() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_backend_connections_are_closed_after_pool_idle_timeout_without_further_requests() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    within(30, async {
+        // A backend that keeps connections open for ever and counts the ones
+        // the proxy closes.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closed = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = closed.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    while read_head(&mut stream).await.is_some() {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let proxy = Proxy::start(
+            &one_route_config("", &[("app", format!("{{ url: \"http://{addr}\", pool_idle_timeout: 300ms }}"))]),
+            "all: { app: 100 }\n",
+        )
+        .await;
+        let resp = get(&proxy.url("/once")).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        // No further request: the pooled connection is closed by the proxy
+        // within a second or so of its idle timeout, not kept until the
+        // backend's next use.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while closed.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the idle backend connection is still open");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
