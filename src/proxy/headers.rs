@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -37,7 +38,17 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 /// named in `Connection`. With `upgrade`, `Upgrade` is kept and
 /// `Connection: upgrade` re-added so the switch reaches the other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    // Runs on every request and response, and most carry none of these:
+    // one pass over the names, then a hashed removal only for those present.
+    let (mut connection, mut others) = (false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if is_hop_by_hop(name) {
+            others = true;
+        }
+    }
+    if connection {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -52,43 +63,65 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
+    if others {
+        for name in [
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+            &header::TE,
+            &header::TRAILER,
+            &header::TRANSFER_ENCODING,
+        ] {
+            headers.remove(name);
+        }
+        if !upgrade {
+            headers.remove(header::UPGRADE);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
+}
+
+/// The fixed hop-by-hop names other than `Connection`.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Sets `X-Forwarded-For/-Proto/-Host`. Values from a trusted peer are
 /// extended; from anyone else they are replaced, since backends (Django's
 /// `SECURE_PROXY_SSL_HEADER`, Flask's ProxyFix) believe them.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, proto: &'static str, host: Option<&HeaderValue>) {
-    let xff = match (peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
-        (true, Some(prior)) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
-        _ => Some(ip_value(peer)),
+    // Which of the names a client may have sent are there, in one pass
+    // over the names: a hashed lookup each would cost more on every request.
+    let (mut has_proto, mut has_host, mut has_forwarded) = (false, false, false);
+    for name in headers.keys() {
+        has_proto |= name == X_FORWARDED_PROTO;
+        has_host |= name == X_FORWARDED_HOST;
+        has_forwarded |= name == header::FORWARDED;
+    }
+    let xff = match peer_trusted.then(|| joined(headers, &X_FORWARDED_FOR)).flatten() {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
+        None => Some(ip_value(peer)),
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+    if !(peer_trusted && has_proto) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+    if !(peer_trusted && has_host) {
         match host {
-            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
+            Some(h) => drop(headers.insert(X_FORWARDED_HOST.clone(), h.clone())),
+            None if has_host => drop(headers.remove(&X_FORWARDED_HOST)),
+            None => {}
+        }
     }
-    if !peer_trusted {
+    if !peer_trusted && has_forwarded {
         headers.remove(header::FORWARDED);
     }
 }
@@ -129,16 +162,19 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 
 /// Keeps a sane client-supplied request id, otherwise creates one.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID)
-        && !v.is_empty()
-        && v.len() <= 200
-        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-    {
-        return v.clone();
+    match headers.entry(&X_REQUEST_ID) {
+        header::Entry::Occupied(entry) if is_sane_request_id(entry.get()) => entry.get().clone(),
+        header::Entry::Occupied(mut entry) => {
+            let id = new_request_id();
+            entry.insert(id.clone());
+            id
+        }
+        header::Entry::Vacant(entry) => entry.insert(new_request_id()).clone(),
     }
-    let id = new_request_id();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
+}
+
+fn is_sane_request_id(v: &HeaderValue) -> bool {
+    !v.is_empty() && v.len() <= 200 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
 }
 
 fn new_request_id() -> HeaderValue {
@@ -148,7 +184,9 @@ fn new_request_id() -> HeaderValue {
     for (i, c) in text.iter_mut().enumerate() {
         *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&text).expect("hex is a valid header value")
+    // Shared from the start: the id goes to the backend, the response and
+    // the log, and cloning a copied `Bytes` would allocate again.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text)).expect("hex is a valid header value")
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -256,6 +294,57 @@ mod tests {
         set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), true, "http", None);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_without_a_connection_header_too() {
+        let mut h = map(&[
+            ("te", "trailers"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+
+        let mut untouched = map(&[("host", "example.com"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut untouched, false);
+        assert_eq!(untouched.len(), 2);
+    }
+
+    #[test]
+    fn spoofed_forwarded_values_from_untrusted_peers_all_go() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), false, "https", None);
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["10.0.0.1"]);
+        assert!(h.get("x-forwarded-host").is_none());
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+    }
+
+    #[test]
+    fn sane_client_request_ids_are_kept_and_others_replaced() {
+        let mut h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        assert_eq!(h.get("x-request-id").unwrap(), "abc-123");
+
+        let mut h = map(&[("x-request-id", "has space"), ("x-request-id", "second")]);
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 32);
+        let ids: Vec<_> = h.get_all("x-request-id").iter().collect();
+        assert_eq!(ids, [&id]);
+
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        assert_eq!(h.get("x-request-id"), Some(&id));
     }
 
     #[test]
