@@ -10,10 +10,16 @@
       the whole response, writes "OPEN N" to READY_FILE, then holds the
       connections idle until RELEASE_FILE exists (or TIMEOUT_S passes).
 
-  benchtool.py report RESULTS_TSV IDLE_TSV META_FILE OUT_MD [COUNTS_TSV [NOTES_TSV]]
-      Writes the Markdown report: medians of the rounds, ratios, idle memory,
-      per-request system call and allocation counts, and notes (targets that
-      could not run a scenario) when given.
+  benchtool.py report RESULTS_TSV IDLE_TSV META_FILE OUT_MD [COUNTS_TSV [NOTES_TSV [INSTR_TSV]]]
+      Writes the Markdown report: medians of the rounds, ratios, the CPU
+      budget of the small scenario, idle memory, per-request system call,
+      allocation and instruction counts, and notes (targets that could not
+      run a scenario) when given.
+
+  benchtool.py callgrind TARGET REQUESTS CALLGRIND_OUT SOURCE_DIR
+      One row of instructions.tsv: the instructions counted in a callgrind
+      dump, and their split by the crate (or library) whose code ran, read
+      from the debug information's file names (SOURCE_DIR is cutover's src/).
 
   benchtool.py perfsummary PERF_SCRIPT_OUTPUT
       Groups the samples of `perf script -F comm,tid,ip,sym,dso --no-inline`
@@ -327,6 +333,103 @@ SCENARIOS = [
 ]
 
 
+# -------------------------------------------------------------- callgrind
+
+# Crates grouped by the part of a proxy they are.
+CRATE_GROUPS = [
+    ("hyper (HTTP/1 server and client, dispatch)", ("hyper", "hyper-util", "want", "try-lock")),
+    ("httparse (HTTP/1 head parsing)", ("httparse",)),
+    ("http (header maps, URIs)", ("http", "http-body", "http-body-util")),
+    ("tokio (runtime, I/O driver, timers, channels)", ("tokio", "tokio-util", "mio")),
+    ("bytes (buffers)", ("bytes",)),
+    ("cutover (routing, split, headers, pool, metrics)", ("cutover",)),
+    ("prometheus and other crates", None),
+    ("Rust standard library (not inlined into one of the above)", ("std",)),
+    ("allocator (jemalloc)", ("jemalloc", "tikv-jemallocator")),
+    ("libc (memcpy, system call wrappers)", ("libc",)),
+]
+
+
+def crate_of(path, source_dir):
+    if path.startswith(source_dir):
+        return "cutover"
+    m = re.search(r"/registry/src/[^/]+/([^/]+)/", path)
+    if m:
+        return re.sub(r"-\d+\.\d+\.\d+.*$", "", m.group(1))
+    if path.startswith("/rustc/"):
+        return "std"
+    if "jemalloc" in path:
+        return "jemalloc"
+    if path.startswith("./") or "sysdeps" in path or "glibc" in path:
+        return "libc"
+    return "other"
+
+
+def crate_in_name(function):
+    """The first crate named in a function's path other than the standard library's."""
+    for m in re.finditer(r"(?:^|[<(&*, ])([a-z_][a-z0-9_]*)::", function):
+        if m.group(1) not in ("core", "alloc", "std"):
+            return m.group(1).replace("_", "-")
+    return "std"
+
+
+def callgrind(target, requests, out_file, source_dir):
+    """Sums a callgrind dump's self costs by source file, then by crate.
+
+    Cost lines follow `fl=`/`fi=`/`fe=` (the file of the code that ran,
+    inlined code included) and `fn=` records; the line after `calls=` is the
+    inclusive cost of a call and is skipped. Standard-library code inlined
+    into a function (moves, drops, Option and Vec methods) counts for the
+    crate the function belongs to."""
+    names = {"file": {}, "fn": {}}
+    by_crate = {}
+    total = 0
+    crate = function = "other"
+    skip_next = False
+
+    def name_of(kind, value):
+        m = re.match(r"\((\d+)\)(?: (.*))?$", value)
+        if not m:
+            return value
+        if m.group(2) is not None:
+            names[kind][m.group(1)] = m.group(2)
+        return names[kind].get(m.group(1), "?")
+
+    with open(out_file) as f:
+        for line in f:
+            if line[:1].isdigit() or line[:1] in "+-*":
+                if skip_next:
+                    skip_next = False
+                    continue
+                parts = line.split()
+                if len(parts) >= 2 and parts[1].isdigit():
+                    cost = int(parts[1])
+                    total += cost
+                    owner = crate_in_name(function) if crate == "std" else crate
+                    by_crate[owner] = by_crate.get(owner, 0) + cost
+                continue
+            key, _, value = line.rstrip("\n").partition("=")
+            if key in ("fl", "fi", "fe"):
+                crate = crate_of(name_of("file", value), source_dir)
+            elif key in ("cfi", "cfl"):
+                name_of("file", value)  # names are defined where first used, calls included
+            elif key == "fn":
+                function = name_of("fn", value)
+            elif key == "cfn":
+                name_of("fn", value)
+            elif key == "calls":
+                skip_next = True
+    known = {c for _, crates in CRATE_GROUPS if crates for c in crates}
+    groups = []
+    for label, crates in CRATE_GROUPS:
+        if crates is None:
+            n = sum(v for c, v in by_crate.items() if c not in known)
+        else:
+            n = sum(by_crate.get(c, 0) for c in crates)
+        groups.append("%s=%d" % (label, n))
+    print("%s\t%d\t%d\t%s" % (target, int(requests), total, ";".join(groups)))
+
+
 def read_tsv(path):
     rows = []
     if not os.path.exists(path):
@@ -364,9 +467,10 @@ def ratio(a, b):
     return "%.2f" % (a / b)
 
 
-def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=None):
+def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=None, instr_tsv=None):
     rows = read_tsv(results_tsv)
     count_rows = read_tsv(counts_tsv) if counts_tsv else []
+    instr_rows = read_tsv(instr_tsv) if instr_tsv else []
     notes = {}
     for r in read_tsv(notes_tsv) if notes_tsv else []:
         notes.setdefault(r["scenario"], []).append((r["target"], r["note"]))
@@ -437,7 +541,7 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
             rs = by_key[(scenario, t)]
             med = {
                 f: median_of(rs, f)
-                for f in ["rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "new_pct"]
+                for f in ["rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "new_pct", "sys_us_per_req", "machine_us_per_req"]
             }
             rss = [num(r["rss_peak_kb"]) for r in rs if num(r["rss_peak_kb"]) is not None]
             errors = sum(int(num(r["errors"]) or 0) for r in rs)
@@ -462,9 +566,11 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
         w("")
     if any(t == "cutover" for (_, t) in summary):
         ratios(w, summary)
+        cpu_budget(w, summary)
     if idle_rows:
         idle_table(w, idle_rows)
     counts_table(w, count_rows)
+    instructions_table(w, instr_rows)
     if not any(r["scenario"] == "mirror" for r in rows) and "mirror" not in notes:
         w("## mirror")
         w("")
@@ -529,6 +635,66 @@ def ratios(w, summary):
     w("")
 
 
+def cpu_budget(w, summary):
+    rows = [(t, summary[("small", t)]) for t in TARGETS if ("small", t) in summary]
+    if not any(m.get("sys_us_per_req") is not None for _, m in rows):
+        return
+    w("## CPU budget of the small scenario")
+    w("")
+    w(
+        "Where each request's CPU time goes (medians of the rounds, µs per request): the "
+        "proxy's user and system time (utime and stime of its processes), and the whole "
+        "machine's busy time (`/proc/stat`), which also holds the load generator and the "
+        "upstream. The machine is CPU-bound in these runs, so its busy time per request "
+        "sets the rate; system time is mostly the loopback TCP stack, which a proxy pays "
+        "per byte and per send whatever its own code does."
+    )
+    w("")
+    w("| target | req/s | proxy user | proxy system | proxy total | rest of the machine | machine |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for t, m in rows:
+        cpu, sys_, machine = m.get("cpu_us_per_req"), m.get("sys_us_per_req"), m.get("machine_us_per_req")
+        user = cpu - sys_ if None not in (cpu, sys_) else None
+        rest = machine - cpu if None not in (machine, cpu) else None
+        w(
+            "| %s | %s | %s | %s | %s | %s | %s |"
+            % (t, fmt(m["rps"], 0), fmt(user, 1), fmt(sys_, 1), fmt(cpu, 1), fmt(rest, 1), fmt(machine, 1))
+        )
+    w("")
+    c = summary.get(("small", "cutover"))
+    if not c or None in (c.get("sys_us_per_req"), c.get("machine_us_per_req"), c.get("rps")):
+        return
+    user = c["cpu_us_per_req"] - c["sys_us_per_req"]
+    machine = c["machine_us_per_req"]
+    if machine <= user:
+        return
+    # Machine time per request scales as 1 / rate on a CPU-bound machine.
+    ceiling = c["rps"] * machine / (machine - user)
+    w(
+        "- If cutover spent no user time at all, the machine time per request less its %.1f µs "
+        "of user time would allow about %s req/s." % (user, fmt(ceiling, 0))
+    )
+    for peer, factor in [("nginx", 1.1), ("haproxy", 1.0)]:
+        p = summary.get(("small", peer))
+        if not p or p.get("rps") is None:
+            continue
+        wanted = factor * p["rps"]
+        allowed = user - (machine - c["rps"] * machine / wanted)
+        w(
+            "- %s× %s's rate (%s req/s) needs cutover's user time at or below %s µs per request "
+            "(%s's own: %s)."
+            % (
+                "%g" % factor,
+                peer,
+                fmt(wanted, 0),
+                fmt(max(allowed, 0.0), 1),
+                peer,
+                fmt(p["cpu_us_per_req"] - p["sys_us_per_req"], 1) if p.get("sys_us_per_req") is not None else "–",
+            )
+        )
+    w("")
+
+
 def idle_table(w, idle_rows):
     w("## Idle keep-alive connections")
     w("")
@@ -582,6 +748,48 @@ def counts_table(w, count_rows):
         w("")
 
 
+def instructions_table(w, instr_rows):
+    if not instr_rows:
+        return
+    w("## Instructions per request (user space)")
+    w("")
+    w(
+        "Counted exactly by valgrind's callgrind over a fixed number of HTTP/1.1 requests "
+        "(`h2load --h1`, 10 keep-alive connections, the small response), each proxy alone "
+        "with one worker, after a warm-up. Not timed, so not moved by the machine's load; "
+        "kernel work (the system calls and the loopback TCP stack, a little over half of "
+        "every proxy's CPU time here) is not in it."
+    )
+    w("")
+    w("| target | requests | instructions per request | vs nginx | vs haproxy |")
+    w("| --- | ---: | ---: | ---: | ---: |")
+    per = {}
+    for r in instr_rows:
+        n = num(r["requests"])
+        per[r["target"]] = num(r["instructions"]) / n if n else None
+    for r in instr_rows:
+        t = r["target"]
+        w(
+            "| %s | %s | %s | %s | %s |"
+            % (t, "{:,}".format(int(num(r["requests"]))), fmt(per[t], 0), ratio(per[t], per.get("nginx")), ratio(per[t], per.get("haproxy")))
+        )
+    w("")
+    for r in instr_rows:
+        if r["target"] != "cutover" or not r.get("by_crate"):
+            continue
+        n = num(r["requests"])
+        w("cutover's instructions per request by the crate whose code ran (inlined code counts for the crate it comes from):")
+        w("")
+        w("| code | instructions per request | share |")
+        w("| --- | ---: | ---: |")
+        total = num(r["instructions"])
+        for part in r["by_crate"].split(";"):
+            label, _, value = part.rpartition("=")
+            v = num(value)
+            w("| %s | %s | %s |" % (label, fmt(v / n, 0), "%.1f%%" % (100 * v / total) if total else "–"))
+        w("")
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
@@ -592,8 +800,10 @@ def main(argv):
     elif cmd == "idle" and len(args) in (5, 6):
         timeout = float(args[5]) if len(args) == 6 else 120.0
         idle(args[0], int(args[1]), int(args[2]), args[3], args[4], timeout)
-    elif cmd == "report" and len(args) in (4, 5, 6):
+    elif cmd == "report" and len(args) in (4, 5, 6, 7):
         report(*args)
+    elif cmd == "callgrind" and len(args) == 4:
+        callgrind(*args)
     elif cmd == "perfsummary" and len(args) == 1:
         perfsummary(args[0])
     else:

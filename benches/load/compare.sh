@@ -15,7 +15,12 @@
 #                       each proxy under the small load, counted with perf;
 #                       needs root or perf_event access, and slows the proxies
 #                       while counting)
+#                       instructions (user-space instructions per proxied
+#                       request of each proxy, counted exactly by valgrind's
+#                       callgrind; cutover's also split by the crate whose
+#                       code ran; installs valgrind when missing)
 #   COUNT_SECONDS [5]   length of each counting window
+#   INSTR_REQUESTS [20000]  requests counted per proxy by `instructions`
 #   IDLE_COUNTS ["1000 10000"]      idle keep-alive connection counts
 #   DIRECT_SCENARIOS ["small"]  scenarios that also load the upstream alone
 #                       (64k, small-h2 too for their ceilings; each adds ROUNDS runs,
@@ -51,6 +56,7 @@ H2_STREAMS=${H2_STREAMS:-10}
 BASE_PORT=${BASE_PORT:-19100}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 COUNT_SECONDS=${COUNT_SECONDS:-5}
+INSTR_REQUESTS=${INSTR_REQUESTS:-20000}
 WORKERS=$(nproc)
 CLK_TCK=$(getconf CLK_TCK)
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -69,6 +75,9 @@ install_missing() {
     command -v curl >/dev/null 2>&1 || packages+=(curl)
     command -v ss >/dev/null 2>&1 || packages+=(iproute2)
     command -v python3 >/dev/null 2>&1 || packages+=(python3)
+    if [[ " $SCENARIOS " == *" instructions "* ]]; then
+        command -v valgrind >/dev/null 2>&1 || packages+=(valgrind)
+    fi
     [ ${#packages[@]} -eq 0 ] && return
     local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -153,15 +162,28 @@ instance_pids() {
     pgrep -P "$pid" 2>/dev/null || true
 }
 
-# Sum of utime+stime (clock ticks) over an instance's processes.
+# "USER SYSTEM": utime and stime (clock ticks) summed over an instance's processes.
 cpu_ticks() {
-    local total=0 p v
+    local user=0 sys=0 p v
     for p in $(instance_pids "$1"); do
         # Fields after "pid (comm) ": 12 = utime, 13 = stime.
-        v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || true)
-        total=$((total + ${v:-0}))
+        v=$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$p/stat" 2>/dev/null || true)
+        [ -n "$v" ] || continue
+        user=$((user + ${v% *}))
+        sys=$((sys + ${v#* }))
     done
-    echo "$total"
+    echo "$user $sys"
+}
+
+# Busy clock ticks of the whole machine (every process: load generator,
+# upstream and proxy), from /proc/stat: all but idle and iowait.
+machine_busy_ticks() {
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# $1 clock ticks spent over $2 requests, in µs per request.
+us_per_request() {
+    awk -v t="$1" -v hz="$CLK_TCK" -v r="$2" 'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / r; else print "" }'
 }
 
 # Sum of a /proc/PID/status field (kB) over an instance's processes.
@@ -215,7 +237,7 @@ PROXIES=(cutover nginx haproxy)
 
 all_ports=("$P_LEGACY" "$P_NEW")
 for proxy in "${PROXIES[@]}"; do
-    for off in 0 1 2 3 4 5 6; do all_ports+=($((BASE[$proxy] + off))); done
+    for off in 0 1 2 3 4 5 6 7; do all_ports+=($((BASE[$proxy] + off))); done
 done
 for p in "${all_ports[@]}"; do
     port_free "$p" || die "port $p on 127.0.0.1 is in use (set BASE_PORT to move the whole range)"
@@ -401,7 +423,7 @@ start_proxy() {
 
 RESULTS="$WORK/results.tsv"
 IDLE="$WORK/idle.tsv"
-printf 'scenario\ttarget\tround\trps\tp50_us\tp99_us\tp999_us\tcpu_us_per_req\trss_peak_kb\terrors\tnew_pct\n' >"$RESULTS"
+printf 'scenario\ttarget\tround\trps\tp50_us\tp99_us\tp999_us\tcpu_us_per_req\trss_peak_kb\terrors\tnew_pct\tsys_us_per_req\tmachine_us_per_req\n' >"$RESULTS"
 printf 'target\tn\trss_before_kb\trss_held_kb\testablished\n' >"$IDLE"
 NOTES="$WORK/notes.tsv"
 printf 'scenario\ttarget\tnote\n' >"$NOTES"
@@ -422,9 +444,10 @@ kv() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$2" | head -1; }
 measure() {
     local scenario=$1 target=$2 round=$3 inst=$4 url=$5 client=$6 script=${7:-stats.lua}
     local raw="$WORK/raw-$scenario-$target-$round.txt"
-    local before after t0 t1 requests rps p50 p99 p999 errors
+    local before after t0 t1 m0 m1 requests rps p50 p99 p999 errors
     before=$(upstream_counts)
     t0=$(cpu_ticks "$inst")
+    m0=$(machine_busy_ticks)
     if [ "$client" = wrk ]; then
         wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$HERE/$script" "$url" >"$raw" 2>&1 || true
         local line
@@ -455,17 +478,20 @@ measure() {
         rm -f "$h2log"
     fi
     t1=$(cpu_ticks "$inst")
+    m1=$(machine_busy_ticks)
     after=$(upstream_counts)
-    local cpu rss new_pct
-    cpu=$(awk -v t="$((t1 - t0))" -v hz="$CLK_TCK" -v r="$requests" 'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / r; else print "" }')
+    local cpu sys machine rss new_pct
+    cpu=$(us_per_request "$(( ${t1% *} + ${t1#* } - ${t0% *} - ${t0#* } ))" "$requests")
+    sys=$(us_per_request "$(( ${t1#* } - ${t0#* } ))" "$requests")
+    machine=$(us_per_request "$((m1 - m0))" "$requests")
     if [ "$target" = direct ]; then rss=""; else rss=$(status_kb "$inst" VmHWM); fi
     new_pct=$(awk -v b="$before" -v a="$after" 'BEGIN {
         split(b, x, " "); split(a, y, " "); l = y[1] - x[1]; n = y[2] - x[2]
         if (l + n > 0) printf "%.1f", 100 * n / (l + n) }')
     [ "$target" = direct ] && new_pct=""
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$round" \
-        "$rps" "$p50" "$p99" "$p999" "$cpu" "$rss" "$errors" "$new_pct" >>"$RESULTS"
-    log "  $scenario $target: $(printf '%.0f' "$rps") req/s, p99 $(awk -v v="$p99" 'BEGIN { printf "%.2f", v / 1000 }') ms, CPU ${cpu} µs/req, errors $errors${new_pct:+, new $new_pct%}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$round" \
+        "$rps" "$p50" "$p99" "$p999" "$cpu" "$rss" "$errors" "$new_pct" "$sys" "$machine" >>"$RESULTS"
+    log "  $scenario $target: $(printf '%.0f' "$rps") req/s, p99 $(awk -v v="$p99" 'BEGIN { printf "%.2f", v / 1000 }') ms, CPU ${cpu} µs/req (system ${sys}), machine ${machine} µs/req, errors $errors${new_pct:+, new $new_pct%}"
 }
 
 has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -635,6 +661,54 @@ if has_scenario counts; then
     PROBES_ADDED=0
 fi
 
+# ----------------------------------------------------------- instructions
+# User-space instructions per proxied request, counted exactly by callgrind:
+# not sampled and not timed, so the figure does not move with the machine's
+# load. Each proxy runs alone under valgrind with one worker (nginx without
+# its master process); after a warm-up the counters are zeroed, h2load sends
+# exactly INSTR_REQUESTS requests over 10 keep-alive connections, and the
+# counters are dumped. Kernel time is not counted.
+
+INSTR="$WORK/instructions.tsv"
+printf 'target\trequests\tinstructions\tby_crate\n' >"$INSTR"
+if has_scenario instructions; then
+    log "counting instructions per request under callgrind ($INSTR_REQUESTS requests per proxy)"
+    for t in "${PROXIES[@]}"; do
+        inst="$t-instr"
+        port=$((BASE[$t] + 7))
+        mkdir -p "$WORK/$inst"
+        cg="$WORK/$inst/callgrind.out"
+        case "$t" in
+            cutover)
+                cfg=$(WORKERS=1 && cutover_config "$inst" base "$port")
+                cmd=("$CUTOVER" run -c "$cfg")
+                ;;
+            nginx)
+                cfg=$(WORKERS=1 && nginx_config "$inst" base "$port")
+                cmd=(nginx -p "$WORK/$inst" -e "$WORK/$inst/error.log" -c "$cfg" -g 'daemon off; master_process off;')
+                ;;
+            haproxy)
+                cfg=$(WORKERS=1 && haproxy_config "$inst" base "$port")
+                cmd=(haproxy -db -f "$cfg")
+                ;;
+        esac
+        RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$cg" "${cmd[@]}" >"$WORK/$inst/out.log" 2>&1 &
+        PID[$inst]=$!
+        wait_http "http://127.0.0.1:$port/small" ||
+            die "$t did not come up under valgrind: $(tail -5 "$WORK/$inst/out.log")"
+        h2load --h1 -n 2000 -c 10 "http://127.0.0.1:$port/small" >/dev/null 2>&1 || die "warm-up of $t failed"
+        callgrind_control -z "${PID[$inst]}" >/dev/null
+        h2load --h1 -n "$INSTR_REQUESTS" -c 10 "http://127.0.0.1:$port/small" >"$WORK/$inst/h2load.txt" 2>&1 || true
+        grep -q "^requests: $INSTR_REQUESTS total, .* $INSTR_REQUESTS succeeded" "$WORK/$inst/h2load.txt" ||
+            die "not every counted request of $t succeeded: $(grep '^requests' "$WORK/$inst/h2load.txt")"
+        callgrind_control -d "${PID[$inst]}" >/dev/null
+        stop_instance "$inst"
+        # The dump on request is the first part; the rest of the run (shutdown) is not counted.
+        python3 "$HERE/benchtool.py" callgrind "$t" "$INSTR_REQUESTS" "$cg.1" "$ROOT/src/" >>"$INSTR"
+        log "  $t: $(tail -1 "$INSTR" | awk -F'\t' '{ printf "%.0f instructions per request", $3 / $2 }')"
+    done
+fi
+
 # The load-test instances are done; stop them so the idle test has the CPU.
 for proxy in "${PROXIES[@]}"; do
     for s in small 64k sticky routes1000 mirror; do stop_instance "$proxy-$s"; done
@@ -694,8 +768,9 @@ ELAPSED=$(($(date +%s) - START_TIME))
     echo "load=$START_LOAD at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15-minute load averages; above ~0.5 at the start means something else was running)"
 } >"$WORK/meta.txt"
 mkdir -p "$(dirname "$OUT")"
-python3 "$HERE/benchtool.py" report "$RESULTS" "$IDLE" "$WORK/meta.txt" "$OUT" "$COUNTS" "$NOTES"
+python3 "$HERE/benchtool.py" report "$RESULTS" "$IDLE" "$WORK/meta.txt" "$OUT" "$COUNTS" "$NOTES" "$INSTR"
 cp "$RESULTS" "${OUT%.md}.tsv"
 has_scenario idle && cp "$IDLE" "${OUT%.md}-idle.tsv"
 has_scenario counts && cp "$COUNTS" "${OUT%.md}-counts.tsv"
+has_scenario instructions && cp "$INSTR" "${OUT%.md}-instructions.tsv"
 log "report written to $OUT (raw rows next to it: ${OUT%.md}*.tsv)"
