@@ -226,10 +226,7 @@ impl Proxy {
         let log = self.access_log.as_ref().map(|log| (log.clone(), capture(&conn, &req)));
         let mut exchange = Box::new(Exchange::new(started, table.clone(), log));
         let had_body = !req.body().is_end_stream();
-        // Boxed, here and around the backend exchange: an awaited future is
-        // copied whole into its caller's state, which holds it twice (rustc
-        // issue 62958); inline, each request copied some 16 KB of futures.
-        let forwarded = Box::pin(self.forward(&table, &conn, req, &mut exchange)).await;
+        let forwarded = self.forward(&table, &conn, req, &mut exchange).await;
         let closes = matches!(&forwarded, Err(refusal) if refusal.ends_connection(had_body));
         if closes {
             conn.closes_after_response();
@@ -425,7 +422,7 @@ impl Proxy {
             kind,
             backend: route.backends[backend].spec.name.clone(),
         };
-        let first = Box::pin(live_backend.upstream.send(Request::from_parts(parts, body))).await;
+        let first = live_backend.upstream.send(Request::from_parts(parts, body)).await;
         // A client's oversized or stalled body says nothing about the backend.
         live_backend
             .health
