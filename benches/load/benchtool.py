@@ -451,7 +451,7 @@ def num(value):
 
 
 def median_of(rows, field):
-    values = [num(r[field]) for r in rows if num(r[field]) is not None]
+    values = [num(r.get(field)) for r in rows if num(r.get(field)) is not None]
     return statistics.median(values) if values else None
 
 
@@ -541,7 +541,7 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
             rs = by_key[(scenario, t)]
             med = {
                 f: median_of(rs, f)
-                for f in ["rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "new_pct", "sys_us_per_req", "machine_us_per_req"]
+                for f in ["rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "new_pct", "sys_us_per_req", "machine_us_per_req", "switches_per_req"]
             }
             rss = [num(r["rss_peak_kb"]) for r in rs if num(r["rss_peak_kb"]) is not None]
             errors = sum(int(num(r["errors"]) or 0) for r in rs)
@@ -647,18 +647,28 @@ def cpu_budget(w, summary):
         "machine's busy time (`/proc/stat`), which also holds the load generator and the "
         "upstream. The machine is CPU-bound in these runs, so its busy time per request "
         "sets the rate; system time is mostly the loopback TCP stack, which a proxy pays "
-        "per byte and per send whatever its own code does."
+        "per byte and per send whatever its own code does. Context switches are the proxy's "
+        "threads going to sleep and being woken (or preempted), per request."
     )
     w("")
-    w("| target | req/s | proxy user | proxy system | proxy total | rest of the machine | machine |")
-    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    w("| target | req/s | proxy user | proxy system | proxy total | rest of the machine | machine | context switches |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for t, m in rows:
         cpu, sys_, machine = m.get("cpu_us_per_req"), m.get("sys_us_per_req"), m.get("machine_us_per_req")
         user = cpu - sys_ if None not in (cpu, sys_) else None
         rest = machine - cpu if None not in (machine, cpu) else None
         w(
-            "| %s | %s | %s | %s | %s | %s | %s |"
-            % (t, fmt(m["rps"], 0), fmt(user, 1), fmt(sys_, 1), fmt(cpu, 1), fmt(rest, 1), fmt(machine, 1))
+            "| %s | %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                t,
+                fmt(m["rps"], 0),
+                fmt(user, 1),
+                fmt(sys_, 1),
+                fmt(cpu, 1),
+                fmt(rest, 1),
+                fmt(machine, 1),
+                fmt(m.get("switches_per_req"), 3),
+            )
         )
     w("")
     c = summary.get(("small", "cutover"))
@@ -680,18 +690,18 @@ def cpu_budget(w, summary):
             continue
         wanted = factor * p["rps"]
         allowed = user - (machine - c["rps"] * machine / wanted)
-        w(
-            "- %s× %s's rate (%s req/s) needs cutover's user time at or below %s µs per request "
-            "(%s's own: %s)."
-            % (
-                "%g" % factor,
-                peer,
-                fmt(wanted, 0),
-                fmt(max(allowed, 0.0), 1),
-                peer,
-                fmt(p["cpu_us_per_req"] - p["sys_us_per_req"], 1) if p.get("sys_us_per_req") is not None else "–",
+        own = fmt(p["cpu_us_per_req"] - p["sys_us_per_req"], 1) if p.get("sys_us_per_req") is not None else "–"
+        if allowed > 0:
+            w(
+                "- %g× %s's rate (%s req/s) needs cutover's user time at or below %s µs per request "
+                "(%s's own: %s)." % (factor, peer, fmt(wanted, 0), fmt(allowed, 1), peer, own)
             )
-        )
+        else:
+            w(
+                "- %g× %s's rate (%s req/s) is out of reach in this run even with no user time: "
+                "cutover's system time and the rest of the machine alone come to %s µs per request, "
+                "the rate allows %s." % (factor, peer, fmt(wanted, 0), fmt(machine - user, 1), fmt(c["rps"] * machine / wanted, 1))
+            )
     w("")
 
 

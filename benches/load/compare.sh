@@ -175,6 +175,16 @@ cpu_ticks() {
     echo "$user $sys"
 }
 
+# Context switches (voluntary and not) over all threads of an instance's processes.
+context_switches() {
+    local total=0 p v
+    for p in $(instance_pids "$1"); do
+        v=$(cat "/proc/$p/task/"*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }')
+        total=$((total + v))
+    done
+    echo "$total"
+}
+
 # Busy clock ticks of the whole machine (every process: load generator,
 # upstream and proxy), from /proc/stat: all but idle and iowait.
 machine_busy_ticks() {
@@ -423,7 +433,7 @@ start_proxy() {
 
 RESULTS="$WORK/results.tsv"
 IDLE="$WORK/idle.tsv"
-printf 'scenario\ttarget\tround\trps\tp50_us\tp99_us\tp999_us\tcpu_us_per_req\trss_peak_kb\terrors\tnew_pct\tsys_us_per_req\tmachine_us_per_req\n' >"$RESULTS"
+printf 'scenario\ttarget\tround\trps\tp50_us\tp99_us\tp999_us\tcpu_us_per_req\trss_peak_kb\terrors\tnew_pct\tsys_us_per_req\tmachine_us_per_req\tswitches_per_req\n' >"$RESULTS"
 printf 'target\tn\trss_before_kb\trss_held_kb\testablished\n' >"$IDLE"
 NOTES="$WORK/notes.tsv"
 printf 'scenario\ttarget\tnote\n' >"$NOTES"
@@ -444,10 +454,11 @@ kv() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$2" | head -1; }
 measure() {
     local scenario=$1 target=$2 round=$3 inst=$4 url=$5 client=$6 script=${7:-stats.lua}
     local raw="$WORK/raw-$scenario-$target-$round.txt"
-    local before after t0 t1 m0 m1 requests rps p50 p99 p999 errors
+    local before after t0 t1 m0 m1 s0 s1 requests rps p50 p99 p999 errors
     before=$(upstream_counts)
     t0=$(cpu_ticks "$inst")
     m0=$(machine_busy_ticks)
+    s0=$(context_switches "$inst")
     if [ "$client" = wrk ]; then
         wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$HERE/$script" "$url" >"$raw" 2>&1 || true
         local line
@@ -479,18 +490,20 @@ measure() {
     fi
     t1=$(cpu_ticks "$inst")
     m1=$(machine_busy_ticks)
+    s1=$(context_switches "$inst")
     after=$(upstream_counts)
-    local cpu sys machine rss new_pct
+    local cpu sys machine switches rss new_pct
     cpu=$(us_per_request "$(( ${t1% *} + ${t1#* } - ${t0% *} - ${t0#* } ))" "$requests")
     sys=$(us_per_request "$(( ${t1#* } - ${t0#* } ))" "$requests")
     machine=$(us_per_request "$((m1 - m0))" "$requests")
+    switches=$(awk -v n="$((s1 - s0))" -v r="$requests" 'BEGIN { if (r > 0) printf "%.3f", n / r }')
     if [ "$target" = direct ]; then rss=""; else rss=$(status_kb "$inst" VmHWM); fi
     new_pct=$(awk -v b="$before" -v a="$after" 'BEGIN {
         split(b, x, " "); split(a, y, " "); l = y[1] - x[1]; n = y[2] - x[2]
         if (l + n > 0) printf "%.1f", 100 * n / (l + n) }')
     [ "$target" = direct ] && new_pct=""
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$round" \
-        "$rps" "$p50" "$p99" "$p999" "$cpu" "$rss" "$errors" "$new_pct" "$sys" "$machine" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$round" \
+        "$rps" "$p50" "$p99" "$p999" "$cpu" "$rss" "$errors" "$new_pct" "$sys" "$machine" "$switches" >>"$RESULTS"
     log "  $scenario $target: $(printf '%.0f' "$rps") req/s, p99 $(awk -v v="$p99" 'BEGIN { printf "%.2f", v / 1000 }') ms, CPU ${cpu} µs/req (system ${sys}), machine ${machine} µs/req, errors $errors${new_pct:+, new $new_pct%}"
 }
 
