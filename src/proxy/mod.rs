@@ -295,7 +295,7 @@ impl Proxy {
         {
             return Err(Refusal::BodyTooLarge);
         }
-        let uri = upstream_uri(spec, route_backend.rewrite.as_ref(), &path, req.uri().query())
+        let uri = upstream_target(spec, route_backend.rewrite.as_ref(), &path, req.uri())
             .map_err(|_| Refusal::BadRequest("malformed request path"))?;
 
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
@@ -319,8 +319,9 @@ impl Proxy {
             self.live.parity.count_outcome(&route.name, outcome);
             table.metrics.mirror_requests.with_label_values(&[&route.name, outcome]).inc();
         }
-        let request_path =
-            (retry || matches!(admission, Admission::Yes { .. })).then(|| (path.into_owned(), req.uri().query().map(str::to_string)));
+        // Kept for a retry: the target is built again for the other backend.
+        let client_uri = retry.then(|| req.uri().clone());
+        let mirror_path = matches!(admission, Admission::Yes { .. }).then(|| (path.into_owned(), req.uri().query().map(str::to_string)));
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         if parts.version == Version::HTTP_2 {
@@ -367,7 +368,7 @@ impl Proxy {
             Outgoing::Stream(_) => None,
         };
         let mut mirror_handles = None;
-        let body = match (admission, request_path.clone()) {
+        let body = match (admission, mirror_path) {
             (Admission::Yes { shadow, permit, noise }, Some((path, query))) => {
                 let m = route.mirror.as_ref().expect("admitted by the route's mirror");
                 let (body, body_copy) = match body {
@@ -439,14 +440,15 @@ impl Proxy {
                     .failover(choice.bucket, choice.backend, |i| live_route.backends[i].health.is_healthy())
                     .unwrap_or(choice.backend);
                 let (method, headers) = retry_head.expect("kept with the body");
-                let (path, query) = request_path.expect("kept for retries");
+                let client_uri = client_uri.expect("kept for retries");
                 let alt_backend = &route.backends[alt];
                 let mut req = Request::new(RequestBody::full(kept.unwrap_or_default()));
                 *req.method_mut() = method;
                 *req.headers_mut() = headers;
                 req.headers_mut()
                     .insert(header::HOST, upstream_host(&alt_backend.spec, client_host));
-                *req.uri_mut() = upstream_uri(&alt_backend.spec, alt_backend.rewrite.as_ref(), &path, query.as_deref())
+                let path = normalize_path(client_uri.path()).map_err(|_| Refusal::BadRequest("malformed request path"))?;
+                *req.uri_mut() = upstream_target(&alt_backend.spec, alt_backend.rewrite.as_ref(), &path, &client_uri)
                     .map_err(|_| Refusal::BadRequest("malformed request path"))?;
                 exchange.target = Some((ri, alt));
                 if let Some(rec) = exchange.log_record() {
@@ -491,6 +493,20 @@ impl Proxy {
         }
         resp.headers_mut().entry(&X_REQUEST_ID).or_insert(request_id);
         Ok((resp, tap))
+    }
+}
+
+/// The origin-form URI to send `client`'s request to on `spec`; `path` is
+/// its normalised path. Usually nothing changes the client's path and query,
+/// and they are passed on as they came, without copying or checking again.
+fn upstream_target(spec: &BackendSpec, rewrite: Option<&Rewrite>, path: &str, client: &Uri) -> Result<Uri, http::Error> {
+    match (rewrite, client.path_and_query()) {
+        // `PathAndQuery::path` says "/" for an empty path: only a target
+        // that starts with its path is passed on as it came.
+        (None, Some(as_sent)) if spec.url.base_path.is_empty() && as_sent.as_str().starts_with('/') && as_sent.path() == path => {
+            Ok(Uri::from(as_sent.clone()))
+        }
+        _ => upstream_uri(spec, rewrite, path, client.query()),
     }
 }
 
@@ -682,7 +698,35 @@ fn capture(conn: &ConnInfo, req: &Request<Incoming>) -> LogRecord {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_host;
+    use super::{upstream_target, valid_host};
+    use crate::config::Config;
+    use http::Uri;
+
+    #[test]
+    fn targets_are_passed_on_as_sent_unless_something_changes_them() {
+        let config = Config::parse(
+            std::path::Path::new("cutover.yaml"),
+            "listeners:\n  - { name: public, addr: \"127.0.0.1:0\" }\n\
+             backends:\n  plain: { url: \"http://127.0.0.1:1\" }\n  based: { url: \"http://127.0.0.1:2/v2\" }\n\
+             routes:\n  - name: api\n    match: { path_prefix: /api/ }\n    backends:\n      plain: {}\n      \
+             based: { rewrite: { prefix: /api/, to: /new/ } }\n"
+                .to_string(),
+        )
+        .unwrap();
+        let route = &config.routes[0];
+        let (plain, based) = (&route.backends[0], &route.backends[1]);
+        let target = |backend: &crate::config::RouteBackend, path: &str, sent: &str| {
+            upstream_target(&backend.spec, backend.rewrite.as_ref(), path, &sent.parse::<Uri>().unwrap())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(target(plain, "/api/a", "/api/a?x=1&y"), "/api/a?x=1&y");
+        assert_eq!(target(plain, "/api/a", "http://example.test/api/a?x=1"), "/api/a?x=1");
+        // Normalised: the normal path, with the query as sent.
+        assert_eq!(target(plain, "/api/a", "/api/b/../a?x=1"), "/api/a?x=1");
+        // Base path and rewrite.
+        assert_eq!(target(based, "/api/a", "/api/a?x=1"), "/v2/new/a?x=1");
+    }
 
     #[test]
     fn hosts_are_names_or_addresses_with_an_optional_numeric_port() {
