@@ -743,7 +743,8 @@ def counts_table(w, count_rows):
         w(
             "Counted exactly with perf (syscall tracepoints, uprobes on libc's malloc/free/realloc) "
             "over a few seconds of the `small` load; divided by the requests the upstream "
-            "served in that window. The probes slow the proxies down, so no rate is reported."
+            "served in that window. The probes slow the proxies down, so no rate is reported. "
+            "An allocator linked into the proxy (cutover's jemalloc) bypasses libc and counts zero here."
         )
         w("")
         w("| target | requests counted | syscalls | writes | reads | epoll_wait | futex | malloc | free | realloc |")
