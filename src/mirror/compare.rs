@@ -147,6 +147,24 @@ pub struct Captured {
     pub body: Option<bytes::Bytes>,
 }
 
+/// The headers a comparison under `rules` reads (`rules.headers` and
+/// `Content-Type`), copied out of `headers`. A captured side is kept until
+/// the other one arrives; holding the backend's header map instead would
+/// keep its connection's read buffer shared, and the next read would have
+/// to allocate a new one.
+pub fn compared_headers(headers: &http::HeaderMap, rules: &CompareRules) -> http::HeaderMap {
+    let content_type = (!rules.headers.contains(&http::header::CONTENT_TYPE)).then_some(&http::header::CONTENT_TYPE);
+    let mut copied = http::HeaderMap::new();
+    for name in rules.headers.iter().chain(content_type) {
+        for value in headers.get_all(name) {
+            if let Ok(value) = http::HeaderValue::from_bytes(value.as_bytes()) {
+                copied.append(name.clone(), value);
+            }
+        }
+    }
+    copied
+}
+
 /// Compares two captured responses.
 pub fn compare(left: &Captured, right: &Captured, rules: &CompareRules) -> Vec<Difference> {
     let mut out = Vec::new();
@@ -567,6 +585,45 @@ mod tests {
         };
         let kinds: Vec<Kind> = compare(&l, &r, &rules()).iter().map(|d| d.kind).collect();
         assert_eq!(kinds, vec![Kind::Status, Kind::Header, Kind::Shape]);
+    }
+
+    #[test]
+    fn captured_headers_are_the_compared_ones_copied_out_of_the_response() {
+        let mut response = http::HeaderMap::new();
+        response.insert("content-type", "application/json".parse().unwrap());
+        response.append("vary", "Accept".parse().unwrap());
+        response.append("vary", "Cookie".parse().unwrap());
+        response.insert("date", "Tue, 01 Dec 2026 17:00:00 GMT".parse().unwrap());
+        let rules = CompareRules {
+            headers: vec![http::HeaderName::from_static("vary")],
+            ..rules()
+        };
+        let kept = compared_headers(&response, &rules);
+        let names: Vec<&str> = kept.keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["vary", "content-type"],
+            "the compared headers and Content-Type, nothing else"
+        );
+        let vary: Vec<&[u8]> = kept.get_all("vary").iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(vary, [b"Accept".as_slice(), b"Cookie".as_slice()], "every value, in order");
+        let (original, copy) = (response["content-type"].as_bytes(), kept["content-type"].as_bytes());
+        assert_ne!(
+            original.as_ptr(),
+            copy.as_ptr(),
+            "values are copies, not views of the response's buffer"
+        );
+        // Comparing the copies finds what comparing the originals finds.
+        let side = |headers| Captured {
+            status: 200,
+            headers,
+            body: Some("{}".into()),
+        };
+        let mut other = response.clone();
+        other.insert("vary", "Accept-Encoding".parse().unwrap());
+        let on_copies = compare(&side(kept), &side(compared_headers(&other, &rules)), &rules);
+        assert_eq!(on_copies, compare(&side(response), &side(other), &rules));
+        assert_eq!(on_copies.len(), 1);
     }
 
     #[test]

@@ -91,12 +91,16 @@ pub fn admit(
     }
 }
 
-/// Copies a streaming body, up to a limit, by reference to its chunks.
+/// Copies a streaming body, up to a limit, into a buffer of its own.
 /// Sends the whole copy when the body ends, `None` once it overflows; a
 /// body abandoned half-way sends nothing.
+///
+/// The chunks are copied, not kept by reference: they are slices of the
+/// connection's read buffer, and while one is alive the next read cannot
+/// reuse that buffer and allocates a new one, which costs more than the
+/// copy of a body small enough to compare.
 pub struct Tap {
-    chunks: Vec<Bytes>,
-    len: usize,
+    copy: BytesMut,
     limit: usize,
     done: Option<oneshot::Sender<Option<Bytes>>>,
 }
@@ -106,8 +110,7 @@ impl Tap {
         let (tx, rx) = oneshot::channel();
         (
             Tap {
-                chunks: Vec::new(),
-                len: 0,
+                copy: BytesMut::new(),
                 limit,
                 done: Some(tx),
             },
@@ -115,35 +118,23 @@ impl Tap {
         )
     }
 
-    pub fn data(&mut self, chunk: &Bytes) {
+    pub fn data(&mut self, chunk: &[u8]) {
         if self.done.is_none() {
             return;
         }
-        self.len += chunk.len();
-        if self.len > self.limit {
-            self.chunks.clear();
+        if self.copy.len() + chunk.len() > self.limit {
+            self.copy = BytesMut::new();
             if let Some(tx) = self.done.take() {
                 let _ = tx.send(None);
             }
         } else {
-            self.chunks.push(chunk.clone());
+            self.copy.extend_from_slice(chunk);
         }
     }
 
     pub fn finish(&mut self) {
         if let Some(tx) = self.done.take() {
-            let body = match self.chunks.len() {
-                0 => Bytes::new(),
-                1 => self.chunks.pop().unwrap_or_default(),
-                _ => {
-                    let mut all = BytesMut::with_capacity(self.len);
-                    for c in self.chunks.drain(..) {
-                        all.extend_from_slice(&c);
-                    }
-                    all.freeze()
-                }
-            };
-            let _ = tx.send(Some(body));
+            let _ = tx.send(Some(std::mem::take(&mut self.copy).freeze()));
         }
     }
 
@@ -162,7 +153,7 @@ pub struct ShadowJob {
     pub noise: bool,
     pub permit: Permit,
     pub method: Method,
-    /// The headers the primary was sent, before `Host`.
+    /// The headers the primary was sent, before `Host`; taken by the exchange.
     pub headers: HeaderMap,
     pub client_host: Option<HeaderValue>,
     /// The normalised path, before any per-backend rewrite.
@@ -198,12 +189,13 @@ impl ShadowJob {
         };
         // Boxed: a task's future is moved several times as it is spawned, and
         // two in-flight exchanges inline would make every move kilobytes long.
-        let shadow = Box::pin(self.fetch(self.shadow, body.clone(), spec));
+        let headers = std::mem::take(&mut self.headers);
+        let again_headers = self.noise.then(|| headers.clone());
+        let shadow = Box::pin(self.fetch(self.shadow, headers, body.clone(), spec));
         let again = async {
-            if self.noise {
-                Some(Box::pin(self.fetch(self.primary, body.clone(), spec)).await)
-            } else {
-                None
+            match again_headers {
+                Some(headers) => Some(Box::pin(self.fetch(self.primary, headers, body.clone(), spec)).await),
+                None => None,
             }
         };
         let (shadow, again) = tokio::join!(shadow, again);
@@ -260,12 +252,11 @@ impl ShadowJob {
     }
 
     /// Sends the request to route backend `backend` and reads the answer (bounded).
-    async fn fetch(&self, backend: usize, body: Bytes, spec: &MirrorSpec) -> Result<Captured, ()> {
+    async fn fetch(&self, backend: usize, mut headers: HeaderMap, body: Bytes, spec: &MirrorSpec) -> Result<Captured, ()> {
         let route = &self.table.config.routes[self.route];
         let rb = &route.backends[backend];
         let upstream: &Upstream = &self.table.routes[self.route].backends[backend].upstream;
         let uri = crate::proxy::upstream_uri(&rb.spec, rb.rewrite.as_ref(), &self.path, self.query.as_deref()).map_err(|_| ())?;
-        let mut headers = self.headers.clone();
         headers.insert(http::header::HOST, crate::proxy::upstream_host(&rb.spec, self.client_host.clone()));
         headers.insert(SHADOW_HEADER.clone(), HeaderValue::from_static("1"));
         if body.is_empty() {
@@ -279,7 +270,10 @@ impl ShadowJob {
         *req.headers_mut() = headers;
         let exchange = async {
             let resp = upstream.send(req).await.map_err(|_| ())?;
-            let (parts, mut body) = resp.into_parts();
+            let status = resp.status().as_u16();
+            // Copied and the head dropped before the body is read: see `compared_headers`.
+            let headers = compare::compared_headers(resp.headers(), &spec.rules);
+            let mut body = resp.into_body();
             let mut collected = BytesMut::new();
             let mut overflow = false;
             while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
@@ -293,8 +287,8 @@ impl ShadowJob {
                 }
             }
             Ok(Captured {
-                status: parts.status.as_u16(),
-                headers: parts.headers,
+                status,
+                headers,
                 body: (!overflow).then(|| collected.freeze()),
             })
         };
@@ -313,4 +307,34 @@ async fn compare_off_thread(left: &Captured, right: &Captured, rules: &compare::
     tokio::task::spawn_blocking(move || compare::compare(&left, &right, &rules))
         .await
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tap;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_tap_sends_a_copy_of_the_whole_body_or_nothing_past_its_limit() {
+        let (mut tap, mut copy) = Tap::new(10);
+        let chunks = [Bytes::from_static(b"hello "), Bytes::from_static(b"you")];
+        for chunk in &chunks {
+            tap.data(chunk);
+        }
+        assert!(copy.try_recv().is_err(), "nothing is sent before the body ends");
+        tap.finish();
+        let body = copy.try_recv().unwrap().unwrap();
+        assert_eq!(body, "hello you");
+        assert!(
+            chunks.iter().all(|c| !std::ptr::eq(c.as_ptr(), body.as_ptr())),
+            "the copy owns its bytes"
+        );
+
+        let (mut tap, mut copy) = Tap::new(4);
+        tap.data(b"12");
+        tap.data(b"345");
+        assert!(tap.is_finished(), "an overflow ends the copy at once");
+        assert_eq!(copy.try_recv().unwrap(), None);
+        tap.finish();
+    }
 }

@@ -396,10 +396,13 @@ impl Proxy {
                     permit,
                     method: parts.method.clone(),
                     headers: parts.headers.clone(),
-                    client_host: client_host.clone(),
+                    // A copy: the client's value is a slice of its connection's read buffer.
+                    client_host: client_host.as_ref().and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok()),
                     path,
                     query,
-                    request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+                    request_id: request_id
+                        .to_str()
+                        .map_or_else(|_| String::from_utf8_lossy(request_id.as_bytes()).into_owned(), str::to_owned),
                     body: body_copy,
                     primary_head: Some(head_rx),
                     primary_body: Some(response_copy),
@@ -472,7 +475,9 @@ impl Proxy {
         };
         let served_by = exchange.target.map_or(choice.backend, |(_, b)| b);
         let tap = mirror_handles.map(|(head_tx, tap)| {
-            let _ = head_tx.send((resp.status().as_u16(), resp.headers().clone()));
+            if let Some(m) = &route.mirror {
+                let _ = head_tx.send((resp.status().as_u16(), mirror::compare::compared_headers(resp.headers(), &m.rules)));
+            }
             tap
         });
 
