@@ -10,7 +10,7 @@
       the whole response, writes "OPEN N" to READY_FILE, then holds the
       connections idle until RELEASE_FILE exists (or TIMEOUT_S passes).
 
-  benchtool.py report RESULTS_TSV IDLE_TSV META_FILE OUT_MD [COUNTS_TSV [NOTES_TSV [INSTR_TSV]]]
+  benchtool.py report RESULTS_TSV IDLE_TSV META_FILE OUT_MD [COUNTS_TSV [NOTES_TSV [INSTR_TSV [TOP_TSV]]]]
       Writes the Markdown report: medians of the rounds, ratios, the CPU
       budget of the small scenario, idle memory, per-request system call,
       allocation and instruction counts, and notes (targets that could not
@@ -20,6 +20,11 @@
       One row of instructions.tsv: the instructions counted in a callgrind
       dump, and their split by the crate (or library) whose code ran, read
       from the debug information's file names (SOURCE_DIR is cutover's src/).
+
+  benchtool.py callgrind-top REQUESTS CALLGRIND_OUT SOURCE_DIR COUNT
+      The COUNT functions of a callgrind dump that executed the most
+      instructions of their own (code inlined into them included), per
+      request, each with the crate whose code ran most in it (a TSV).
 
   benchtool.py perfsummary PERF_SCRIPT_OUTPUT
       Groups the samples of `perf script -F comm,tid,ip,sym,dso --no-inline`
@@ -373,8 +378,8 @@ def crate_in_name(function):
     return "std"
 
 
-def callgrind(target, requests, out_file, source_dir):
-    """Sums a callgrind dump's self costs by source file, then by crate.
+def callgrind_costs(out_file, source_dir):
+    """The self costs of a callgrind dump: (function, crate, instructions).
 
     Cost lines follow `fl=`/`fi=`/`fe=` (the file of the code that ran,
     inlined code included) and `fn=` records; the line after `calls=` is the
@@ -382,8 +387,6 @@ def callgrind(target, requests, out_file, source_dir):
     into a function (moves, drops, Option and Vec methods) counts for the
     crate the function belongs to."""
     names = {"file": {}, "fn": {}}
-    by_crate = {}
-    total = 0
     crate = function = "other"
     skip_next = False
 
@@ -403,10 +406,8 @@ def callgrind(target, requests, out_file, source_dir):
                     continue
                 parts = line.split()
                 if len(parts) >= 2 and parts[1].isdigit():
-                    cost = int(parts[1])
-                    total += cost
                     owner = crate_in_name(function) if crate == "std" else crate
-                    by_crate[owner] = by_crate.get(owner, 0) + cost
+                    yield function, owner, int(parts[1])
                 continue
             key, _, value = line.rstrip("\n").partition("=")
             if key in ("fl", "fi", "fe"):
@@ -419,6 +420,15 @@ def callgrind(target, requests, out_file, source_dir):
                 name_of("fn", value)
             elif key == "calls":
                 skip_next = True
+
+
+def callgrind(target, requests, out_file, source_dir):
+    """One row of instructions.tsv: the dump's total and its split by crate."""
+    by_crate = {}
+    total = 0
+    for _, owner, cost in callgrind_costs(out_file, source_dir):
+        total += cost
+        by_crate[owner] = by_crate.get(owner, 0) + cost
     known = {c for _, crates in CRATE_GROUPS if crates for c in crates}
     groups = []
     for label, crates in CRATE_GROUPS:
@@ -428,6 +438,20 @@ def callgrind(target, requests, out_file, source_dir):
             n = sum(by_crate.get(c, 0) for c in crates)
         groups.append("%s=%d" % (label, n))
     print("%s\t%d\t%d\t%s" % (target, int(requests), total, ";".join(groups)))
+
+
+def callgrind_top(requests, out_file, source_dir, count):
+    """The functions that executed the most instructions of their own, per request."""
+    by_function = {}
+    for function, owner, cost in callgrind_costs(out_file, source_dir):
+        owners = by_function.setdefault(function, {})
+        owners[owner] = owners.get(owner, 0) + cost
+    print("function\tcrate\tper_request")
+    ranked = sorted(by_function.items(), key=lambda item: -sum(item[1].values()))[: int(count)]
+    for function, owners in ranked:
+        # The crate whose code ran most inside the function (inlined code included).
+        crate = max(owners.items(), key=lambda item: item[1])[0]
+        print("%s\t%s\t%.0f" % (function.replace("\t", " "), crate, sum(owners.values()) / float(requests)))
 
 
 def read_tsv(path):
@@ -467,10 +491,11 @@ def ratio(a, b):
     return "%.2f" % (a / b)
 
 
-def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=None, instr_tsv=None):
+def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=None, instr_tsv=None, top_tsv=None):
     rows = read_tsv(results_tsv)
     count_rows = read_tsv(counts_tsv) if counts_tsv else []
     instr_rows = read_tsv(instr_tsv) if instr_tsv else []
+    top_rows = read_tsv(top_tsv) if top_tsv else []
     notes = {}
     for r in read_tsv(notes_tsv) if notes_tsv else []:
         notes.setdefault(r["scenario"], []).append((r["target"], r["note"]))
@@ -570,7 +595,7 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
     if idle_rows:
         idle_table(w, idle_rows)
     counts_table(w, count_rows)
-    instructions_table(w, instr_rows)
+    instructions_table(w, instr_rows, top_rows)
     if not any(r["scenario"] == "mirror" for r in rows) and "mirror" not in notes:
         w("## mirror")
         w("")
@@ -759,7 +784,7 @@ def counts_table(w, count_rows):
         w("")
 
 
-def instructions_table(w, instr_rows):
+def instructions_table(w, instr_rows, top_rows=()):
     if not instr_rows:
         return
     w("## Instructions per request (user space)")
@@ -799,6 +824,18 @@ def instructions_table(w, instr_rows):
             v = num(value)
             w("| %s | %s | %s |" % (label, fmt(v / n, 0), "%.1f%%" % (100 * v / total) if total else "–"))
         w("")
+        if top_rows:
+            per_request = total / n if n else 0
+            w("The functions of cutover that executed the most instructions of their own (inlined code included) per request:")
+            w("")
+            w("| function | crate | instructions per request | share |")
+            w("| --- | --- | ---: | ---: |")
+            for t in top_rows:
+                v = num(t["per_request"])
+                name = t["function"].replace("|", "\\|")
+                share = "%.1f%%" % (100 * v / per_request) if per_request else "–"
+                w("| `%s` | %s | %s | %s |" % (name, t["crate"], fmt(v, 0), share))
+            w("")
 
 
 def main(argv):
@@ -811,10 +848,12 @@ def main(argv):
     elif cmd == "idle" and len(args) in (5, 6):
         timeout = float(args[5]) if len(args) == 6 else 120.0
         idle(args[0], int(args[1]), int(args[2]), args[3], args[4], timeout)
-    elif cmd == "report" and len(args) in (4, 5, 6, 7):
+    elif cmd == "report" and len(args) in (4, 5, 6, 7, 8):
         report(*args)
     elif cmd == "callgrind" and len(args) == 4:
         callgrind(*args)
+    elif cmd == "callgrind-top" and len(args) == 4:
+        callgrind_top(*args)
     elif cmd == "perfsummary" and len(args) == 1:
         perfsummary(args[0])
     else:

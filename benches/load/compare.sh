@@ -683,7 +683,9 @@ fi
 # counters are dumped. Kernel time is not counted.
 
 INSTR="$WORK/instructions.tsv"
+INSTR_TOP="$WORK/instructions-top.tsv"
 printf 'target\trequests\tinstructions\tby_crate\n' >"$INSTR"
+: >"$INSTR_TOP"
 if has_scenario instructions; then
     log "counting instructions per request under callgrind ($INSTR_REQUESTS requests per proxy)"
     for t in "${PROXIES[@]}"; do
@@ -718,6 +720,9 @@ if has_scenario instructions; then
         stop_instance "$inst"
         # The dump on request is the first part; the rest of the run (shutdown) is not counted.
         python3 "$HERE/benchtool.py" callgrind "$t" "$INSTR_REQUESTS" "$cg.1" "$ROOT/src/" >>"$INSTR"
+        if [ "$t" = cutover ]; then
+            python3 "$HERE/benchtool.py" callgrind-top "$INSTR_REQUESTS" "$cg.1" "$ROOT/src/" 20 >"$INSTR_TOP"
+        fi
         log "  $t: $(tail -1 "$INSTR" | awk -F'\t' '{ printf "%.0f instructions per request", $3 / $2 }')"
     done
 fi
@@ -781,9 +786,9 @@ ELAPSED=$(($(date +%s) - START_TIME))
     echo "load=$START_LOAD at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15-minute load averages; above ~0.5 at the start means something else was running)"
 } >"$WORK/meta.txt"
 mkdir -p "$(dirname "$OUT")"
-python3 "$HERE/benchtool.py" report "$RESULTS" "$IDLE" "$WORK/meta.txt" "$OUT" "$COUNTS" "$NOTES" "$INSTR"
+python3 "$HERE/benchtool.py" report "$RESULTS" "$IDLE" "$WORK/meta.txt" "$OUT" "$COUNTS" "$NOTES" "$INSTR" "$INSTR_TOP"
 cp "$RESULTS" "${OUT%.md}.tsv"
 has_scenario idle && cp "$IDLE" "${OUT%.md}-idle.tsv"
 has_scenario counts && cp "$COUNTS" "${OUT%.md}-counts.tsv"
-has_scenario instructions && cp "$INSTR" "${OUT%.md}-instructions.tsv"
+has_scenario instructions && cp "$INSTR" "${OUT%.md}-instructions.tsv" && cp "$INSTR_TOP" "${OUT%.md}-instructions-top.tsv"
 log "report written to $OUT (raw rows next to it: ${OUT%.md}*.tsv)"
