@@ -595,7 +595,7 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
     if idle_rows:
         idle_table(w, idle_rows)
     counts_table(w, count_rows)
-    instructions_table(w, instr_rows, top_rows)
+    instructions_table(w, instr_rows, top_rows, meta.get("instr_kind", "base"))
     if not any(r["scenario"] == "mirror" for r in rows) and "mirror" not in notes:
         w("## mirror")
         w("")
@@ -784,17 +784,20 @@ def counts_table(w, count_rows):
         w("")
 
 
-def instructions_table(w, instr_rows, top_rows=()):
+def instructions_table(w, instr_rows, top_rows=(), kind="base"):
     if not instr_rows:
         return
     w("## Instructions per request (user space)")
     w("")
+    what = "the small response"
+    if kind == "mirror":
+        what += ", every request also mirrored to the other backend as in the `mirror` scenario"
     w(
         "Counted exactly by valgrind's callgrind over a fixed number of HTTP/1.1 requests "
-        "(`h2load --h1`, 10 keep-alive connections, the small response), each proxy alone "
+        "(`h2load --h1`, 10 keep-alive connections, %s), each proxy alone "
         "with one worker, after a warm-up. Not timed, so not moved by the machine's load; "
         "kernel work (the system calls and the loopback TCP stack, a little over half of "
-        "every proxy's CPU time here) is not in it."
+        "every proxy's CPU time here) is not in it." % what
     )
     w("")
     w("| target | requests | instructions per request | vs nginx | vs haproxy |")

@@ -21,6 +21,9 @@
 #                       code ran; installs valgrind when missing)
 #   COUNT_SECONDS [5]   length of each counting window
 #   INSTR_REQUESTS [20000]  requests counted per proxy by `instructions`
+#   INSTR_KIND [base]   what `instructions` counts: base (the small scenario's
+#                       90/10 split) or mirror (every request also sent to the
+#                       other backend; cutover and nginx only)
 #   IDLE_COUNTS ["1000 10000"]      idle keep-alive connection counts
 #   DIRECT_SCENARIOS ["small"]  scenarios that also load the upstream alone
 #                       (64k, small-h2 too for their ceilings; each adds ROUNDS runs,
@@ -57,6 +60,7 @@ BASE_PORT=${BASE_PORT:-19100}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 COUNT_SECONDS=${COUNT_SECONDS:-5}
 INSTR_REQUESTS=${INSTR_REQUESTS:-20000}
+INSTR_KIND=${INSTR_KIND:-base}
 WORKERS=$(nproc)
 CLK_TCK=$(getconf CLK_TCK)
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -693,17 +697,20 @@ if has_scenario instructions; then
         port=$((BASE[$t] + 7))
         mkdir -p "$WORK/$inst"
         cg="$WORK/$inst/callgrind.out"
+        if [ "$INSTR_KIND" = mirror ] && [ "$t" = haproxy ]; then
+            continue # no built-in mirroring
+        fi
         case "$t" in
             cutover)
-                cfg=$(WORKERS=1 && cutover_config "$inst" base "$port")
+                cfg=$(WORKERS=1 && cutover_config "$inst" "$INSTR_KIND" "$port")
                 cmd=("$CUTOVER" run -c "$cfg")
                 ;;
             nginx)
-                cfg=$(WORKERS=1 && nginx_config "$inst" base "$port")
+                cfg=$(WORKERS=1 && nginx_config "$inst" "$INSTR_KIND" "$port")
                 cmd=(nginx -p "$WORK/$inst" -e "$WORK/$inst/error.log" -c "$cfg" -g 'daemon off; master_process off;')
                 ;;
             haproxy)
-                cfg=$(WORKERS=1 && haproxy_config "$inst" base "$port")
+                cfg=$(WORKERS=1 && haproxy_config "$inst" "$INSTR_KIND" "$port")
                 cmd=(haproxy -db -f "$cfg")
                 ;;
         esac
@@ -778,6 +785,7 @@ ELAPSED=$(($(date +%s) - START_TIME))
     echo "duration=$DURATION"
     echo "wrk=wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency (keep-alive)"
     echo "h2load=h2load -c$CONNS -m$H2_STREAMS -t$WRK_THREADS -D $DURATION (h2c prior knowledge)"
+    echo "instr_kind=$INSTR_KIND"
     echo "workers=$WORKERS (cutover: serving threads, server.workers; nginx: worker_processes; haproxy: nbthread)"
     echo "cutover=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet -- src 2>/dev/null || echo ' (+ uncommitted changes in src/)'), release build"
     echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
