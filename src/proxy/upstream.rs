@@ -54,10 +54,17 @@ impl Upstream {
     /// Sends `req` (origin-form URI, headers prepared) and waits for the
     /// response head, within the backend's `timeout`.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<UpstreamBody>, FailureKind> {
-        match tokio::time::timeout(self.spec.timeout, self.pool.send(req)).await {
-            Err(_) => Err(FailureKind::Timeout),
-            Ok(result) => result,
-        }
+        // The deadline is polled beside the exchange instead of wrapping it:
+        // a wrapper would move the whole exchange future once more.
+        let mut exchange = std::pin::pin!(self.pool.send(req));
+        let mut deadline = std::pin::pin!(tokio::time::sleep(self.spec.timeout));
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                return std::task::Poll::Ready(result);
+            }
+            deadline.as_mut().poll(cx).map(|()| Err(FailureKind::Timeout))
+        })
+        .await
     }
 
     /// Closes idle keep-alive connections past `pool_idle_timeout`.
