@@ -268,7 +268,7 @@ impl ShadowJob {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        let exchange = async {
+        let exchange = std::pin::pin!(async {
             let resp = upstream.send(req).await.map_err(|_| ())?;
             let status = resp.status().as_u16();
             // Copied and the head dropped before the body is read: see `compared_headers`.
@@ -291,8 +291,8 @@ impl ShadowJob {
                 headers,
                 body: (!overflow).then(|| collected.freeze()),
             })
-        };
-        tokio::time::timeout(spec.timeout, exchange).await.map_err(|_| ())?
+        });
+        crate::proxy::upstream::within(spec.timeout, exchange).await.ok_or(())?
     }
 }
 

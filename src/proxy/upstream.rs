@@ -1,6 +1,10 @@
 //! A backend's client: its connection pool, TLS settings and head timeout.
 
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use hyper::{Request, Response};
 use rustls_pki_types::ServerName;
@@ -54,17 +58,8 @@ impl Upstream {
     /// Sends `req` (origin-form URI, headers prepared) and waits for the
     /// response head, within the backend's `timeout`.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<UpstreamBody>, FailureKind> {
-        // The deadline is polled beside the exchange instead of wrapping it:
-        // a wrapper would move the whole exchange future once more.
-        let mut exchange = std::pin::pin!(self.pool.send(req));
-        let mut deadline = std::pin::pin!(tokio::time::sleep(self.spec.timeout));
-        std::future::poll_fn(|cx| {
-            if let std::task::Poll::Ready(result) = exchange.as_mut().poll(cx) {
-                return std::task::Poll::Ready(result);
-            }
-            deadline.as_mut().poll(cx).map(|()| Err(FailureKind::Timeout))
-        })
-        .await
+        let exchange = pin!(self.pool.send(req));
+        within(self.spec.timeout, exchange).await.unwrap_or(Err(FailureKind::Timeout))
     }
 
     /// Closes idle keep-alive connections past `pool_idle_timeout`.
@@ -76,6 +71,22 @@ impl Upstream {
     pub fn idle_connections(&self) -> usize {
         self.pool.idle_count()
     }
+}
+
+/// Polls `exchange` until it is done, or `None` once `limit` has passed.
+///
+/// Unlike `tokio::time::timeout`, it takes the future pinned where it was
+/// made instead of by value: an exchange future is most of a kilobyte, and
+/// moving it into a wrapper copies it once more per request.
+pub async fn within<F: Future>(limit: Duration, mut exchange: Pin<&mut F>) -> Option<F::Output> {
+    let mut deadline = pin!(tokio::time::sleep(limit));
+    poll_fn(|cx| {
+        if let Poll::Ready(done) = exchange.as_mut().poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        deadline.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// The TLS client for an `https://` backend and the name it sends in SNI.
