@@ -110,10 +110,15 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         let admin = proxy.admin;
         assert_eq!(get(&format!("http://{admin}/readyz")).await.status, 200);
 
-        // An idle keep-alive connection must not hold up the exit.
+        // An idle keep-alive connection must not hold up the exit, nor one
+        // that has sent nothing yet (clients open spare connections).
         let idle = client();
         let resp = send_on(&idle, request(Method::GET, &proxy.url("/fast"), &[])).await;
         assert_eq!(resp.status, 200);
+        let silent = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        proxy
+            .wait_metric("cutover_active_connections", &[("listener", "public")], 2.0)
+            .await;
 
         let url = proxy.url("/slow");
         let in_flight = tokio::spawn(async move { get(&url).await });
@@ -150,6 +155,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
             "exit took {:?}; the drain deadline is 10s",
             sent_term.elapsed()
         );
+        drop(silent);
     })
     .await;
 }
@@ -330,7 +336,10 @@ async fn demo_serves_both_apps_and_rewrites_login_for_new() {
 
         // Ctrl-C stops the demo cleanly and removes its temporary folder.
         demo.signal("INT");
-        let status = demo.wait_exit(Duration::from_secs(10)).await.expect("demo exits");
+        let status = demo
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("demo exits: {}", demo.stderr_text()));
         assert!(status.success(), "exit status {status}");
         let folder = std::path::Path::new(&weights).parent().unwrap();
         assert!(!folder.exists(), "{} left behind", folder.display());

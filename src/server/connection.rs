@@ -114,7 +114,14 @@ pub(super) async fn serve<S: ClientStream>(
     let peer = conn.peer;
     // The first bytes are due within the handshake deadline whatever ALPN
     // said: hyper's own timers only start once a protocol is chosen.
-    let (protocol, first_bytes) = match tokio::time::timeout(timeouts.handshake, sniff(&mut stream)).await {
+    // A connection that has sent nothing yet is closed at shutdown: clients
+    // open connections they may never use, and one must not hold the drain.
+    let first = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return,
+        first = tokio::time::timeout(timeouts.handshake, sniff(&mut stream)) => first,
+    };
+    let (protocol, first_bytes) = match first {
         Ok(Ok(Some(found))) => found,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {

@@ -379,7 +379,14 @@ async fn accept_loop(
                 // Boxed: a plain connection's task then holds no room for TLS state.
                 Some(acceptor) => {
                     Box::pin(async move {
-                        match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
+                        // Like a plain connection that has sent nothing, a
+                        // handshake still under way does not hold the drain.
+                        let accepted = tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => return,
+                            accepted = tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)) => accepted,
+                        };
+                        match accepted {
                             Ok(Ok(stream)) => connection::serve(stream, conn, proxy, &builders, timeouts, shutdown).await,
                             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
