@@ -408,7 +408,7 @@ impl Proxy {
                     primary_body: Some(response_copy),
                 };
                 tokio::spawn(job.run());
-                mirror_handles = Some((head_tx, response_tap));
+                mirror_handles = Some((head_tx, response_tap, &m.rules));
                 body
             }
             _ => match body {
@@ -474,10 +474,8 @@ impl Proxy {
             }
         };
         let served_by = exchange.target.map_or(choice.backend, |(_, b)| b);
-        let tap = mirror_handles.map(|(head_tx, tap)| {
-            if let Some(m) = &route.mirror {
-                let _ = head_tx.send((resp.status().as_u16(), mirror::compare::compared_headers(resp.headers(), &m.rules)));
-            }
+        let tap = mirror_handles.map(|(head_tx, tap, rules)| {
+            let _ = head_tx.send((resp.status().as_u16(), mirror::compare::compared_headers(resp.headers(), rules)));
             tap
         });
 
