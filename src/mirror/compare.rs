@@ -177,8 +177,10 @@ pub fn compare(left: &Captured, right: &Captured, rules: &CompareRules) -> Vec<D
         });
     }
     for name in &rules.headers {
-        let l = header_text(&left.headers, name);
-        let r = header_text(&right.headers, name);
+        if normalized_header(&left.headers, name).eq(normalized_header(&right.headers, name)) {
+            continue;
+        }
+        let (l, r) = (header_text(&left.headers, name), header_text(&right.headers, name));
         if l != r {
             out.push(Difference {
                 kind: Kind::Header,
@@ -215,6 +217,18 @@ pub fn compare(left: &Captured, right: &Captured, rules: &CompareRules) -> Vec<D
     out
 }
 
+/// A header's values as compared: lower case, without spaces, joined by
+/// commas. Every exchange is compared and nearly all agree, so equality is
+/// decided on this stream without building the text `header_text` shows.
+fn normalized_header<'a>(headers: &'a http::HeaderMap, name: &http::HeaderName) -> impl Iterator<Item = u8> + 'a {
+    headers.get_all(name).iter().enumerate().flat_map(|(i, value)| {
+        let comma = (i > 0).then_some(b',');
+        comma
+            .into_iter()
+            .chain(value.as_bytes().iter().filter(|&&b| b != b' ').map(u8::to_ascii_lowercase))
+    })
+}
+
 fn header_text(headers: &http::HeaderMap, name: &http::HeaderName) -> String {
     let values: Vec<String> = headers
         .get_all(name)
@@ -227,11 +241,10 @@ fn header_text(headers: &http::HeaderMap, name: &http::HeaderName) -> String {
 fn is_json(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.as_bytes().split(|&b| b == b';').next())
         .is_some_and(|t| {
-            let t = t.trim().to_ascii_lowercase();
-            t == "application/json" || t.ends_with("+json")
+            let t = t.trim_ascii();
+            t.eq_ignore_ascii_case(b"application/json") || t.len() >= 5 && t[t.len() - 5..].eq_ignore_ascii_case(b"+json")
         })
 }
 
@@ -585,6 +598,65 @@ mod tests {
         };
         let kinds: Vec<Kind> = compare(&l, &r, &rules()).iter().map(|d| d.kind).collect();
         assert_eq!(kinds, vec![Kind::Status, Kind::Header, Kind::Shape]);
+    }
+
+    #[test]
+    fn headers_compare_without_case_or_spaces_and_every_value_counts() {
+        let vary = http::HeaderName::from_static("vary");
+        let rules = CompareRules {
+            headers: vec![http::header::CONTENT_TYPE, vary.clone()],
+            ..rules()
+        };
+        let side = |pairs: &[(&str, &str)], body: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+            Captured {
+                status: 200,
+                headers,
+                body: Some(body.into()),
+            }
+        };
+        let legacy = side(
+            &[
+                ("content-type", "Application/JSON; charset=UTF-8"),
+                ("vary", "Accept"),
+                ("vary", "Cookie"),
+            ],
+            r#"{"id": 1}"#,
+        );
+        let same = side(
+            &[
+                ("content-type", "application/json;charset=utf-8"),
+                ("vary", "accept"),
+                ("vary", "cookie"),
+            ],
+            r#"{"id": 2}"#,
+        );
+        assert!(
+            compare(&legacy, &same, &rules).is_empty(),
+            "case and spaces do not count, and both bodies are JSON"
+        );
+
+        let fewer = side(&[("content-type", "application/problem+json"), ("vary", "Accept")], r#"{"id": 3}"#);
+        let diffs = compare(&legacy, &fewer, &rules);
+        let headers: Vec<(&str, &str, &str)> = diffs.iter().map(|d| (d.path.as_str(), d.left.as_str(), d.right.as_str())).collect();
+        assert_eq!(
+            headers,
+            [
+                ("content-type", "application/json;charset=utf-8", "application/problem+json"),
+                ("vary", "accept,cookie", "accept"),
+            ],
+            "a missing second value differs; +json bodies are still compared as JSON"
+        );
+        let absent = side(&[("content-type", "application/json")], "{}");
+        let on_vary: Vec<String> = compare(&absent, &fewer, &rules)
+            .into_iter()
+            .filter(|d| d.path == "vary")
+            .map(|d| d.left)
+            .collect();
+        assert_eq!(on_vary, ["absent"]);
     }
 
     #[test]

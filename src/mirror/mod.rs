@@ -243,12 +243,13 @@ impl ShadowJob {
     async fn primary_capture(&mut self) -> Option<Captured> {
         let head = self.primary_head.take()?;
         let body = self.primary_body.take()?;
-        let captured = tokio::time::timeout(PRIMARY_GRACE, async {
+        let captured = std::pin::pin!(async {
             let (status, headers) = head.await.ok()?;
             let body = body.await.ok()?;
             Some(Captured { status, headers, body })
         });
-        captured.await.ok().flatten()
+        // The primary has usually finished by now, and then no timer is set.
+        crate::proxy::upstream::within(PRIMARY_GRACE, captured).await.flatten()
     }
 
     /// Sends the request to route backend `backend` and reads the answer (bounded).

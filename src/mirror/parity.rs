@@ -287,7 +287,8 @@ impl Parity {
     /// Records a comparison of the two backends and judges each difference.
     pub fn record(&self, route: &str, spec: &MirrorSpec, exchange: &Exchange<'_>, diffs: Vec<Difference>) -> Judgement {
         let now = Instant::now();
-        let today = time::OffsetDateTime::now_utc().date();
+        // Only differences are checked against the accept rules' dates, and most exchanges have none.
+        let mut today = None;
         let mut logged = None;
         let judgement = self.with_route(route, |r| {
             r.raw_total.add(1.0, now);
@@ -303,6 +304,7 @@ impl Parity {
             }
             let mut judged = Vec::with_capacity(diffs.len());
             for d in diffs {
+                let today = *today.get_or_insert_with(|| time::OffsetDateTime::now_utc().date());
                 let verdict = match spec.accept.iter().find(|a| a.covers(d.kind, &d.path, today)) {
                     Some(rule) => {
                         r.stat(d.kind, &d.path, now).accepted = Some(rule.reason.clone());

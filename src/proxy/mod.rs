@@ -407,7 +407,9 @@ impl Proxy {
                     primary_head: Some(head_rx),
                     primary_body: Some(response_copy),
                 };
-                tokio::spawn(job.run());
+                // Boxed: the task's future is copied into the task and again when
+                // it completes, and the job's state is most of a kilobyte.
+                tokio::spawn(Box::pin(job.run()));
                 mirror_handles = Some((head_tx, response_tap, &m.rules));
                 body
             }
@@ -602,12 +604,33 @@ fn valid_host(s: &str) -> bool {
 
 /// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2 `reg-name`).
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+    REG_NAME[b as usize]
 }
 
 /// Inside `[...]`: IPv6 (with an optional zone) or IPvFuture.
 fn is_ip_literal_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b":.%-_~".contains(&b)
+    IP_LITERAL[b as usize]
+}
+
+/// Every request's `Host` is checked byte by byte: a table lookup per byte
+/// instead of a scan of the punctuation list.
+static REG_NAME: [bool; 256] = byte_class(b"-._~%!$&'()*+,;=");
+static IP_LITERAL: [bool; 256] = byte_class(b":.%-_~");
+
+/// ASCII letters and digits, and `extra`.
+const fn byte_class(extra: &[u8]) -> [bool; 256] {
+    let mut class = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        class[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        class[extra[i] as usize] = true;
+        i += 1;
+    }
+    class
 }
 
 fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap) -> Choice {
