@@ -332,6 +332,8 @@ SCENARIOS = [
     ("64k", "HTTP/1.1, 65,536-byte response, 1 route, 90/10 split"),
     ("sticky", "HTTP/1.1, 100-byte response, 90/10 split sticky on a `sessionid` cookie (10,000 users)"),
     ("routes1000", "HTTP/1.1, 100-byte response, 1,000 non-matching prefix routes before the matching one"),
+    ("mirror-off", "HTTP/1.1, 100-byte response, the `small` setup of each mirroring proxy, measured "
+     "just before each of its mirrored runs: the baseline of the cost of parity"),
     ("mirror", "HTTP/1.1, 100-byte response, all traffic to legacy and every request mirrored to new "
      "(`new %` is the share of upstream requests that were shadow copies: 50% means every request "
      "was mirrored)"),
@@ -592,6 +594,7 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
     if any(t == "cutover" for (_, t) in summary):
         ratios(w, summary)
         cpu_budget(w, summary)
+    parity_cost(w, by_key)
     if idle_rows:
         idle_table(w, idle_rows)
     counts_table(w, count_rows)
@@ -658,6 +661,93 @@ def ratios(w, summary):
                 )
             )
     w("")
+
+
+def parity_cost(w, by_key):
+    """Mirrored against unmirrored, each mirrored run against the run of the
+    same proxy just before it, so the machine's drift between scenarios
+    does not count."""
+    pairs = {}
+    for t in PROXIES:
+        off = {r["round"]: r for r in by_key.get(("mirror-off", t), [])}
+        on = {r["round"]: r for r in by_key.get(("mirror", t), [])}
+        rounds = sorted(set(off) & set(on), key=lambda r: int(r))
+        if rounds:
+            pairs[t] = [(off[r], on[r]) for r in rounds]
+    if not pairs:
+        return
+    w("## Cost of parity (mirroring at 100%)")
+    w("")
+    w(
+        "Each mirrored run (`mirror`) against the same proxy unmirrored (`mirror-off`) in the run "
+        "just before it. `kept` is the share of the unmirrored rate the mirrored run kept, per round "
+        "and as the median of the rounds; CPU and machine time are per request, mirrored ÷ unmirrored, "
+        "medians of the rounds. The machine time of a mirrored request is split into what the "
+        "unmirrored request cost and what mirroring added, the proxy's user and system time and the "
+        "rest of the machine (the upstream answering the shadow, the load generator)."
+    )
+    w("")
+    w("| target | kept, per round | kept (median) | proxy CPU/req | machine/req | added user µs | added system µs | added rest µs |")
+    w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def per_round(rows, f):
+        return [f(off, on) for off, on in rows]
+
+    def added(off, on, field):
+        a, b = num(on.get(field)), num(off.get(field))
+        return None if a is None or b is None else a - b
+
+    def user(r):
+        cpu, sys = num(r.get("cpu_us_per_req")), num(r.get("sys_us_per_req"))
+        return None if cpu is None or sys is None else cpu - sys
+
+    def rest(r):
+        machine, cpu = num(r.get("machine_us_per_req")), num(r.get("cpu_us_per_req"))
+        return None if machine is None or cpu is None else machine - cpu
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    for t, rows in pairs.items():
+        kept = per_round(rows, lambda off, on: num(on["rps"]) / num(off["rps"]) if num(off["rps"]) else None)
+        cpu = per_round(rows, lambda off, on: (num(on["cpu_us_per_req"]) or 0) / (num(off["cpu_us_per_req"]) or 1))
+        machine = per_round(
+            rows, lambda off, on: (num(on["machine_us_per_req"]) or 0) / (num(off["machine_us_per_req"]) or 1)
+        )
+        add_user = per_round(rows, lambda off, on: None if user(on) is None or user(off) is None else user(on) - user(off))
+        add_sys = per_round(rows, lambda off, on: added(off, on, "sys_us_per_req"))
+        add_rest = per_round(rows, lambda off, on: None if rest(on) is None or rest(off) is None else rest(on) - rest(off))
+        w(
+            "| %s | %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                t,
+                " / ".join("–" if k is None else "%.2f" % k for k in kept),
+                fmt(med(kept), 2),
+                fmt(med(cpu), 2),
+                fmt(med(machine), 2),
+                fmt(med(add_user), 1),
+                fmt(med(add_sys), 1),
+                fmt(med(add_rest), 1),
+            )
+        )
+    w("")
+    c = pairs.get("cutover")
+    if c:
+        # Keeping 60% means a mirrored request may cost the machine at most 1/0.6 of an unmirrored one.
+        off_machine = med([num(off.get("machine_us_per_req")) for off, _ in c])
+        on_machine = med([num(on.get("machine_us_per_req")) for _, on in c])
+        added_user = med([None if user(on) is None or user(off) is None else user(on) - user(off) for off, on in c])
+        if off_machine and on_machine and added_user is not None:
+            allowed = off_machine / 0.6 - off_machine
+            spent = on_machine - off_machine
+            w(
+                "- Keeping 60%% of the rate allows mirroring to add %.1f µs of machine time per request; "
+                "cutover's mirroring added %.1f µs, %.1f µs of it cutover's own user time. Without that "
+                "user time the mirrored rate would be %.2f of the unmirrored one."
+                % (allowed, spent, added_user, off_machine / (on_machine - added_user))
+            )
+            w("")
 
 
 def cpu_budget(w, summary):

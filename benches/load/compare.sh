@@ -10,7 +10,10 @@
 #   OUT [benches/load/results.md]   the Markdown report (the first argument wins)
 #   SCENARIOS ["small small-h2 64k sticky routes1000 idle"]; also available:
 #                       mirror (every request shadowed to the other backend;
-#                       cutover and nginx, haproxy has no built-in mirroring),
+#                       cutover and nginx, haproxy has no built-in mirroring;
+#                       each mirrored run follows a run of the same proxy
+#                       unmirrored, `mirror-off`, and the report gives the
+#                       share of the rate kept, round by round),
 #                       counts (system calls and malloc calls per request of
 #                       each proxy under the small load, counted with perf;
 #                       needs root or perf_event access, and slows the proxies
@@ -530,7 +533,7 @@ wait_http "http://127.0.0.1:$P_NEW/small" || die "the upstream did not start"
 
 for proxy in "${PROXIES[@]}"; do
     b=${BASE[$proxy]}
-    if has_scenario small || has_scenario small-h2 || has_scenario counts; then
+    if has_scenario small || has_scenario small-h2 || has_scenario counts || has_scenario mirror; then
         start_proxy "$proxy" "$proxy-small" base "$b" "$((b + 1))"
     fi
     has_scenario 64k && start_proxy "$proxy" "$proxy-64k" base "$((b + 2))"
@@ -564,7 +567,7 @@ check_body() {
 }
 for proxy in "${PROXIES[@]}"; do
     b=${BASE[$proxy]}
-    if has_scenario small || has_scenario small-h2 || has_scenario counts; then
+    if has_scenario small || has_scenario small-h2 || has_scenario counts || has_scenario mirror; then
         check_body "http://127.0.0.1:$b/small" 100
         check_body "http://127.0.0.1:$((b + 1))/small" 100 --http2-prior-knowledge
     fi
@@ -613,6 +616,10 @@ for round in $(seq "$ROUNDS"); do
     if has_scenario mirror; then
         for t in "${PROXIES[@]}"; do
             [ -n "${PID[$t-mirror]:-}" ] || continue
+            # The same proxy unmirrored, just before: the machine's speed
+            # drifts by more than the cost being measured between the small
+            # scenario's run and this one.
+            measure mirror-off "$t" "$round" "$t-small" "http://127.0.0.1:${BASE[$t]}/small" wrk
             measure mirror "$t" "$round" "$t-mirror" "http://127.0.0.1:$((BASE[$t] + 6))/small" wrk
         done
     fi
