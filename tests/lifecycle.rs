@@ -416,3 +416,30 @@ async fn serving_threads_share_every_listener_and_a_taken_port_is_an_error() {
     })
     .await;
 }
+
+/// The allocator settings in `src/main.rs` are the ones the binary runs
+/// with: jemalloc ignores a setting it cannot parse (with a warning) and
+/// the proxy would then run on the defaults it was tuned away from.
+#[test]
+fn the_binary_runs_with_its_allocator_settings() {
+    let out = std::process::Command::new(BIN)
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "confirm_conf:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for setting in [
+        "background_thread:true",
+        "dirty_decay_ms:1000",
+        "muzzy_decay_ms:0",
+        "slab_sizes:4097-14336:8",
+        "tcache_gc_incr_bytes:4194304",
+    ] {
+        assert!(
+            stderr.contains(&format!("Set conf value: {setting}")),
+            "{setting} is not applied:\n{stderr}"
+        );
+    }
+    assert!(!stderr.to_lowercase().contains("invalid conf"), "{stderr}");
+}

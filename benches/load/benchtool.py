@@ -882,6 +882,8 @@ def instructions_table(w, instr_rows, top_rows=(), kind="base"):
     what = "the small response"
     if kind == "mirror":
         what += ", every request also mirrored to the other backend as in the `mirror` scenario"
+    elif kind == "routes1000":
+        what += ", behind 1,000 prefix routes that do not match, as in the `routes1000` scenario"
     w(
         "Counted exactly by valgrind's callgrind over a fixed number of HTTP/1.1 requests "
         "(`h2load --h1`, 10 keep-alive connections, %s), each proxy alone "

@@ -25,8 +25,9 @@
 #   COUNT_SECONDS [5]   length of each counting window
 #   INSTR_REQUESTS [20000]  requests counted per proxy by `instructions`
 #   INSTR_KIND [base]   what `instructions` counts: base (the small scenario's
-#                       90/10 split) or mirror (every request also sent to the
-#                       other backend; cutover and nginx only)
+#                       90/10 split), mirror (every request also sent to the
+#                       other backend; cutover and nginx only) or routes1000
+#                       (the routes1000 scenario's 1,000 routes)
 #   IDLE_COUNTS ["1000 10000"]      idle keep-alive connection counts
 #   DIRECT_SCENARIOS ["small"]  scenarios that also load the upstream alone
 #                       (64k, small-h2 too for their ceilings; each adds ROUNDS runs,
@@ -64,6 +65,10 @@ KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 COUNT_SECONDS=${COUNT_SECONDS:-5}
 INSTR_REQUESTS=${INSTR_REQUESTS:-20000}
 INSTR_KIND=${INSTR_KIND:-base}
+case "$INSTR_KIND" in
+    base | mirror | routes1000) ;;
+    *) echo "INSTR_KIND must be base, mirror or routes1000, not $INSTR_KIND" >&2; exit 2 ;;
+esac
 WORKERS=$(nproc)
 CLK_TCK=$(getconf CLK_TCK)
 export PATH="$PATH:/usr/sbin:/sbin"
