@@ -671,9 +671,9 @@ def parity_cost(w, by_key):
     for t in PROXIES:
         off = {r["round"]: r for r in by_key.get(("mirror-off", t), [])}
         on = {r["round"]: r for r in by_key.get(("mirror", t), [])}
-        rounds = sorted(set(off) & set(on), key=lambda r: int(r))
-        if rounds:
-            pairs[t] = [(off[r], on[r]) for r in rounds]
+        both = sorted(set(off) & set(on), key=int)
+        if both:
+            pairs[t] = [(off[r], on[r]) for r in both]
     if not pairs:
         return
     w("## Cost of parity (mirroring at 100%)")
@@ -690,12 +690,9 @@ def parity_cost(w, by_key):
     w("| target | kept, per round | kept (median) | proxy CPU/req | machine/req | added user µs | added system µs | added rest µs |")
     w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 
-    def per_round(rows, f):
-        return [f(off, on) for off, on in rows]
-
-    def added(off, on, field):
-        a, b = num(on.get(field)), num(off.get(field))
-        return None if a is None or b is None else a - b
+    # Per-run figures, None when the run lacks a field.
+    def field(name):
+        return lambda r: num(r.get(name))
 
     def user(r):
         cpu, sys = num(r.get("cpu_us_per_req")), num(r.get("sys_us_per_req"))
@@ -705,39 +702,46 @@ def parity_cost(w, by_key):
         machine, cpu = num(r.get("machine_us_per_req")), num(r.get("cpu_us_per_req"))
         return None if machine is None or cpu is None else machine - cpu
 
+    def rounds(rows, f, combine):
+        out = []
+        for off, on in rows:
+            a, b = f(on), f(off)
+            out.append(None if a is None or b is None else combine(a, b))
+        return out
+
+    def quotient(a, b):
+        return a / b if b else None
+
+    def difference(a, b):
+        return a - b
+
     def med(values):
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
 
+    rps, cpu, machine = field("rps"), field("cpu_us_per_req"), field("machine_us_per_req")
     for t, rows in pairs.items():
-        kept = per_round(rows, lambda off, on: num(on["rps"]) / num(off["rps"]) if num(off["rps"]) else None)
-        cpu = per_round(rows, lambda off, on: (num(on["cpu_us_per_req"]) or 0) / (num(off["cpu_us_per_req"]) or 1))
-        machine = per_round(
-            rows, lambda off, on: (num(on["machine_us_per_req"]) or 0) / (num(off["machine_us_per_req"]) or 1)
-        )
-        add_user = per_round(rows, lambda off, on: None if user(on) is None or user(off) is None else user(on) - user(off))
-        add_sys = per_round(rows, lambda off, on: added(off, on, "sys_us_per_req"))
-        add_rest = per_round(rows, lambda off, on: None if rest(on) is None or rest(off) is None else rest(on) - rest(off))
+        kept = rounds(rows, rps, quotient)
         w(
             "| %s | %s | %s | %s | %s | %s | %s | %s |"
             % (
                 t,
                 " / ".join("–" if k is None else "%.2f" % k for k in kept),
                 fmt(med(kept), 2),
-                fmt(med(cpu), 2),
-                fmt(med(machine), 2),
-                fmt(med(add_user), 1),
-                fmt(med(add_sys), 1),
-                fmt(med(add_rest), 1),
+                fmt(med(rounds(rows, cpu, quotient)), 2),
+                fmt(med(rounds(rows, machine, quotient)), 2),
+                fmt(med(rounds(rows, user, difference)), 1),
+                fmt(med(rounds(rows, field("sys_us_per_req"), difference)), 1),
+                fmt(med(rounds(rows, rest, difference)), 1),
             )
         )
     w("")
     c = pairs.get("cutover")
     if c:
         # Keeping 60% means a mirrored request may cost the machine at most 1/0.6 of an unmirrored one.
-        off_machine = med([num(off.get("machine_us_per_req")) for off, _ in c])
-        on_machine = med([num(on.get("machine_us_per_req")) for _, on in c])
-        added_user = med([None if user(on) is None or user(off) is None else user(on) - user(off) for off, on in c])
+        off_machine = med([machine(off) for off, _ in c])
+        on_machine = med([machine(on) for _, on in c])
+        added_user = med(rounds(c, user, difference))
         if off_machine and on_machine and added_user is not None:
             allowed = off_machine / 0.6 - off_machine
             spent = on_machine - off_machine

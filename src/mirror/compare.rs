@@ -229,13 +229,12 @@ fn normalized_header<'a>(headers: &'a http::HeaderMap, name: &http::HeaderName) 
     })
 }
 
+/// What a header difference shows: the compared form, or `absent`.
 fn header_text(headers: &http::HeaderMap, name: &http::HeaderName) -> String {
-    let values: Vec<String> = headers
-        .get_all(name)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase().replace(' ', ""))
-        .collect();
-    if values.is_empty() { "absent".into() } else { values.join(",") }
+    if !headers.contains_key(name) {
+        return "absent".into();
+    }
+    String::from_utf8_lossy(&normalized_header(headers, name).collect::<Vec<u8>>()).into_owned()
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {

@@ -116,10 +116,11 @@ pub(super) async fn serve<S: ClientStream>(
     // said: hyper's own timers only start once a protocol is chosen.
     // A connection that has sent nothing yet is closed at shutdown: clients
     // open connections they may never use, and one must not hold the drain.
-    let first = tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => return,
-        first = tokio::time::timeout(timeouts.handshake, sniff(&mut stream)) => first,
+    let Some(first) = shutdown
+        .run_until_cancelled(tokio::time::timeout(timeouts.handshake, sniff(&mut stream)))
+        .await
+    else {
+        return;
     };
     let (protocol, first_bytes) = match first {
         Ok(Ok(Some(found))) => found,

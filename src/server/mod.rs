@@ -381,11 +381,10 @@ async fn accept_loop(
                     Box::pin(async move {
                         // Like a plain connection that has sent nothing, a
                         // handshake still under way does not hold the drain.
-                        let accepted = tokio::select! {
-                            biased;
-                            _ = shutdown.cancelled() => return,
-                            accepted = tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)) => accepted,
-                        };
+                        let accepted = shutdown
+                            .run_until_cancelled(tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)))
+                            .await;
+                        let Some(accepted) = accepted else { return };
                         match accepted {
                             Ok(Ok(stream)) => connection::serve(stream, conn, proxy, &builders, timeouts, shutdown).await,
                             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
