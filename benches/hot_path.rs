@@ -7,7 +7,6 @@
 //! `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use cutover::config::Config;
-use cutover::proxy::headers::{cookie, ensure_request_id, set_forwarded, strip_hop_by_hop};
+use cutover::proxy::headers::{cookie, ensure_request_id, ip_value, set_forwarded, strip_hop_by_hop};
 use cutover::routing::{RequestView, host_without_port, normalize_path};
 use cutover::split::{Split, random_bucket, sticky_bucket};
 
@@ -182,7 +181,7 @@ fn bench_split(c: &mut Criterion) {
 fn bench_headers(c: &mut Criterion) {
     let mut group = c.benchmark_group("headers");
     let template = browser_headers();
-    let peer: IpAddr = "203.0.113.7".parse().expect("valid address");
+    let peer = ip_value("203.0.113.7".parse().expect("valid address"));
     let host = template.get("host").cloned();
     group.bench_function("clone_only", |b| b.iter(|| black_box(&template).clone()));
     group.bench_function("strip_hop_by_hop", |b| {
@@ -195,7 +194,7 @@ fn bench_headers(c: &mut Criterion) {
     group.bench_function("set_forwarded", |b| {
         b.iter(|| {
             let mut h = black_box(&template).clone();
-            set_forwarded(&mut h, peer, false, "http", host.as_ref());
+            set_forwarded(&mut h, &peer, false, "http", host.as_ref());
             h
         })
     });
@@ -219,7 +218,7 @@ fn bench_headers(c: &mut Criterion) {
         b.iter(|| {
             let mut h = black_box(&template).clone();
             strip_hop_by_hop(&mut h, false);
-            set_forwarded(&mut h, peer, false, "http", host.as_ref());
+            set_forwarded(&mut h, &peer, false, "http", host.as_ref());
             let id = ensure_request_id(&mut h);
             (h, id)
         })

@@ -47,7 +47,9 @@ impl BackendHealth {
     }
 
     pub fn is_healthy(&self) -> bool {
-        self.active_ok.load(Ordering::Relaxed) && now_ms() >= self.ejected_until.load(Ordering::Relaxed)
+        // Never ejected (the common case): no clock read on the request path.
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        self.active_ok.load(Ordering::Relaxed) && (until == 0 || now_ms() >= until)
     }
 
     /// Records the outcome of a live exchange: `ok` is a response below 500.
@@ -228,3 +230,27 @@ async fn probe(upstream: &Upstream, check: &HealthCheckSpec) -> bool {
 
 /// How often `cutover_backend_healthy` is refreshed (ejections end on their own).
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_failures_eject_a_backend_until_its_cool_off_ends() {
+        let health = BackendHealth::new("new".into());
+        *health.passive.lock().unwrap() = Some(PassiveSpec {
+            consecutive_failures: 2,
+            cool_off: Duration::from_millis(200),
+        });
+        assert!(health.is_healthy(), "a backend starts healthy");
+        health.record(false);
+        assert!(health.is_healthy(), "one failure of two allowed does not eject");
+        health.record(true);
+        health.record(false);
+        assert!(health.is_healthy(), "a success in between resets the count");
+        health.record(false);
+        assert!(!health.is_healthy(), "two failures in a row eject");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(health.is_healthy(), "the ejection ends with the cool-off");
+    }
+}

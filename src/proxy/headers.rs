@@ -95,7 +95,10 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Sets `X-Forwarded-For/-Proto/-Host`. Values from a trusted peer are
 /// extended; from anyone else they are replaced, since backends (Django's
 /// `SECURE_PROXY_SSL_HEADER`, Flask's ProxyFix) believe them.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, proto: &'static str, host: Option<&HeaderValue>) {
+///
+/// `peer` is the client's address as a header value ([`ip_value`]), made once
+/// per connection rather than formatted on each request.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, peer_trusted: bool, proto: &'static str, host: Option<&HeaderValue>) {
     // Which of the names a client may have sent are there, in one pass
     // over the names: a hashed lookup each would cost more on every request.
     let (mut has_proto, mut has_host, mut has_forwarded) = (false, false, false);
@@ -105,8 +108,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, 
         has_forwarded |= name == header::FORWARDED;
     }
     let xff = match peer_trusted.then(|| joined(headers, &X_FORWARDED_FOR)).flatten() {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
-        None => Some(ip_value(peer)),
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.to_str().unwrap_or_default())).ok(),
+        None => Some(peer.clone()),
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
@@ -126,9 +129,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, 
     }
 }
 
-/// `ip` as a header value; IPv4 (the common case on every request) without
-/// going through `fmt`.
-fn ip_value(ip: IpAddr) -> HeaderValue {
+/// `ip` as a header value; IPv4 (the common case) without going through `fmt`.
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
     match ip {
         IpAddr::V4(v4) => {
             let mut text = [0u8; 15];
@@ -277,7 +279,7 @@ mod tests {
         ]);
         set_forwarded(
             &mut h,
-            "10.0.0.1".parse().unwrap(),
+            &ip_value("10.0.0.1".parse().unwrap()),
             false,
             "http",
             Some(&HeaderValue::from_static("example.com")),
@@ -291,7 +293,7 @@ mod tests {
     #[test]
     fn forwarded_headers_from_trusted_peers_are_extended() {
         let mut h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), true, "http", None);
+        set_forwarded(&mut h, &ip_value("10.0.0.1".parse().unwrap()), true, "http", None);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
     }
@@ -323,7 +325,7 @@ mod tests {
             ("x-forwarded-for", "7.7.7.7"),
             ("x-forwarded-host", "evil.example"),
         ]);
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), false, "https", None);
+        set_forwarded(&mut h, &ip_value("10.0.0.1".parse().unwrap()), false, "https", None);
         let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
         assert_eq!(xff, ["10.0.0.1"]);
         assert!(h.get("x-forwarded-host").is_none());

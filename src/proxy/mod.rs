@@ -39,6 +39,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The peer's address as a header value, for `X-Forwarded-For`.
+    pub peer_value: HeaderValue,
     /// When the connection was accepted.
     pub accepted: Instant,
     /// When a request last ended, in milliseconds after `accepted` (only
@@ -59,6 +61,7 @@ impl ConnInfo {
         ConnInfo {
             peer,
             proto,
+            peer_value: headers::ip_value(peer.ip()),
             accepted: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
@@ -329,7 +332,7 @@ impl Proxy {
         }
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let trusted = table.config.trusted_proxies.iter().any(|net| net.contains(&conn.peer.ip()));
-        set_forwarded(&mut parts.headers, conn.peer.ip(), trusted, conn.proto, client_host.as_ref());
+        set_forwarded(&mut parts.headers, &conn.peer_value, trusted, conn.proto, client_host.as_ref());
         let request_id = ensure_request_id(&mut parts.headers);
         if let Some(rec) = exchange.log_record() {
             rec.request_id = Some(request_id.clone());

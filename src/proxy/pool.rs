@@ -87,6 +87,9 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::Builder::new()
+        // Most requests to a backend are a head alone: written as one flat
+        // buffer, hyper skips its queue of buffers and the vectored write.
+        .writev(false)
         .handshake(TokioIo::new(io))
         .await
         .map_err(|_| FailureKind::Connect)?;
