@@ -263,8 +263,12 @@ impl Parity {
 
     fn with_route<T>(&self, route: &str, f: impl FnOnce(&mut RouteParity) -> T) -> T {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = routes.entry(route.to_string()).or_insert_with(|| RouteParity::new(Instant::now()));
-        f(entry)
+        // Looked up by `&str` first: the owned key is made once per route, not
+        // on each of the two calls every mirrored request makes.
+        if let Some(entry) = routes.get_mut(route) {
+            return f(entry);
+        }
+        f(routes.entry(route.to_string()).or_insert_with(|| RouteParity::new(Instant::now())))
     }
 
     /// Counts a mirror outcome (compared, dropped, skipped, error).
