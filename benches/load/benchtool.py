@@ -493,6 +493,46 @@ def ratio(a, b):
     return "%.2f" % (a / b)
 
 
+def median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def paired_runs(by_key, before, after):
+    """Per proxy, its (`before`, `after`) runs of each round: measured one
+    right after the other, so the machine's drift between scenarios
+    minutes apart does not count in their quotient."""
+    pairs = {}
+    for t in PROXIES:
+        first = {r["round"]: r for r in by_key.get((before, t), [])}
+        then = {r["round"]: r for r in by_key.get((after, t), [])}
+        both = sorted(set(first) & set(then), key=int)
+        if both:
+            pairs[t] = [(first[r], then[r]) for r in both]
+    return pairs
+
+
+def per_round(pairs, f, combine):
+    """`combine(f(after), f(before))` for each pair, None where a run lacks the figure."""
+    out = []
+    for before, after in pairs:
+        a, b = f(after), f(before)
+        out.append(None if a is None or b is None else combine(a, b))
+    return out
+
+
+def quotient(a, b):
+    return a / b if b else None
+
+
+def difference(a, b):
+    return a - b
+
+
+def field(name):
+    return lambda r: num(r.get(name))
+
+
 def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=None, instr_tsv=None, top_tsv=None):
     rows = read_tsv(results_tsv)
     count_rows = read_tsv(counts_tsv) if counts_tsv else []
@@ -594,6 +634,7 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
     if any(t == "cutover" for (_, t) in summary):
         ratios(w, summary)
         cpu_budget(w, summary)
+    routes_cost(w, by_key)
     parity_cost(w, by_key)
     if idle_rows:
         idle_table(w, idle_rows)
@@ -640,26 +681,36 @@ def ratios(w, summary):
             )
         )
     w("")
-    # 1,000 routes against 1 route, per proxy.
-    if not any(("routes1000", t) in summary and ("small", t) in summary for t in PROXIES):
+
+
+def routes_cost(w, by_key):
+    """1,000 routes against 1 route, each `routes1000` run against the same
+    proxy's `small` run just before it."""
+    pairs = paired_runs(by_key, "small", "routes1000")
+    if not pairs:
         return
-    w("1,000 routes vs 1 route (same proxy, `routes1000` ÷ `small`):")
+    w("## Cost of 1,000 routes")
     w("")
-    w("| target | req/s | p99 | CPU/req |")
-    w("| --- | ---: | ---: | ---: |")
-    for t in PROXIES:
-        a = summary.get(("routes1000", t))
-        b = summary.get(("small", t))
-        if a and b:
-            w(
-                "| %s | %s | %s | %s |"
-                % (
-                    t,
-                    ratio(a["rps"], b["rps"]),
-                    ratio(a["p99_us"], b["p99_us"]),
-                    ratio(a["cpu_us_per_req"], b["cpu_us_per_req"]),
-                )
+    w(
+        "Each `routes1000` run against the same proxy's `small` run (1 route) just before it in the "
+        "same round: the rate kept, per round and as the median of the rounds, and the medians of "
+        "the rounds' p99 and CPU/request quotients."
+    )
+    w("")
+    w("| target | req/s, per round | req/s (median) | p99 | CPU/req |")
+    w("| --- | --- | ---: | ---: | ---: |")
+    for t, rows in pairs.items():
+        rate = per_round(rows, field("rps"), quotient)
+        w(
+            "| %s | %s | %s | %s | %s |"
+            % (
+                t,
+                " / ".join("–" if q is None else "%.2f" % q for q in rate),
+                fmt(median_or_none(rate), 2),
+                fmt(median_or_none(per_round(rows, field("p99_us"), quotient)), 2),
+                fmt(median_or_none(per_round(rows, field("cpu_us_per_req"), quotient)), 2),
             )
+        )
     w("")
 
 
@@ -667,13 +718,7 @@ def parity_cost(w, by_key):
     """Mirrored against unmirrored, each mirrored run against the run of the
     same proxy just before it, so the machine's drift between scenarios
     does not count."""
-    pairs = {}
-    for t in PROXIES:
-        off = {r["round"]: r for r in by_key.get(("mirror-off", t), [])}
-        on = {r["round"]: r for r in by_key.get(("mirror", t), [])}
-        both = sorted(set(off) & set(on), key=int)
-        if both:
-            pairs[t] = [(off[r], on[r]) for r in both]
+    pairs = paired_runs(by_key, "mirror-off", "mirror")
     if not pairs:
         return
     w("## Cost of parity (mirroring at 100%)")
@@ -690,10 +735,6 @@ def parity_cost(w, by_key):
     w("| target | kept, per round | kept (median) | proxy CPU/req | machine/req | added user µs | added system µs | added rest µs |")
     w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 
-    # Per-run figures, None when the run lacks a field.
-    def field(name):
-        return lambda r: num(r.get(name))
-
     def user(r):
         cpu, sys = num(r.get("cpu_us_per_req")), num(r.get("sys_us_per_req"))
         return None if cpu is None or sys is None else cpu - sys
@@ -702,46 +743,29 @@ def parity_cost(w, by_key):
         machine, cpu = num(r.get("machine_us_per_req")), num(r.get("cpu_us_per_req"))
         return None if machine is None or cpu is None else machine - cpu
 
-    def rounds(rows, f, combine):
-        out = []
-        for off, on in rows:
-            a, b = f(on), f(off)
-            out.append(None if a is None or b is None else combine(a, b))
-        return out
-
-    def quotient(a, b):
-        return a / b if b else None
-
-    def difference(a, b):
-        return a - b
-
-    def med(values):
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
-
     rps, cpu, machine = field("rps"), field("cpu_us_per_req"), field("machine_us_per_req")
     for t, rows in pairs.items():
-        kept = rounds(rows, rps, quotient)
+        kept = per_round(rows, rps, quotient)
         w(
             "| %s | %s | %s | %s | %s | %s | %s | %s |"
             % (
                 t,
                 " / ".join("–" if k is None else "%.2f" % k for k in kept),
-                fmt(med(kept), 2),
-                fmt(med(rounds(rows, cpu, quotient)), 2),
-                fmt(med(rounds(rows, machine, quotient)), 2),
-                fmt(med(rounds(rows, user, difference)), 1),
-                fmt(med(rounds(rows, field("sys_us_per_req"), difference)), 1),
-                fmt(med(rounds(rows, rest, difference)), 1),
+                fmt(median_or_none(kept), 2),
+                fmt(median_or_none(per_round(rows, cpu, quotient)), 2),
+                fmt(median_or_none(per_round(rows, machine, quotient)), 2),
+                fmt(median_or_none(per_round(rows, user, difference)), 1),
+                fmt(median_or_none(per_round(rows, field("sys_us_per_req"), difference)), 1),
+                fmt(median_or_none(per_round(rows, rest, difference)), 1),
             )
         )
     w("")
     c = pairs.get("cutover")
     if c:
         # Keeping 60% means a mirrored request may cost the machine at most 1/0.6 of an unmirrored one.
-        off_machine = med([machine(off) for off, _ in c])
-        on_machine = med([machine(on) for _, on in c])
-        added_user = med(rounds(c, user, difference))
+        off_machine = median_or_none([machine(off) for off, _ in c])
+        on_machine = median_or_none([machine(on) for _, on in c])
+        added_user = median_or_none(per_round(c, user, difference))
         if off_machine and on_machine and added_user is not None:
             allowed = off_machine / 0.6 - off_machine
             spent = on_machine - off_machine
