@@ -181,10 +181,12 @@ fn is_sane_request_id(v: &HeaderValue) -> bool {
 
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n: u128 = rand::random();
+    let random = rand::random::<u128>().to_be_bytes();
     let mut text = [0u8; 32];
-    for (i, c) in text.iter_mut().enumerate() {
-        *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    // A byte at a time: shifting a u128 for each digit costs twice as much.
+    for (pair, byte) in text.chunks_exact_mut(2).zip(random) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     // Shared from the start: the id goes to the backend, the response and
     // the log, and cloning a copied `Bytes` would allocate again.
@@ -347,6 +349,25 @@ mod tests {
         let mut h = HeaderMap::new();
         let id = ensure_request_id(&mut h);
         assert_eq!(h.get("x-request-id"), Some(&id));
+    }
+
+    #[test]
+    fn new_request_ids_are_32_lower_case_hex_digits_and_differ() {
+        let ids: Vec<HeaderValue> = (0..64).map(|_| new_request_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id:?}");
+            assert!(
+                id.as_bytes().iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)),
+                "{id:?}"
+            );
+        }
+        let distinct: std::collections::HashSet<&[u8]> = ids.iter().map(HeaderValue::as_bytes).collect();
+        assert_eq!(distinct.len(), ids.len(), "every id is new");
+        // Every digit position takes more than one value: no half of the id is constant.
+        for pos in 0..32 {
+            let digits: std::collections::HashSet<u8> = ids.iter().map(|id| id.as_bytes()[pos]).collect();
+            assert!(digits.len() > 1, "digit {pos} never changes");
+        }
     }
 
     #[test]
