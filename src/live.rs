@@ -39,13 +39,15 @@ pub struct Changed {
     pub persist_error: Option<String>,
 }
 
-/// What a reload did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a reload did. The versions are those the decision was made
+/// against, under the lock that changes take: by the time the caller looks,
+/// a shift or rollback may have made another version live.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reloaded {
-    /// A new table is live.
-    Installed,
-    /// The files compile to the table already live.
-    Unchanged,
+    /// A new table is live, of this version.
+    Installed(String),
+    /// The files compile to the table already live, of this version.
+    Unchanged(String),
     /// The weight file changed again after the text was read (a shift or
     /// rollback wrote it meanwhile); the text was stale and is dropped.
     Superseded,
@@ -191,7 +193,7 @@ impl Live {
             }
         };
         if !force && version_hash(&config, &weights) == current.version {
-            return Ok(Reloaded::Unchanged);
+            return Ok(Reloaded::Unchanged(current.version.clone()));
         }
         if config.listeners != current.config.listeners || config.admin.addr != current.config.admin.addr {
             tracing::warn!("listener or admin addresses changed: they take effect after a restart");
@@ -219,7 +221,7 @@ impl Live {
                 tracing::warn!(error = %e, "cannot record the weight history");
             }
         }
-        Ok(Reloaded::Installed)
+        Ok(Reloaded::Installed(table.version.clone()))
     }
 
     fn reload_failed(&self, err: &ConfigError) {
@@ -362,4 +364,40 @@ impl Live {
 fn log_change(who: &str, why: &str, before: &NamedWeights, after: &NamedWeights) {
     let json = |w: &NamedWeights| serde_json::to_string(w).unwrap_or_default();
     tracing::info!(who, what = why, before = %json(before), after = %json(after), "weights changed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "listeners:\n  - { name: public, addr: \"127.0.0.1:0\" }\n\
+        admin: { addr: \"127.0.0.1:0\" }\nweights_file: weights.yaml\naccess_log: { path: off }\n\
+        backends:\n  legacy: { url: \"http://127.0.0.1:9\" }\n  new: { url: \"http://127.0.0.1:9\" }\n\
+        routes:\n  - { name: api, match: { path_prefix: / }, stable: legacy, backends: { legacy: {}, new: {} } }\n";
+    const HALF: &str = "api: { legacy: 50, new: 50 }\n";
+
+    #[test]
+    fn reloads_report_the_version_they_were_decided_against() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("cutover.yaml");
+        std::fs::write(&config_path, CONFIG).unwrap();
+        std::fs::write(dir.path().join("weights.yaml"), HALF).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        let weights = Weights::load(&config).unwrap();
+        let live = Live::new(config, weights, Arc::new(Metrics::new()));
+        let half = live.load().version.clone();
+
+        let unchanged = live.reload_texts(CONFIG.into(), Some(HALF.into()), false).unwrap();
+        assert_eq!(unchanged, Reloaded::Unchanged(half.clone()));
+
+        live.rollback("test", "rollback", &[], true, RollbackReason::Manual).unwrap();
+        let rolled_back = live.load().version.clone();
+        assert_ne!(rolled_back, half);
+        // Text the file held before the rollback is news again, and the
+        // reload names the version it made live.
+        std::fs::write(dir.path().join("weights.yaml"), HALF).unwrap();
+        let installed = live.reload_texts(CONFIG.into(), Some(HALF.into()), false).unwrap();
+        assert_eq!(installed, Reloaded::Installed(half.clone()));
+        assert_eq!(live.load().version, half);
+    }
 }

@@ -106,11 +106,14 @@ impl WatchTask {
             match tokio::task::spawn_blocking(move || live.reload_texts(config_text, Some(weights_text), false)).await {
                 // A newer write is on disk; its own event (or the poll) reads it.
                 Ok(Ok(Reloaded::Superseded)) => {}
-                Ok(Ok(outcome)) => {
-                    last_seen = Some((hash, self.live.load().version.clone()));
-                    if outcome == Reloaded::Installed
-                        && let Err(e) = self.watch_folders()
-                    {
+                // Paired with the version the reload saw, not the one live now:
+                // a shift or rollback right after it makes another version live,
+                // and a later edit of the file back to this text must not then
+                // look already acted on.
+                Ok(Ok(Reloaded::Unchanged(version))) => last_seen = Some((hash, version)),
+                Ok(Ok(Reloaded::Installed(version))) => {
+                    last_seen = Some((hash, version));
+                    if let Err(e) = self.watch_folders() {
                         tracing::warn!(error = %e, "cannot watch the config folders");
                     }
                 }
