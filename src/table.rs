@@ -10,7 +10,7 @@ use crate::config::{BackendSpec, Config, Weights};
 use crate::guard::RouteGuard;
 use crate::health::{BackendHealth, HealthRegistry};
 use crate::metrics::{Metrics, NO_ROUTE, RouteBackendMetrics};
-use crate::mirror::MirrorGate;
+use crate::mirror::{MirrorGate, OutcomeCounters};
 use crate::proxy::upstream::Upstream;
 use crate::split::Split;
 
@@ -30,6 +30,8 @@ pub struct LiveRoute {
     pub split: Split,
     /// Bounds the route's shadows in flight.
     pub mirror_gate: Arc<MirrorGate>,
+    /// When the route mirrors.
+    pub mirror_outcomes: Option<OutcomeCounters>,
     /// Sliding windows for automatic rollback, when the route has a guard.
     pub guard: Option<RouteGuard>,
     /// Parallel to the route's backends.
@@ -89,6 +91,7 @@ impl Table {
             .map(|(ri, route)| LiveRoute {
                 split: Split::from_basis_points(weights.route(ri)),
                 mirror_gate: Arc::default(),
+                mirror_outcomes: route.mirror.as_ref().map(|_| OutcomeCounters::new(metrics, &route.name)),
                 guard: route.guard.clone().map(|g| RouteGuard::new(g, route.backends.len())),
                 backends: route
                     .backends

@@ -20,6 +20,7 @@ use http_body::Body as _;
 use tokio::sync::oneshot;
 
 use crate::config::{MirrorSpec, RouteSpec};
+use crate::metrics::Metrics;
 use crate::proxy::body::RequestBody;
 use crate::proxy::upstream::Upstream;
 use crate::table::Table;
@@ -44,12 +45,59 @@ impl Drop for Permit {
     }
 }
 
+/// What became of a request its route would mirror: the `outcome` label of
+/// `cutover_mirror_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both answers arrived and were compared.
+    Compared,
+    /// Not mirrored: the route's `max_in_flight` shadows were already running.
+    Dropped,
+    /// Not mirrored or not compared: a body over the limits, or the primary
+    /// response never read to its end.
+    Skipped,
+    /// The shadow failed: no connection, a timeout or an invalid response.
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [Outcome::Compared, Outcome::Dropped, Outcome::Skipped, Outcome::Error];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Compared => "compared",
+            Outcome::Dropped => "dropped",
+            Outcome::Skipped => "skipped",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// A mirrored route's `cutover_mirror_requests_total` counters, resolved
+/// when the table is built: looking one up by its label values would hash
+/// them on every mirrored request.
+pub struct OutcomeCounters([prometheus::IntCounter; 4]);
+
+impl OutcomeCounters {
+    pub fn new(metrics: &Metrics, route: &str) -> OutcomeCounters {
+        OutcomeCounters(Outcome::ALL.map(|o| metrics.mirror_requests.with_label_values(&[route, o.label()])))
+    }
+}
+
+/// Counts what became of one request that route `route` of `table` would mirror.
+pub fn record_outcome(table: &Table, parity: &Parity, route: usize, outcome: Outcome) {
+    parity.count_outcome(&table.config.routes[route].name, outcome.label());
+    if let Some(counters) = &table.routes[route].mirror_outcomes {
+        counters.0[outcome as usize].inc();
+    }
+}
+
 /// Whether a request is mirrored.
 pub enum Admission {
     /// Not a candidate (route, method, sampling, or a backend outside the compared pair).
     No,
-    /// A candidate that was not mirrored; the label says why (`dropped`, `skipped`).
-    Refused(&'static str),
+    /// A candidate that was not mirrored, and why.
+    Refused(Outcome),
     Yes {
         shadow: usize,
         permit: Permit,
@@ -77,11 +125,11 @@ pub fn admit(
         return Admission::No;
     }
     if content_length.is_some_and(|n| n > spec.max_body_bytes as u64) {
-        return Admission::Refused("skipped");
+        return Admission::Refused(Outcome::Skipped);
     }
     if gate.in_flight.fetch_add(1, Ordering::AcqRel) >= spec.max_in_flight {
         gate.in_flight.fetch_sub(1, Ordering::AcqRel);
-        return Admission::Refused("dropped");
+        return Admission::Refused(Outcome::Dropped);
     }
     let noise = method.is_safe() && spec.noise_sample > 0.0 && rand::random::<f64>() < spec.noise_sample;
     Admission::Yes {
@@ -175,16 +223,15 @@ impl ShadowJob {
         let route = &table.config.routes[self.route];
         let spec = route.mirror.as_ref().expect("mirrored routes have a mirror spec");
         let outcome = self.exchange(route, spec).await;
-        self.parity.count_outcome(&route.name, outcome);
-        table.metrics.mirror_requests.with_label_values(&[&route.name, outcome]).inc();
+        record_outcome(&table, &self.parity, self.route, outcome);
     }
 
-    async fn exchange(&mut self, route: &RouteSpec, spec: &MirrorSpec) -> &'static str {
+    async fn exchange(&mut self, route: &RouteSpec, spec: &MirrorSpec) -> Outcome {
         let body = match self.body.take() {
             None => Bytes::new(),
             Some(rx) => match rx.await {
                 Ok(Some(b)) => b,
-                _ => return "skipped",
+                _ => return Outcome::Skipped,
             },
         };
         // Boxed: a task's future is moved several times as it is spawned, and
@@ -200,10 +247,10 @@ impl ShadowJob {
         };
         let (shadow, again) = tokio::join!(shadow, again);
         let Some(primary) = self.primary_capture().await else {
-            return "skipped";
+            return Outcome::Skipped;
         };
         let Ok(shadow) = shadow else {
-            return "error";
+            return Outcome::Error;
         };
         let rules = &spec.rules;
         if let Some(Ok(again)) = &again {
@@ -237,7 +284,7 @@ impl ShadowJob {
                 .with_label_values(&[&route.name, kind.label()])
                 .inc();
         }
-        "compared"
+        Outcome::Compared
     }
 
     async fn primary_capture(&mut self) -> Option<Captured> {

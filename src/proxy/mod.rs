@@ -319,8 +319,7 @@ impl Proxy {
             _ => Admission::No,
         };
         if let Admission::Refused(outcome) = admission {
-            self.live.parity.count_outcome(&route.name, outcome);
-            table.metrics.mirror_requests.with_label_values(&[&route.name, outcome]).inc();
+            mirror::record_outcome(table, &self.live.parity, ri, outcome);
         }
         // Kept for a retry: the target is built again for the other backend.
         let client_uri = retry.then(|| req.uri().clone());
