@@ -82,13 +82,18 @@ impl OutcomeCounters {
     pub fn new(metrics: &Metrics, route: &str) -> OutcomeCounters {
         OutcomeCounters(Outcome::ALL.map(|o| metrics.mirror_requests.with_label_values(&[route, o.label()])))
     }
+
+    fn count(&self, outcome: Outcome) {
+        // `ALL` lists the outcomes in declaration order.
+        self.0[outcome as usize].inc();
+    }
 }
 
 /// Counts what became of one request that route `route` of `table` would mirror.
 pub fn record_outcome(table: &Table, parity: &Parity, route: usize, outcome: Outcome) {
     parity.count_outcome(&table.config.routes[route].name, outcome.label());
     if let Some(counters) = &table.routes[route].mirror_outcomes {
-        counters.0[outcome as usize].inc();
+        counters.count(outcome);
     }
 }
 
@@ -359,8 +364,24 @@ async fn compare_off_thread(left: &Captured, right: &Captured, rules: &compare::
 
 #[cfg(test)]
 mod tests {
-    use super::Tap;
+    use super::{Metrics, Outcome, OutcomeCounters, Tap};
     use bytes::Bytes;
+
+    #[test]
+    fn every_outcome_counts_under_its_own_label() {
+        let metrics = Metrics::new();
+        let counters = OutcomeCounters::new(&metrics, "api");
+        for (times, outcome) in (1..).zip(Outcome::ALL) {
+            for _ in 0..times {
+                counters.count(outcome);
+            }
+        }
+        for (times, outcome) in (1..).zip(Outcome::ALL) {
+            let counted = metrics.mirror_requests.with_label_values(&["api", outcome.label()]).get();
+            assert_eq!(counted, times, "{outcome:?}");
+        }
+        assert_eq!(Outcome::ALL.map(Outcome::label), ["compared", "dropped", "skipped", "error"]);
+    }
 
     #[test]
     fn a_tap_sends_a_copy_of_the_whole_body_or_nothing_past_its_limit() {

@@ -183,7 +183,7 @@ fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let random = rand::random::<u128>().to_be_bytes();
     let mut text = [0u8; 32];
-    // A byte at a time: shifting a u128 for each digit costs twice as much.
+    // Two digits per byte of the draw.
     for (pair, byte) in text.chunks_exact_mut(2).zip(random) {
         pair[0] = HEX[usize::from(byte >> 4)];
         pair[1] = HEX[usize::from(byte & 0xf)];
