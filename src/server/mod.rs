@@ -138,7 +138,6 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
             .spawn(move || serving.run(index, sockets))
             .map_err(StartError::Thread)?;
     }
-    tracing::info!(addr = %admin_addr, "admin listening");
     let admin_task = tokio::spawn(admin_loop(admin_listener, live.clone()));
     if let Err(e) = crate::reload::spawn(live.clone(), shutdown.clone()) {
         tracing::warn!(error = %e, "cannot watch the config folders; reload with SIGHUP");
@@ -149,6 +148,9 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     tokio::spawn(run_guard(live.clone(), shutdown.clone()));
     tokio::spawn(close_expired_backend_connections(live.clone(), shutdown.clone()));
     live.set_ready(true);
+    // Logged once ready: whoever waits for this line (an operator, a
+    // supervisor, the tests) may probe `/readyz` and get 200 at once.
+    tracing::info!(addr = %admin_addr, "admin listening");
 
     let done = {
         let live = live.clone();
