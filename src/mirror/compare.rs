@@ -177,7 +177,9 @@ pub fn compare(left: &Captured, right: &Captured, rules: &CompareRules) -> Vec<D
         });
     }
     for name in &rules.headers {
-        if normalized_header(&left.headers, name).eq(normalized_header(&right.headers, name)) {
+        if same_bytes(&left.headers, &right.headers, name)
+            || normalized_header(&left.headers, name).eq(normalized_header(&right.headers, name))
+        {
             continue;
         }
         let (l, r) = (header_text(&left.headers, name), header_text(&right.headers, name));
@@ -215,6 +217,15 @@ pub fn compare(left: &Captured, right: &Captured, rules: &CompareRules) -> Vec<D
         }),
     }
     out
+}
+
+/// Whether both sides sent `name` with the very same values: the usual
+/// case, decided without normalising byte by byte.
+fn same_bytes(left: &http::HeaderMap, right: &http::HeaderMap, name: &http::HeaderName) -> bool {
+    left.get_all(name)
+        .iter()
+        .map(http::HeaderValue::as_bytes)
+        .eq(right.get_all(name).iter().map(http::HeaderValue::as_bytes))
 }
 
 /// A header's values as compared: lower case, without spaces, joined by
