@@ -421,7 +421,12 @@ impl Proxy {
             },
         };
         let retry_head = kept.as_ref().map(|_| (parts.method.clone(), parts.headers.clone()));
-        parts.headers.insert(header::HOST, upstream_host(spec, client_host.clone()));
+        // Usually the backend gets the client's own Host: then the header
+        // hyper parsed stays as it is, and the map is not touched again.
+        let host_as_sent = spec.host_header.is_none() && client_host.is_some() && parts.uri.authority().is_none();
+        if !host_as_sent {
+            parts.headers.insert(header::HOST, upstream_host(spec, client_host.clone()));
+        }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
 
