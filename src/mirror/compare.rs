@@ -229,8 +229,8 @@ fn same_bytes(left: &http::HeaderMap, right: &http::HeaderMap, name: &http::Head
 }
 
 /// A header's values as compared: lower case, without spaces, joined by
-/// commas. Every exchange is compared and nearly all agree, so equality is
-/// decided on this stream without building the text `header_text` shows.
+/// commas. Values that differ in their bytes are compared on this stream,
+/// without building the text `header_text` shows unless they differ here too.
 fn normalized_header<'a>(headers: &'a http::HeaderMap, name: &http::HeaderName) -> impl Iterator<Item = u8> + 'a {
     headers.get_all(name).iter().enumerate().flat_map(|(i, value)| {
         let comma = (i > 0).then_some(b',');
