@@ -132,6 +132,52 @@ pub fn check_parity_gate(
     }
 }
 
+/// Starts each warning appended to a change's reason in the history.
+pub const CHANGE_WARNING: &str = "; WARNING: ";
+
+/// Why the history records a weight-file edit. The edit is applied as
+/// written even where the parity gate would refuse a shift (editing the file
+/// is a deliberate operator act), but never silently: each route it raises
+/// toward a non-stable backend while parity is below `min_clean_share` is
+/// logged as a warning and named in the returned reason. `before` is the
+/// table the edit replaced; `clean` gives a route's measured parity.
+pub fn weight_file_change_reason(
+    config: &Config,
+    before: &NamedWeights,
+    next: &Weights,
+    clean: impl Fn(&str) -> Option<(f64, u64)>,
+) -> String {
+    let mut why = String::from("weight file changed");
+    let all_stable = Weights::all_stable(config);
+    for (ri, spec) in config.routes.iter().enumerate() {
+        // A route the previous table did not split counts as all on stable.
+        let prior = match before.get(spec.name.as_ref()) {
+            Some(old) => spec
+                .backends
+                .iter()
+                .map(|b| {
+                    old.get(b.spec.name.as_ref())
+                        .map_or(0, |&p| percent_to_basis_points(p).unwrap_or(0))
+                })
+                .collect(),
+            None => all_stable.route(ri).to_vec(),
+        };
+        let prior = next.with_route(ri, prior);
+        if let Err(ControlError::ParityBelowBar { route, measured, bar }) = check_parity_gate(config, &prior, next, ri, clean(&spec.name)) {
+            tracing::warn!(
+                route = %route,
+                parity = %measured,
+                bar = %format!("{bar:.2}% clean"),
+                "the weight file moves traffic to a backend whose parity is below min_clean_share; applied as written"
+            );
+            why.push_str(&format!(
+                "{CHANGE_WARNING}{route} raised while parity is {measured}, below the bar of {bar:.2}%"
+            ));
+        }
+    }
+    why
+}
+
 /// The indexes of the named routes (all routes when `all`).
 pub fn select_routes(config: &Config, routes: &[String], all: bool) -> Result<Vec<usize>, ControlError> {
     if all {
@@ -385,6 +431,43 @@ mod tests {
             "# Weights for the api migration.\n\n# moved by the on-call\napi: { legacy: 87.5, new: 12.5 }  # ticket OPS-1\nthree: { legacy: 100, new: 0, third: 0 }\n# end\n"
         );
         assert_eq!(Weights::parse(Path::new("w.yaml"), &text, &c).unwrap(), w);
+    }
+
+    #[test]
+    fn weight_file_edits_raising_new_below_the_parity_bar_are_named() {
+        let text = "listeners: [{name: p, addr: '127.0.0.1:0'}]\n\
+                    backends: {legacy: {url: 'http://127.0.0.1:1'}, new: {url: 'http://127.0.0.1:2'}}\n\
+                    routes:\n\
+                    - {name: api, match: {path_prefix: /api/}, backends: {legacy: {}, new: {}}, mirror: {to: new, min_clean_share: 0.99}}\n\
+                    - {name: web, match: {path_prefix: /}, backends: {legacy: {}, new: {}}}\n";
+        let c = Config::parse(Path::new("/tmp/cutover.yaml"), text.to_string()).unwrap();
+        let ten = shift(&c, &Weights::all_stable(&c), "api", &[("new".into(), 10.0)]).unwrap();
+        let before = named(&c, &ten);
+        let raised = shift(&c, &ten, "web", &[("new".into(), 50.0)]).unwrap();
+        let raised = shift(&c, &raised, "api", &[("new".into(), 30.0)]).unwrap();
+        let lowered = shift(&c, &ten, "api", &[("new".into(), 5.0)]).unwrap();
+        let dirty = |_: &str| Some((0.5, 40));
+
+        let why = weight_file_change_reason(&c, &before, &raised, dirty);
+        assert_eq!(
+            why,
+            "weight file changed; WARNING: api raised while parity is 50.00% clean over 40 compared requests, \
+             below the bar of 99.00%"
+        );
+        let why = weight_file_change_reason(&c, &before, &raised, |_| None);
+        assert!(
+            why.ends_with("api raised while parity is not measured yet, below the bar of 99.00%"),
+            "{why}"
+        );
+        // Clean enough, lowered, or a route without a bar: nothing to say.
+        assert_eq!(
+            weight_file_change_reason(&c, &before, &raised, |_| Some((0.995, 400))),
+            "weight file changed"
+        );
+        assert_eq!(weight_file_change_reason(&c, &before, &lowered, dirty), "weight file changed");
+        // A route the old table did not have counts as all on its stable backend.
+        let why = weight_file_change_reason(&c, &NamedWeights::new(), &ten, dirty);
+        assert!(why.contains("WARNING: api raised"), "{why}");
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Live {
             let entry = HistoryEntry {
                 time: control::now_rfc3339(),
                 who: "weight file".into(),
-                why: "weight file changed".into(),
+                why: control::weight_file_change_reason(&table.config, &before, &table.weights, |r| self.parity.clean_share(r)),
                 before,
                 after,
             };
