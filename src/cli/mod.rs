@@ -15,7 +15,14 @@ use cutover::demo;
 use cutover::server::{self, Running};
 
 #[derive(Parser)]
-#[command(name = "cutover", version, about = "A traffic-splitting reverse proxy for migrations")]
+#[command(
+    name = "cutover",
+    version,
+    about = "A traffic-splitting reverse proxy for migrations",
+    after_help = "Try `cutover demo` first.\n\n\
+                  `shift`, `rollback`, `undo`, `status` and `parity` talk to the running proxy's admin API;\n\
+                  when it is not running, `shift`, `rollback` and `undo` edit the weight file."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,11 +32,13 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Run {
+        /// Config file; its weight file is found relative to it.
         #[arg(short, long, default_value = "config/cutover.yaml")]
         config: PathBuf,
     },
     /// Validate the config and weight file; print the route table and splits.
     Check {
+        /// Config file; its weight file is found relative to it.
         #[arg(short, long, default_value = "config/cutover.yaml")]
         config: PathBuf,
     },
@@ -50,9 +59,10 @@ enum Command {
     },
     /// Set a route's weights, e.g. `cutover shift api new=25`.
     Shift {
+        /// The route to change, by its name in the config.
         route: String,
-        /// BACKEND=PERCENT pairs; with two backends, naming one gives the rest to the other.
-        #[arg(required = true, value_parser = control::parse_assignment)]
+        /// Each named backend's share in percent; with two backends, naming one gives the rest to the other.
+        #[arg(required = true, value_name = "BACKEND=PERCENT", value_parser = control::parse_assignment)]
         weights: Vec<(String, f64)>,
         /// Shift even though the route's measured parity is below its `min_clean_share`.
         #[arg(long)]
@@ -62,6 +72,7 @@ enum Command {
     },
     /// Parity report: how the backends' answers differ, by kind and JSON path, with samples.
     Parity {
+        /// Only this route (default: every route that mirrors traffic).
         route: Option<String>,
         /// Print the raw JSON report.
         #[arg(long)]
@@ -71,7 +82,9 @@ enum Command {
     },
     /// Send 100% of the named routes (or all) to their stable backend.
     Rollback {
+        /// The routes to roll back, by name.
         routes: Vec<String>,
+        /// Roll back every route.
         #[arg(long, conflicts_with = "routes")]
         all: bool,
         /// Why, for the log and the history.
@@ -85,7 +98,7 @@ enum Command {
         #[command(flatten)]
         target: control::Target,
     },
-    /// Live weights, request and error rates, reload state.
+    /// Live weights, request and error rates, health, the guard, last reload and last change.
     Status {
         #[command(flatten)]
         target: control::Target,
@@ -217,21 +230,23 @@ async fn run_demo(mut addrs: demo::Addresses) -> anyhow::Result<()> {
     println!(
         "\ncutover demo is running\n\
          \n  proxy         http://{proxy}/\
+         \n  dashboard     http://{admin}/\
          \n  metrics       http://{admin}/metrics\
          \n  legacy app    http://{legacy}/   (Django-style: paginated lists, integer ids)\
-         \n  new app       http://{new}/   (Flask-style: bare lists, string ids)\
+         \n  new app       http://{new}/   (Flask-style: bare lists, string ids, a renamed field)\
          \n  config        {config}\
-         \n\nTry:\
-         \n  curl -si http://{proxy}/api/users/                                # 90% legacy, 10% new\
-         \n  curl -si -H 'Authorization: Token alice' http://{proxy}/api/users/  # sticky per user\
-         \n  curl -si -H 'X-Cutover-Backend: new' http://{proxy}/api/users/    # pin a backend\
-         \n  curl -si -X POST http://{proxy}/api/auth/login/                   # rewritten to /auth/login/ on new\
+         \n\nTry (x-demo-backend says which app answered, x-demo-path the path it was asked for):\
+         \n  curl -si http://{proxy}/api/users/                                 # 90% legacy, 10% new\
+         \n  curl -si -H 'Authorization: Token alice' http://{proxy}/api/users/   # sticky per user\
+         \n  curl -si -H 'X-Cutover-Backend: new' http://{proxy}/api/users/     # pin a backend\
+         \n  curl -si -X POST -H 'X-Cutover-Backend: new' http://{proxy}/api/auth/login/  # new serves it at /auth/login/\
          \n  curl -s http://{admin}/metrics | grep cutover_requests_total\
-         \n\nEvery /api/ request is mirrored to the other backend and compared:\
-         \n  cutover parity --admin {admin}        # where legacy and new differ\
-         \n  cutover shift --admin {admin} api new=50 --force\
+         \n\nEvery /api/ request is mirrored to the other app and the answers compared:\
+         \n  cutover parity --admin {admin} api                  # where legacy and new differ\
+         \n  cutover shift --admin {admin} api new=50            # refused: parity is below min_clean_share\
+         \n  cutover shift --admin {admin} api new=50 --force    # move half the users anyway\
          \n  cutover status --admin {admin}\
-         \n  cutover rollback --admin {admin} api\
+         \n  cutover rollback --admin {admin} api                # everyone back on legacy\
          \n\nThe weight file {weights} is watched: edit it and the change applies at once.\
          \n(`cutover` is `cargo run --release --` until installed with `cargo install --path .`)\
          \nPress Ctrl-C to stop.\n",
@@ -243,4 +258,27 @@ async fn run_demo(mut addrs: demo::Addresses) -> anyhow::Result<()> {
     let result = serve_until_signalled(running).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn every_command_and_argument_has_a_help_line() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut missing = Vec::new();
+        for command in cli.get_subcommands() {
+            if command.get_about().is_none() {
+                missing.push(command.get_name().to_string());
+            }
+            for arg in command.get_arguments().filter(|a| a.get_help().is_none()) {
+                missing.push(format!("{} {}", command.get_name(), arg.get_id()));
+            }
+        }
+        assert!(missing.is_empty(), "no help line: {missing:?}");
+    }
 }
