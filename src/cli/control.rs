@@ -383,7 +383,15 @@ pub fn render_status(status: &Value) -> String {
     }
     if let Some(change) = status["last_change"].as_object() {
         let text = |k: &str| change.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-        let _ = writeln!(out, "last change: {} by {} at {}", text("why"), text("who"), text("time"));
+        let (why, who) = (text("why"), text("who"));
+        let mut parts = why.split(weights_control::CHANGE_WARNING);
+        let what = parts.next().unwrap_or_default();
+        // A reload's reason already names its source ("weight file changed").
+        let by = if what.contains(&who) { String::new() } else { format!(" by {who}") };
+        let _ = writeln!(out, "last change: {what}{by} at {}", text("time"));
+        for warning in parts {
+            let _ = writeln!(out, "  WARNING: {warning}");
+        }
     }
     let _ = writeln!(
         out,
@@ -474,5 +482,42 @@ impl AdminClient {
         } else {
             bail!("{} ({status})", value["error"].as_str().unwrap_or("request failed"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::render_status;
+
+    fn last_change(who: &str, why: &str) -> Vec<String> {
+        let status = json!({"last_change": {"time": "T", "who": who, "why": why}});
+        render_status(&status)
+            .lines()
+            .skip_while(|l| !l.starts_with("last change"))
+            .take_while(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn last_change_names_who_once_and_puts_warnings_on_their_own_lines() {
+        assert_eq!(
+            last_change("127.0.0.1:4000 (alice)", "shift api"),
+            ["last change: shift api by 127.0.0.1:4000 (alice) at T"]
+        );
+        assert_eq!(
+            last_change("weight file", "weight file changed"),
+            ["last change: weight file changed at T"]
+        );
+        assert_eq!(
+            last_change("weight file", "weight file changed; WARNING: api raised; WARNING: web raised"),
+            [
+                "last change: weight file changed at T",
+                "  WARNING: api raised",
+                "  WARNING: web raised"
+            ]
+        );
     }
 }
