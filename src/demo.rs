@@ -170,5 +170,9 @@ async fn serve(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     resp.headers_mut()
         .insert("x-demo-backend", header::HeaderValue::from_static(app.name()));
+    // The path as the app received it, so a rewrite by the proxy can be seen.
+    if let Ok(value) = header::HeaderValue::from_str(&path) {
+        resp.headers_mut().insert("x-demo-path", value);
+    }
     Ok(resp)
 }
