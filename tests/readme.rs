@@ -1,15 +1,16 @@
 //! The README works as written on a fresh clone: its quick start is run,
-//! command by command, against the real demo on the ports it documents, with
-//! real `curl`; the demo's banner keeps its promises; and the config the
-//! README lists is the one shipped.
+//! command by command, against the real demo, with real `curl`; the demo's
+//! banner keeps its promises; and the config the README lists is the one
+//! shipped.
 //!
-//! The demo binds fixed ports, so this file holds a single network test, and
-//! runs of it on one machine take turns through a lock file.
+//! The demo runs on free ports rather than its documented defaults (checked
+//! to be the README's), so that `cargo test` passes while a reader's demo
+//! still holds them; the README's addresses are swapped for the real ones.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -19,6 +20,9 @@ use common::{BIN, Proxy, get, within};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// How the README runs the binary before `cargo install`.
 const CARGO_RUN: &str = "cargo run --release --";
+/// The demo's default addresses, which the README uses.
+const README_PROXY: &str = "127.0.0.1:8080";
+const README_ADMIN: &str = "127.0.0.1:9901";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_quick_start_runs_as_written_against_the_demo() {
@@ -34,19 +38,31 @@ async fn readme_quick_start_runs_as_written_against_the_demo() {
     assert_eq!(setup, [format!("{CARGO_RUN} demo"), "cargo test".to_string()]);
     let tries = commands(&blocks[1]);
 
-    let _turn = within(300, take_turn()).await;
+    // The README's addresses are the demo's defaults.
+    let help = std::process::Command::new(BIN).args(["demo", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for default in [README_PROXY, README_ADMIN] {
+        assert!(
+            help.contains(&format!("[default: {default}]")),
+            "{default} is not a demo default:\n{help}"
+        );
+    }
+
     within(180, async {
-        for port in [8080, 9901, 18000, 19000] {
-            assert_port_free(port);
-        }
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = std::process::Command::new(BIN);
         cmd.args(setup[0].strip_prefix(CARGO_RUN).unwrap().split_whitespace());
+        for flag in ["--listen", "--admin", "--legacy", "--new"] {
+            cmd.args([flag, "127.0.0.1:0"]);
+        }
         cmd.env("TMPDIR", dir.path());
         // Dropping it (also when an assertion fails) kills the demo.
         let demo = Proxy::spawn(cmd, dir, PathBuf::new()).await;
-        assert_eq!(demo.admin, "127.0.0.1:9901".parse::<SocketAddr>().unwrap());
         demo.wait_stdout(|l| l.contains("Press Ctrl-C to stop.")).await;
+        let addrs = Addrs {
+            proxy: demo.addr(),
+            admin: demo.admin,
+        };
 
         let mut api_requests = 0;
         for step in &tries {
@@ -63,7 +79,7 @@ async fn readme_quick_start_runs_as_written_against_the_demo() {
                 .await;
             }
             let before = weights(&demo).await;
-            let out = run_shell(&step.command).await;
+            let out = run_shell(&addrs.localize(&step.command)).await;
             match words.as_slice() {
                 ["curl", ..] => {
                     let head = curl_ok(&step.command, &out);
@@ -134,7 +150,7 @@ async fn readme_quick_start_runs_as_written_against_the_demo() {
             }
         }
 
-        check_banner(&demo, &tries).await;
+        check_banner(&demo, &addrs, &tries).await;
         check_weight_file_edit(&demo).await;
     })
     .await;
@@ -142,7 +158,7 @@ async fn readme_quick_start_runs_as_written_against_the_demo() {
 
 /// The banner's curl commands show what their comments claim, and its
 /// `cutover` commands are the README's.
-async fn check_banner(demo: &Proxy, readme: &[Step]) {
+async fn check_banner(demo: &Proxy, addrs: &Addrs, readme: &[Step]) {
     let banner = demo.stdout_lines();
     let start = banner.iter().position(|l| l.starts_with("Try")).expect("a Try section");
     let readme_commands: Vec<&str> = readme.iter().map(|s| s.command.as_str()).collect();
@@ -150,7 +166,7 @@ async fn check_banner(demo: &Proxy, readme: &[Step]) {
     for line in &banner[start..] {
         let step = split_comment(line.trim());
         if step.command.starts_with("cutover ") {
-            let spelled = step.command.replacen("cutover", CARGO_RUN, 1);
+            let spelled = addrs.to_readme(&step.command.replacen("cutover", CARGO_RUN, 1));
             assert!(
                 readme_commands.contains(&spelled.as_str()),
                 "the banner's `{}` is not in the README",
@@ -214,7 +230,7 @@ async fn check_weight_file_edit(demo: &Proxy) {
         assert!(Instant::now() < deadline, "the edit of {} was not applied", path.display());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let out = run_shell(&format!("{CARGO_RUN} status --admin 127.0.0.1:9901")).await;
+    let out = run_shell(&format!("{CARGO_RUN} status --admin {}", demo.admin)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let mut lines = stdout.lines().skip_while(|l| !l.starts_with("last change:"));
@@ -324,6 +340,27 @@ fn code_blocks(text: &str, lang: &str) -> Vec<String> {
     blocks
 }
 
+/// Where the demo under test listens.
+struct Addrs {
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Addrs {
+    /// A README line, pointed at this demo.
+    fn localize(&self, line: &str) -> String {
+        line.replace(README_PROXY, &self.proxy.to_string())
+            .replace("localhost:8080", &format!("localhost:{}", self.proxy.port()))
+            .replace(README_ADMIN, &self.admin.to_string())
+    }
+
+    /// A banner line, with the README's addresses.
+    fn to_readme(&self, line: &str) -> String {
+        line.replace(&self.proxy.to_string(), README_PROXY)
+            .replace(&self.admin.to_string(), README_ADMIN)
+    }
+}
+
 /// Runs a README line with `sh` from the repository root, as a reader
 /// would after `cargo build --release`: `cargo run --release --` is the
 /// binary under test.
@@ -426,31 +463,5 @@ fn assert_comment_weights(comment: &str, live: &BTreeMap<String, f64>) {
         {
             assert_eq!(*now, percent, "the README says {comment:?}; live: {live:?}");
         }
-    }
-}
-
-fn assert_port_free(port: u16) {
-    if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
-        panic!("127.0.0.1:{port} is busy ({e}): the README's demo listens there; stop what holds it");
-    }
-    // `localhost` may reach [::1] first.
-    if let Err(e) = TcpListener::bind(("::1", port))
-        && e.kind() == std::io::ErrorKind::AddrInUse
-    {
-        panic!("[::1]:{port} is busy: `curl localhost:{port}` would not reach the demo");
-    }
-}
-
-/// Other checkouts on this machine run this test on the same ports: wait
-/// for their run to end.
-async fn take_turn() -> std::fs::File {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::create(std::env::temp_dir().join("cutover-readme-test.lock")).unwrap();
-    loop {
-        // SAFETY: a valid open descriptor; the lock ends when the file is closed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return file;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
