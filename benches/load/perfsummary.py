@@ -38,8 +38,11 @@ SYSCALLS = [
 
 # User samples: the kind of work of the leaf frame (first match wins).
 USER_KINDS = [
+    # glibc's malloc, Rust's allocation shims, and jemalloc as cutover links
+    # it (tikv-jemalloc-sys prefixes its symbols with `_rjem_`).
     (r"^(__libc_)?(malloc|free|cfree|calloc|realloc)(@.*)?$|^_int_(malloc|free|realloc)|unlink_chunk|"
-     r"malloc_consolidate|tcache|^__rust_(alloc|dealloc|realloc)|raw_vec|alloc::alloc::",
+     r"malloc_consolidate|tcache|^(__rustc::)?__rust_(alloc|dealloc|realloc)|raw_vec|alloc::alloc::|"
+     r"^_rjem_|tikv_jemallocator|^do_rallocx$",
      "allocation (malloc/free)"),
     (r"^__mem(move|cpy|set|cmp)|^memcpy|^memmove|bytes::bytes_mut::BytesMut::(extend|put)",
      "copying (memcpy/memmove)"),
@@ -88,7 +91,7 @@ FRAMES = [
 
 # Frames skipped when looking for who asked for an allocation or a copy.
 GLUE = re.compile(
-    r"^(__rust_|alloc::|<alloc::|core::ptr::|<core::|core::|hashbrown::raw|"
+    r"^(__rust_|__rustc::|_rjem_|do_rallocx|<?tikv_jemallocator|alloc::|<alloc::|core::ptr::|<core::|core::|hashbrown::raw|"
     r"<?bytes::bytes_mut::BytesMut(>::| as )?(reserve|extend|put|with_capacity|from)|"
     r"<?alloc::vec|<?alloc::raw_vec|std::alloc)"
 )
