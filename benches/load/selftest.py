@@ -13,6 +13,7 @@ tools that exist. Standard library only; no build, no load generated.
 Prints one line per check and exits 1 if any failed.
 """
 
+import argparse
 import http.server
 import os
 import re
@@ -241,6 +242,12 @@ def test_scripts_call_existing_tools():
 
 
 def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__.strip().splitlines()[0],
+        epilog="\n".join(__doc__.strip().splitlines()[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args()
     for test in [test_help, test_loadstats, test_procstat, test_syscounts, test_instructions,
                  test_perfsummary, test_report, test_idleconns, test_scripts_call_existing_tools]:
         test()
