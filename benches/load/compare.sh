@@ -176,41 +176,22 @@ instance_pids() {
     pgrep -P "$pid" 2>/dev/null || true
 }
 
-# "USER SYSTEM": utime and stime (clock ticks) summed over an instance's processes.
-cpu_ticks() {
-    local user=0 sys=0 p v
-    for p in $(instance_pids "$1"); do
-        # Fields after "pid (comm) ": 12 = utime, 13 = stime.
-        v=$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$p/stat" 2>/dev/null || true)
-        [ -n "$v" ] || continue
-        user=$((user + ${v% *}))
-        sys=$((sys + ${v#* }))
-    done
-    echo "$user $sys"
+# One line of key=value counters of an instance's processes and of the
+# machine (procstat.py --help): CPU ticks, context switches, RSS and its
+# peak, the machine's busy ticks. Read with `kv`.
+proc_sample() {
+    # shellcheck disable=SC2046
+    python3 "$HERE/procstat.py" $(instance_pids "$1")
 }
 
-# Context switches (voluntary and not) over all threads of an instance's processes.
-context_switches() {
-    local total=0 p v
-    for p in $(instance_pids "$1"); do
-        v=$(cat "/proc/$p/task/"*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }')
-        total=$((total + v))
-    done
-    echo "$total"
-}
-
-# Busy clock ticks of the whole machine (every process: load generator,
-# upstream and proxy), from /proc/stat: all but idle and iowait.
-machine_busy_ticks() {
-    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
-}
+# The growth of counter $1 between two proc_sample lines $2 and $3.
+growth() { echo $(($(kv "$1" "$3") - $(kv "$1" "$2"))); }
 
 # $1 clock ticks spent over $2 requests, in µs per request.
 us_per_request() {
     awk -v t="$1" -v hz="$CLK_TCK" -v r="$2" 'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / r; else print "" }'
 }
 
-# Sum of a /proc/PID/status field (kB) over an instance's processes.
 # RSS once the connections are idle: read every second until it stops
 # changing (within 1%), at most 10 s. Opening N connections is a burst; an
 # allocator that returns memory after it (cutover's jemalloc purges after
@@ -219,24 +200,18 @@ us_per_request() {
 settled_rss() {
     local prev now i
     sleep 1
-    prev=$(status_kb "$1" VmRSS)
+    prev=$(kv rss_kb "$(proc_sample "$1")")
     for i in $(seq 9); do
         sleep 1
-        now=$(status_kb "$1" VmRSS)
+        now=$(kv rss_kb "$(proc_sample "$1")")
         [ $((prev - now)) -le $((prev / 100)) ] && [ $((now - prev)) -le $((prev / 100)) ] && break
         prev=$now
     done
     echo "$now"
 }
 
-status_kb() {
-    local total=0 p v
-    for p in $(instance_pids "$1"); do
-        v=$(awk -v f="$2:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null || true)
-        total=$((total + ${v:-0}))
-    done
-    echo "$total"
-}
+# The value of key $1 in a line of key=value pairs $2.
+kv() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$2" | head -1; }
 
 port_free() { [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
@@ -462,56 +437,40 @@ upstream_counts() {
             index($1, l) { a = $2 } index($1, n) { b = $2 } END { print a + 0, b + 0 }'
 }
 
-kv() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$2" | head -1; }
-
 # $1 scenario, $2 target, $3 round, $4 instance, $5 url, $6 client (wrk|h2), $7 wrk script
 measure() {
     local scenario=$1 target=$2 round=$3 inst=$4 url=$5 client=$6 script=${7:-stats.lua}
-    local raw="$WORK/raw-$scenario-$target-$round.txt"
-    local before after t0 t1 m0 m1 s0 s1 requests rps p50 p99 p999 errors
+    local raw="$WORK/raw-$scenario-$target-$round.txt" h2log="$WORK/h2-$scenario-$target-$round.log"
+    local before after p0 p1 stats requests rps p50 p99 p999 errors
     before=$(upstream_counts)
-    t0=$(cpu_ticks "$inst")
-    m0=$(machine_busy_ticks)
-    s0=$(context_switches "$inst")
+    p0=$(proc_sample "$inst")
     if [ "$client" = wrk ]; then
         wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$HERE/$script" "$url" >"$raw" 2>&1 || true
-        local line
-        line=$(grep '^WRKSTATS' "$raw" || true)
-        [ -n "$line" ] || die "wrk failed for $scenario/$target: $(tail -3 "$raw")"
-        requests=$(kv requests "$line")
-        rps=$(awk -v r="$requests" -v d="$(kv duration_us "$line")" 'BEGIN { printf "%.1f", r / (d / 1e6) }')
-        p50=$(kv p50 "$line")
-        p99=$(kv p99 "$line")
-        p999=$(kv p999 "$line")
-        errors=$(($(kv socket_errors "$line") + $(kv non2xx "$line")))
     else
-        local h2log="$WORK/h2-$scenario-$target-$round.log"
         h2load -c"$CONNS" -m"$H2_STREAMS" -t"$WRK_THREADS" -D "$DURATION" --log-file="$h2log" "$url" >"$raw" 2>&1 || true
-        local summary
-        # "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
-        summary=$(grep '^requests:' "$raw" || true)
-        [ -n "$summary" ] || die "h2load failed for $scenario/$target: $(tail -3 "$raw")"
-        requests=$(awk '{ print $8 }' <<<"$summary")
-        # "failed" counts non-2xx/3xx answers and stream or connection errors.
-        errors=$(awk '{ print $10 }' <<<"$summary")
-        rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$raw")
-        local pct
-        pct=$(python3 "$HERE/benchtool.py" h2stats "$h2log")
-        p50=$(kv p50 "$pct")
-        p99=$(kv p99 "$pct")
-        p999=$(kv p999 "$pct")
+    fi
+    p1=$(proc_sample "$inst")
+    after=$(upstream_counts)
+    if [ "$client" = wrk ]; then
+        stats=$(python3 "$HERE/loadstats.py" wrk "$raw" 2>/dev/null) ||
+            die "wrk failed for $scenario/$target: $(tail -3 "$raw")"
+    else
+        stats=$(python3 "$HERE/loadstats.py" h2load "$raw" "$h2log" 2>/dev/null) ||
+            die "h2load failed for $scenario/$target: $(tail -3 "$raw")"
         rm -f "$h2log"
     fi
-    t1=$(cpu_ticks "$inst")
-    m1=$(machine_busy_ticks)
-    s1=$(context_switches "$inst")
-    after=$(upstream_counts)
+    requests=$(kv requests "$stats")
+    rps=$(kv rps "$stats")
+    p50=$(kv p50 "$stats")
+    p99=$(kv p99 "$stats")
+    p999=$(kv p999 "$stats")
+    errors=$(kv errors "$stats")
     local cpu sys machine switches rss new_pct
-    cpu=$(us_per_request "$(( ${t1% *} + ${t1#* } - ${t0% *} - ${t0#* } ))" "$requests")
-    sys=$(us_per_request "$(( ${t1#* } - ${t0#* } ))" "$requests")
-    machine=$(us_per_request "$((m1 - m0))" "$requests")
-    switches=$(awk -v n="$((s1 - s0))" -v r="$requests" 'BEGIN { if (r > 0) printf "%.3f", n / r }')
-    if [ "$target" = direct ]; then rss=""; else rss=$(status_kb "$inst" VmHWM); fi
+    cpu=$(us_per_request "$(($(growth user_ticks "$p0" "$p1") + $(growth sys_ticks "$p0" "$p1")))" "$requests")
+    sys=$(us_per_request "$(growth sys_ticks "$p0" "$p1")" "$requests")
+    machine=$(us_per_request "$(growth machine_ticks "$p0" "$p1")" "$requests")
+    switches=$(awk -v n="$(growth switches "$p0" "$p1")" -v r="$requests" 'BEGIN { if (r > 0) printf "%.3f", n / r }')
+    if [ "$target" = direct ]; then rss=""; else rss=$(kv hwm_kb "$p1"); fi
     new_pct=$(awk -v b="$before" -v a="$after" 'BEGIN {
         split(b, x, " "); split(a, y, " "); l = y[1] - x[1]; n = y[2] - x[2]
         if (l + n > 0) printf "%.1f", 100 * n / (l + n) }')
@@ -676,22 +635,7 @@ if has_scenario counts; then
             -p "$(instance_pids "$inst" | paste -sd,),${PID[upstream]}" -o "$WORK/counts-$t.csv" \
             -- sleep "$COUNT_SECONDS" >/dev/null 2>&1 || die "perf stat failed for $t"
         wait "$load" 2>/dev/null || true
-        awk -F, -v t="$t" -v up="$up_tids" '
-            BEGIN { split(up, list, " "); for (i in list) upstream[list[i]] = 1 }
-            /^#/ || NF < 4 { next }
-            {
-                tid = $1; sub(/^.*-/, "", tid)
-                if ($2 !~ /^[0-9]+$/) next
-                if (tid in upstream) { if ($4 == "syscalls:sys_enter_writev") r += $2; next }
-                n[$4] += $2
-            }
-            END {
-                w = n["syscalls:sys_enter_write"] + n["syscalls:sys_enter_writev"] + n["syscalls:sys_enter_sendto"] + n["syscalls:sys_enter_sendmsg"]
-                rd = n["syscalls:sys_enter_read"] + n["syscalls:sys_enter_readv"] + n["syscalls:sys_enter_recvfrom"] + n["syscalls:sys_enter_recvmsg"]
-                e = n["syscalls:sys_enter_epoll_wait"] + n["syscalls:sys_enter_epoll_pwait"]
-                printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", t, r, n["raw_syscalls:sys_enter"], w, rd, e,
-                    n["syscalls:sys_enter_futex"], n["cutover_bench:malloc"], n["cutover_bench:free"], n["cutover_bench:realloc"]
-            }' "$WORK/counts-$t.csv" >>"$COUNTS"
+        python3 "$HERE/syscounts.py" --upstream-tids "$up_tids" "$t" "$WORK/counts-$t.csv" >>"$COUNTS"
         log "  $t: $(tail -1 "$COUNTS" | awk -F'\t' '{ if ($2 > 0) printf "%.1f syscalls, %.1f mallocs per request", $3 / $2, $8 / $2 }')"
     done
     perf probe -q -d 'cutover_bench:*' >/dev/null 2>&1 || true
@@ -746,9 +690,9 @@ if has_scenario instructions; then
         callgrind_control -d "${PID[$inst]}" >/dev/null
         stop_instance "$inst"
         # The dump on request is the first part; the rest of the run (shutdown) is not counted.
-        python3 "$HERE/benchtool.py" callgrind "$t" "$INSTR_REQUESTS" "$cg.1" "$ROOT/src/" >>"$INSTR"
+        python3 "$HERE/instructions.py" by-crate "$t" "$INSTR_REQUESTS" "$cg.1" "$ROOT/src/" >>"$INSTR"
         if [ "$t" = cutover ]; then
-            python3 "$HERE/benchtool.py" callgrind-top "$INSTR_REQUESTS" "$cg.1" "$ROOT/src/" 20 >"$INSTR_TOP"
+            python3 "$HERE/instructions.py" top "$INSTR_REQUESTS" "$cg.1" "$ROOT/src/" 20 >"$INSTR_TOP"
         fi
         log "  $t: $(tail -1 "$INSTR" | awk -F'\t' '{ printf "%.0f instructions per request", $3 / $2 }')"
     done
@@ -770,10 +714,10 @@ if has_scenario idle; then
             start_proxy "$proxy" "$inst" base "$port"
             for _ in $(seq 20); do curl -fsS -o /dev/null "http://127.0.0.1:$port/small"; done
             sleep 0.5
-            rss0=$(status_kb "$inst" VmRSS)
+            rss0=$(kv rss_kb "$(proc_sample "$inst")")
             ready="$WORK/idle-ready" release="$WORK/idle-release"
             rm -f "$ready" "$release"
-            python3 "$HERE/benchtool.py" idle 127.0.0.1 "$port" "$n" "$ready" "$release" 120 \
+            python3 "$HERE/idleconns.py" --timeout 120 127.0.0.1 "$port" "$n" "$ready" "$release" \
                 >"$WORK/idle-client.log" 2>&1 &
             client=$!
             BG_PIDS+=("$client")
@@ -814,7 +758,8 @@ ELAPSED=$(($(date +%s) - START_TIME))
     echo "load=$START_LOAD at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15-minute load averages; above ~0.5 at the start means something else was running)"
 } >"$WORK/meta.txt"
 mkdir -p "$(dirname "$OUT")"
-python3 "$HERE/benchtool.py" report "$RESULTS" "$IDLE" "$WORK/meta.txt" "$OUT" "$COUNTS" "$NOTES" "$INSTR" "$INSTR_TOP"
+python3 "$HERE/report.py" --results "$RESULTS" --idle "$IDLE" --meta "$WORK/meta.txt" --counts "$COUNTS" \
+    --notes "$NOTES" --instructions "$INSTR" --instructions-top "$INSTR_TOP" "$OUT"
 cp "$RESULTS" "${OUT%.md}.tsv"
 has_scenario idle && cp "$IDLE" "${OUT%.md}-idle.tsv"
 has_scenario counts && cp "$COUNTS" "${OUT%.md}-counts.tsv"

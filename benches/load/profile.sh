@@ -70,7 +70,7 @@ perf report -i "$OUT/perf.data" --stdio --no-children --percent-limit 1 \
     -g caller,0.5,callee,function,percent --sort symbol 2>/dev/null |
     sed 's/ *$//' >"$OUT/report-callers.txt"
 perf script -i "$OUT/perf.data" -F comm,tid,ip,sym,dso --no-inline >"$OUT/script.txt" 2>/dev/null
-python3 "$ROOT/benches/load/benchtool.py" perfsummary "$OUT/script.txt" >"$OUT/summary.md"
+python3 "$ROOT/benches/load/perfsummary.py" "$OUT/script.txt" >"$OUT/summary.md"
 grep WRKSTATS "$OUT/wrk.txt" || true
 cat "$OUT/summary.md"
 echo

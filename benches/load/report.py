@@ -1,327 +1,23 @@
 #!/usr/bin/env python3
-"""Helpers for compare.sh (standard library only).
+"""report.py: writes the Markdown report of a compare.sh run (benches/load/results.md).
 
-  benchtool.py h2stats LOGFILE
-      Latency percentiles (microseconds) from an h2load --log-file:
-      prints "p50=.. p99=.. p999=..".
+  report.py --results TSV --idle TSV --meta FILE [--counts TSV] [--notes TSV]
+            [--instructions TSV] [--instructions-top TSV] OUT_MD
 
-  benchtool.py idle HOST PORT N READY_FILE RELEASE_FILE [TIMEOUT_S]
-      Opens N keep-alive connections, sends one GET /small on each and reads
-      the whole response, writes "OPEN N" to READY_FILE, then holds the
-      connections idle until RELEASE_FILE exists (or TIMEOUT_S passes).
-
-  benchtool.py report RESULTS_TSV IDLE_TSV META_FILE OUT_MD [COUNTS_TSV [NOTES_TSV [INSTR_TSV [TOP_TSV]]]]
-      Writes the Markdown report: medians of the rounds, ratios, the CPU
-      budget of the small scenario, idle memory, per-request system call,
-      allocation and instruction counts, and notes (targets that could not
-      run a scenario) when given.
-
-  benchtool.py callgrind TARGET REQUESTS CALLGRIND_OUT SOURCE_DIR
-      One row of instructions.tsv: the instructions counted in a callgrind
-      dump, and their split by the crate (or library) whose code ran, read
-      from the debug information's file names (SOURCE_DIR is cutover's src/).
-
-  benchtool.py callgrind-top REQUESTS CALLGRIND_OUT SOURCE_DIR COUNT
-      The COUNT functions of a callgrind dump that executed the most
-      instructions of their own (code inlined into them included), per
-      request, each with the crate whose code ran most in it (a TSV).
-
-  benchtool.py perfsummary PERF_SCRIPT_OUTPUT
-      Groups the samples of `perf script -F comm,tid,ip,sym,dso --no-inline`
-      (recorded with call graphs): kernel time by system call, user time by
-      kind of work (allocation, copying, hashing, formatting, locking, ...),
-      and inclusive shares of chosen frames.
+Reads the raw rows compare.sh collected and writes OUT_MD: the run's
+settings (--meta, `key=value` lines), one table per scenario with the
+medians of the rounds, the ratios of cutover to each peer, the CPU budget
+of the small scenario, the paired costs of 1,000 routes and of mirroring,
+idle memory per connection, system calls and allocations per request, and
+instructions per request; notes (--notes: scenario, target, note) say why
+a target could not run a scenario. Missing optional inputs leave their
+sections out.
 """
 
 import os
-import re
-import resource
-import selectors
-import socket
 import statistics
-import sys
-import time
 
-
-# ---------------------------------------------------------------- h2stats
-
-
-def percentile(sorted_values, p):
-    """Nearest-rank percentile, as wrk and h2load compute them."""
-    if not sorted_values:
-        return 0
-    rank = max(1, int(round(p / 100.0 * len(sorted_values) + 0.5)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def h2stats(path):
-    durations = []
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3:
-                durations.append(int(parts[2]))
-    durations.sort()
-    print(
-        "p50=%d p99=%d p999=%d"
-        % (
-            percentile(durations, 50),
-            percentile(durations, 99),
-            percentile(durations, 99.9),
-        )
-    )
-
-
-# ------------------------------------------------------------------- idle
-
-
-def raise_nofile(wanted):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def response_complete(buf):
-    head_end = buf.find(b"\r\n\r\n")
-    if head_end < 0:
-        return False
-    length = 0
-    for line in buf[:head_end].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    return len(buf) >= head_end + 4 + length
-
-
-def open_batch(host, port, count, request, deadline):
-    """Opens `count` connections concurrently, one request/response each."""
-    sel = selectors.DefaultSelector()
-    socks = []
-    state = {}
-    for _ in range(count):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
-        s.connect_ex((host, port))
-        sel.register(s, selectors.EVENT_WRITE)
-        state[s] = b""
-        socks.append(s)
-    pending = len(socks)
-    while pending:
-        if time.monotonic() > deadline:
-            raise SystemExit("idle: timed out opening connections")
-        for key, events in sel.select(timeout=1.0):
-            s = key.fileobj
-            if events & selectors.EVENT_WRITE:
-                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    raise SystemExit("idle: connect failed: %s" % os.strerror(err))
-                s.sendall(request)
-                sel.modify(s, selectors.EVENT_READ)
-            elif events & selectors.EVENT_READ:
-                data = s.recv(65536)
-                if not data:
-                    raise SystemExit("idle: the server closed a connection")
-                state[s] += data
-                if response_complete(state[s]):
-                    sel.unregister(s)
-                    pending -= 1
-    sel.close()
-    return socks
-
-
-def idle(host, port, n, ready_file, release_file, timeout_s=120.0):
-    raise_nofile(n + 256)
-    request = ("GET /small HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (host, port)).encode()
-    deadline = time.monotonic() + timeout_s
-    held = []
-    while len(held) < n:
-        held += open_batch(host, port, min(500, n - len(held)), request, deadline)
-    with open(ready_file, "w") as f:
-        f.write("OPEN %d\n" % len(held))
-    while not os.path.exists(release_file) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for s in held:
-        s.close()
-
-
-# ------------------------------------------------------------ perfsummary
-
-# Kernel samples: the system call they were made under (first match wins).
-SYSCALLS = [
-    ("writev", "send: writev/write/sendmsg"),
-    ("sys_write", "send: writev/write/sendmsg"),
-    ("sendmsg", "send: writev/write/sendmsg"),
-    ("sendto", "send: writev/write/sendmsg"),
-    ("recvfrom", "receive: read/recv"),
-    ("recvmsg", "receive: read/recv"),
-    ("sys_read", "receive: read/recv"),
-    ("ksys_read", "receive: read/recv"),
-    ("epoll_wait", "epoll_wait"),
-    ("epoll_pwait", "epoll_wait"),
-    ("epoll_ctl", "epoll_ctl"),
-    ("futex", "futex (wake / park a thread)"),
-    ("sched_yield", "sched_yield"),
-    ("accept", "accept/connect/close"),
-    ("connect", "accept/connect/close"),
-    ("sys_close", "accept/connect/close"),
-]
-
-# User samples: the kind of work of the leaf frame (first match wins).
-USER_KINDS = [
-    (r"^(__libc_)?(malloc|free|cfree|calloc|realloc)(@.*)?$|^_int_(malloc|free|realloc)|unlink_chunk|"
-     r"malloc_consolidate|tcache|^__rust_(alloc|dealloc|realloc)|raw_vec|alloc::alloc::",
-     "allocation (malloc/free)"),
-    (r"^__mem(move|cpy|set|cmp)|^memcpy|^memmove|bytes::bytes_mut::BytesMut::(extend|put)",
-     "copying (memcpy/memmove)"),
-    (r"Hasher|hash_one|hash_elem_using|siphash|fnv|core::hash::", "hashing"),
-    (r"core::fmt|alloc::fmt|to_string|Display>::fmt|Debug>::fmt", "formatting (core::fmt)"),
-    (r"pthread_mutex|lll_lock|parking_lot|std::sync::.*(mutex|Mutex|rwlock|RwLock|once)|"
-     r"futex|Notify|semaphore|AtomicWaker", "locking / thread sync"),
-    (r"^prometheus::", "metrics (prometheus)"),
-    (r"^httparse::|h1::role::Server as .*::parse|h1::role::Client as .*::parse|"
-     r"h1::role::.*encode|h1::role::", "HTTP/1 parse + encode (hyper, httparse)"),
-    (r"^<?http::header::|<http::header::|http::header::map", "header map operations (http)"),
-    (r"^<?cutover::|<cutover::", "cutover's own code"),
-    (r"^__GI___(writev|read|recv)|^__libc_(recv|read|write|send)|^__GI___pthread_(en|dis)able_asynccancel|"
-     r"^(epoll_wait|syscall)$", "system call wrappers (libc)"),
-    (r"^bytes::|Arc<T,A>::drop_slow|drop_in_place<http::uri", "reference counting (Bytes, Arc)"),
-    (r"hyper_util::client::legacy|hyper::client::", "upstream client (hyper-util legacy)"),
-    (r"tokio::|mio::|tokio_util::", "tokio runtime + I/O driver"),
-    (r"hyper|want::|futures_", "hyper other (dispatch, bodies)"),
-    (r"^clock_gettime|vdso|^__vdso", "clock reads"),
-]
-
-# Inclusive shares: samples whose stack holds a frame containing the text.
-FRAMES = [
-    ("cutover::proxy::Proxy::serve", "Proxy::serve (whole request path in cutover)"),
-    ("hyper_util::client::legacy::client::Client<C,B>::send_request",
-     "upstream client send_request (pool checkout + hand-off)"),
-    ("hyper::client::conn::http1", "upstream connection task (hyper client)"),
-    ("hyper_util::client::legacy::pool", "connection pool (hyper-util legacy)"),
-    ("<cutover::proxy::body::Exchange as core::ops::drop::Drop>::drop",
-     "Exchange::drop (metrics + access log)"),
-    ("prometheus::", "prometheus"),
-    ("cutover::proxy::headers::", "cutover::proxy::headers (rewrites)"),
-    ("cutover::routing::", "cutover::routing (matching, normalisation)"),
-    ("h1::role::Server as hyper::proto::h1::Http1Transaction>::parse",
-     "request head parsing (hyper server)"),
-    ("h1::role::Server as hyper::proto::h1::Http1Transaction>::encode",
-     "response head encoding (hyper server)"),
-    ("h1::role::Client as hyper::proto::h1::Http1Transaction>::encode",
-     "request head encoding (hyper client)"),
-    ("h1::role::Client as hyper::proto::h1::Http1Transaction>::parse",
-     "response head parsing (hyper client)"),
-    ("tokio::runtime::task::raw::schedule", "task scheduling (wakes)"),
-    ("tokio::runtime::scheduler::multi_thread::park", "worker park / unpark"),
-]
-
-
-# Frames skipped when looking for who asked for an allocation or a copy.
-GLUE = re.compile(
-    r"^(__rust_|alloc::|<alloc::|core::ptr::|<core::|core::|hashbrown::raw|"
-    r"<?bytes::bytes_mut::BytesMut(>::| as )?(reserve|extend|put|with_capacity|from)|"
-    r"<?alloc::vec|<?alloc::raw_vec|std::alloc)"
-)
-
-
-def first_caller(frames):
-    """The first frame above the leaf that is neither libc nor allocation glue."""
-    for sym, dso in frames[1:]:
-        if "libc" in dso or "kernel" in dso or GLUE.search(sym):
-            continue
-        return sym[:110]
-    return "?"
-
-
-def perf_samples(path):
-    """Yields each sample's frames as (symbol, dso), leaf first."""
-    frames = []
-    with open(path, errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                if frames:
-                    yield frames
-                frames = []
-                continue
-            if not line[0].isspace():
-                continue  # the sample header: comm tid
-            parts = line.strip().split(" ", 1)
-            if len(parts) < 2:
-                continue
-            rest = parts[1]
-            dso = ""
-            if rest.endswith(")") and " (" in rest:
-                rest, dso = rest.rsplit(" (", 1)
-                dso = dso[:-1]
-            sym = re.sub(r"\+0x[0-9a-f]+$", "", rest)
-            frames.append((sym, dso))
-    if frames:
-        yield frames
-
-
-def perfsummary(path):
-    total = 0
-    kernel = {}
-    user = {}
-    inclusive = {label: 0 for _, label in FRAMES}
-    alloc_callers = {}
-    copy_callers = {}
-    compiled = [(re.compile(p), label) for p, label in USER_KINDS]
-    for frames in perf_samples(path):
-        total += 1
-        leaf_sym, leaf_dso = frames[0]
-        if "kernel" in leaf_dso:
-            label = "kernel, no system call (interrupts, scheduler)"
-            for sym, dso in frames:
-                if "kernel" not in dso:
-                    break
-                hit = next((lab for key, lab in SYSCALLS if key in sym), None)
-                if hit:
-                    label = hit
-                    break
-            kernel[label] = kernel.get(label, 0) + 1
-        else:
-            label = next((lab for rx, lab in compiled if rx.search(leaf_sym)), None)
-            if label is None:
-                label = "other user code" if leaf_sym != "[unknown]" else "unknown (no symbol)"
-            user[label] = user.get(label, 0) + 1
-            if label.startswith("allocation"):
-                who = first_caller(frames)
-                alloc_callers[who] = alloc_callers.get(who, 0) + 1
-            elif label.startswith("copying"):
-                who = first_caller(frames)
-                copy_callers[who] = copy_callers.get(who, 0) + 1
-        seen = set()
-        for sym, _ in frames:
-            for key, lab in FRAMES:
-                if lab not in seen and key in sym:
-                    seen.add(lab)
-        for lab in seen:
-            inclusive[lab] += 1
-    if not total:
-        print("no samples")
-        return
-
-    def table(title, counts, base):
-        print("| %s | share of all samples |" % title)
-        print("| --- | ---: |")
-        for label, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-            print("| %s | %.1f%% |" % (label, 100.0 * n / base))
-        print()
-
-    k, u = sum(kernel.values()), sum(user.values())
-    print("%d samples: kernel %.1f%%, user space %.1f%%" % (total, 100.0 * k / total, 100.0 * u / total))
-    print()
-    table("kernel time, by system call", kernel, total)
-    table("user time, by kind of work (self time of the leaf frame)", user, total)
-    table("inclusive: samples with this frame on the stack", {k: v for k, v in inclusive.items() if v}, total)
-    top = lambda d: dict(sorted(d.items(), key=lambda kv: -kv[1])[:8])
-    table("allocation samples, by the code that allocated or freed", top(alloc_callers), total)
-    table("copy samples (memcpy/memmove), by the code that copied", top(copy_callers), total)
-
-
-# ----------------------------------------------------------------- report
+from benchlib import arg_parser, run
 
 PROXIES = ["cutover", "nginx", "haproxy"]
 TARGETS = PROXIES + ["direct"]
@@ -338,122 +34,6 @@ SCENARIOS = [
      "(`new %` is the share of upstream requests that were shadow copies: 50% means every request "
      "was mirrored)"),
 ]
-
-
-# -------------------------------------------------------------- callgrind
-
-# Crates grouped by the part of a proxy they are.
-CRATE_GROUPS = [
-    ("hyper (HTTP/1 server and client, dispatch)", ("hyper", "hyper-util", "want", "try-lock")),
-    ("httparse (HTTP/1 head parsing)", ("httparse",)),
-    ("http (header maps, URIs)", ("http", "http-body", "http-body-util")),
-    ("tokio (runtime, I/O driver, timers, channels)", ("tokio", "tokio-util", "mio")),
-    ("bytes (buffers)", ("bytes",)),
-    ("cutover (routing, split, headers, pool, metrics)", ("cutover",)),
-    ("prometheus and other crates", None),
-    ("Rust standard library (not inlined into one of the above)", ("std",)),
-    ("allocator (jemalloc)", ("jemalloc", "tikv-jemallocator")),
-    ("libc (memcpy, system call wrappers)", ("libc",)),
-]
-
-
-def crate_of(path, source_dir):
-    if path.startswith(source_dir):
-        return "cutover"
-    m = re.search(r"/registry/src/[^/]+/([^/]+)/", path)
-    if m:
-        return re.sub(r"-\d+\.\d+\.\d+.*$", "", m.group(1))
-    if path.startswith("/rustc/"):
-        return "std"
-    if "jemalloc" in path:
-        return "jemalloc"
-    if path.startswith("./") or "sysdeps" in path or "glibc" in path:
-        return "libc"
-    return "other"
-
-
-def crate_in_name(function):
-    """The first crate named in a function's path other than the standard library's."""
-    for m in re.finditer(r"(?:^|[<(&*, ])([a-z_][a-z0-9_]*)::", function):
-        if m.group(1) not in ("core", "alloc", "std"):
-            return m.group(1).replace("_", "-")
-    return "std"
-
-
-def callgrind_costs(out_file, source_dir):
-    """The self costs of a callgrind dump: (function, crate, instructions).
-
-    Cost lines follow `fl=`/`fi=`/`fe=` (the file of the code that ran,
-    inlined code included) and `fn=` records; the line after `calls=` is the
-    inclusive cost of a call and is skipped. Standard-library code inlined
-    into a function (moves, drops, Option and Vec methods) counts for the
-    crate the function belongs to."""
-    names = {"file": {}, "fn": {}}
-    crate = function = "other"
-    skip_next = False
-
-    def name_of(kind, value):
-        m = re.match(r"\((\d+)\)(?: (.*))?$", value)
-        if not m:
-            return value
-        if m.group(2) is not None:
-            names[kind][m.group(1)] = m.group(2)
-        return names[kind].get(m.group(1), "?")
-
-    with open(out_file) as f:
-        for line in f:
-            if line[:1].isdigit() or line[:1] in "+-*":
-                if skip_next:
-                    skip_next = False
-                    continue
-                parts = line.split()
-                if len(parts) >= 2 and parts[1].isdigit():
-                    owner = crate_in_name(function) if crate == "std" else crate
-                    yield function, owner, int(parts[1])
-                continue
-            key, _, value = line.rstrip("\n").partition("=")
-            if key in ("fl", "fi", "fe"):
-                crate = crate_of(name_of("file", value), source_dir)
-            elif key in ("cfi", "cfl"):
-                name_of("file", value)  # names are defined where first used, calls included
-            elif key == "fn":
-                function = name_of("fn", value)
-            elif key == "cfn":
-                name_of("fn", value)
-            elif key == "calls":
-                skip_next = True
-
-
-def callgrind(target, requests, out_file, source_dir):
-    """One row of instructions.tsv: the dump's total and its split by crate."""
-    by_crate = {}
-    total = 0
-    for _, owner, cost in callgrind_costs(out_file, source_dir):
-        total += cost
-        by_crate[owner] = by_crate.get(owner, 0) + cost
-    known = {c for _, crates in CRATE_GROUPS if crates for c in crates}
-    groups = []
-    for label, crates in CRATE_GROUPS:
-        if crates is None:
-            n = sum(v for c, v in by_crate.items() if c not in known)
-        else:
-            n = sum(by_crate.get(c, 0) for c in crates)
-        groups.append("%s=%d" % (label, n))
-    print("%s\t%d\t%d\t%s" % (target, int(requests), total, ";".join(groups)))
-
-
-def callgrind_top(requests, out_file, source_dir, count):
-    """The functions that executed the most instructions of their own, per request."""
-    by_function = {}
-    for function, owner, cost in callgrind_costs(out_file, source_dir):
-        owners = by_function.setdefault(function, {})
-        owners[owner] = owners.get(owner, 0) + cost
-    print("function\tcrate\tper_request")
-    ranked = sorted(by_function.items(), key=lambda item: -sum(item[1].values()))[: int(count)]
-    for function, owners in ranked:
-        # The crate whose code ran most inside the function (inlined code included).
-        crate = max(owners.items(), key=lambda item: item[1])[0]
-        print("%s\t%s\t%.0f" % (function.replace("\t", " "), crate, sum(owners.values()) / float(requests)))
 
 
 def read_tsv(path):
@@ -962,28 +542,19 @@ def instructions_table(w, instr_rows, top_rows=(), kind="base"):
 
 
 def main(argv):
-    if len(argv) < 2:
-        print(__doc__)
-        return 2
-    cmd, args = argv[1], argv[2:]
-    if cmd == "h2stats" and len(args) == 1:
-        h2stats(args[0])
-    elif cmd == "idle" and len(args) in (5, 6):
-        timeout = float(args[5]) if len(args) == 6 else 120.0
-        idle(args[0], int(args[1]), int(args[2]), args[3], args[4], timeout)
-    elif cmd == "report" and len(args) in (4, 5, 6, 7, 8):
-        report(*args)
-    elif cmd == "callgrind" and len(args) == 4:
-        callgrind(*args)
-    elif cmd == "callgrind-top" and len(args) == 4:
-        callgrind_top(*args)
-    elif cmd == "perfsummary" and len(args) == 1:
-        perfsummary(args[0])
-    else:
-        print(__doc__)
-        return 2
-    return 0
+    parser = arg_parser(__doc__)
+    parser.add_argument("--results", required=True, metavar="TSV", help="results.tsv: one row per load run")
+    parser.add_argument("--idle", required=True, metavar="TSV", help="idle.tsv: one row per idle-connection test")
+    parser.add_argument("--meta", required=True, metavar="FILE", help="the run's settings, key=value lines")
+    parser.add_argument("--counts", metavar="TSV", help="counts.tsv (syscounts.py rows)")
+    parser.add_argument("--notes", metavar="TSV", help="notes.tsv: scenario, target, note")
+    parser.add_argument("--instructions", metavar="TSV", help="instructions.tsv (instructions.py by-crate rows)")
+    parser.add_argument("--instructions-top", metavar="TSV", help="instructions.py top output for cutover")
+    parser.add_argument("out_md", metavar="OUT_MD")
+    args = parser.parse_args(argv)
+    report(args.results, args.idle, args.meta, args.out_md, args.counts, args.notes,
+           args.instructions, args.instructions_top)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    run(main)
