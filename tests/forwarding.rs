@@ -750,3 +750,137 @@ async fn idle_backend_connections_are_closed_after_pool_idle_timeout_without_fur
     })
     .await;
 }
+
+/// One request as a recording upstream saw it.
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    body: String,
+}
+
+type Recordings = std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>;
+
+/// An upstream that keeps every request it gets and answers with the
+/// request body's length in `x-body-length` (a HEAD answer has no body).
+async fn recording(name: &'static str) -> (Upstream, Recordings) {
+    let seen = Recordings::default();
+    let log = seen.clone();
+    let up = Upstream::with(name, move |req: http::Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            log.lock().unwrap().push(Recorded {
+                method: parts.method.to_string(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            Response::builder()
+                .header("x-upstream", name)
+                .header("x-body-length", body.len())
+                .body(full(body))
+                .unwrap()
+        }
+    })
+    .await;
+    (up, seen)
+}
+
+/// Waits (up to 5 s) until `log` holds `n` requests; returns them.
+async fn recorded(log: &Recordings, n: usize) -> Vec<Recorded> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = log.lock().unwrap().clone();
+        if seen.len() >= n {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} requests recorded: {seen:#?}", seen.len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two backends, legacy serving everyone, with `new` mirrored (and legacy
+/// never asked twice to learn noise); `route_extra` is added to the route.
+fn mirrored_config(legacy: &Upstream, new: &Upstream, route_extra: &str) -> String {
+    format!(
+        "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\" }}\n\
+         routes:\n  - name: api\n    match: {{ path_prefix: / }}\n    stable: legacy\n    backends: {{ legacy: {{}}, new: {{}} }}\n\
+         \x20   mirror: {{ to: new, methods: [GET, HEAD], compare: {{ noise: {{ sample: 0 }} }} }}\n{route_extra}",
+        config_head("{ path: off }"),
+        legacy.url(),
+        new.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_head_bodies_of_unknown_length_reach_the_backend() {
+    within(60, async {
+        let (up, seen) = recording("body").await;
+        let proxy = Proxy::start(
+            &one_route_config(
+                "",
+                &[
+                    ("body", format!("{{ url: \"{}\" }}", up.url())),
+                    ("dead", format!("{{ url: \"http://{}\" }}", dead_addr())),
+                ],
+            ),
+            "",
+        )
+        .await;
+
+        // HTTP/1.1, chunked: streamed on to the backend.
+        let cases: &[(&str, &str, &str)] = &[
+            ("GET", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            ("HEAD", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            // With a length: kept whole for a retry, then sent.
+            ("GET", "Content-Length: 11\r\n", "hello world"),
+            // Forced to a dead backend: sent again, body and all, to the other one.
+            ("GET", "Content-Length: 11\r\nX-Backend: dead\r\n", "hello world"),
+        ];
+        for (method, framing, body) in cases {
+            let raw = format!("{method} /b HTTP/1.1\r\nHost: a\r\n{framing}Connection: close\r\n\r\n{body}");
+            let (code, headers, _) = parse_raw_response(&raw_exchange(proxy.addr(), raw.as_bytes()).await);
+            assert_eq!(code, 200, "{method} {framing:?}: {headers:?}");
+            assert_eq!(header_of(&headers, "x-body-length"), Some("11"), "{method} {framing:?}");
+        }
+        let all = seen.lock().unwrap().clone();
+        assert_eq!(all.len(), cases.len(), "{all:#?}");
+        for (req, (method, _, _)) in all.iter().zip(cases) {
+            assert_eq!((req.method.as_str(), req.body.as_str()), (*method, "hello world"));
+        }
+
+        // HTTP/2 (h2c), DATA frames and no content-length.
+        seen.lock().unwrap().clear();
+        let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+        tokio::spawn(conn);
+        for method in [Method::GET, Method::HEAD] {
+            let frames =
+                futures_util::stream::iter(["h2 ", "body"].map(|part| Ok::<_, BoxError>(Frame::data(Bytes::from_static(part.as_bytes())))));
+            let req = Request::builder()
+                .method(method.clone())
+                .uri("http://app.example.com/b")
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .unwrap();
+            assert!(!req.headers().contains_key("content-length"));
+            let resp = sender.send_request(req).await.expect("h2 response");
+            assert_eq!(resp.status(), StatusCode::OK, "{method}");
+            assert_eq!(resp.headers().get("x-body-length").unwrap(), "7", "{method}");
+        }
+        let all = seen.lock().unwrap().clone();
+        let bodies: Vec<(&str, &str)> = all.iter().map(|r| (r.method.as_str(), r.body.as_str())).collect();
+        assert_eq!(bodies, [("GET", "h2 body"), ("HEAD", "h2 body")]);
+
+        // A mirrored GET: the shadow gets the body too.
+        let (legacy, legacy_seen) = recording("legacy").await;
+        let (new, new_seen) = recording("new").await;
+        let mirrored = Proxy::start(&mirrored_config(&legacy, &new, ""), "api: { legacy: 100, new: 0 }\n").await;
+        let raw = "GET /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        let (code, headers, _) = parse_raw_response(&raw_exchange(mirrored.addr(), raw.as_bytes()).await);
+        assert_eq!((code, header_of(&headers, "x-body-length")), (200, Some("5")));
+        assert_eq!(recorded(&legacy_seen, 1).await[0].body, "hello");
+        assert_eq!(recorded(&new_seen, 1).await[0].body, "hello", "the shadow's body");
+    })
+    .await;
+}

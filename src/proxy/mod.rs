@@ -429,6 +429,13 @@ impl Proxy {
         }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
+        // hyper's client takes a GET, HEAD or CONNECT body of unknown length
+        // for none and sends nothing; the client's `Transfer-Encoding` went
+        // with the hop-by-hop headers, so the framing is said again here.
+        // (A body of known length gets its `Content-Length` from hyper.)
+        if !body.is_end_stream() && body.size_hint().exact().is_none() {
+            parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
 
         let live_backend = &live_route.backends[choice.backend];
         let refuse = |kind, backend: usize| Refusal::Upstream {
