@@ -755,7 +755,19 @@ async fn idle_backend_connections_are_closed_after_pool_idle_timeout_without_fur
 #[derive(Debug, Clone)]
 struct Recorded {
     method: String,
+    headers: Vec<(String, String)>,
     body: String,
+}
+
+impl Recorded {
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// Every header cutover reserves that reached the backend.
+    fn reserved(&self) -> Vec<&(String, String)> {
+        self.headers.iter().filter(|(k, _)| k.starts_with("x-cutover-")).collect()
+    }
 }
 
 type Recordings = std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>;
@@ -772,6 +784,11 @@ async fn recording(name: &'static str) -> (Upstream, Recordings) {
             let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
             log.lock().unwrap().push(Recorded {
                 method: parts.method.to_string(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
                 body: String::from_utf8_lossy(&body).into_owned(),
             });
             Response::builder()
@@ -881,6 +898,66 @@ async fn get_and_head_bodies_of_unknown_length_reach_the_backend() {
         assert_eq!((code, header_of(&headers, "x-body-length")), (200, Some("5")));
         assert_eq!(recorded(&legacy_seen, 1).await[0].body, "hello");
         assert_eq!(recorded(&new_seen, 1).await[0].body, "hello", "the shadow's body");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_headers_from_clients_reach_neither_primary_nor_shadow() {
+    within(60, async {
+        let (legacy, legacy_seen) = recording("legacy").await;
+        let (new, new_seen) = recording("new").await;
+        let proxy = Proxy::start(
+            &mirrored_config(&legacy, &new, "    force_header: X-Cutover-Backend\n"),
+            "api: { legacy: 100, new: 0 }\n",
+        )
+        .await;
+        let c = client();
+        let spoofed = [
+            ("x-cutover-shadow", "client"),
+            ("X-Cutover-Anything", "a"),
+            ("x-cutover-force-token", "t"),
+            ("x-cutover-backend", "legacy"),
+            ("x-kept", "yes"),
+        ];
+        let resp = send_on(&c, request(Method::GET, &proxy.url("/r"), &spoofed)).await;
+        assert_eq!((resp.status, resp.upstream()), (StatusCode::OK, "legacy"));
+        // Over HTTP/1.1 as a raw head, in mixed case and twice over.
+        let raw = "GET /r HTTP/1.1\r\nHost: a\r\nX-CUTOVER-SHADOW: 1\r\nX-Cutover-Shadow: 1\r\nx-cutover-x: y\r\nx-kept: yes\r\nConnection: close\r\n\r\n";
+        let (code, _, _) = parse_raw_response(&raw_exchange(proxy.addr(), raw.as_bytes()).await);
+        assert_eq!(code, 200);
+
+        for primary in recorded(&legacy_seen, 2).await {
+            assert_eq!(primary.reserved(), Vec::<&(String, String)>::new(), "the primary saw {primary:#?}");
+            assert_eq!(primary.values("x-kept"), ["yes"]);
+        }
+        for shadow in recorded(&new_seen, 2).await {
+            // Only cutover's own mark.
+            assert_eq!(
+                shadow.reserved(),
+                [&("x-cutover-shadow".to_string(), "1".to_string())],
+                "the shadow saw {shadow:#?}"
+            );
+            assert_eq!(shadow.values("x-kept"), ["yes"]);
+        }
+
+        // A force header named outside X-Cutover-* is the operator's own:
+        // it is still forwarded, and the force token never is.
+        let (own, own_seen) = recording("own").await;
+        let proxy = Proxy::start(&one_route_config("", &[("own", format!("{{ url: \"{}\" }}", own.url()))]), "").await;
+        let resp = send_on(
+            &c,
+            request(
+                Method::GET,
+                &proxy.url("/o"),
+                &[("x-backend", "own"), ("x-cutover-force-token", "t"), ("x-cutover-shadow", "1")],
+            ),
+        )
+        .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        let seen = recorded(&own_seen, 1).await;
+        assert_eq!(seen[0].values("x-backend"), ["own"]);
+        assert_eq!(seen[0].reserved(), Vec::<&(String, String)>::new());
     })
     .await;
 }

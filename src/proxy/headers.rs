@@ -11,6 +11,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Names cutover keeps for itself; clients' headers with it are not forwarded.
+const RESERVED_PREFIX: &[u8] = b"x-cutover-";
 
 /// True when the request asks to switch protocols (WebSocket and the like).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -38,14 +40,33 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 /// named in `Connection`. With `upgrade`, `Upgrade` is kept and
 /// `Connection: upgrade` re-added so the switch reaches the other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    strip(headers, upgrade, false);
+}
+
+/// [`strip_hop_by_hop`] for a client's request, which also loses every
+/// header named `X-Cutover-*`: those are cutover's to set (a backend skips
+/// side effects on `X-Cutover-Shadow`), never a client's.
+pub fn strip_request_headers(headers: &mut HeaderMap, upgrade: bool) {
+    strip(headers, upgrade, true);
+}
+
+fn strip(headers: &mut HeaderMap, upgrade: bool, reserved: bool) {
     // Runs on every request and response, and most carry none of these:
     // one pass over the names, then a hashed removal only for those present.
-    let (mut connection, mut others) = (false, false);
+    let (mut connection, mut others, mut has_reserved) = (false, false, false);
     for name in headers.keys() {
         if name == header::CONNECTION {
             connection = true;
         } else if is_hop_by_hop(name) {
             others = true;
+        } else if reserved && is_reserved(name) {
+            has_reserved = true;
+        }
+    }
+    if has_reserved {
+        let names: Vec<HeaderName> = headers.keys().filter(|n| is_reserved(n)).cloned().collect();
+        for name in names {
+            headers.remove(name);
         }
     }
     if connection {
@@ -90,6 +111,10 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::UPGRADE
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
+}
+
+fn is_reserved(name: &HeaderName) -> bool {
+    name.as_str().as_bytes().starts_with(RESERVED_PREFIX)
 }
 
 /// Sets `X-Forwarded-For/-Proto/-Host`. Values from a trusted peer are
@@ -368,6 +393,26 @@ mod tests {
             let digits: std::collections::HashSet<u8> = ids.iter().map(|id| id.as_bytes()[pos]).collect();
             assert!(digits.len() > 1, "digit {pos} never changes");
         }
+    }
+
+    #[test]
+    fn client_headers_named_x_cutover_go_and_responses_keep_theirs() {
+        let pairs = [
+            ("x-cutover-shadow", "1"),
+            ("X-Cutover-Force-Token", "t"),
+            ("x-cutover-", "empty suffix"),
+            ("x-cutoverish", "kept"),
+            ("x-kept", "yes"),
+            ("te", "trailers"),
+        ];
+        let mut h = map(&pairs);
+        strip_request_headers(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-cutoverish", "x-kept"]);
+
+        let mut resp = map(&pairs);
+        strip_hop_by_hop(&mut resp, false);
+        assert_eq!(resp.len(), pairs.len() - 1, "only `te` goes from a response");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::routing::{RequestView, host_without_port, normalize_path};
 use crate::split::{self, BUCKETS};
 use crate::table::{LiveRoute, Table};
 use body::{BodyProblem, BodyVerdict, ClientBody, Exchange, RequestBody, ResponseBody};
-use headers::{X_REQUEST_ID, cookie, ensure_request_id, is_upgrade_request, set_forwarded, strip_hop_by_hop};
+use headers::{X_REQUEST_ID, cookie, ensure_request_id, is_upgrade_request, set_forwarded, strip_hop_by_hop, strip_request_headers};
 use pool::UpstreamBody;
 use tokio::sync::oneshot;
 use upstream::FailureKind;
@@ -329,7 +329,7 @@ impl Proxy {
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut parts.headers);
         }
-        strip_hop_by_hop(&mut parts.headers, upgrade);
+        strip_request_headers(&mut parts.headers, upgrade);
         let trusted = table.config.trusted_proxies.iter().any(|net| net.contains(&conn.peer.ip()));
         set_forwarded(&mut parts.headers, &conn.peer_value, trusted, conn.proto, client_host.as_ref());
         let request_id = ensure_request_id(&mut parts.headers);
