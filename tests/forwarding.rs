@@ -750,3 +750,214 @@ async fn idle_backend_connections_are_closed_after_pool_idle_timeout_without_fur
     })
     .await;
 }
+
+/// One request as a recording upstream saw it.
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Recorded {
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// Every header cutover reserves that reached the backend.
+    fn reserved(&self) -> Vec<&(String, String)> {
+        self.headers.iter().filter(|(k, _)| k.starts_with("x-cutover-")).collect()
+    }
+}
+
+type Recordings = std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>;
+
+/// An upstream that keeps every request it gets and answers with the
+/// request body's length in `x-body-length` (a HEAD answer has no body).
+async fn recording(name: &'static str) -> (Upstream, Recordings) {
+    let seen = Recordings::default();
+    let log = seen.clone();
+    let up = Upstream::with(name, move |req: http::Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            log.lock().unwrap().push(Recorded {
+                method: parts.method.to_string(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            Response::builder()
+                .header("x-upstream", name)
+                .header("x-body-length", body.len())
+                .body(full(body))
+                .unwrap()
+        }
+    })
+    .await;
+    (up, seen)
+}
+
+/// Waits (up to 5 s) until `log` holds `n` requests; returns them.
+async fn recorded(log: &Recordings, n: usize) -> Vec<Recorded> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = log.lock().unwrap().clone();
+        if seen.len() >= n {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} requests recorded: {seen:#?}", seen.len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two backends, legacy serving everyone, with `new` mirrored (and legacy
+/// never asked twice to learn noise); `route_extra` is added to the route.
+fn mirrored_config(legacy: &Upstream, new: &Upstream, route_extra: &str) -> String {
+    format!(
+        "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\" }}\n\
+         routes:\n  - name: api\n    match: {{ path_prefix: / }}\n    stable: legacy\n    backends: {{ legacy: {{}}, new: {{}} }}\n\
+         \x20   mirror: {{ to: new, methods: [GET, HEAD], compare: {{ noise: {{ sample: 0 }} }} }}\n{route_extra}",
+        config_head("{ path: off }"),
+        legacy.url(),
+        new.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_head_bodies_of_unknown_length_reach_the_backend() {
+    within(60, async {
+        let (up, seen) = recording("body").await;
+        let proxy = Proxy::start(
+            &one_route_config(
+                "",
+                &[
+                    ("body", format!("{{ url: \"{}\" }}", up.url())),
+                    ("dead", format!("{{ url: \"http://{}\" }}", dead_addr())),
+                ],
+            ),
+            "",
+        )
+        .await;
+
+        // HTTP/1.1, chunked: streamed on to the backend.
+        let cases: &[(&str, &str, &str)] = &[
+            ("GET", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            ("HEAD", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            // With a length: kept whole for a retry, then sent.
+            ("GET", "Content-Length: 11\r\n", "hello world"),
+            // Forced to a dead backend: sent again, body and all, to the other one.
+            ("GET", "Content-Length: 11\r\nX-Backend: dead\r\n", "hello world"),
+        ];
+        for (method, framing, body) in cases {
+            let raw = format!("{method} /b HTTP/1.1\r\nHost: a\r\n{framing}Connection: close\r\n\r\n{body}");
+            let (code, headers, _) = parse_raw_response(&raw_exchange(proxy.addr(), raw.as_bytes()).await);
+            assert_eq!(code, 200, "{method} {framing:?}: {headers:?}");
+            assert_eq!(header_of(&headers, "x-body-length"), Some("11"), "{method} {framing:?}");
+        }
+        let all = seen.lock().unwrap().clone();
+        assert_eq!(all.len(), cases.len(), "{all:#?}");
+        for (req, (method, _, _)) in all.iter().zip(cases) {
+            assert_eq!((req.method.as_str(), req.body.as_str()), (*method, "hello world"));
+        }
+
+        // HTTP/2 (h2c), DATA frames and no content-length.
+        seen.lock().unwrap().clear();
+        let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+        tokio::spawn(conn);
+        for method in [Method::GET, Method::HEAD] {
+            let frames =
+                futures_util::stream::iter(["h2 ", "body"].map(|part| Ok::<_, BoxError>(Frame::data(Bytes::from_static(part.as_bytes())))));
+            let req = Request::builder()
+                .method(method.clone())
+                .uri("http://app.example.com/b")
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .unwrap();
+            assert!(!req.headers().contains_key("content-length"));
+            let resp = sender.send_request(req).await.expect("h2 response");
+            assert_eq!(resp.status(), StatusCode::OK, "{method}");
+            assert_eq!(resp.headers().get("x-body-length").unwrap(), "7", "{method}");
+        }
+        let all = seen.lock().unwrap().clone();
+        let bodies: Vec<(&str, &str)> = all.iter().map(|r| (r.method.as_str(), r.body.as_str())).collect();
+        assert_eq!(bodies, [("GET", "h2 body"), ("HEAD", "h2 body")]);
+
+        // A mirrored GET: the shadow gets the body too.
+        let (legacy, legacy_seen) = recording("legacy").await;
+        let (new, new_seen) = recording("new").await;
+        let mirrored = Proxy::start(&mirrored_config(&legacy, &new, ""), "api: { legacy: 100, new: 0 }\n").await;
+        let raw = "GET /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        let (code, headers, _) = parse_raw_response(&raw_exchange(mirrored.addr(), raw.as_bytes()).await);
+        assert_eq!((code, header_of(&headers, "x-body-length")), (200, Some("5")));
+        assert_eq!(recorded(&legacy_seen, 1).await[0].body, "hello");
+        assert_eq!(recorded(&new_seen, 1).await[0].body, "hello", "the shadow's body");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_headers_from_clients_reach_neither_primary_nor_shadow() {
+    within(60, async {
+        let (legacy, legacy_seen) = recording("legacy").await;
+        let (new, new_seen) = recording("new").await;
+        let proxy = Proxy::start(
+            &mirrored_config(&legacy, &new, "    force_header: X-Cutover-Backend\n"),
+            "api: { legacy: 100, new: 0 }\n",
+        )
+        .await;
+        let c = client();
+        let spoofed = [
+            ("x-cutover-shadow", "client"),
+            ("X-Cutover-Anything", "a"),
+            ("x-cutover-force-token", "t"),
+            ("x-cutover-backend", "legacy"),
+            ("x-kept", "yes"),
+        ];
+        let resp = send_on(&c, request(Method::GET, &proxy.url("/r"), &spoofed)).await;
+        assert_eq!((resp.status, resp.upstream()), (StatusCode::OK, "legacy"));
+        // Over HTTP/1.1 as a raw head, in mixed case and twice over.
+        let raw = "GET /r HTTP/1.1\r\nHost: a\r\nX-CUTOVER-SHADOW: 1\r\nX-Cutover-Shadow: 1\r\nx-cutover-x: y\r\nx-kept: yes\r\nConnection: close\r\n\r\n";
+        let (code, _, _) = parse_raw_response(&raw_exchange(proxy.addr(), raw.as_bytes()).await);
+        assert_eq!(code, 200);
+
+        for primary in recorded(&legacy_seen, 2).await {
+            assert_eq!(primary.reserved(), Vec::<&(String, String)>::new(), "the primary saw {primary:#?}");
+            assert_eq!(primary.values("x-kept"), ["yes"]);
+        }
+        for shadow in recorded(&new_seen, 2).await {
+            // Only cutover's own mark.
+            assert_eq!(
+                shadow.reserved(),
+                [&("x-cutover-shadow".to_string(), "1".to_string())],
+                "the shadow saw {shadow:#?}"
+            );
+            assert_eq!(shadow.values("x-kept"), ["yes"]);
+        }
+
+        // A force header named outside X-Cutover-* is the operator's own:
+        // it is still forwarded, and the force token never is.
+        let (own, own_seen) = recording("own").await;
+        let proxy = Proxy::start(&one_route_config("", &[("own", format!("{{ url: \"{}\" }}", own.url()))]), "").await;
+        let resp = send_on(
+            &c,
+            request(
+                Method::GET,
+                &proxy.url("/o"),
+                &[("x-backend", "own"), ("x-cutover-force-token", "t"), ("x-cutover-shadow", "1")],
+            ),
+        )
+        .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        let seen = recorded(&own_seen, 1).await;
+        assert_eq!(seen[0].values("x-backend"), ["own"]);
+        assert_eq!(seen[0].reserved(), Vec::<&(String, String)>::new());
+    })
+    .await;
+}

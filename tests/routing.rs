@@ -217,3 +217,193 @@ async fn rewrite_replaces_the_prefix_for_one_backend_only() {
     })
     .await;
 }
+
+/// Sends `head` (request line and headers, without the blank line) on a
+/// connection from `source`, a loopback address; returns the status and the
+/// upstream that answered.
+async fn from_source(source: &str, proxy: &Proxy, head: &str) -> (u16, String) {
+    let exchange = async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let mut stream = socket.connect(proxy.addr()).await.unwrap();
+        let raw = format!("{head}Host: a\r\nConnection: close\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, raw.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let raw = tokio::time::timeout(std::time::Duration::from_secs(5), exchange)
+        .await
+        .expect("an answer within 5s");
+    let (code, headers, _) = parse_raw_response(&raw);
+    let upstream = headers.iter().find(|(k, _)| k == "x-upstream").map(|(_, v)| v.clone());
+    (code, upstream.unwrap_or_default())
+}
+
+/// `legacy` takes everyone; `new` (weight 0) only forced requests.
+fn forced_config(legacy: &Upstream, new: &Upstream, head_extra: &str, route_extra: &str) -> String {
+    format!(
+        "{}{head_extra}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\" }}\n\
+         routes:\n  - name: api\n    match: {{ path_prefix: / }}\n    backends: {{ legacy: {{}}, new: {{}} }}\n{route_extra}",
+        config_head("{ path: off }"),
+        legacy.url(),
+        new.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_header_is_honoured_only_from_allowed_clients() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let config = forced_config(
+            &legacy,
+            &new,
+            "trusted_proxies: [\"127.0.0.3\"]\n",
+            "    force_header: { name: X-Cutover-Backend, from: [\"127.0.0.1/32\"] }\n",
+        );
+        let proxy = Proxy::start(&config, "api: { legacy: 100, new: 0 }\n").await;
+        let force = "GET /f HTTP/1.1\r\nX-Cutover-Backend: new\r\n";
+        let xff = |chain: &str| format!("{force}X-Forwarded-For: {chain}\r\n");
+        let cases: Vec<(&str, String, &str)> = vec![
+            // The peer itself: allowed, even to a backend with weight 0.
+            ("127.0.0.1", force.to_string(), "new"),
+            ("127.0.0.2", force.to_string(), "legacy"),
+            // A peer that is not a trusted proxy is not believed about the client.
+            ("127.0.0.2", xff("127.0.0.1"), "legacy"),
+            // Behind a trusted proxy: the rightmost address that is not one.
+            ("127.0.0.3", xff("127.0.0.2"), "legacy"),
+            ("127.0.0.3", xff("127.0.0.2, 127.0.0.1"), "new"),
+            ("127.0.0.3", xff("127.0.0.1, 127.0.0.2"), "legacy"),
+            ("127.0.0.3", xff("127.0.0.1, 127.0.0.3"), "new"),
+            ("127.0.0.3", xff("127.0.0.1:4711"), "new"),
+            ("127.0.0.3", xff("127.0.0.1, nonsense"), "legacy"),
+            // The trusted proxy itself is not an allowed client.
+            ("127.0.0.3", force.to_string(), "legacy"),
+        ];
+        let mut wrong = Vec::new();
+        for (source, head, want) in &cases {
+            let (code, got) = from_source(source, &proxy, head).await;
+            if (code, got.as_str()) != (200, *want) {
+                wrong.push(format!("from {source} {head:?}: want {want}, got {code} {got}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+        // The short form trusts loopback, any of it.
+        let short = forced_config(&legacy, &new, "", "    force_header: X-Cutover-Backend\n");
+        let proxy = Proxy::start(&short, "api: { legacy: 100, new: 0 }\n").await;
+        for source in ["127.0.0.1", "127.0.0.2"] {
+            assert_eq!(from_source(source, &proxy, force).await, (200, "new".to_string()), "from {source}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_token_is_required_when_the_route_has_one() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        // The token file is found beside the config file.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("force.token"), "s3cret-token\n").unwrap();
+        std::fs::write(dir.path().join("weights.yaml"), "api: { legacy: 100, new: 0 }\n").unwrap();
+        let config_path = dir.path().join("cutover.yaml");
+        std::fs::write(
+            &config_path,
+            forced_config(
+                &legacy,
+                &new,
+                "",
+                "    force_header: { name: X-Cutover-Backend, token_file: force.token }\n",
+            ),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("run").arg("-c").arg(&config_path);
+        let proxy = Proxy::spawn(cmd, dir, config_path).await;
+        let c = client();
+        for (token, want) in [
+            (None, "legacy"),
+            (Some(""), "legacy"),
+            (Some("wrong"), "legacy"),
+            (Some("s3cret-toke"), "legacy"),
+            (Some("s3cret-token2"), "legacy"),
+            (Some("s3cret-token"), "new"),
+        ] {
+            let mut headers = vec![("x-cutover-backend", "new")];
+            headers.extend(token.map(|t| ("x-cutover-force-token", t)));
+            let seen = send_on(&c, request(Method::GET, &proxy.url("/t"), &headers)).await.seen();
+            assert_eq!(seen.backend(), want, "token {token:?}");
+            // Neither the token nor the force header reaches a backend.
+            assert!(
+                !seen.header_names().iter().any(|h| h.starts_with("x-cutover-")),
+                "{:?}",
+                seen.header_names()
+            );
+        }
+    })
+    .await;
+}
+
+/// Counts guard rollbacks of route `api`.
+async fn guard_rollbacks(proxy: &Proxy) -> f64 {
+    metric_value(
+        &proxy.metrics().await,
+        "cutover_rollbacks_total",
+        &[("route", "api"), ("reason", "guard")],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_requests_stay_out_of_the_guard_unless_it_asks_for_them() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let failing = Upstream::with("new", |_req| async {
+            http::Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .header("x-upstream", "new")
+                .body(full("broken"))
+                .unwrap()
+        })
+        .await;
+        let guarded = |force: &str| {
+            format!(
+                "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\", passive_health: {{ consecutive_failures: 0 }} }}\n\
+                 routes:\n  - name: api\n    stable: legacy\n    backends: {{ legacy: {{}}, new: {{}} }}\n\
+                 \x20   force_header: {force}\n\
+                 \x20   guard: {{ max_error_rate: 0.2, window: 30s, min_requests: 10 }}\n",
+                config_head("{ path: off }"),
+                legacy.url(),
+                failing.url()
+            )
+        };
+        let weights = "api: { legacy: 90, new: 10 }\n";
+        let quiet = Proxy::start(&guarded("X-Cutover-Backend"), weights).await;
+        let counted = Proxy::start(&guarded("{ name: X-Cutover-Backend, guard: true }"), weights).await;
+        let c = client();
+        for proxy in [&quiet, &counted] {
+            for i in 0..60 {
+                let resp = send_on(
+                    &c,
+                    request(Method::GET, &proxy.url(&format!("/x/{i}")), &[("x-cutover-backend", "new")]),
+                )
+                .await;
+                assert_eq!((resp.status, resp.upstream()), (StatusCode::INTERNAL_SERVER_ERROR, "new"));
+            }
+        }
+        // Counted: 60 failures roll the route back.
+        counted
+            .wait_metric("cutover_rollbacks_total", &[("route", "api"), ("reason", "guard")], 1.0)
+            .await;
+        // Not counted: the guard has seen nothing, through more than one check.
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        assert_eq!(guard_rollbacks(&quiet).await, 0.0, "{}", quiet.stderr_text());
+        let status = get(&format!("http://{}/admin/status", quiet.admin)).await.json();
+        assert_eq!(status["routes"][0]["backends"][1]["weight"], 10.0, "{status:#}");
+        assert!(status["routes"][0]["guard"]["last_rollback"].is_null(), "{status:#}");
+    })
+    .await;
+}

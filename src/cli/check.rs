@@ -36,8 +36,10 @@ fn describe(config: &Config, weights: &Weights) -> String {
             cutover::config::Sticky::Pin(c) => format!("pin cookie {c}"),
         };
         let _ = writeln!(out, "     sticky: {sticky}   stable: {}", route.backends[route.stable].spec.name);
-        if let Some(h) = &route.force_header {
-            let _ = writeln!(out, "     force header: {h}");
+        if let Some(f) = &route.force_header {
+            let from: Vec<String> = f.from.iter().map(ToString::to_string).collect();
+            let token = if f.token.is_some() { ", with its token" } else { "" };
+            let _ = writeln!(out, "     force header: {} from {}{token}", f.name, from.join(", "));
         }
         if let Some(m) = &route.mirror {
             let methods: Vec<&str> = m.methods.iter().map(|m| m.as_str()).collect();

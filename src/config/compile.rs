@@ -8,13 +8,16 @@ use http::HeaderValue;
 use indexmap::IndexMap;
 
 use super::error::ConfigError;
-use super::raw::{CompareMode, RawBackend, RawConfig, RawGuard, RawGuardRollback, RawHeaderMatch, RawMirror, RawRoute};
+use super::raw::{
+    CompareMode, RawBackend, RawClientNets, RawConfig, RawForceHeader, RawGuard, RawGuardRollback, RawHeaderMatch, RawMirror, RawRoute,
+};
 use super::yaml::{self, Positions};
 use super::{
-    AcceptRule, AccessLogSettings, Admin, BackendSpec, Config, GuardSpec, HealthCheckSpec, Listener, LogTarget, MirrorSpec, PassiveSpec,
-    RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
+    AcceptRule, AccessLogSettings, Admin, BackendSpec, Config, ForceHeader, ForceToken, GuardSpec, HealthCheckSpec, Listener, LogTarget,
+    MirrorSpec, PassiveSpec, RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
 };
 use crate::mirror::compare::{CompareRules, Kind, PathPattern};
+use crate::proxy::headers::FORCE_TOKEN;
 use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
 
 pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
@@ -24,31 +27,13 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
 
     let listeners = compile_listeners(&raw, base, &pos, &mut errors);
     let backends = compile_backends(&raw.backends, base, &pos, &mut errors);
-    let routes = compile_routes(&raw.routes, &backends, &pos, &mut errors);
+    let routes = compile_routes(&raw.routes, &backends, base, &pos, &mut errors);
 
-    let token = match &raw.admin.token_file {
-        None => None,
-        Some(file) => {
-            let file = base.join(file);
-            match std::fs::read_to_string(&file) {
-                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-                Ok(_) => {
-                    errors.push(ConfigError::at(
-                        pos.value(&["admin", "token_file"]),
-                        format!("token file {} is empty", file.display()),
-                    ));
-                    None
-                }
-                Err(e) => {
-                    errors.push(ConfigError::at(
-                        pos.value(&["admin", "token_file"]),
-                        format!("cannot read token file {}: {e}", file.display()),
-                    ));
-                    None
-                }
-            }
-        }
-    };
+    let token = raw
+        .admin
+        .token_file
+        .as_ref()
+        .and_then(|file| read_token(base, file, pos.value(&["admin", "token_file"]), &mut errors));
     let admin = Admin {
         addr: raw.admin.addr.0,
         token,
@@ -265,7 +250,29 @@ fn compile_backends(
     out
 }
 
-fn compile_routes(raw: &[RawRoute], backends: &[Arc<BackendSpec>], pos: &Positions, errors: &mut Vec<ConfigError>) -> Vec<RouteSpec> {
+/// A secret from a file, trimmed; resolved against the config file's folder.
+fn read_token(base: &Path, file: &Path, at: super::Location, errors: &mut Vec<ConfigError>) -> Option<String> {
+    let file = base.join(file);
+    match std::fs::read_to_string(&file) {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        Ok(_) => {
+            errors.push(ConfigError::at(at, format!("token file {} is empty", file.display())));
+            None
+        }
+        Err(e) => {
+            errors.push(ConfigError::at(at, format!("cannot read token file {}: {e}", file.display())));
+            None
+        }
+    }
+}
+
+fn compile_routes(
+    raw: &[RawRoute],
+    backends: &[Arc<BackendSpec>],
+    base: &Path,
+    pos: &Positions,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<RouteSpec> {
     if raw.is_empty() {
         errors.push(ConfigError::at(pos.value(&[]), "at least one route is required"));
     }
@@ -369,7 +376,7 @@ fn compile_routes(raw: &[RawRoute], backends: &[Arc<BackendSpec>], pos: &Positio
             backends: route_backends,
             stable,
             sticky,
-            force_header: r.force_header.as_ref().map(|h| h.0.clone()),
+            force_header: r.force_header.as_ref().map(|f| compile_force(f, base, &value, errors)),
             mirror,
             retry: RetrySpec {
                 enabled: r.retry.attempts > 0,
@@ -572,6 +579,60 @@ fn compile_mirror(
     })
 }
 
+/// Loopback: who may force when `from` is not set.
+const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+const ANYWHERE: [&str; 2] = ["0.0.0.0/0", "::/0"];
+
+fn compile_force(
+    f: &RawForceHeader,
+    base: &Path,
+    value: &dyn Fn(&[&str]) -> super::Location,
+    errors: &mut Vec<ConfigError>,
+) -> ForceHeader {
+    let nets = |cidrs: [&str; 2]| cidrs.iter().map(|c| c.parse().expect("a valid CIDR")).collect();
+    let f = match f {
+        RawForceHeader::Name(name) => {
+            return ForceHeader {
+                name: name.0.clone(),
+                from: nets(LOOPBACK),
+                token: None,
+                guard: false,
+            };
+        }
+        RawForceHeader::Long(f) => f,
+    };
+    let from = match &f.from {
+        None => nets(LOOPBACK),
+        Some(RawClientNets::Any) => nets(ANYWHERE),
+        Some(RawClientNets::Nets(cidrs)) => {
+            if cidrs.is_empty() {
+                errors.push(ConfigError::at(
+                    value(&["force_header", "from"]),
+                    "from lists no network, so no client could force: remove force_header instead",
+                ));
+            }
+            cidrs.iter().map(|c| c.0).collect()
+        }
+    };
+    if f.name.0.as_str() == FORCE_TOKEN.as_str() {
+        errors.push(ConfigError::at(
+            value(&["force_header", "name"]),
+            format!("{FORCE_TOKEN} carries the force token; choose another name"),
+        ));
+    }
+    let token = f
+        .token_file
+        .as_ref()
+        .and_then(|file| read_token(base, file, value(&["force_header", "token_file"]), errors))
+        .map(|t| ForceToken(t.into_bytes().into_boxed_slice()));
+    ForceHeader {
+        name: f.name.0.clone(),
+        from,
+        token,
+        guard: f.guard,
+    }
+}
+
 fn compile_guard(g: &RawGuard, value: &dyn Fn(&[&str]) -> super::Location, errors: &mut Vec<ConfigError>) -> Option<GuardSpec> {
     let before = errors.len();
     for (field, rate) in [("max_error_rate", g.max_error_rate), ("max_mismatch_rate", g.max_mismatch_rate)] {
@@ -629,4 +690,76 @@ fn is_plain_name(name: &str) -> bool {
 /// RFC 6265 cookie-name: a token.
 fn is_cookie_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use std::path::Path;
+
+    fn parse(dir: &Path, force: &str) -> Result<Config, String> {
+        let text = format!(
+            "listeners:\n  - {{ name: public, addr: \"127.0.0.1:0\" }}\n\
+             backends:\n  legacy: {{ url: \"http://127.0.0.1:1\" }}\n\
+             routes:\n  - name: api\n    backends: {{ legacy: {{}} }}\n    force_header: {force}\n"
+        );
+        Config::parse(&dir.join("cutover.yaml"), text).map_err(|e| e.to_string())
+    }
+
+    fn from_of(config: &Config) -> Vec<String> {
+        let force = config.routes[0].force_header.as_ref().unwrap();
+        force.from.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn force_headers_take_a_name_or_the_long_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = parse(dir.path(), "X-Cutover-Backend").unwrap();
+        let force = short.routes[0].force_header.as_ref().unwrap();
+        assert_eq!(
+            (force.name.as_str(), force.token.is_none(), force.guard),
+            ("x-cutover-backend", true, false)
+        );
+        assert_eq!(from_of(&short), ["127.0.0.0/8", "::1/128"]);
+
+        let long = parse(dir.path(), "{ name: X-Test, from: [10.0.0.0/8, 192.0.2.7], guard: true }").unwrap();
+        let force = long.routes[0].force_header.as_ref().unwrap();
+        assert_eq!((force.name.as_str(), force.guard), ("x-test", true));
+        assert_eq!(from_of(&long), ["10.0.0.0/8", "192.0.2.7/32"]);
+        assert!(force.allows_client("10.1.2.3".parse().unwrap()));
+        assert!(!force.allows_client("127.0.0.1".parse().unwrap()));
+
+        let any = parse(dir.path(), "{ name: X-Test, from: any }").unwrap();
+        assert_eq!(from_of(&any), ["0.0.0.0/0", "::/0"]);
+
+        // The token file is found beside the config file, and trimmed.
+        std::fs::write(dir.path().join("force.token"), "  t0ken\n").unwrap();
+        let tokened = parse(dir.path(), "{ name: X-Test, token_file: force.token }").unwrap();
+        let token = tokened.routes[0].force_header.as_ref().unwrap().token.as_ref().unwrap();
+        assert!(token.matches(b"t0ken"));
+        assert!(!token.matches(b"t0ke") && !token.matches(b"t0ken ") && !token.matches(b""));
+        assert_eq!(format!("{token:?}"), "ForceToken(..)", "the token is never printed");
+    }
+
+    #[test]
+    fn bad_force_headers_are_reported_at_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("empty.token"), "\n").unwrap();
+        for (force, message) in [
+            ("{ name: X-Test, from: [10.0.0.0/33] }", "invalid CIDR \"10.0.0.0/33\""),
+            ("{ name: X-Test, from: everyone }", "expected `any` or a list of CIDRs"),
+            ("{ name: X-Test, from: [] }", "from lists no network"),
+            ("{ name: X-Test, token_file: missing.token }", "cannot read token file"),
+            ("{ name: X-Test, token_file: empty.token }", "is empty"),
+            ("{ name: X-Test, guard: maybe }", "invalid type"),
+            ("{ name: X-Test, form: any }", "unknown field `form`"),
+            ("{ from: any }", "missing field `name`"),
+            ("{ name: X-Cutover-Force-Token }", "carries the force token"),
+            ("\"bad name\"", "invalid header name"),
+        ] {
+            let err = parse(dir.path(), force).expect_err(force);
+            assert!(err.contains(message), "{force}: {err}");
+            assert!(err.contains("cutover.yaml:8:"), "{force}: not on the force_header line: {err}");
+        }
+    }
 }

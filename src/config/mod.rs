@@ -134,10 +134,45 @@ pub struct RouteSpec {
     /// Index into `backends` of the rollback target.
     pub stable: usize,
     pub sticky: Sticky,
-    pub force_header: Option<HeaderName>,
+    pub force_header: Option<ForceHeader>,
     pub mirror: Option<MirrorSpec>,
     pub retry: RetrySpec,
     pub guard: Option<GuardSpec>,
+}
+
+/// A header that lets trusted clients pin a backend of the route.
+#[derive(Debug)]
+pub struct ForceHeader {
+    pub name: HeaderName,
+    /// Client networks allowed to force (loopback unless configured).
+    pub from: Vec<ipnet::IpNet>,
+    /// When set, the request must also carry it in `X-Cutover-Force-Token`.
+    pub token: Option<ForceToken>,
+    /// Forced requests count in the guard's windows.
+    pub guard: bool,
+}
+
+impl ForceHeader {
+    /// Whether a client at `client` may force.
+    pub fn allows_client(&self, client: std::net::IpAddr) -> bool {
+        self.from.iter().any(|net| net.contains(&client))
+    }
+}
+
+/// A force header's secret, read from its `token_file`; never printed.
+pub struct ForceToken(Box<[u8]>);
+
+impl ForceToken {
+    /// Compares in constant time, so the answer's timing tells nothing of the token.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        subtle::ConstantTimeEq::ct_eq(presented, &*self.0).into()
+    }
+}
+
+impl std::fmt::Debug for ForceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForceToken(..)")
+    }
 }
 
 /// Automatic rollback thresholds for a route's non-stable backends.

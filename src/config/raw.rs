@@ -283,11 +283,83 @@ pub struct RawRoute {
     pub stable: Option<String>,
     pub backends: IndexMap<String, Option<RawRouteBackend>>,
     pub sticky: Option<RawSticky>,
-    pub force_header: Option<HeaderNameValue>,
+    pub force_header: Option<RawForceHeader>,
     pub mirror: Option<RawMirror>,
     pub guard: Option<RawGuard>,
     #[serde(default)]
     pub retry: RawRetry,
+}
+
+/// `force_header`: a header name (short form), or the long form with who may use it.
+#[derive(Debug)]
+pub enum RawForceHeader {
+    Name(HeaderNameValue),
+    Long(RawForce),
+}
+
+impl<'de> Deserialize<'de> for RawForceHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A visitor rather than `untagged`: errors inside the long form keep
+        // their own message and position.
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawForceHeader;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a header name or { name, from, token_file, guard }")
+            }
+            fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<RawForceHeader, E> {
+                raw.parse()
+                    .map(RawForceHeader::Name)
+                    .map_err(|e| E::custom(format!("invalid header name {raw:?}: {e}")))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawForceHeader, A::Error> {
+                RawForce::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawForceHeader::Long)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForce {
+    pub name: HeaderNameValue,
+    /// Client networks allowed to force; loopback only when absent.
+    pub from: Option<RawClientNets>,
+    /// The request must also carry this file's token.
+    pub token_file: Option<PathBuf>,
+    /// Forced requests count in the guard's windows.
+    #[serde(default)]
+    pub guard: bool,
+}
+
+/// `any`, or a list of CIDRs (or addresses).
+#[derive(Debug)]
+pub enum RawClientNets {
+    Any,
+    Nets(Vec<Cidr>),
+}
+
+impl<'de> Deserialize<'de> for RawClientNets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawClientNets;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`any` or a list of CIDRs")
+            }
+            fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<RawClientNets, E> {
+                match raw.trim() {
+                    "any" => Ok(RawClientNets::Any),
+                    _ => Err(E::custom(format!("expected `any` or a list of CIDRs, not {raw:?}"))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawClientNets, A::Error> {
+                Vec::<Cidr>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(RawClientNets::Nets)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Automatic rollback when a non-stable backend misbehaves.

@@ -202,6 +202,9 @@ pub struct ShadowJob {
     pub parity: Arc<Parity>,
     pub route: usize,
     pub primary: usize,
+    /// Whether the comparison counts in the route guard's windows (a
+    /// tester's forced request does not).
+    pub feeds_guard: bool,
     pub shadow: usize,
     pub noise: bool,
     pub permit: Permit,
@@ -279,7 +282,9 @@ impl ShadowJob {
             served_by: &route.backends[self.primary].spec.name,
         };
         let judgement = self.parity.record(&route.name, spec, &exchange, diffs);
-        if let Some(guard) = &self.table.routes[self.route].guard {
+        if let Some(guard) = &self.table.routes[self.route].guard
+            && self.feeds_guard
+        {
             guard.record_comparison(spec.to, judgement.clean);
         }
         for kind in judgement.mismatched {

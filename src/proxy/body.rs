@@ -26,6 +26,8 @@ pub struct Exchange {
     pub target: Option<(usize, usize)>,
     pub status: u16,
     pub upstream_status: Option<u16>,
+    /// Whether the exchange counts in the route guard's windows.
+    pub feeds_guard: bool,
     body_bytes: u64,
     log: Option<(Arc<AccessLog>, LogRecord)>,
     /// Keeps the request in flight on its connection until the response ends.
@@ -40,6 +42,7 @@ impl Exchange {
             target: None,
             status: 0,
             upstream_status: None,
+            feeds_guard: true,
             body_bytes: 0,
             log,
             request: None,
@@ -76,6 +79,7 @@ impl Drop for Exchange {
                 let route = &self.table.routes[ri];
                 route.backends[bi].metrics.observe(self.upstream_status, elapsed.as_secs_f64());
                 if let Some(guard) = &route.guard
+                    && self.feeds_guard
                     && bi != self.table.config.routes[ri].stable
                 {
                     guard.record(bi, self.upstream_status, elapsed);

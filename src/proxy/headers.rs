@@ -1,6 +1,6 @@
 //! Header rewriting between client and backend.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -11,6 +11,10 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The secret that goes with a route's force header, when it has a `token_file`.
+pub static FORCE_TOKEN: HeaderName = HeaderName::from_static("x-cutover-force-token");
+/// Names cutover keeps for itself; clients' headers with it are not forwarded.
+const RESERVED_PREFIX: &[u8] = b"x-cutover-";
 
 /// True when the request asks to switch protocols (WebSocket and the like).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -38,14 +42,33 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 /// named in `Connection`. With `upgrade`, `Upgrade` is kept and
 /// `Connection: upgrade` re-added so the switch reaches the other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    strip(headers, upgrade, false);
+}
+
+/// [`strip_hop_by_hop`] for a client's request, which also loses every
+/// header named `X-Cutover-*`: those are cutover's to set (a backend skips
+/// side effects on `X-Cutover-Shadow`), never a client's.
+pub fn strip_request_headers(headers: &mut HeaderMap, upgrade: bool) {
+    strip(headers, upgrade, true);
+}
+
+fn strip(headers: &mut HeaderMap, upgrade: bool, reserved: bool) {
     // Runs on every request and response, and most carry none of these:
     // one pass over the names, then a hashed removal only for those present.
-    let (mut connection, mut others) = (false, false);
+    let (mut connection, mut others, mut has_reserved) = (false, false, false);
     for name in headers.keys() {
         if name == header::CONNECTION {
             connection = true;
         } else if is_hop_by_hop(name) {
             others = true;
+        } else if reserved && is_reserved(name) {
+            has_reserved = true;
+        }
+    }
+    if has_reserved {
+        let names: Vec<HeaderName> = headers.keys().filter(|n| is_reserved(n)).cloned().collect();
+        for name in names {
+            headers.remove(name);
         }
     }
     if connection {
@@ -90,6 +113,41 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::UPGRADE
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
+}
+
+fn is_reserved(name: &HeaderName) -> bool {
+    name.as_str().as_bytes().starts_with(RESERVED_PREFIX)
+}
+
+/// The client's address, as nginx's `real_ip` module finds it with
+/// `real_ip_recursive on`: the peer, or, when the peer is a trusted proxy,
+/// the rightmost `X-Forwarded-For` address that is not one (the leftmost
+/// when all are). `None` when an address it would pass through cannot be
+/// read: a client that cannot be named is not trusted with anything.
+pub fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return Some(client);
+    }
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        for entry in value.to_str().ok()?.rsplit(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            // An entry may carry a port, as `1.2.3.4:5678` or `[::1]:80`.
+            let ip = entry
+                .parse::<IpAddr>()
+                .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
+                .ok()?;
+            client = ip.to_canonical();
+            if !is_trusted(&client) {
+                return Some(client);
+            }
+        }
+    }
+    Some(client)
 }
 
 /// Sets `X-Forwarded-For/-Proto/-Host`. Values from a trusted peer are
@@ -368,6 +426,52 @@ mod tests {
             let digits: std::collections::HashSet<u8> = ids.iter().map(|id| id.as_bytes()[pos]).collect();
             assert!(digits.len() > 1, "digit {pos} never changes");
         }
+    }
+
+    #[test]
+    fn client_headers_named_x_cutover_go_and_responses_keep_theirs() {
+        let pairs = [
+            ("x-cutover-shadow", "1"),
+            ("X-Cutover-Force-Token", "t"),
+            ("x-cutover-", "empty suffix"),
+            ("x-cutoverish", "kept"),
+            ("x-kept", "yes"),
+            ("te", "trailers"),
+        ];
+        let mut h = map(&pairs);
+        strip_request_headers(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-cutoverish", "x-kept"]);
+
+        let mut resp = map(&pairs);
+        strip_hop_by_hop(&mut resp, false);
+        assert_eq!(resp.len(), pairs.len() - 1, "only `te` goes from a response");
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_forwarded_address_that_is_not_a_trusted_proxy() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let client = |peer: &str, xff: &[&str]| {
+            let pairs: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
+            client_address(&map(&pairs), ip(peer), &trusted)
+        };
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(client("192.0.2.1", &["10.0.0.1"]), Some(ip("192.0.2.1")));
+        // A trusted one: walk right to left, across header lines too.
+        assert_eq!(client("10.0.0.1", &[]), Some(ip("10.0.0.1")));
+        assert_eq!(client("10.0.0.1", &["192.0.2.7, 10.0.0.2"]), Some(ip("192.0.2.7")));
+        assert_eq!(client("10.0.0.1", &["6.6.6.6, 192.0.2.7"]), Some(ip("192.0.2.7")));
+        assert_eq!(client("10.0.0.1", &["192.0.2.7", "10.0.0.2,"]), Some(ip("192.0.2.7")));
+        assert_eq!(client("10.0.0.1", &["10.0.0.3, 10.0.0.2"]), Some(ip("10.0.0.3")));
+        assert_eq!(client("10.0.0.1", &["192.0.2.7:4711"]), Some(ip("192.0.2.7")));
+        assert_eq!(client("10.0.0.1", &["[2001:db8::1]:80"]), Some(ip("2001:db8::1")));
+        assert_eq!(client("10.0.0.1", &["::ffff:192.0.2.7"]), Some(ip("192.0.2.7")));
+        assert_eq!(client("::ffff:10.0.0.1", &["192.0.2.7"]), Some(ip("192.0.2.7")));
+        // An address that cannot be read leaves the client unknown...
+        assert_eq!(client("10.0.0.1", &["192.0.2.7, unknown"]), None);
+        // ...unless a client was found before reaching it.
+        assert_eq!(client("10.0.0.1", &["unknown, 192.0.2.7"]), Some(ip("192.0.2.7")));
     }
 
     #[test]

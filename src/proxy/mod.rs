@@ -6,7 +6,7 @@ pub mod pool;
 pub mod upstream;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
@@ -21,14 +21,17 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::access_log::{AccessLog, LogRecord};
-use crate::config::{BackendSpec, Rewrite, RouteSpec, Sticky};
+use crate::config::{BackendSpec, ForceHeader, Rewrite, RouteSpec, Sticky};
 use crate::live::Live;
 use crate::mirror::{self, Admission, ShadowJob, Tap};
 use crate::routing::{RequestView, host_without_port, normalize_path};
 use crate::split::{self, BUCKETS};
 use crate::table::{LiveRoute, Table};
 use body::{BodyProblem, BodyVerdict, ClientBody, Exchange, RequestBody, ResponseBody};
-use headers::{X_REQUEST_ID, cookie, ensure_request_id, is_upgrade_request, set_forwarded, strip_hop_by_hop};
+use headers::{
+    FORCE_TOKEN, X_REQUEST_ID, client_address, cookie, ensure_request_id, is_upgrade_request, set_forwarded, strip_hop_by_hop,
+    strip_request_headers,
+};
 use pool::UpstreamBody;
 use tokio::sync::oneshot;
 use upstream::FailureKind;
@@ -218,6 +221,8 @@ struct Choice {
     backend: usize,
     bucket: u16,
     set_pin: Option<u16>,
+    /// A trusted client named the backend with the route's force header.
+    forced: bool,
 }
 
 impl Proxy {
@@ -283,10 +288,15 @@ impl Proxy {
         let ri = table.config.route_for(&view).ok_or(Refusal::NoRoute)?;
         let route = &table.config.routes[ri];
         let live_route = &table.routes[ri];
-        let choice = choose(route, live_route, req.headers());
+        let trusted_proxies = &table.config.trusted_proxies;
+        let choice = choose(route, live_route, req.headers(), || {
+            client_address(req.headers(), conn.peer.ip(), trusted_proxies)
+        });
         let route_backend = &route.backends[choice.backend];
         let spec = &route_backend.spec;
         exchange.target = Some((ri, choice.backend));
+        // A tester's forced requests say nothing about how users fare.
+        exchange.feeds_guard = !choice.forced || route.force_header.as_ref().is_some_and(|f| f.guard);
         if let Some(rec) = exchange.log_record() {
             rec.route = Some(route.name.clone());
             rec.backend = Some(spec.name.clone());
@@ -329,8 +339,9 @@ impl Proxy {
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut parts.headers);
         }
-        strip_hop_by_hop(&mut parts.headers, upgrade);
-        let trusted = table.config.trusted_proxies.iter().any(|net| net.contains(&conn.peer.ip()));
+        // After `choose`: it reads the force header and its token.
+        strip_request_headers(&mut parts.headers, upgrade);
+        let trusted = trusted_proxies.iter().any(|net| net.contains(&conn.peer.ip()));
         set_forwarded(&mut parts.headers, &conn.peer_value, trusted, conn.proto, client_host.as_ref());
         let request_id = ensure_request_id(&mut parts.headers);
         if let Some(rec) = exchange.log_record() {
@@ -393,6 +404,7 @@ impl Proxy {
                     parity: self.live.parity.clone(),
                     route: ri,
                     primary: choice.backend,
+                    feeds_guard: exchange.feeds_guard,
                     shadow,
                     noise,
                     permit,
@@ -429,6 +441,13 @@ impl Proxy {
         }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
+        // hyper's client takes a GET, HEAD or CONNECT body of unknown length
+        // for none and sends nothing; the client's `Transfer-Encoding` went
+        // with the hop-by-hop headers, so the framing is said again here.
+        // (A body of known length gets its `Content-Length` from hyper.)
+        if !body.is_end_stream() && body.size_hint().exact().is_none() {
+            parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
 
         let live_backend = &live_route.backends[choice.backend];
         let refuse = |kind, backend: usize| Refusal::Upstream {
@@ -640,16 +659,24 @@ const fn byte_class(extra: &[u8]) -> [bool; 256] {
     class
 }
 
-fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap) -> Choice {
-    if let Some(name) = &route.force_header
-        && let Some(wanted) = headers.get(name).and_then(|v| v.to_str().ok())
+/// The backend for a request: the one a trusted client forces, else the
+/// split's pick for its bucket (moved off an unhealthy backend). `client`
+/// names the client; it is only asked when a force header is present.
+fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap, client: impl FnOnce() -> Option<IpAddr>) -> Choice {
+    if let Some(force) = &route.force_header
+        && let Some(wanted) = headers.get(&force.name).and_then(|v| v.to_str().ok())
         && let Some(backend) = route.backend_index(wanted.trim())
     {
-        return Choice {
-            backend,
-            bucket: 0,
-            set_pin: None,
-        };
+        let client = client();
+        if may_force(force, headers, client) {
+            return Choice {
+                backend,
+                bucket: 0,
+                set_pin: None,
+                forced: true,
+            };
+        }
+        tracing::debug!(route = %route.name, header = %force.name, client = ?client, "force header ignored: client network or token not accepted");
     }
     let (bucket, set_pin) = match &route.sticky {
         Sticky::None => (split::random_bucket(), None),
@@ -679,7 +706,22 @@ fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap) -> Choice {
             .failover(bucket, picked, |i| live.backends[i].health.is_healthy())
             .unwrap_or(picked)
     };
-    Choice { backend, bucket, set_pin }
+    Choice {
+        backend,
+        bucket,
+        set_pin,
+        forced: false,
+    }
+}
+
+/// Whether `client` (unknown: `None`) may pin a backend with `force`: from an
+/// allowed network, and with the token when the route has one.
+fn may_force(force: &ForceHeader, headers: &HeaderMap, client: Option<IpAddr>) -> bool {
+    client.is_some_and(|ip| force.allows_client(ip))
+        && force
+            .token
+            .as_ref()
+            .is_none_or(|token| headers.get(&FORCE_TOKEN).is_some_and(|v| token.matches(v.as_bytes())))
 }
 
 /// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
