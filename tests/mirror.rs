@@ -402,6 +402,11 @@ async fn samples_go_to_a_rotated_parity_log() {
         let current = std::fs::read_to_string(proxy.path("parity.jsonl")).unwrap();
         let rotated = std::fs::read_to_string(proxy.path("parity.jsonl.1")).expect("rotated past max_bytes");
         assert!(current.len() <= 4096 && rotated.len() <= 4096);
+        for file in ["parity.jsonl", "parity.jsonl.1"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(proxy.path(file)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file} is readable by its owner only");
+        }
         let lines: Vec<Value> = rotated
             .lines()
             .chain(current.lines())
@@ -412,6 +417,162 @@ async fn samples_go_to_a_rotated_parity_log() {
         assert_eq!(last["route"], "api");
         assert_eq!(last["sample"]["differences"][0]["path"], "/id");
         assert_eq!(last["sample"]["path"], "/item/39");
+    })
+    .await;
+}
+
+/// A JSON object of `keys` members named `{prefix}0`, `{prefix}1`, …
+fn wide_object(prefix: &str, keys: usize) -> bytes::Bytes {
+    let members: Vec<String> = (0..keys).map(|i| format!("\"{prefix}{i}\":0")).collect();
+    format!("{{{}}}", members.join(",")).into()
+}
+
+/// Legacy and new answer `/wide` with 60,000-key objects that share no key,
+/// and everything else with the same small document.
+async fn wide_pair() -> (Upstream, Upstream) {
+    let serve = |name: &'static str, prefix: &'static str| {
+        let wide = wide_object(prefix, 60_000);
+        Upstream::with(name, move |req: Request<hyper::body::Incoming>| {
+            let body = if req.uri().path() == "/wide" {
+                wide.clone()
+            } else {
+                bytes::Bytes::from_static(br#"{"ok":true}"#)
+            };
+            async move {
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .header("x-upstream", name)
+                    .body(full(body))
+                    .unwrap()
+            }
+        })
+    };
+    (serve("legacy", "legacy_").await, serve("new", "new_").await)
+}
+
+/// A behaviour bound, not a performance measurement: a comparison with
+/// 120,000 differing paths once held a serving thread for seconds (and then
+/// panicked); small requests must keep being answered while four run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_differing_everywhere_neither_panics_nor_stalls_other_requests() {
+    within(120, async {
+        let (legacy, new) = wide_pair().await;
+        // A debug build compares each wide pair for about a second, one at a
+        // time on a small machine: the last one waits its turn for seconds.
+        let mirror = "      to: new\n      timeout: 30s\n      compare: { noise: { sample: 0 } }\n";
+        let proxy = Proxy::start(&config(&legacy, &new, mirror), "api: { legacy: 100, new: 0 }\n").await;
+        let client = client();
+        let wide: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, url) = (client.clone(), proxy.url("/wide"));
+                tokio::spawn(async move { send_on(&client, request(Method::GET, &url, &[])).await.status })
+            })
+            .collect();
+        for status in wide {
+            assert_eq!(status.await.unwrap(), StatusCode::OK);
+        }
+        // The comparisons start once both wide answers are in: now. Each
+        // small request gets a connection of its own, so they land on every
+        // serving thread.
+        let small: Vec<_> = (0..20u64)
+            .map(|i| {
+                let url = proxy.url(&format!("/small/{i}"));
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(200 * i)).await;
+                    let started = Instant::now();
+                    let resp = send(request(Method::GET, &url, &[])).await;
+                    assert_eq!(resp.status, StatusCode::OK);
+                    started.elapsed()
+                })
+            })
+            .collect();
+        let mut slowest = Duration::ZERO;
+        for elapsed in small {
+            slowest = slowest.max(elapsed.await.unwrap());
+        }
+        println!("slowest small request beside four wide comparisons: {slowest:?}");
+        assert!(
+            slowest < Duration::from_secs(1),
+            "a small request waited {slowest:?} behind the comparisons"
+        );
+
+        let report = wait_outcomes(&proxy, 24).await;
+        assert_eq!(report["outcomes"]["compared"], 24, "{report:#}");
+        assert_eq!(report["clean"], 20, "the small pairs are identical: {report:#}");
+        let more = path_entry(&report, "shape", "(more)").unwrap_or_else(|| panic!("no (more) row: {report:#}"));
+        assert_eq!(more["count"], 4, "{more:#}");
+        let sample = &report["samples"][0];
+        let listed = sample["differences"].as_array().unwrap();
+        assert!(listed.len() <= 101, "{} differences in one sample", listed.len());
+        assert!(!proxy.stderr_text().contains("panicked"), "{}", proxy.stderr_text());
+        // And the proxy serves on.
+        assert_eq!(get(&proxy.url("/small/after")).await.status, StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn secrets_anywhere_in_a_path_or_shaped_like_credentials_stay_hidden() {
+    use std::os::unix::fs::PermissionsExt;
+    within(30, async {
+        const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW9mLWFsaWNl";
+        let document = |side: &str| {
+            json!({
+                "user": {"password_hash": {"value": format!("pbkdf2_sha256$600000${side}-hash")}},
+                "note": if side == "legacy" { JWT.to_string() } else { format!("{side}-plain-note") },
+                "tokens": [format!("{side}-token-1")],
+                "secrets": {"stripe": format!("{side}-stripe")},
+                "api-key": format!("{side}-api-key"),
+                "session": {"key": format!("{side}-session-key")},
+                "private_key": format!("{side}-private-key"),
+                "card_number": format!("{side}-card-number"),
+                "otp": format!("{side}-otp"),
+                "n": if side == "legacy" { 1 } else { 2 },
+            })
+        };
+        let legacy = Upstream::with("legacy", move |_req| async move { json_response("legacy", document("legacy")) }).await;
+        let new = Upstream::with("new", move |_req| async move { json_response("new", document("new")) }).await;
+        let text = config(
+            &legacy,
+            &new,
+            "      to: new\n      compare: { mode: values, noise: { sample: 0 } }\n",
+        )
+        .replace("backends:\n", "parity_log: { path: parity.jsonl }\nbackends:\n");
+        let proxy = Proxy::start(&text, "api: { legacy: 100, new: 0 }\n").await;
+        // A log left readable by everyone is made private when it is opened.
+        let log = proxy.path("parity.jsonl");
+        std::fs::write(&log, "").unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        send(request(Method::GET, &proxy.url("/account"), &[])).await;
+        let report = wait_outcomes(&proxy, 1).await;
+        assert_eq!(path_entry(&report, "value", "/n").unwrap()["verdict"], "differs", "{report:#}");
+        assert_eq!(
+            path_entry(&report, "value", "/user/password_hash/value").unwrap()["left"],
+            "[redacted]"
+        );
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains("/user/password_hash/value"), "{logged}");
+        let secrets = [
+            "pbkdf2",
+            "eyJhbGci",
+            "token-1",
+            "-stripe",
+            "-api-key",
+            "-session-key",
+            "-private-key",
+            "-card-number",
+            "-otp",
+        ];
+        for (place, text) in [("/admin/parity", report.to_string()), ("parity.jsonl", logged)] {
+            for secret in secrets {
+                assert!(!text.contains(secret), "{secret} shown in {place}: {text}");
+            }
+        }
+        // Not a secret, and its other side is no credential: kept.
+        assert_eq!(path_entry(&report, "value", "/note").unwrap()["right"], "\"new-plain-note\"");
+        let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the parity log's mode");
     })
     .await;
 }

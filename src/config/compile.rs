@@ -17,6 +17,7 @@ use super::{
     MirrorSpec, PassiveSpec, RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
 };
 use crate::mirror::compare::{CompareRules, Kind, PathPattern};
+use crate::mirror::redact::Redactor;
 use crate::proxy::headers::FORCE_TOKEN;
 use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
 
@@ -552,6 +553,10 @@ fn compile_mirror(
             (_, Err(e)) => errors.push(ConfigError::at(value(&["mirror", "compare", "accept", &idx, "path"]), e)),
         }
     }
+    let redact = Redactor::new(&c.redact).unwrap_or_else(|e| {
+        errors.push(ConfigError::at(value(&["mirror", "compare", "redact"]), e));
+        Redactor::default()
+    });
     if errors.len() > before {
         return None;
     }
@@ -573,7 +578,7 @@ fn compile_mirror(
         },
         noise_sample: c.noise.sample,
         accept,
-        redact: c.redact.iter().map(|k| k.to_ascii_lowercase()).collect(),
+        redact,
         compare_max_bytes: c.max_body_bytes,
         min_clean_share: m.min_clean_share,
     })

@@ -217,8 +217,9 @@ pub struct MirrorSpec {
     /// Share of mirrored safe requests also sent to the primary twice, to learn noise.
     pub noise_sample: f64,
     pub accept: Vec<AcceptRule>,
-    /// Lower-cased JSON keys whose values never appear in samples.
-    pub redact: Vec<String>,
+    /// Hides secrets in what parity stores: the built-in names and value
+    /// patterns, and the route's `redact` names.
+    pub redact: crate::mirror::redact::Redactor,
     pub compare_max_bytes: usize,
     pub min_clean_share: Option<f64>,
 }

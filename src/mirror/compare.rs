@@ -6,7 +6,7 @@
 //! Paths are JSON pointers with `*` standing for "any array element":
 //! `/results/*/id`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -165,11 +165,64 @@ pub fn compared_headers(headers: &http::HeaderMap, rules: &CompareRules) -> http
     copied
 }
 
-/// Compares two captured responses.
+/// Differences listed per comparison; beyond, they are only counted, as a
+/// [`MORE`] difference per kind. Bookkeeping then costs the same for a pair
+/// that differs at 120,000 paths as for one that differs at 100.
+pub const MAX_DIFFERENCES: usize = 100;
+
+/// The path of the difference that counts what was not listed. No JSON
+/// pointer (they start with `/`) and no header name can be spelled so.
+pub const MORE: &str = "(more)";
+
+/// The differences of one comparison: the first [`MAX_DIFFERENCES`] listed,
+/// the rest counted by kind.
+struct Differences {
+    listed: Vec<Difference>,
+    unlisted: [usize; Kind::ALL.len()],
+}
+
+impl Differences {
+    fn new() -> Differences {
+        Differences {
+            listed: Vec::new(),
+            unlisted: [0; Kind::ALL.len()],
+        }
+    }
+
+    /// Lists a difference, built only when there is still room for it.
+    fn add(&mut self, kind: Kind, difference: impl FnOnce() -> Difference) {
+        if self.listed.len() < MAX_DIFFERENCES {
+            self.listed.push(difference());
+        } else {
+            self.unlisted[kind as usize] += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<Difference> {
+        for (kind, n) in Kind::ALL.into_iter().zip(self.unlisted) {
+            if n > 0 {
+                self.listed.push(Difference {
+                    kind,
+                    path: MORE.to_string(),
+                    left: format!("{n} more differences"),
+                    right: "not listed".to_string(),
+                });
+            }
+        }
+        self.listed
+    }
+}
+
+/// Compares two captured responses. At most [`MAX_DIFFERENCES`] differences
+/// are listed, then one [`MORE`] difference per kind with the count of the rest.
+///
+/// The work is bounded by the bodies: they are at most the route's
+/// `compare.max_body_bytes`, and serde_json refuses documents nested deeper
+/// than 128 levels (such a body compares as not JSON).
 pub fn compare(left: &Captured, right: &Captured, rules: &CompareRules) -> Vec<Difference> {
-    let mut out = Vec::new();
+    let mut out = Differences::new();
     if left.status != right.status {
-        out.push(Difference {
+        out.add(Kind::Status, || Difference {
             kind: Kind::Status,
             path: String::new(),
             left: left.status.to_string(),
@@ -184,7 +237,7 @@ pub fn compare(left: &Captured, right: &Captured, rules: &CompareRules) -> Vec<D
         }
         let (l, r) = (header_text(&left.headers, name), header_text(&right.headers, name));
         if l != r {
-            out.push(Difference {
+            out.add(Kind::Header, || Difference {
                 kind: Kind::Header,
                 path: name.to_string(),
                 left: l,
@@ -193,15 +246,15 @@ pub fn compare(left: &Captured, right: &Captured, rules: &CompareRules) -> Vec<D
         }
     }
     let (Some(lb), Some(rb)) = (&left.body, &right.body) else {
-        return out;
+        return out.finish();
     };
     let l_json = is_json(&left.headers).then(|| serde_json::from_slice::<Value>(lb).ok()).flatten();
     let r_json = is_json(&right.headers).then(|| serde_json::from_slice::<Value>(rb).ok()).flatten();
     match (l_json, r_json) {
-        (Some(l), Some(r)) => out.extend(compare_json(&l, &r, rules)),
+        (Some(l), Some(r)) => collect_json(&l, &r, rules, &mut out),
         (None, None) => {
             if rules.values && lb != rb {
-                out.push(Difference {
+                out.add(Kind::Value, || Difference {
                     kind: Kind::Value,
                     path: String::new(),
                     left: format!("{} bytes, digest {:016x}", lb.len(), digest(lb)),
@@ -209,14 +262,14 @@ pub fn compare(left: &Captured, right: &Captured, rules: &CompareRules) -> Vec<D
                 });
             }
         }
-        (l, r) => out.push(Difference {
+        (l, r) => out.add(Kind::Shape, || Difference {
             kind: Kind::Shape,
             path: String::new(),
             left: if l.is_some() { "json" } else { "not json" }.into(),
             right: if r.is_some() { "json" } else { "not json" }.into(),
         }),
     }
-    out
+    out.finish()
 }
 
 /// Whether both sides sent `name` with the very same values: the usual
@@ -265,32 +318,46 @@ fn digest(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Compares two JSON documents under `rules`.
+/// Compares two JSON documents under `rules`, listing differences as [`compare`] does.
 pub fn compare_json(left: &Value, right: &Value, rules: &CompareRules) -> Vec<Difference> {
+    let mut out = Differences::new();
+    collect_json(left, right, rules, &mut out);
+    out.finish()
+}
+
+fn collect_json(left: &Value, right: &Value, rules: &CompareRules, out: &mut Differences) {
     let left = unwrap(left, rules.unwrap_left.as_deref());
     let right = unwrap(right, rules.unwrap_right.as_deref());
-    let mut out = Vec::new();
     let (ls, rs) = (shape_of(left, rules), shape_of(right, rules));
+    // Paths with a type change: their values are not compared again.
+    let mut retyped = HashSet::new();
     for (path, lt) in &ls {
         if ignored(path, rules) {
             continue;
         }
         match rs.get(path) {
-            None if !under_empty_array(path, &rs) => out.push(shape_diff(path, lt.describe(), "absent".into())),
-            Some(rt) if lt.0 & rt.0 == 0 => out.push(shape_diff(path, lt.describe(), rt.describe())),
+            None if !under_empty_array(path, &rs) => out.add(Kind::Shape, || shape_diff(path, lt.describe(), "absent".into())),
+            Some(rt) if lt.0 & rt.0 == 0 => {
+                retyped.insert(path.as_str());
+                out.add(Kind::Shape, || shape_diff(path, lt.describe(), rt.describe()));
+            }
             _ => {}
         }
     }
     for (path, rt) in &rs {
         if !ls.contains_key(path) && !ignored(path, rules) && !under_empty_array(path, &ls) {
-            out.push(shape_diff(path, "absent".into(), rt.describe()));
+            out.add(Kind::Shape, || shape_diff(path, "absent".into(), rt.describe()));
         }
     }
     if rules.values {
-        let mut path = String::new();
-        compare_values(left, right, &mut path, rules, &mut out);
+        let mut values = ValueWalk {
+            rules,
+            retyped,
+            reported: HashSet::new(),
+            out,
+        };
+        values.compare(left, right, &mut String::new());
     }
-    out
 }
 
 fn shape_diff(path: &str, left: String, right: String) -> Difference {
@@ -424,39 +491,57 @@ fn push_escaped(path: &mut String, key: &str) {
     }
 }
 
-fn compare_values(l: &Value, r: &Value, path: &mut String, rules: &CompareRules, out: &mut Vec<Difference>) {
-    if ignored(path, rules) {
-        return;
-    }
-    let len = path.len();
-    match (l, r) {
-        (Value::Object(lm), Value::Object(rm)) => {
-            for (k, lv) in lm {
-                if let Some(rv) = rm.get(k) {
-                    path.push('/');
-                    push_escaped(path, k);
-                    compare_values(lv, rv, path, rules, out);
-                    path.truncate(len);
+/// The values mode's walk over both documents at once.
+struct ValueWalk<'a> {
+    rules: &'a CompareRules,
+    retyped: HashSet<&'a str>,
+    /// Folded paths with a value difference: the elements of an array that
+    /// differ at one folded path make one difference.
+    reported: HashSet<String>,
+    out: &'a mut Differences,
+}
+
+impl ValueWalk<'_> {
+    fn compare(&mut self, l: &Value, r: &Value, path: &mut String) {
+        if ignored(path, self.rules) {
+            return;
+        }
+        let len = path.len();
+        match (l, r) {
+            (Value::Object(lm), Value::Object(rm)) => {
+                for (k, lv) in lm {
+                    if let Some(rv) = rm.get(k) {
+                        path.push('/');
+                        push_escaped(path, k);
+                        self.compare(lv, rv, path);
+                        path.truncate(len);
+                    }
                 }
             }
-        }
-        (Value::Array(la), Value::Array(ra)) => {
-            if la.len() != ra.len() {
-                out.push(value_diff(path, &format!("{} items", la.len()), &format!("{} items", ra.len())));
+            (Value::Array(la), Value::Array(ra)) => {
+                if la.len() != ra.len() {
+                    self.report(path, || (format!("{} items", la.len()), format!("{} items", ra.len())));
+                }
+                path.push_str("/*");
+                for (lv, rv) in la.iter().zip(ra) {
+                    self.compare(lv, rv, path);
+                }
+                path.truncate(len);
             }
-            path.push_str("/*");
-            for (lv, rv) in la.iter().zip(ra) {
-                compare_values(lv, rv, path, rules, out);
-            }
-            path.truncate(len);
-        }
-        (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => {}
-        _ => {
+            (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => {}
             // A type change is already reported as a shape difference at this path.
-            let reported = out.iter().any(|d| matches!(d.kind, Kind::Value | Kind::Shape) && d.path == *path);
-            if !reported && !same_scalar(l, r, rules) {
-                out.push(value_diff(path, &scalar_text(l), &scalar_text(r)));
-            }
+            _ if self.retyped.contains(path.as_str()) || same_scalar(l, r, self.rules) => {}
+            _ => self.report(path, || (scalar_text(l), scalar_text(r))),
+        }
+    }
+
+    fn report(&mut self, path: &str, texts: impl FnOnce() -> (String, String)) {
+        if !self.reported.contains(path) {
+            self.reported.insert(path.to_string());
+            self.out.add(Kind::Value, || {
+                let (left, right) = texts();
+                value_diff(path, left, right)
+            });
         }
     }
 }
@@ -488,12 +573,12 @@ fn scalar_text(v: &Value) -> String {
     truncate(&v.to_string(), 80)
 }
 
-fn value_diff(path: &str, left: &str, right: &str) -> Difference {
+fn value_diff(path: &str, left: String, right: String) -> Difference {
     Difference {
         kind: Kind::Value,
         path: path.to_string(),
-        left: left.to_string(),
-        right: right.to_string(),
+        left,
+        right,
     }
 }
 
@@ -727,5 +812,41 @@ mod tests {
         assert!(p.covers("/results/*/id/x"));
         assert!(!p.matches("/results/*/name"));
         assert!(PathPattern::parse("results").is_err());
+    }
+
+    fn wide(prefix: &str, keys: usize, value: i64) -> Value {
+        Value::Object((0..keys).map(|i| (format!("{prefix}{i}"), json!(value + i as i64))).collect())
+    }
+
+    #[test]
+    fn differences_past_the_cap_are_counted_not_listed() {
+        let d = compare_json(&wide("legacy_", 60_000, 0), &wide("new_", 60_000, 0), &rules());
+        assert_eq!(d.len(), MAX_DIFFERENCES + 1);
+        assert!(d[..MAX_DIFFERENCES].iter().all(|d| d.kind == Kind::Shape && d.path != MORE));
+        assert_eq!(
+            paths(&d[MAX_DIFFERENCES..]),
+            [(Kind::Shape, MORE, "119900 more differences", "not listed")]
+        );
+
+        // In values mode too, with one difference per folded path.
+        let values = CompareRules { values: true, ..rules() };
+        let d = compare_json(&wide("k", 60_000, 0), &wide("k", 60_000, 1), &values);
+        assert_eq!(
+            paths(&d[MAX_DIFFERENCES..]),
+            [(Kind::Value, MORE, "59900 more differences", "not listed")]
+        );
+        let items =
+            |n: i64| json!({"items": (0..500).map(|i| json!({"n": i + n, "tags": vec![0; (i + n) as usize % 3]})).collect::<Vec<_>>()});
+        assert_eq!(
+            paths(&compare_json(&items(0), &items(1), &values)),
+            [
+                (Kind::Value, "/items/*/n", "0", "1"),
+                (Kind::Value, "/items/*/tags", "0 items", "1 items"),
+            ]
+        );
+
+        // Fewer than the cap: no count.
+        let d = compare_json(&wide("a", 10, 0), &wide("b", 10, 0), &rules());
+        assert_eq!(d.len(), 20);
     }
 }

@@ -8,16 +8,19 @@
 
 pub mod compare;
 pub mod parity;
+pub mod redact;
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
 use http_body::Body as _;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::{MirrorSpec, RouteSpec};
 use crate::metrics::Metrics;
@@ -230,11 +233,11 @@ impl ShadowJob {
         let table = self.table.clone();
         let route = &table.config.routes[self.route];
         let spec = route.mirror.as_ref().expect("mirrored routes have a mirror spec");
-        let outcome = self.exchange(route, spec).await;
+        let outcome = settle(&route.name, caught(self.exchange(spec)).await);
         record_outcome(&table, &self.parity, self.route, outcome);
     }
 
-    async fn exchange(&mut self, route: &RouteSpec, spec: &MirrorSpec) -> Outcome {
+    async fn exchange(&mut self, spec: &MirrorSpec) -> Outcome {
         let body = match self.body.take() {
             None => Bytes::new(),
             Some(rx) => match rx.await {
@@ -260,41 +263,20 @@ impl ShadowJob {
         let Ok(shadow) = shadow else {
             return Outcome::Error;
         };
-        let rules = &spec.rules;
-        if let Some(Ok(again)) = &again {
-            let same_side = rules.same_side(self.primary == route.stable);
-            let noise = compare_off_thread(&primary, again, &same_side).await;
-            self.parity.record_noise(&route.name, &noise);
-        }
-        let (left, right) = if self.primary == route.stable {
-            (&primary, &shadow)
-        } else {
-            (&shadow, &primary)
+        let comparison = Comparison {
+            table: self.table.clone(),
+            parity: self.parity.clone(),
+            route: self.route,
+            primary: self.primary,
+            method: self.method.clone(),
+            path: std::mem::take(&mut self.path),
+            request_id: std::mem::take(&mut self.request_id),
+            primary_answer: primary,
+            shadow_answer: shadow,
+            again: again.and_then(Result::ok),
+            feeds_guard: self.feeds_guard,
         };
-        let diffs = compare_off_thread(left, right, rules).await;
-        let names = [&*route.backends[route.stable].spec.name, &*route.backends[spec.to].spec.name];
-        let exchange = Exchange {
-            method: self.method.as_str(),
-            path: &self.path,
-            request_id: &self.request_id,
-            backends: names,
-            statuses: [left.status, right.status],
-            served_by: &route.backends[self.primary].spec.name,
-        };
-        let judgement = self.parity.record(&route.name, spec, &exchange, diffs);
-        if let Some(guard) = &self.table.routes[self.route].guard
-            && self.feeds_guard
-        {
-            guard.record_comparison(spec.to, judgement.clean);
-        }
-        for kind in judgement.mismatched {
-            self.table
-                .metrics
-                .parity_mismatches
-                .with_label_values(&[&route.name, kind.label()])
-                .inc();
-        }
-        Outcome::Compared
+        comparison.judge(spec.timeout).await
     }
 
     async fn primary_capture(&mut self) -> Option<Captured> {
@@ -354,23 +336,155 @@ impl ShadowJob {
     }
 }
 
-/// Compares on the blocking pool when bodies are large, so parsing a big
-/// JSON document never stalls the async workers serving clients.
-async fn compare_off_thread(left: &Captured, right: &Captured, rules: &compare::CompareRules) -> Vec<compare::Difference> {
-    let size = left.body.as_ref().map_or(0, Bytes::len) + right.body.as_ref().map_or(0, Bytes::len);
-    if size < 4 * 1024 {
-        return compare::compare(left, right, rules);
+/// Bodies (both sides together) up to this size are compared on the
+/// serving thread. At the roughly 60 MB/s parsing and comparing runs at (see
+/// BENCHMARKS.md) that is a quarter of a millisecond, and recording is
+/// bounded by `compare::MAX_DIFFERENCES`: about what serving a request
+/// costs. Sending them to the blocking pool instead would cost a thread
+/// wake-up each way and put most API answers in the queue for the few
+/// compare slots.
+const INLINE_COMPARE_BYTES: usize = 16 * 1024;
+
+/// Comparisons of larger bodies running at once, process-wide: half the
+/// cores, at least one, so that comparing never takes every core from the
+/// serving threads. A comparison waits for a slot while its shadow still
+/// holds its place among the route's `max_in_flight`, so the waiting is
+/// bounded; one that waits longer than the mirror's `timeout` is skipped.
+static COMPARE_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Semaphore::new((cores / 2).max(1))
+});
+
+/// Both answers of a mirrored request, compared and recorded away from the
+/// exchange that fetched them.
+struct Comparison {
+    table: Arc<Table>,
+    parity: Arc<Parity>,
+    route: usize,
+    primary: usize,
+    method: Method,
+    path: String,
+    request_id: String,
+    primary_answer: Captured,
+    shadow_answer: Captured,
+    /// The primary's second answer to the same request, when learning noise.
+    again: Option<Captured>,
+    /// Whether the verdict counts in the route's guard (forced requests do not, by default).
+    feeds_guard: bool,
+}
+
+impl Comparison {
+    /// Compares on the serving thread when the bodies are small, else on the
+    /// blocking pool once a compare slot frees up within `wait`.
+    async fn judge(self, wait: Duration) -> Outcome {
+        let body = |c: &Captured| c.body.as_ref().map_or(0, Bytes::len);
+        let size = body(&self.primary_answer) + body(&self.shadow_answer) + self.again.as_ref().map_or(0, body);
+        if size <= INLINE_COMPARE_BYTES {
+            return self.run_caught();
+        }
+        let Some(Ok(slot)) = crate::proxy::upstream::within(wait, std::pin::pin!(COMPARE_SLOTS.acquire())).await else {
+            return Outcome::Skipped;
+        };
+        let job = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            self.run_caught()
+        });
+        // Panics are caught inside the job: an error here is a job cancelled
+        // as the runtime shuts down.
+        job.await.unwrap_or(Outcome::Error)
     }
-    let (left, right, rules) = (left.clone(), right.clone(), rules.clone());
-    tokio::task::spawn_blocking(move || compare::compare(&left, &right, &rules))
-        .await
-        .unwrap_or_default()
+
+    fn run_caught(self) -> Outcome {
+        let table = self.table.clone();
+        let route = &table.config.routes[self.route].name;
+        settle(route, std::panic::catch_unwind(AssertUnwindSafe(|| self.run())))
+    }
+
+    fn run(self) -> Outcome {
+        let table = &self.table;
+        let route = &table.config.routes[self.route];
+        let spec = route.mirror.as_ref().expect("mirrored routes have a mirror spec");
+        let rules = &spec.rules;
+        let primary_is_stable = self.primary == route.stable;
+        if let Some(again) = &self.again {
+            let noise = compare::compare(&self.primary_answer, again, &rules.same_side(primary_is_stable));
+            self.parity.record_noise(&route.name, &spec.redact, noise);
+        }
+        let (left, right) = if primary_is_stable {
+            (&self.primary_answer, &self.shadow_answer)
+        } else {
+            (&self.shadow_answer, &self.primary_answer)
+        };
+        let diffs = compare::compare(left, right, rules);
+        let names = [&*route.backends[route.stable].spec.name, &*route.backends[spec.to].spec.name];
+        let exchange = Exchange {
+            method: self.method.as_str(),
+            path: &self.path,
+            request_id: &self.request_id,
+            backends: names,
+            statuses: [left.status, right.status],
+            served_by: &route.backends[self.primary].spec.name,
+        };
+        let judgement = self.parity.record(&route.name, spec, &exchange, diffs);
+        if let Some(guard) = &table.routes[self.route].guard
+            && self.feeds_guard
+        {
+            guard.record_comparison(spec.to, judgement.clean);
+        }
+        for kind in judgement.mismatched {
+            table
+                .metrics
+                .parity_mismatches
+                .with_label_values(&[&route.name, kind.label()])
+                .inc();
+        }
+        Outcome::Compared
+    }
+}
+
+/// Runs `fut`, returning the panic it raises, if any, instead of unwinding.
+async fn caught<F: Future>(fut: F) -> std::thread::Result<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(panic) => Poll::Ready(Err(panic)),
+    })
+    .await
+}
+
+/// The outcome of a shadow whose work may have panicked: a bug, but one
+/// that costs a shadow (counted as `error`), never the client's answer or
+/// the thread serving it.
+fn settle(route: &str, result: std::thread::Result<Outcome>) -> Outcome {
+    result.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        tracing::error!(route, panic = message, "a shadow exchange panicked; counted as an error");
+        Outcome::Error
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Metrics, Outcome, OutcomeCounters, Tap};
+    use super::{Metrics, Outcome, OutcomeCounters, Tap, caught, settle};
     use bytes::Bytes;
+
+    #[tokio::test]
+    async fn a_panic_in_the_shadow_path_is_an_error_outcome() {
+        let exchange = async {
+            tokio::task::yield_now().await;
+            panic!("a bug in the comparison");
+        };
+        let outcome: Outcome = settle("api", caught(exchange).await);
+        assert_eq!(outcome, Outcome::Error);
+        let comparison = std::panic::catch_unwind(|| -> Outcome { panic!("{}", String::from("formatted")) });
+        assert_eq!(settle("api", comparison), Outcome::Error);
+        assert_eq!(settle("api", caught(async { Outcome::Compared }).await), Outcome::Compared);
+    }
 
     #[test]
     fn every_outcome_counts_under_its_own_label() {

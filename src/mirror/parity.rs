@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::compare::{Difference, Kind, truncate};
-use crate::config::{MirrorSpec, ParityLogSettings};
+use super::compare::{Difference, Kind, MORE, truncate};
+use super::redact::Redactor;
+use crate::config::{AcceptRule, MirrorSpec, ParityLogSettings};
 
 /// Half-life of the decaying counts.
 pub const HALF_LIFE: Duration = Duration::from_secs(600);
@@ -29,6 +30,14 @@ pub const MIN_ABSOLUTE_DIFFERENCE: f64 = 0.0003;
 pub const SAMPLES: usize = 20;
 /// Distinct (kind, path) entries tracked per route; beyond, the least seen are dropped.
 pub const MAX_PATHS: usize = 2000;
+/// Entries dropped at once when a route tracks [`MAX_PATHS`]: ranking them
+/// all once per this many new paths keeps a stream of new paths cheap.
+const EVICTED: usize = MAX_PATHS / 8;
+/// Characters of a path (JSON pointer, request path, request id) kept;
+/// longer ones are cut, and paths cut alike share an entry.
+pub const MAX_PATH_CHARS: usize = 200;
+/// Characters of a value kept.
+pub const MAX_VALUE_CHARS: usize = 80;
 
 /// A count that halves every [`HALF_LIFE`].
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +159,7 @@ impl ParityLog {
             self.written = 0;
         }
         if self.file.is_none() {
-            match std::fs::OpenOptions::new().create(true).append(true).open(&self.settings.path) {
+            match open_private(&self.settings.path) {
                 Ok(f) => {
                     self.written = f.metadata().map(|m| m.len()).unwrap_or(0);
                     self.file = Some(f);
@@ -166,6 +175,44 @@ impl ParityLog {
         {
             self.written += line.len() as u64;
         }
+    }
+}
+
+/// Opens a log for appending, readable and writable by its owner only:
+/// samples show response values. `mode` applies only to a file being
+/// created, so one found readable by others is tightened.
+fn open_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
+/// A route's decayed totals at one instant, which judge its paths.
+struct Totals {
+    raw: f64,
+    noise: f64,
+}
+
+impl Totals {
+    /// The share of compared requests that differ at `stat`, and the share
+    /// of noise samples where the primary differed from itself there.
+    fn rates(&self, stat: &PathStat, now: Instant) -> (f64, f64) {
+        let raw = stat.raw.get(now) / self.raw.max(1e-9);
+        let noise = if self.noise < 1e-9 {
+            0.0
+        } else {
+            (stat.noise.get(now) / self.noise).min(1.0)
+        };
+        (raw, noise)
+    }
+
+    /// Diffy's rule, on decayed rates: is this path's difference real?
+    fn significant(&self, stat: &PathStat, now: Instant) -> bool {
+        let (raw, noise) = self.rates(stat, now);
+        significant(raw, noise)
     }
 }
 
@@ -186,19 +233,14 @@ impl RouteParity {
         }
     }
 
+    /// The entry of (kind, path), made when new. Making one may drop others
+    /// (never this one) to stay within [`MAX_PATHS`].
     fn stat(&mut self, kind: Kind, path: &str, now: Instant) -> &mut PathStat {
-        if self.paths.len() >= MAX_PATHS && !self.paths.contains_key(&(kind, path.to_string())) {
-            // Forget the least significant path to stay bounded.
-            if let Some(key) = self
-                .paths
-                .iter()
-                .min_by(|a, b| a.1.raw.get(now).total_cmp(&b.1.raw.get(now)))
-                .map(|(k, _)| k.clone())
-            {
-                self.paths.remove(&key);
-            }
+        let key = (kind, path.to_string());
+        if self.paths.len() >= MAX_PATHS && !self.paths.contains_key(&key) {
+            self.evict(now);
         }
-        self.paths.entry((kind, path.to_string())).or_insert_with(|| PathStat {
+        self.paths.entry(key).or_insert_with(|| PathStat {
             raw: Decaying::new(now),
             noise: Decaying::new(now),
             count: 0,
@@ -206,6 +248,28 @@ impl RouteParity {
             right: String::new(),
             accepted: None,
         })
+    }
+
+    /// Forgets the [`EVICTED`] least seen entries, both rates counted: a
+    /// path seen only as noise still keeps that noise from being reported.
+    fn evict(&mut self, now: Instant) {
+        let mut weights: Vec<(f64, &(Kind, String))> = self.paths.iter().map(|(k, s)| (s.raw.get(now) + s.noise.get(now), k)).collect();
+        let n = EVICTED.min(weights.len());
+        if n == 0 {
+            return;
+        }
+        weights.select_nth_unstable_by(n - 1, |a, b| a.0.total_cmp(&b.0));
+        let forgotten: Vec<(Kind, String)> = weights[..n].iter().map(|(_, k)| (*k).clone()).collect();
+        for key in &forgotten {
+            self.paths.remove(key);
+        }
+    }
+
+    fn totals(&self, now: Instant) -> Totals {
+        Totals {
+            raw: self.raw_total.get(now),
+            noise: self.noise_total.get(now),
+        }
     }
 
     /// The share of recent comparisons that were clean (decayed counts).
@@ -216,19 +280,6 @@ impl RouteParity {
         } else {
             (self.clean_recent.get(now) / compared).min(1.0)
         }
-    }
-
-    /// Diffy's rule, on decayed rates: is this path's difference real?
-    fn significant(&self, stat: &PathStat, now: Instant) -> bool {
-        let raw_total = self.raw_total.get(now).max(1e-9);
-        let raw = stat.raw.get(now) / raw_total;
-        let noise_total = self.noise_total.get(now);
-        let noise = if noise_total < 1e-9 {
-            0.0
-        } else {
-            (stat.noise.get(now) / noise_total).min(1.0)
-        };
-        significant(raw, noise)
     }
 }
 
@@ -277,12 +328,14 @@ impl Parity {
     }
 
     /// Learns from two answers of the same backend.
-    pub fn record_noise(&self, route: &str, diffs: &[Difference]) {
+    pub fn record_noise(&self, route: &str, redactor: &Redactor, diffs: Vec<Difference>) {
         let now = Instant::now();
+        // Kept under the same keys as the differences `record` sees.
+        let diffs = unique(diffs.into_iter().map(|d| (stored(d, redactor), ())));
         self.with_route(route, |r| {
             r.noise_total.add(1.0, now);
             r.noise_compared += 1;
-            for d in unique(diffs) {
+            for (d, ()) in &diffs {
                 r.stat(d.kind, &d.path, now).noise.add(1.0, now);
             }
         });
@@ -293,46 +346,57 @@ impl Parity {
         let now = Instant::now();
         // Only differences are checked against the accept rules' dates, and most exchanges have none.
         let mut today = None;
+        // Accept rules name paths as compared, before they are redacted or cut.
+        let mut accepted_by = |d: &Difference| -> Option<&AcceptRule> {
+            if spec.accept.is_empty() {
+                return None;
+            }
+            let today = *today.get_or_insert_with(|| time::OffsetDateTime::now_utc().date());
+            spec.accept.iter().find(|a| a.covers(d.kind, &d.path, today))
+        };
+        let diffs = unique(diffs.into_iter().map(|d| {
+            let rule = accepted_by(&d);
+            (stored(d, &spec.redact), rule)
+        }));
+        let sample = (!diffs.is_empty()).then(|| Sample {
+            time: crate::control::now_rfc3339(),
+            method: exchange.method.to_string(),
+            path: bounded(Redactor::hide_credentials(exchange.path), MAX_PATH_CHARS),
+            request_id: bounded(Redactor::hide_credentials(exchange.request_id), MAX_PATH_CHARS),
+            backends: exchange.backends.map(str::to_string),
+            statuses: exchange.statuses,
+            served_by: exchange.served_by.to_string(),
+            differences: Vec::new(),
+        });
         let mut logged = None;
         let judgement = self.with_route(route, |r| {
             r.raw_total.add(1.0, now);
             r.compared += 1;
             r.compared_recent.add(1.0, now);
-            let diffs: Vec<Difference> = diffs.into_iter().map(|d| redact(d, &spec.redact)).collect();
-            for d in unique(&diffs) {
+            let totals = r.totals(now);
+            let mut judged = Vec::with_capacity(diffs.len());
+            let mut mismatched = Vec::new();
+            for (d, rule) in diffs {
+                // Judged at once: recording a later path may drop this one.
                 let stat = r.stat(d.kind, &d.path, now);
                 stat.raw.add(1.0, now);
                 stat.count += 1;
-                stat.left = d.left.clone();
-                stat.right = d.right.clone();
-            }
-            let mut judged = Vec::with_capacity(diffs.len());
-            for d in diffs {
-                let today = *today.get_or_insert_with(|| time::OffsetDateTime::now_utc().date());
-                let verdict = match spec.accept.iter().find(|a| a.covers(d.kind, &d.path, today)) {
-                    Some(rule) => {
-                        r.stat(d.kind, &d.path, now).accepted = Some(rule.reason.clone());
-                        Verdict::Accepted
-                    }
-                    None => {
-                        let stat = &r.paths[&(d.kind, d.path.clone())];
-                        if r.significant(stat, now) {
-                            Verdict::Differs
-                        } else {
-                            Verdict::Noise
-                        }
-                    }
+                stat.left.clone_from(&d.left);
+                stat.right.clone_from(&d.right);
+                stat.accepted = rule.map(|a| a.reason.clone());
+                let verdict = if stat.accepted.is_some() {
+                    Verdict::Accepted
+                } else if totals.significant(stat, now) {
+                    Verdict::Differs
+                } else {
+                    Verdict::Noise
                 };
+                if verdict == Verdict::Differs && !mismatched.contains(&d.kind) {
+                    mismatched.push(d.kind);
+                }
                 judged.push(SampleDifference { difference: d, verdict });
             }
-            let mut mismatched: Vec<Kind> = judged
-                .iter()
-                .filter(|d| d.verdict == Verdict::Differs)
-                .map(|d| d.difference.kind)
-                .collect();
-            mismatched.dedup();
             mismatched.sort();
-            mismatched.dedup();
             let clean = mismatched.is_empty();
             if clean {
                 r.clean += 1;
@@ -341,20 +405,12 @@ impl Parity {
             for k in &mismatched {
                 *r.mismatched.entry(*k).or_default() += 1;
             }
-            if !judged.is_empty() {
+            if let Some(mut sample) = sample {
+                sample.differences = judged;
                 if r.samples.len() == SAMPLES {
                     r.samples.pop_front();
                 }
-                r.samples.push_back(Sample {
-                    time: crate::control::now_rfc3339(),
-                    method: exchange.method.to_string(),
-                    path: truncate(exchange.path, 200),
-                    request_id: exchange.request_id.to_string(),
-                    backends: exchange.backends.map(str::to_string),
-                    statuses: exchange.statuses,
-                    served_by: exchange.served_by.to_string(),
-                    differences: judged,
-                });
+                r.samples.push_back(sample);
                 logged = r.samples.back().cloned();
             }
             Judgement { clean, mismatched }
@@ -382,20 +438,14 @@ impl Parity {
             return serde_json::json!({ "route": route, "compared": 0, "clean": 0, "clean_share": null, "outcomes": {}, "mismatch_rate": {}, "paths": [], "samples": [] });
         };
         let compared = r.compared.max(1) as f64;
-        let raw_total = r.raw_total.get(now).max(1e-9);
-        let noise_total = r.noise_total.get(now);
-        let mut paths: Vec<(f64, serde_json::Value)> = r
+        let totals = r.totals(now);
+        let mut paths: Vec<((bool, f64, bool), serde_json::Value)> = r
             .paths
             .iter()
             .filter(|(_, s)| s.count > 0)
             .map(|((kind, path), s)| {
-                let rate = s.raw.get(now) / raw_total;
-                let noise_rate = if noise_total < 1e-9 {
-                    0.0
-                } else {
-                    (s.noise.get(now) / noise_total).min(1.0)
-                };
-                let verdict = match (&s.accepted, r.significant(s, now)) {
+                let (rate, noise_rate) = totals.rates(s, now);
+                let verdict = match (&s.accepted, totals.significant(s, now)) {
                     (Some(_), _) => Verdict::Accepted,
                     (None, true) => Verdict::Differs,
                     (None, false) => Verdict::Noise,
@@ -404,10 +454,13 @@ impl Parity {
                     "kind": kind, "path": path, "verdict": verdict, "rate": round4(rate), "noise_rate": round4(noise_rate),
                     "count": s.count, "left": s.left, "right": s.right, "accepted_reason": s.accepted,
                 });
-                (if verdict == Verdict::Differs { 2.0 + rate } else { rate }, v)
+                // Real differences first, the most frequent first, and of
+                // equals the count of those not listed.
+                let rank = (verdict == Verdict::Differs, rate, path == MORE);
+                (rank, v)
             })
             .collect();
-        paths.sort_by(|a, b| b.0.total_cmp(&a.0));
+        paths.sort_by(|(a, _), (b, _)| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)).then(b.2.cmp(&a.2)));
         let mismatch_rate: BTreeMap<&str, f64> = Kind::ALL
             .iter()
             .map(|k| (k.label(), round4(r.mismatched.get(k).copied().unwrap_or(0) as f64 / compared)))
@@ -430,32 +483,26 @@ fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
-/// Each (kind, path) once: several array elements can differ at one folded path.
-fn unique(diffs: &[Difference]) -> impl Iterator<Item = &Difference> {
+/// Each (kind, path) once: paths cut or redacted alike would count twice.
+fn unique<T>(items: impl Iterator<Item = (Difference, T)>) -> Vec<(Difference, T)> {
     let mut seen = std::collections::HashSet::new();
-    diffs.iter().filter(move |d| seen.insert((d.kind, d.path.as_str())))
+    items.filter(|(d, _)| seen.insert((d.kind, d.path.clone()))).collect()
 }
 
-const SECRET_WORDS: [&str; 8] = [
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "apikey",
-    "api_key",
-    "authorization",
-    "cookie",
-];
-
-/// Hides values of credential-like fields and of the configured keys.
-fn redact(mut d: Difference, extra: &[String]) -> Difference {
-    let last = d.path.rsplit('/').next().unwrap_or("").to_ascii_lowercase();
-    let secret = SECRET_WORDS.iter().any(|w| last.contains(w)) || extra.contains(&last) || last == "set-cookie";
-    if secret && d.kind != Kind::Shape {
-        d.left = "[redacted]".into();
-        d.right = "[redacted]".into();
+/// A difference as parity keeps it: redacted, and bounded in length.
+fn stored(d: Difference, redactor: &Redactor) -> Difference {
+    let d = redactor.redact(d);
+    Difference {
+        kind: d.kind,
+        path: bounded(d.path, MAX_PATH_CHARS),
+        left: bounded(d.left, MAX_VALUE_CHARS),
+        right: bounded(d.right, MAX_VALUE_CHARS),
     }
-    d
+}
+
+/// `s` cut to `max` characters; untouched, without a copy, when shorter.
+fn bounded(s: String, max: usize) -> String {
+    if s.len() <= max { s } else { truncate(&s, max) }
 }
 
 #[cfg(test)]
@@ -480,22 +527,122 @@ mod tests {
         assert!((d.get(t0 + HALF_LIFE * 3) - 1.0).abs() < 1e-9);
     }
 
+    fn spec() -> MirrorSpec {
+        MirrorSpec {
+            to: 1,
+            share: 1.0,
+            methods: vec![http::Method::GET],
+            max_body_bytes: 1024,
+            max_in_flight: 1,
+            timeout: Duration::from_secs(1),
+            rules: Default::default(),
+            noise_sample: 0.0,
+            accept: Vec::new(),
+            redact: Redactor::default(),
+            compare_max_bytes: 1024,
+            min_clean_share: None,
+        }
+    }
+
+    fn exchange<'a>(path: &'a str, request_id: &'a str) -> Exchange<'a> {
+        Exchange {
+            method: "GET",
+            path,
+            request_id,
+            backends: ["legacy", "new"],
+            statuses: [200, 200],
+            served_by: "legacy",
+        }
+    }
+
+    fn absent(path: String) -> Difference {
+        Difference {
+            kind: Kind::Shape,
+            path,
+            left: "number".into(),
+            right: "absent".into(),
+        }
+    }
+
+    fn tracked(parity: &Parity, route: &str) -> usize {
+        parity.routes.lock().unwrap()[route].paths.len()
+    }
+
     #[test]
-    fn credentials_are_redacted() {
-        let d = Difference {
-            kind: Kind::Value,
-            path: "/user/auth_token".into(),
-            left: "abc".into(),
-            right: "def".into(),
-        };
-        assert_eq!(redact(d, &[]).left, "[redacted]");
-        let d = Difference {
-            kind: Kind::Value,
-            path: "/user/email".into(),
-            left: "a@x".into(),
-            right: "b@x".into(),
-        };
-        assert_eq!(redact(d.clone(), &[]).left, "a@x");
-        assert_eq!(redact(d, &["email".into()]).left, "[redacted]");
+    fn a_comparison_with_more_paths_than_are_tracked_is_judged_whole() {
+        let parity = Parity::default();
+        let diffs: Vec<Difference> = (0..MAX_PATHS + 500).map(|i| absent(format!("/k{i}"))).collect();
+        let judgement = parity.record("api", &spec(), &exchange("/x", "1"), diffs);
+        assert_eq!(judgement.mismatched, [Kind::Shape]);
+        assert!(tracked(&parity, "api") <= MAX_PATHS);
+        let report = parity.report("api", 5);
+        assert_eq!(report["samples"][0]["differences"].as_array().unwrap().len(), MAX_PATHS + 500);
+    }
+
+    #[test]
+    fn new_paths_push_out_the_least_seen_ones() {
+        let parity = Parity::default();
+        let spec = spec();
+        for round in 0..40 {
+            let mut diffs: Vec<Difference> = (0..100).map(|i| absent(format!("/round{round}/k{i}"))).collect();
+            diffs.push(absent("/always".into()));
+            parity.record("api", &spec, &exchange("/x", "1"), diffs);
+            assert!(tracked(&parity, "api") <= MAX_PATHS, "round {round}");
+        }
+        let report = parity.report("api", 1);
+        assert_eq!(report["paths"][0]["path"], "/always");
+        assert_eq!(report["paths"][0]["count"], 40);
+    }
+
+    #[test]
+    fn what_is_kept_is_redacted_and_bounded() {
+        let parity = Parity::default();
+        let long_key = "k".repeat(5000);
+        let diffs = vec![
+            Difference {
+                kind: Kind::Value,
+                path: "/user/password_hash/value".into(),
+                left: "\"pbkdf2_sha256$1\"".into(),
+                right: "\"pbkdf2_sha256$2\"".into(),
+            },
+            Difference {
+                kind: Kind::Header,
+                path: "x-note".into(),
+                left: "v".repeat(5000),
+                right: "bearer abc123def456".into(),
+            },
+            absent(format!("/{long_key}")),
+        ];
+        let request_path = format!("/reset/sk_live_4eC39HqLyjWDarjtT1zdp7dc/{long_key}");
+        parity.record("api", &spec(), &exchange(&request_path, &"r".repeat(5000)), diffs);
+        let report = parity.report("api", 10);
+        let text = report.to_string();
+        for secret in ["pbkdf2", "abc123def456", "sk_live_4eC39"] {
+            assert!(!text.contains(secret), "{secret} in {report:#}");
+        }
+        let sample = &report["samples"][0];
+        assert!(sample["path"].as_str().unwrap().starts_with("/reset/[redacted]/kkk"));
+        for text in [&sample["path"], &sample["request_id"]] {
+            assert!(text.as_str().unwrap().chars().count() <= MAX_PATH_CHARS + 1, "{text}");
+        }
+        for d in sample["differences"].as_array().unwrap() {
+            assert!(d["path"].as_str().unwrap().chars().count() <= MAX_PATH_CHARS + 1);
+            assert!(d["left"].as_str().unwrap().chars().count() <= MAX_VALUE_CHARS + 1);
+        }
+    }
+
+    #[test]
+    fn the_log_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.jsonl");
+        let loose = dir.path().join("loose.jsonl");
+        std::fs::write(&loose, "").unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for path in [fresh, loose] {
+            drop(open_private(&path).unwrap());
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
     }
 }
