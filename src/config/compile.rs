@@ -30,7 +30,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
         None => None,
         Some(file) => {
             let file = base.join(file);
-            match std::fs::read_to_string(&file) {
+            match super::file::read_text(&file) {
                 Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
                 Ok(_) => {
                     errors.push(ConfigError::at(
@@ -42,7 +42,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
                 Err(e) => {
                     errors.push(ConfigError::at(
                         pos.value(&["admin", "token_file"]),
-                        format!("cannot read token file {}: {e}", file.display()),
+                        format!("token file {e}"),
                     ));
                     None
                 }

@@ -3,6 +3,7 @@
 
 mod compile;
 pub mod error;
+pub mod file;
 pub mod raw;
 pub mod values;
 pub mod weights;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 pub use error::{ConfigError, Location};
+pub use file::{FileError, read_text};
 pub use raw::LogFormat;
 pub use values::BackendUrl;
 pub use weights::{Weights, format_percent};
@@ -248,7 +250,7 @@ pub enum Sticky {
 impl Config {
     /// Reads and compiles the main config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let text = file::read_text(path)?;
         Config::parse(path, text)
     }
 
