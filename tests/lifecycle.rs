@@ -488,7 +488,10 @@ async fn check_and_run_refuse_fifo_device_and_oversized_files_at_once() {
         // is a device, and a file past the size limit.
         let cases: [(&std::path::Path, &str); 3] = [
             (&config, "weights.yaml: is a FIFO, not a regular file"),
-            (std::path::Path::new("/dev/zero"), "/dev/zero: is a character device, not a regular file"),
+            (
+                std::path::Path::new("/dev/zero"),
+                "/dev/zero: is a character device, not a regular file",
+            ),
             (&big, "big.yaml: is 5 MiB, larger than the 4 MiB limit"),
         ];
         for (file, expected) in cases {

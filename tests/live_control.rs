@@ -654,9 +654,7 @@ async fn a_weight_file_replaced_by_a_fifo_blocks_nothing_and_is_reported_once() 
 
         // SIGHUP reads it too, reports it, and leaves the process responsive.
         proxy.signal("HUP");
-        proxy
-            .wait_metric("cutover_config_reloads_total", &[("result", "error")], 2.0)
-            .await;
+        proxy.wait_metric("cutover_config_reloads_total", &[("result", "error")], 2.0).await;
         let resp = admin_json(&proxy, Method::PUT, "/admin/weights/api", Some(json!({"new": 0})), None).await;
         assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
         // The change wrote a regular file over the FIFO, which the watcher finds good.
@@ -666,9 +664,7 @@ async fn a_weight_file_replaced_by_a_fifo_blocks_nothing_and_is_reported_once() 
 
         // With a FIFO in place, SIGTERM still drains and exits.
         replace_with(&path, mkfifo);
-        proxy
-            .wait_metric("cutover_config_reloads_total", &[("result", "error")], 3.0)
-            .await;
+        proxy.wait_metric("cutover_config_reloads_total", &[("result", "error")], 3.0).await;
         proxy.signal("TERM");
         let exit = proxy.wait_exit(Duration::from_secs(10)).await.expect("exits after SIGTERM");
         assert!(exit.success(), "{exit:?}");
@@ -708,7 +704,9 @@ async fn oversized_endless_binary_and_directory_weight_files_are_rejected_and_re
         let peak = peak.await.unwrap();
         assert!(peak < baseline + 16 * 1024, "RSS grew from {baseline} KiB to {peak} KiB");
 
-        replace_with(&path, |tmp| std::fs::write(tmp, b"api: { legacy: 0, new: 100 } # caf\xe9\n").unwrap());
+        replace_with(&path, |tmp| {
+            std::fs::write(tmp, b"api: { legacy: 0, new: 100 } # caf\xe9\n").unwrap()
+        });
         rejected("weights.yaml: is not UTF-8 at byte 34", &mut errors).await;
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();

@@ -40,10 +40,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
                     None
                 }
                 Err(e) => {
-                    errors.push(ConfigError::at(
-                        pos.value(&["admin", "token_file"]),
-                        format!("token file {e}"),
-                    ));
+                    errors.push(ConfigError::at(pos.value(&["admin", "token_file"]), format!("token file {e}")));
                     None
                 }
             }
@@ -617,6 +614,7 @@ fn compile_guard(g: &RawGuard, value: &dyn Fn(&[&str]) -> super::Location, error
         max_mismatch_rate: g.max_mismatch_rate,
         window: g.window.0,
         min_requests: g.min_requests,
+        max_ejections: (g.max_ejections > 0).then_some(g.max_ejections),
         ramp,
     })
 }

@@ -150,6 +150,9 @@ pub struct GuardSpec {
     pub max_mismatch_rate: Option<f64>,
     pub window: Duration,
     pub min_requests: u64,
+    /// Passive ejections of a backend within the window that roll back
+    /// whatever the traffic; `None`: off.
+    pub max_ejections: Option<u32>,
     /// `None`: instant rollback; else move weight back over this long.
     pub ramp: Option<Duration>,
 }
