@@ -720,3 +720,55 @@ async fn oversized_endless_binary_and_directory_weight_files_are_rejected_and_re
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_edits_apply_while_a_log_in_the_same_folder_is_written_without_pause() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let config = config(&legacy, &new, "").replace("access_log: { path: \"off\" }", "access_log: { path: access.log }");
+        let proxy = Proxy::start(&config, &weights(0, 0)).await;
+        // A line in access.log, beside the weight file, every 20 ms or so.
+        let load = Load::start(&proxy, 1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(std::fs::metadata(proxy.path("access.log")).unwrap().len() > 0);
+        rewrite(&proxy.path("weights.yaml"), &weights(100, 0), 0);
+        let edited = Instant::now();
+        wait_new_weight(&proxy, "api", 100.0).await;
+        assert!(edited.elapsed() < Duration::from_secs(4), "applied after {:?}", edited.elapsed());
+        let (_, failed) = load.finish().await;
+        assert_eq!(failed, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watcher_reads_the_files_only_on_its_poll() {
+    use notify::Watcher;
+    within(30, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let proxy = Proxy::start(&config(&legacy, &new, ""), &weights(0, 0)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Every open of the config file in the next 4.5 s: two polls, each
+        // reading it until two reads agree.
+        let opens = Arc::new(AtomicUsize::new(0));
+        let counter = opens.clone();
+        let config_path = proxy.config_path.clone();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(e) = event
+                && matches!(e.kind, notify::EventKind::Access(notify::event::AccessKind::Open(_)))
+                && e.paths.contains(&config_path)
+            {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+        watcher.watch(proxy.dir.path(), notify::RecursiveMode::NonRecursive).unwrap();
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        drop(watcher);
+        let opens = opens.load(Ordering::SeqCst);
+        assert!((1..=8).contains(&opens), "the config file was opened {opens} times");
+    })
+    .await;
+}
