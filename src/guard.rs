@@ -1,12 +1,22 @@
 //! Automatic rollback. Per guarded route, each non-stable backend's recent
 //! traffic is kept in a sliding window of one-second slots: requests,
-//! failures (5xx and no answer), a latency histogram, and mirror
-//! comparisons. Once a window holds `min_requests`, crossing any threshold
-//! rolls the route back to its stable backend exactly like `cutover
-//! rollback` — persisted, in the history with the reason, counted — and the
-//! route stays there until an operator shifts it again.
+//! failures (5xx and no answer), a latency histogram, mirror comparisons,
+//! and passive ejections. Once a window holds `min_requests`, crossing any
+//! threshold rolls the route back to its stable backend exactly like
+//! `cutover rollback` — persisted, in the history with the reason, counted —
+//! and the route stays there until an operator shifts it again.
+//!
+//! Passive ejection and the guard work together. While a non-stable backend
+//! is down (ejected, or failing its active check), the requests the split
+//! gives it are served by another backend; each is recorded in its window as
+//! a failed request ("diverted"), so the window keeps filling at the
+//! backend's share of the traffic and the error rate judges it as if it were
+//! still answering 5xx. And `max_ejections` ejections within the window roll
+//! the route back whatever the traffic, so a broken backend is not left
+//! flapping between ejected and failing on a quiet route.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -30,9 +40,13 @@ fn now_secs() -> u64 {
 #[derive(Clone, Default)]
 struct Slot {
     second: u64,
+    /// Exchanges with the backend (the latency histogram counts these).
     requests: u64,
     failures: u64,
     latency: [u32; LATENCY_BOUNDS_MS.len() + 1],
+    /// Requests the split gave the backend while it was down, served elsewhere.
+    diverted: u64,
+    ejections: u64,
     compared: u64,
     mismatched: u64,
 }
@@ -70,6 +84,17 @@ impl Window {
         });
     }
 
+    /// A request the split gave this backend, served by another because
+    /// this one was down.
+    pub fn record_diverted(&self, keep: u64) {
+        self.with_slot(keep, |s| s.diverted += 1);
+    }
+
+    /// Passive ejections of this backend since the last call.
+    pub fn record_ejections(&self, keep: u64, ejections: u64) {
+        self.with_slot(keep, |s| s.ejections += ejections);
+    }
+
     /// A mirror comparison involving this backend.
     pub fn record_comparison(&self, keep: u64, clean: bool) {
         self.with_slot(keep, |s| {
@@ -85,6 +110,8 @@ impl Window {
         for s in slots.iter().filter(|s| s.second + keep > now) {
             total.requests += s.requests;
             total.failures += s.failures;
+            total.diverted += s.diverted;
+            total.ejections += s.ejections;
             total.compared += s.compared;
             total.mismatched += s.mismatched;
             for (t, c) in total.latency.iter_mut().zip(s.latency) {
@@ -100,9 +127,12 @@ impl Window {
             });
             Duration::from_millis(i.and_then(|i| LATENCY_BOUNDS_MS.get(i).copied()).unwrap_or(30_000))
         });
+        let requests = total.requests + total.diverted;
         WindowStats {
-            requests: total.requests,
-            error_rate: ratio(total.failures, total.requests),
+            requests,
+            error_rate: ratio(total.failures + total.diverted, requests),
+            diverted: total.diverted,
+            ejections: total.ejections,
             p99,
             compared: total.compared,
             mismatch_rate: ratio(total.mismatched, total.compared),
@@ -116,8 +146,12 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WindowStats {
+    /// Exchanges with the backend plus requests diverted from it.
     pub requests: u64,
+    /// Failed exchanges and diverted requests, over `requests`.
     pub error_rate: f64,
+    pub diverted: u64,
+    pub ejections: u64,
     #[serde(serialize_with = "as_ms")]
     pub p99: Option<Duration>,
     pub compared: u64,
@@ -134,14 +168,22 @@ fn as_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::E
 /// A route's guard windows, one per backend (the stable one's unused).
 pub struct RouteGuard {
     pub spec: GuardSpec,
+    stable: usize,
     windows: Vec<Window>,
+    /// Per backend, its ejection count when the windows last took it in.
+    ejections_seen: Box<[AtomicU64]>,
 }
 
 impl RouteGuard {
-    pub fn new(spec: GuardSpec, backends: usize) -> RouteGuard {
+    /// `ejections` holds each backend's ejection count so far: only later
+    /// ejections count against it.
+    pub fn new(spec: GuardSpec, stable: usize, ejections: impl Iterator<Item = u64>) -> RouteGuard {
+        let ejections_seen: Box<[AtomicU64]> = ejections.map(AtomicU64::new).collect();
         RouteGuard {
             spec,
-            windows: (0..backends).map(|_| Window::default()).collect(),
+            stable,
+            windows: (0..ejections_seen.len()).map(|_| Window::default()).collect(),
+            ejections_seen,
         }
     }
 
@@ -151,6 +193,22 @@ impl RouteGuard {
 
     pub fn record(&self, backend: usize, status: Option<u16>, elapsed: Duration) {
         self.windows[backend].record(self.keep(), status, elapsed);
+    }
+
+    /// The split gave `backend` a request, but it was down and another
+    /// backend served it. Counted against non-stable backends only.
+    pub fn record_diverted(&self, backend: usize) {
+        if backend != self.stable {
+            self.windows[backend].record_diverted(self.keep());
+        }
+    }
+
+    /// Takes in `backend`'s ejection count (ever), recording new ejections.
+    fn take_ejections(&self, backend: usize, total: u64) {
+        let before = self.ejections_seen[backend].swap(total, Ordering::Relaxed);
+        if total > before {
+            self.windows[backend].record_ejections(self.keep(), total - before);
+        }
     }
 
     pub fn record_comparison(&self, backend: usize, clean: bool) {
@@ -169,14 +227,20 @@ pub fn breach(spec: &GuardSpec, stats: &WindowStats) -> Option<String> {
         if let Some(max) = spec.max_error_rate
             && stats.error_rate > max
         {
+            let diverted = match stats.diverted {
+                0 => String::new(),
+                n => format!(", {n} diverted while it was down"),
+            };
             return Some(format!(
-                "error rate {:.1}% > {:.1}% over {window} ({} requests)",
+                "error rate {:.1}% > {:.1}% over {window} ({} requests{diverted})",
                 stats.error_rate * 100.0,
                 max * 100.0,
                 stats.requests
             ));
         }
+        // Latency is judged on answered requests only.
         if let (Some(max), Some(p99)) = (spec.max_p99_latency, stats.p99)
+            && stats.requests - stats.diverted >= spec.min_requests
             && p99 > max
         {
             return Some(format!(
@@ -197,6 +261,11 @@ pub fn breach(spec: &GuardSpec, stats: &WindowStats) -> Option<String> {
             max * 100.0,
             stats.compared
         ));
+    }
+    if let Some(max) = spec.max_ejections
+        && stats.ejections >= u64::from(max)
+    {
+        return Some(format!("ejected {} times over {window} (max_ejections {max})", stats.ejections));
     }
     None
 }
@@ -244,7 +313,11 @@ pub fn check(live: &Arc<Live>) {
         }
         let weights = table.weights.route(ri);
         for (bi, b) in route.backends.iter().enumerate() {
-            if bi == route.stable || weights[bi] == 0 {
+            if bi == route.stable {
+                continue;
+            }
+            guard.take_ejections(bi, table.routes[ri].backends[bi].health.ejections());
+            if weights[bi] == 0 {
                 continue;
             }
             let Some(reason) = breach(&guard.spec, &guard.stats(bi)) else {
@@ -340,6 +413,7 @@ mod tests {
             max_mismatch_rate: Some(0.02),
             window: Duration::from_secs(60),
             min_requests: 50,
+            max_ejections: Some(3),
             ramp: None,
         }
     }
@@ -353,6 +427,57 @@ mod tests {
         assert_eq!(breach(&spec(), &w.stats(60)), None);
         w.record(60, Some(500), Duration::from_millis(5));
         assert!(breach(&spec(), &w.stats(60)).unwrap().starts_with("error rate 100.0% > 5.0%"));
+    }
+
+    #[test]
+    fn requests_diverted_from_a_backend_that_is_down_count_as_failures() {
+        let w = Window::default();
+        for _ in 0..5 {
+            w.record(60, Some(500), Duration::from_millis(5));
+        }
+        for _ in 0..44 {
+            w.record_diverted(60);
+        }
+        let stats = w.stats(60);
+        assert_eq!((stats.requests, stats.diverted), (49, 44));
+        assert_eq!(breach(&spec(), &stats), None, "below min_requests");
+        w.record_diverted(60);
+        assert_eq!(
+            breach(&spec(), &w.stats(60)).unwrap(),
+            "error rate 100.0% > 5.0% over 1m (50 requests, 45 diverted while it was down)"
+        );
+        // Latency is not judged on the 5 that were answered.
+        let slow = GuardSpec {
+            max_error_rate: None,
+            ..spec()
+        };
+        let w = Window::default();
+        w.record(60, Some(200), Duration::from_millis(3000));
+        for _ in 0..60 {
+            w.record_diverted(60);
+        }
+        assert_eq!(breach(&slow, &w.stats(60)), None);
+    }
+
+    #[test]
+    fn repeated_ejections_breach_whatever_the_traffic() {
+        let guard = RouteGuard::new(spec(), 0, [0, 7].into_iter());
+        guard.take_ejections(1, 7);
+        assert_eq!(guard.stats(1).ejections, 0, "ejections before the table count for nothing");
+        guard.take_ejections(1, 9);
+        assert_eq!(breach(&guard.spec, &guard.stats(1)), None);
+        guard.take_ejections(1, 10);
+        assert_eq!(
+            breach(&guard.spec, &guard.stats(1)).unwrap(),
+            "ejected 3 times over 1m (max_ejections 3)"
+        );
+        let off = GuardSpec {
+            max_ejections: None,
+            ..spec()
+        };
+        assert_eq!(breach(&off, &guard.stats(1)), None);
+        guard.record_diverted(0);
+        assert_eq!(guard.stats(0).requests, 0, "the stable backend is never judged");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct BackendHealth {
     /// Ejected until this time (ms on the process clock); 0 when not ejected.
     ejected_until: AtomicU64,
     failures: AtomicU32,
+    /// Passive ejections since start, read by the guard.
+    ejections: AtomicU64,
     passive: Mutex<Option<PassiveSpec>>,
 }
 
@@ -42,6 +44,7 @@ impl BackendHealth {
             active_ok: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             failures: AtomicU32::new(0),
+            ejections: AtomicU64::new(0),
             passive: Mutex::new(None),
         }
     }
@@ -50,6 +53,11 @@ impl BackendHealth {
         // Never ejected (the common case): no clock read on the request path.
         let until = self.ejected_until.load(Ordering::Relaxed);
         self.active_ok.load(Ordering::Relaxed) && (until == 0 || now_ms() >= until)
+    }
+
+    /// How many times passive ejection has taken this backend out.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
     }
 
     /// Records the outcome of a live exchange: `ok` is a response below 500.
@@ -68,6 +76,7 @@ impl BackendHealth {
             self.failures.store(0, Ordering::Relaxed);
             self.ejected_until
                 .store(now_ms() + passive.cool_off.as_millis() as u64, Ordering::Relaxed);
+            self.ejections.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(backend = %self.name, failures, cool_off = ?passive.cool_off, "backend ejected after consecutive failures");
         }
     }

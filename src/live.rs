@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::config::{Config, ConfigError, Weights, format_percent};
+use crate::config::{Config, ConfigError, Weights, format_percent, read_text};
 use crate::control::{self, ControlError, History, HistoryEntry, NamedWeights};
 use crate::guard::GuardLog;
 use crate::health::HealthRegistry;
@@ -151,13 +151,14 @@ impl Live {
         self.sync_services(&self.load());
     }
 
-    /// Re-reads both files (SIGHUP); on any error the current table keeps serving.
+    /// Re-reads both files (SIGHUP); on any error the current table keeps
+    /// serving. Blocking: async callers use `spawn_blocking`.
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
         let path = self.load().config.path.clone();
-        match std::fs::read_to_string(&path) {
+        match read_text(&path) {
             Ok(text) => self.reload_texts(text, None, true),
             Err(e) => {
-                let err = ConfigError::Read(path, e);
+                let err = ConfigError::from(e);
                 self.reload_failed(&err);
                 Err(err)
             }
@@ -172,7 +173,7 @@ impl Live {
         // Shifts and rollbacks write the weight file under this lock: text read
         // before it was taken may already be older than the live table.
         if let Some(text) = &weights_text
-            && std::fs::read_to_string(&current.config.weights_path).ok().as_deref() != Some(text.as_str())
+            && read_text(&current.config.weights_path).ok().as_deref() != Some(text.as_str())
         {
             return Ok(Reloaded::Superseded);
         }
@@ -193,6 +194,7 @@ impl Live {
             }
         };
         if !force && version_hash(&config, &weights) == current.version {
+            self.files_good_again();
             return Ok(Reloaded::Unchanged(current.version.clone()));
         }
         if config.listeners != current.config.listeners || config.admin.addr != current.config.admin.addr {
@@ -224,7 +226,9 @@ impl Live {
         Ok(Reloaded::Installed(table.version.clone()))
     }
 
-    fn reload_failed(&self, err: &ConfigError) {
+    /// Reports a reload that was rejected, whichever path noticed it: the
+    /// counter, the status shown by `cutover status`, and the log.
+    pub fn reload_failed(&self, err: &ConfigError) {
         self.metrics.config_reloads.with_label_values(&["error"]).inc();
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadState {
             result: "error",
@@ -232,6 +236,23 @@ impl Live {
             time: control::now_rfc3339(),
         };
         tracing::error!("config reload rejected, the previous config keeps serving: {err}");
+    }
+
+    /// Files that were rejected now compile to the table already live:
+    /// nothing is installed, but the error shown in status is over.
+    fn files_good_again(&self) {
+        let mut last = self.last_reload.lock().unwrap_or_else(|e| e.into_inner());
+        if last.result == "ok" {
+            return;
+        }
+        *last = ReloadState {
+            result: "ok",
+            error: None,
+            time: control::now_rfc3339(),
+        };
+        drop(last);
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        tracing::info!("config files are valid again and match the live config");
     }
 
     pub fn last_reload(&self) -> ReloadState {
@@ -319,7 +340,7 @@ impl Live {
 
     fn persist(&self, table: &Table, entry: Option<HistoryEntry>) -> Changed {
         let path = &table.config.weights_path;
-        let previous = std::fs::read_to_string(path).ok();
+        let previous = read_text(path).ok();
         let text = control::render(&table.config, &table.weights, previous.as_deref());
         let mut result = control::write_atomic(path, text.as_bytes());
         if let (Ok(()), Some(entry)) = (&result, entry) {

@@ -6,23 +6,32 @@
 //! watch on the file itself never sees). Bursts of events are debounced, the
 //! files must read the same twice in a row before they are acted on (so a
 //! file caught mid-write is never loaded), and a slow poll backs the watch up.
+//! A file that cannot be read (a FIFO, a device, too large, not UTF-8: see
+//! [`crate::config::file`]) is reported like a file that does not compile,
+//! once per problem rather than on every poll.
 
 use std::collections::BTreeSet;
 use std::hash::Hasher;
+use std::mem::Discriminant;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::file::FileProblem;
+use crate::config::{ConfigError, FileError, read_text};
 use crate::live::{Live, Reloaded};
 
 /// Quiet time after the last event before the files are read.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Gap between the two reads that must agree.
 const SETTLE: Duration = Duration::from_millis(100);
+/// Longest a stream of events delays a read.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 /// Backstop poll, for file systems whose events do not arrive.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -30,7 +39,7 @@ const POLL: Duration = Duration::from_secs(2);
 pub fn spawn(live: Arc<Live>, shutdown: CancellationToken) -> notify::Result<()> {
     let (tx, rx) = mpsc::channel::<()>(16);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| may_change_content(&e.kind)) {
             let _ = tx.try_send(());
         }
     })?;
@@ -81,6 +90,8 @@ impl WatchTask {
         // a file replaced between loading the table and this task starting
         // would look already seen.
         let mut last_seen: Option<(u64, String)> = None;
+        // The file problem last reported, if it persists.
+        let mut reported: Option<(PathBuf, Discriminant<FileProblem>)> = None;
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -90,13 +101,33 @@ impl WatchTask {
                     if event.is_none() {
                         return;
                     }
-                    // Debounce: wait for a quiet spell.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, self.events.recv()).await {}
+                    // Debounce: wait for a quiet spell, but not forever (a
+                    // log file written in the same folder is never quiet).
+                    let first = tokio::time::Instant::now();
+                    while first.elapsed() < MAX_DEBOUNCE
+                        && matches!(tokio::time::timeout(DEBOUNCE, self.events.recv()).await, Ok(Some(())))
+                    {}
                 }
                 _ = poll.tick() => {}
             }
-            let Some((config_text, weights_text, hash)) = read_settled(&self.files()).await else {
-                continue;
+            let (config_text, weights_text, hash) = match read_settled(&self.files()).await {
+                // Still being written: a later event or poll reads it.
+                None => continue,
+                // Reported once per problem (not on every poll); the status
+                // stays in error until a good read.
+                Some(Err(e)) => {
+                    if reported.as_ref() != Some(&e.key()) {
+                        reported = Some(e.key());
+                        self.live.reload_failed(&ConfigError::from(e));
+                    }
+                    // Whatever comes next is news, even text seen before.
+                    last_seen = None;
+                    continue;
+                }
+                Some(Ok(read)) => {
+                    reported = None;
+                    read
+                }
             };
             let seen = (hash, self.live.load().version.clone());
             if last_seen.as_ref() == Some(&seen) {
@@ -125,6 +156,17 @@ impl WatchTask {
     }
 }
 
+/// Opening or reading a file changes nothing; without this filter every
+/// read of the files (the watcher's own, or the admin API's of the history
+/// beside them) would set off another read.
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 fn folder_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -132,27 +174,43 @@ fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Both files' text and a hash of the pair, or `None` if either is unreadable.
-fn read_both((config, weights): &(PathBuf, PathBuf)) -> Option<(String, String, u64)> {
-    let c = std::fs::read_to_string(config).ok()?;
-    let w = std::fs::read_to_string(weights).ok()?;
+/// Both files' text and a hash of the pair. Read off the runtime: a file
+/// system can stall.
+async fn read_both(files: &(PathBuf, PathBuf)) -> Result<(String, String, u64), FileError> {
+    let (config, weights) = files.clone();
+    let read = tokio::task::spawn_blocking(move || Ok::<_, FileError>((read_text(&config)?, read_text(&weights)?)));
+    let (c, w) = match read.await {
+        Ok(texts) => texts?,
+        Err(e) => {
+            return Err(FileError {
+                path: files.0.clone(),
+                problem: FileProblem::Io(std::io::Error::other(e)),
+            });
+        }
+    };
     let mut h = siphasher::sip::SipHasher13::new();
     h.write(c.as_bytes());
     h.write_u8(0xff);
     h.write(w.as_bytes());
-    Some((c, w, h.finish()))
+    Ok((c, w, h.finish()))
 }
 
-/// Reads both files until two reads `SETTLE` apart agree (bounded).
-async fn read_settled(files: &(PathBuf, PathBuf)) -> Option<(String, String, u64)> {
-    let mut previous = read_both(files);
+/// Reads both files until two reads `SETTLE` apart agree, on the text or on
+/// the problem (bounded; `None` while they keep changing).
+async fn read_settled(files: &(PathBuf, PathBuf)) -> Option<Result<(String, String, u64), FileError>> {
+    let mut previous = read_both(files).await;
     for _ in 0..20 {
         tokio::time::sleep(SETTLE).await;
-        let current = read_both(files);
-        match (&previous, &current) {
-            (Some(a), Some(b)) if a.2 == b.2 => return current,
-            _ => previous = current,
+        let current = read_both(files).await;
+        let agree = match (&previous, &current) {
+            (Ok(a), Ok(b)) => a.2 == b.2,
+            (Err(a), Err(b)) => a.key() == b.key(),
+            _ => false,
+        };
+        if agree {
+            return Some(current);
         }
+        previous = current;
     }
     None
 }

@@ -88,12 +88,8 @@ impl Table {
             .routes
             .iter()
             .enumerate()
-            .map(|(ri, route)| LiveRoute {
-                split: Split::from_basis_points(weights.route(ri)),
-                mirror_gate: Arc::default(),
-                mirror_outcomes: route.mirror.as_ref().map(|_| OutcomeCounters::new(metrics, &route.name)),
-                guard: route.guard.clone().map(|g| RouteGuard::new(g, route.backends.len())),
-                backends: route
+            .map(|(ri, route)| {
+                let backends: Box<[LiveBackend]> = route
                     .backends
                     .iter()
                     .map(|b| LiveBackend {
@@ -101,7 +97,17 @@ impl Table {
                         health: health.state(&b.spec),
                         metrics: metrics.route_backend(&route.name, &b.spec.name),
                     })
-                    .collect(),
+                    .collect();
+                LiveRoute {
+                    split: Split::from_basis_points(weights.route(ri)),
+                    mirror_gate: Arc::default(),
+                    mirror_outcomes: route.mirror.as_ref().map(|_| OutcomeCounters::new(metrics, &route.name)),
+                    guard: route
+                        .guard
+                        .clone()
+                        .map(|g| RouteGuard::new(g, route.stable, backends.iter().map(|b| b.health.ejections()))),
+                    backends,
+                }
             })
             .collect();
         upstreams.retain_for(&config);

@@ -443,3 +443,66 @@ fn the_binary_runs_with_its_allocator_settings() {
     }
     assert!(!stderr.to_lowercase().contains("invalid conf"), "{stderr}");
 }
+
+/// Runs `cutover ARGS` for at most 10 s; returns (success, stderr), or
+/// `None` if it had to be killed.
+async fn run_bounded(args: &[&std::ffi::OsStr]) -> Option<(bool, String)> {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn cutover");
+    let mut stderr = child.stderr.take().unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await.unwrap();
+        (child.wait().await.unwrap().success(), text)
+    })
+    .await;
+    waited.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_run_refuse_fifo_device_and_oversized_files_at_once() {
+    within(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("cutover.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}backends:\n  legacy: {{ url: \"http://127.0.0.1:9\" }}\n\
+                 routes:\n  - name: api\n    backends: {{ legacy: {{}} }}\n",
+                config_head("{ path: off }")
+            ),
+        )
+        .unwrap();
+        let weights = dir.path().join("weights.yaml");
+        let fifo = std::process::Command::new("mkfifo").arg(&weights).status().unwrap();
+        assert!(fifo.success());
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; 5 * 1024 * 1024]).unwrap();
+        // The config names a FIFO as its weight file; then the config itself
+        // is a device, and a file past the size limit.
+        let cases: [(&std::path::Path, &str); 3] = [
+            (&config, "weights.yaml: is a FIFO, not a regular file"),
+            (
+                std::path::Path::new("/dev/zero"),
+                "/dev/zero: is a character device, not a regular file",
+            ),
+            (&big, "big.yaml: is 5 MiB, larger than the 4 MiB limit"),
+        ];
+        for (file, expected) in cases {
+            for command in ["check", "run"] {
+                let args = [command.as_ref(), "-c".as_ref(), file.as_os_str()];
+                let (ok, stderr) = run_bounded(&args)
+                    .await
+                    .unwrap_or_else(|| panic!("cutover {command} -c {} hung", file.display()));
+                assert!(!ok && stderr.contains(expected), "{command} {}: {stderr}", file.display());
+            }
+        }
+    })
+    .await;
+}

@@ -399,7 +399,12 @@ async fn a_file_edited_back_to_earlier_text_after_a_shift_takes_effect() {
         // looked at the shift's write: the text is the one it already saw.
         rewrite(&proxy.path("weights.yaml"), &original, 0);
         wait_new_weight(&proxy, "api", 50.0).await;
-        assert!(proxy.stderr_text().contains("weight file changed"), "{}", proxy.stderr_text());
+        // The change is logged just after it goes live.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !proxy.stderr_text().contains("weight file changed") {
+            assert!(Instant::now() < deadline, "{}", proxy.stderr_text());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     })
     .await;
 }
@@ -587,6 +592,188 @@ async fn killing_a_weight_writer_never_leaves_a_torn_file() {
             serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("torn history line ({e}): {line}"));
         }
         println!("{kills} kills during weight writes: the file parsed after every one");
+    })
+    .await;
+}
+
+/// Puts `make(tmp)`'s creation beside `path`, then renames it over `path`.
+fn replace_with(path: &Path, make: impl FnOnce(&Path)) {
+    let tmp = path.with_extension("new");
+    make(&tmp);
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+async fn reload_errors(proxy: &Proxy) -> f64 {
+    metric_value(&proxy.metrics().await, "cutover_config_reloads_total", &[("result", "error")]).unwrap_or(0.0)
+}
+
+/// Polls `last_reload` in `/admin/status` (up to 10 s) until it is `result`
+/// with an error containing `error`.
+async fn wait_last_reload(proxy: &Proxy, result: &str, error: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = admin_json(proxy, Method::GET, "/admin/status", None, None).await.json()["last_reload"].clone();
+        if state["result"] == result && state["error"].as_str().unwrap_or("").contains(error) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "last reload never became {result} {error:?}: {state}\nstderr:\n{}",
+            proxy.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn served_by(proxy: &Proxy) -> String {
+    get_with_user(proxy, "someone").await
+}
+
+async fn get_with_user(proxy: &Proxy, user: &str) -> String {
+    let resp = send(request(Method::GET, &proxy.url("/api/x"), &[("x-user", user)])).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    resp.upstream().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weight_file_replaced_by_a_fifo_blocks_nothing_and_is_reported_once() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let mut proxy = Proxy::start(&config(&legacy, &new, ""), &weights(100, 0)).await;
+        let path = proxy.path("weights.yaml");
+
+        replace_with(&path, mkfifo);
+        let state = wait_last_reload(&proxy, "error", "weights.yaml: is a FIFO, not a regular file").await;
+        assert_eq!(reload_errors(&proxy).await, 1.0, "{state}");
+        assert_eq!(served_by(&proxy).await, "new", "the old table keeps serving");
+        // Two more polls see the same problem: still shown, not counted again.
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        assert_eq!(reload_errors(&proxy).await, 1.0, "{}", proxy.stderr_text());
+        wait_last_reload(&proxy, "error", "is a FIFO").await;
+
+        // SIGHUP reads it too, reports it, and leaves the process responsive.
+        proxy.signal("HUP");
+        proxy.wait_metric("cutover_config_reloads_total", &[("result", "error")], 2.0).await;
+        let resp = admin_json(&proxy, Method::PUT, "/admin/weights/api", Some(json!({"new": 0})), None).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        // The change wrote a regular file over the FIFO, which the watcher finds good.
+        wait_last_reload(&proxy, "ok", "").await;
+        assert!(std::fs::read_to_string(&path).unwrap().contains("api: { legacy: 100, new: 0 }"));
+        assert_eq!(served_by(&proxy).await, "legacy");
+
+        // With a FIFO in place, SIGTERM still drains and exits.
+        replace_with(&path, mkfifo);
+        proxy.wait_metric("cutover_config_reloads_total", &[("result", "error")], 3.0).await;
+        proxy.signal("TERM");
+        let exit = proxy.wait_exit(Duration::from_secs(10)).await.expect("exits after SIGTERM");
+        assert!(exit.success(), "{exit:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_endless_binary_and_directory_weight_files_are_rejected_and_reported() {
+    within(90, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let original = weights(100, 0);
+        let proxy = Proxy::start(&config(&legacy, &new, ""), &original).await;
+        let path = proxy.path("weights.yaml");
+        let mut errors = 0.0;
+        let rejected = async |what: &str, errors: &mut f64| {
+            wait_last_reload(&proxy, "error", what).await;
+            let now = reload_errors(&proxy).await;
+            assert!(now > *errors, "each problem is counted: {now} after {errors}");
+            *errors = now;
+            assert_eq!(served_by(&proxy).await, "new", "the old table keeps serving");
+        };
+
+        let baseline = proxy.rss_kib();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = sample_peak_rss(proxy.pid(), stop.clone());
+        // 50 MiB of comment lines: valid YAML, so only its size can stop it.
+        let line = format!("#{}\n", "x".repeat(1022));
+        replace_with(&path, |tmp| std::fs::write(tmp, line.repeat(50 * 1024)).unwrap());
+        rejected("weights.yaml: is 50 MiB, larger than the 4 MiB limit", &mut errors).await;
+        replace_with(&path, |tmp| std::os::unix::fs::symlink("/dev/zero", tmp).unwrap());
+        rejected("weights.yaml: is a character device, not a regular file", &mut errors).await;
+        // Two polls later nothing has been read.
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        stop.store(true, Ordering::SeqCst);
+        let peak = peak.await.unwrap();
+        assert!(peak < baseline + 16 * 1024, "RSS grew from {baseline} KiB to {peak} KiB");
+
+        replace_with(&path, |tmp| {
+            std::fs::write(tmp, b"api: { legacy: 0, new: 100 } # caf\xe9\n").unwrap()
+        });
+        rejected("weights.yaml: is not UTF-8 at byte 34", &mut errors).await;
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        rejected("weights.yaml: is a directory, not a regular file", &mut errors).await;
+
+        // The very text that is live: nothing to install, but the error is over.
+        std::fs::remove_dir(&path).unwrap();
+        replace_with(&path, |tmp| std::fs::write(tmp, &original).unwrap());
+        wait_last_reload(&proxy, "ok", "").await;
+        assert_eq!(served_by(&proxy).await, "new");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_edits_apply_while_a_log_in_the_same_folder_is_written_without_pause() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let config = config(&legacy, &new, "").replace("access_log: { path: \"off\" }", "access_log: { path: access.log }");
+        let proxy = Proxy::start(&config, &weights(0, 0)).await;
+        // A line in access.log, beside the weight file, every 20 ms or so.
+        let load = Load::start(&proxy, 1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(std::fs::metadata(proxy.path("access.log")).unwrap().len() > 0);
+        rewrite(&proxy.path("weights.yaml"), &weights(100, 0), 0);
+        let edited = Instant::now();
+        wait_new_weight(&proxy, "api", 100.0).await;
+        assert!(edited.elapsed() < Duration::from_secs(4), "applied after {:?}", edited.elapsed());
+        let (_, failed) = load.finish().await;
+        assert_eq!(failed, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watcher_reads_the_files_only_on_its_poll() {
+    use notify::Watcher;
+    within(30, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let proxy = Proxy::start(&config(&legacy, &new, ""), &weights(0, 0)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Every open of the config file in the next 4.5 s: two polls, each
+        // reading it until two reads agree.
+        let opens = Arc::new(AtomicUsize::new(0));
+        let counter = opens.clone();
+        let config_path = proxy.config_path.clone();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(e) = event
+                && matches!(e.kind, notify::EventKind::Access(notify::event::AccessKind::Open(_)))
+                && e.paths.contains(&config_path)
+            {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+        watcher.watch(proxy.dir.path(), notify::RecursiveMode::NonRecursive).unwrap();
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        drop(watcher);
+        let opens = opens.load(Ordering::SeqCst);
+        assert!((1..=8).contains(&opens), "the config file was opened {opens} times");
     })
     .await;
 }

@@ -258,3 +258,111 @@ async fn a_ramped_guard_rollback_moves_weight_back_gradually() {
     })
     .await;
 }
+
+/// Requests with a new user each, one every `gap`, until stopped; records
+/// when each 5xx was received.
+struct SteadyLoad {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Instant>>,
+}
+
+impl SteadyLoad {
+    fn start(proxy: &Proxy, gap: Duration) -> SteadyLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, url) = (stop.clone(), proxy.url("/api/load"));
+        let task = tokio::spawn(async move {
+            let client = client();
+            let mut errors = Vec::new();
+            let mut i = 0;
+            while !flag.load(Ordering::Relaxed) {
+                i += 1;
+                let resp = send_on(&client, request(Method::GET, &url, &[("x-user", &format!("s{i}"))])).await;
+                if resp.status.is_server_error() {
+                    errors.push(Instant::now());
+                }
+                tokio::time::sleep(gap).await;
+            }
+            errors
+        });
+        SteadyLoad { stop, task }
+    }
+
+    async fn finish(self) -> Vec<Instant> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// Waits (up to `bound`) for the guard to roll `api` back; returns when it did.
+async fn guard_rollback_within(proxy: &Proxy, bound: Duration) -> Instant {
+    let deadline = Instant::now() + bound;
+    loop {
+        let metrics = proxy.metrics().await;
+        if metric_value(&metrics, "cutover_rollbacks_total", &[("route", "api"), ("reason", "guard")]) == Some(1.0) {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guard rollback within {bound:?}\n{}\n{}",
+            status(proxy).await["routes"][0]["guard"],
+            proxy.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backend_that_passive_ejection_keeps_taking_out_is_rolled_back() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = switchable("new", Arc::new(AtomicBool::new(true))).await;
+        // Passive ejection at its defaults: 5 failures in a row, 10 s out.
+        // Without diverted requests counted, the window would hold at most 5
+        // failures per cool-off and never reach min_requests.
+        let guard = "    guard: { max_error_rate: 0.2, window: 30s, min_requests: 40 }\n";
+        let proxy = Proxy::start(&config(&legacy.url(), &new.url(), "", guard), "api: { legacy: 50, new: 50 }\n").await;
+        let load = SteadyLoad::start(&proxy, Duration::from_millis(5));
+        let started = Instant::now();
+        let rolled_back = guard_rollback_within(&proxy, Duration::from_secs(8)).await;
+        println!("rolled back {:.1} s after the load started", (rolled_back - started).as_secs_f64());
+
+        let s = status(&proxy).await;
+        let reason = s["routes"][0]["guard"]["last_rollback"]["reason"].as_str().unwrap().to_string();
+        assert!(
+            reason.starts_with("guard: backend new error rate") && reason.contains("diverted while it was down"),
+            "{reason}"
+        );
+        assert_eq!(s["routes"][0]["backends"][1]["weight"], 0.0);
+        let history = std::fs::read_to_string(proxy.path("weights.history.jsonl")).unwrap();
+        assert!(history.contains("\"who\":\"guard\"") && history.contains("diverted"), "{history}");
+        // It stays rolled back, and users stop seeing errors.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let errors = load.finish().await;
+        assert!(errors.iter().all(|&at| at <= rolled_back), "5xx after the rollback");
+        assert_eq!(status(&proxy).await["routes"][0]["backends"][1]["weight"], 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_ejections_roll_a_quiet_route_back() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = switchable("new", Arc::new(AtomicBool::new(true))).await;
+        // Ten requests a second: the default window and min_requests (60 s,
+        // 50) would take half a minute; the third ejection decides first.
+        let passive = ", passive_health: { consecutive_failures: 2, cool_off: 1s }";
+        let guard = "    guard: { max_error_rate: 0.05 }\n";
+        let proxy = Proxy::start(&config(&legacy.url(), &new.url(), passive, guard), "api: { legacy: 50, new: 50 }\n").await;
+        let load = SteadyLoad::start(&proxy, Duration::from_millis(100));
+        guard_rollback_within(&proxy, Duration::from_secs(15)).await;
+        let reason = status(&proxy).await["routes"][0]["guard"]["last_rollback"]["reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(reason, "guard: backend new ejected 3 times over 1m (max_ejections 3)");
+        let errors = load.finish().await;
+        assert!(errors.len() >= 6, "three ejections of two failures each: {}", errors.len());
+    })
+    .await;
+}

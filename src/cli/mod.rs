@@ -205,7 +205,9 @@ async fn serve_until_signalled(running: Running) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                let _ = running.live.reload();
+                let live = running.live.clone();
+                // Off the runtime (it reads files); the outcome is reported by `reload`.
+                drop(tokio::task::spawn_blocking(move || live.reload()));
             }
         }
     }

@@ -254,14 +254,14 @@ fn compile_backends(
 /// A secret from a file, trimmed; resolved against the config file's folder.
 fn read_token(base: &Path, file: &Path, at: super::Location, errors: &mut Vec<ConfigError>) -> Option<String> {
     let file = base.join(file);
-    match std::fs::read_to_string(&file) {
+    match super::file::read_text(&file) {
         Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
         Ok(_) => {
             errors.push(ConfigError::at(at, format!("token file {} is empty", file.display())));
             None
         }
         Err(e) => {
-            errors.push(ConfigError::at(at, format!("cannot read token file {}: {e}", file.display())));
+            errors.push(ConfigError::at(at, format!("token file {e}")));
             None
         }
     }
@@ -683,6 +683,7 @@ fn compile_guard(g: &RawGuard, value: &dyn Fn(&[&str]) -> super::Location, error
         max_mismatch_rate: g.max_mismatch_rate,
         window: g.window.0,
         min_requests: g.min_requests,
+        max_ejections: (g.max_ejections > 0).then_some(g.max_ejections),
         ramp,
     })
 }

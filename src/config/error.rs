@@ -28,8 +28,9 @@ impl fmt::Display for Location {
 /// Everything that can be wrong with a config or weight file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0}: cannot read: {1}")]
-    Read(PathBuf, #[source] std::io::Error),
+    /// The file itself could not be read (missing, not a regular file, too large, not UTF-8).
+    #[error(transparent)]
+    File(#[from] super::file::FileError),
     #[error("{location}: {message}")]
     Invalid { location: Location, message: String },
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]

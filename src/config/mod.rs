@@ -3,6 +3,7 @@
 
 mod compile;
 pub mod error;
+pub mod file;
 pub mod raw;
 pub mod values;
 pub mod weights;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 pub use error::{ConfigError, Location};
+pub use file::{FileError, read_text};
 pub use raw::LogFormat;
 pub use values::BackendUrl;
 pub use weights::{Weights, format_percent};
@@ -183,6 +185,9 @@ pub struct GuardSpec {
     pub max_mismatch_rate: Option<f64>,
     pub window: Duration,
     pub min_requests: u64,
+    /// Passive ejections of a backend within the window that roll back
+    /// whatever the traffic; `None`: off.
+    pub max_ejections: Option<u32>,
     /// `None`: instant rollback; else move weight back over this long.
     pub ramp: Option<Duration>,
 }
@@ -284,7 +289,7 @@ pub enum Sticky {
 impl Config {
     /// Reads and compiles the main config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let text = file::read_text(path)?;
         Config::parse(path, text)
     }
 

@@ -373,6 +373,9 @@ pub struct RawGuard {
     pub window: Dur,
     #[serde(default = "default_guard_min_requests")]
     pub min_requests: u64,
+    /// 0 turns it off.
+    #[serde(default = "default_guard_max_ejections")]
+    pub max_ejections: u32,
     #[serde(default)]
     pub rollback: RawGuardRollback,
 }
@@ -382,6 +385,9 @@ fn default_guard_window() -> Dur {
 }
 fn default_guard_min_requests() -> u64 {
     50
+}
+fn default_guard_max_ejections() -> u32 {
+    3
 }
 
 #[derive(Debug, Deserialize, Default)]

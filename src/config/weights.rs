@@ -27,7 +27,7 @@ impl Weights {
     /// Reads and checks the weight file named by the config.
     pub fn load(config: &Config) -> Result<Weights, ConfigError> {
         let path = &config.weights_path;
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+        let text = super::file::read_text(path)?;
         Weights::parse(path, &text, config)
     }
 

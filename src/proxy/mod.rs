@@ -702,9 +702,16 @@ fn choose(route: &RouteSpec, live: &LiveRoute, headers: &HeaderMap, client: impl
     let backend = if live.backends[picked].health.is_healthy() {
         picked
     } else {
-        live.split
-            .failover(bucket, picked, |i| live.backends[i].health.is_healthy())
-            .unwrap_or(picked)
+        match live.split.failover(bucket, picked, |i| live.backends[i].health.is_healthy()) {
+            Some(other) => {
+                // The guard counts it against the backend that is down.
+                if let Some(guard) = &live.guard {
+                    guard.record_diverted(picked);
+                }
+                other
+            }
+            None => picked,
+        }
     };
     Choice {
         backend,
