@@ -11,8 +11,8 @@ use super::error::ConfigError;
 use super::raw::{CompareMode, RawBackend, RawConfig, RawGuard, RawGuardRollback, RawHeaderMatch, RawMirror, RawRoute};
 use super::yaml::{self, Positions};
 use super::{
-    AcceptRule, AccessLogSettings, Admin, BackendSpec, Config, GuardSpec, HealthCheckSpec, Listener, LogTarget, MirrorSpec, PassiveSpec,
-    RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
+    AcceptRule, AccessLogSettings, Admin, AdminHost, BackendSpec, Config, GuardSpec, HealthCheckSpec, Listener, LogTarget, MirrorSpec,
+    PassiveSpec, RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
 };
 use crate::mirror::compare::{CompareRules, Kind, PathPattern};
 use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
@@ -49,9 +49,20 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
             }
         }
     };
+    let mut hosts = Vec::new();
+    for (i, text) in raw.admin.hosts.iter().enumerate() {
+        match AdminHost::parse(text) {
+            Some(host) => hosts.push(host),
+            None => errors.push(ConfigError::at(
+                pos.value(&["admin", "hosts", &i.to_string()]),
+                format!("{text:?} is not a host name or IP address (write it without scheme, port or wildcard)"),
+            )),
+        }
+    }
     let admin = Admin {
         addr: raw.admin.addr.0,
         token,
+        hosts,
     };
     if !admin.addr.ip().is_loopback() && admin.token.is_none() {
         errors.push(ConfigError::at(
@@ -77,11 +88,18 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(64)),
         idle_timeout: raw.server.idle_timeout.0,
+        max_connections: raw.server.max_connections,
     };
     if server.workers == 0 || server.workers > 64 {
         errors.push(ConfigError::at(
             pos.value(&["server", "workers"]),
             "workers must be between 1 and 64",
+        ));
+    }
+    if server.max_connections == 0 {
+        errors.push(ConfigError::at(
+            pos.value(&["server", "max_connections"]),
+            "max_connections must be at least 1",
         ));
     }
     if server.max_header_bytes < 8192 {
