@@ -85,8 +85,18 @@ async fn cross_site_form_and_text_posts_are_refused_and_change_nothing() {
         // What a page of any site may send without a CORS preflight: an
         // HTML form, or fetch() with a text/plain body or none at all.
         let simple: &[(Method, &str, Option<&str>, &str)] = &[
-            (Method::POST, "/admin/rollback", Some("text/plain;charset=UTF-8"), r#"{"all": true}"#),
-            (Method::POST, "/admin/rollback", Some("application/x-www-form-urlencoded"), r#"{"all":true}="#),
+            (
+                Method::POST,
+                "/admin/rollback",
+                Some("text/plain;charset=UTF-8"),
+                r#"{"all": true}"#,
+            ),
+            (
+                Method::POST,
+                "/admin/rollback",
+                Some("application/x-www-form-urlencoded"),
+                r#"{"all":true}="#,
+            ),
             (
                 Method::POST,
                 "/admin/rollback",
@@ -99,7 +109,12 @@ async fn cross_site_form_and_text_posts_are_refused_and_change_nothing() {
         for (method, path, content_type, body) in simple {
             let headers: Vec<(&str, &str)> = content_type.iter().map(|c| ("content-type", *c)).collect();
             let resp = admin(&proxy, method.clone(), path, &headers, body).await;
-            assert_eq!(resp.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{method} {path} {content_type:?}: {}", resp.text());
+            assert_eq!(
+                resp.status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{method} {path} {content_type:?}: {}",
+                resp.text()
+            );
             assert!(error_of(&resp).contains("Content-Type: application/json"), "{}", resp.text());
         }
         assert_eq!(live_weights(&proxy, None).await, before);
@@ -115,7 +130,13 @@ async fn rebound_host_names_are_refused_for_reads_and_writes_but_not_probes() {
         let hosts = "  hosts: [cutover-admin.internal]\n";
         let proxy = Proxy::start(&config(&legacy, &new, hosts, ""), WEIGHTS).await;
         let json_type = ("content-type", "application/json");
-        for host in ["evil.example", "evil.example:9901", "localhost.evil.example", "127.0.0.1.nip.io", "10.9.8.7"] {
+        for host in [
+            "evil.example",
+            "evil.example:9901",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "10.9.8.7",
+        ] {
             for (method, path, body) in [
                 (Method::GET, "/admin/status", ""),
                 (Method::GET, "/admin/weights", ""),
@@ -180,7 +201,12 @@ async fn pages_of_other_origins_and_sites_are_refused() {
                 (Method::GET, "/admin/status", ""),
             ] {
                 let resp = admin(&proxy, method.clone(), path, &[(name, value), json_type], body).await;
-                assert_eq!(resp.status, StatusCode::FORBIDDEN, "{name}: {value}: {method} {path}: {}", resp.text());
+                assert_eq!(
+                    resp.status,
+                    StatusCode::FORBIDDEN,
+                    "{name}: {value}: {method} {path}: {}",
+                    resp.text()
+                );
                 assert!(error_of(&resp).contains("are refused"), "{}", resp.text());
             }
         }
@@ -227,7 +253,13 @@ async fn with_a_token_every_read_needs_it_but_probes_and_metrics_do_not() {
         let (legacy, new) = upstreams().await;
         let proxy = start_with_token(&config(&legacy, &new, "  token_file: token\n", "")).await;
         let bearer = format!("Bearer {TOKEN}");
-        for path in ["/admin/status", "/admin/parity", "/admin/weights", "/admin/parity?route=api", "/nowhere"] {
+        for path in [
+            "/admin/status",
+            "/admin/parity",
+            "/admin/weights",
+            "/admin/parity?route=api",
+            "/nowhere",
+        ] {
             for headers in [vec![], vec![("authorization", "Bearer wrong")]] {
                 let resp = admin(&proxy, Method::GET, path, &headers, "").await;
                 assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{path} {headers:?}: {}", resp.text());
@@ -256,7 +288,11 @@ async fn with_a_token_every_read_needs_it_but_probes_and_metrics_do_not() {
             .output()
             .unwrap();
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("token"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("token"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     })
     .await;
 }
@@ -308,11 +344,15 @@ async fn keep_alive_connections_survive_answers_that_leave_a_body_unread() {
         ];
         for (request, status) in refused {
             let mut stream = TcpStream::connect(proxy.admin).await.unwrap();
-            let first = format!(
-                "{request} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            let head = format!(
+                "{request} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             );
-            stream.write_all(first.as_bytes()).await.unwrap();
+            // The body a moment after the head, as from a client that
+            // writes them apart: the answer is decided before it arrives.
+            stream.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stream.write_all(body.as_bytes()).await.unwrap();
             let (got, headers, _) = read_response(&mut stream).await.expect("a first response");
             assert_eq!(got, status, "{request}");
             // Either the body was read and the connection serves on, or the
@@ -320,10 +360,7 @@ async fn keep_alive_connections_survive_answers_that_leave_a_body_unread() {
             if says_close(&headers) {
                 continue;
             }
-            stream
-                .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                .await
-                .unwrap();
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
             let second = read_response(&mut stream).await;
             assert_eq!(second.map(|r| r.0), Some(200), "after {request}, without Connection: close");
         }
@@ -448,7 +485,11 @@ async fn connections_past_max_connections_are_closed_at_once_and_counted() {
             held.push(TcpStream::connect(proxy.addr()).await.unwrap());
         }
         proxy
-            .wait_metric("cutover_connections_refused_total", &[("listener", "public"), ("reason", "limit")], 2.0)
+            .wait_metric(
+                "cutover_connections_refused_total",
+                &[("listener", "public"), ("reason", "limit")],
+                2.0,
+            )
             .await;
         let mut closed = 0;
         for s in &mut held {
@@ -479,15 +520,24 @@ async fn admin_connections_close_after_the_header_read_and_idle_timeouts() {
         let proxy = Proxy::start(&config(&legacy, &new, "", server), WEIGHTS).await;
         let mut silent = TcpStream::connect(proxy.admin).await.unwrap();
         let mut partial = half_open(proxy.admin, 1).await.pop().unwrap();
-        assert!(closed_within(&mut silent, Duration::from_secs(5)).await, "a connection that sends nothing");
-        assert!(closed_within(&mut partial, Duration::from_secs(5)).await, "a connection that stops mid-head");
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(5)).await,
+            "a connection that sends nothing"
+        );
+        assert!(
+            closed_within(&mut partial, Duration::from_secs(5)).await,
+            "a connection that stops mid-head"
+        );
 
         let server = "server: { header_read_timeout: 30s, idle_timeout: 1s }\n";
         let proxy = Proxy::start(&config(&legacy, &new, "", server), WEIGHTS).await;
         let mut idle = TcpStream::connect(proxy.admin).await.unwrap();
         idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
         assert_eq!(read_response(&mut idle).await.map(|r| r.0), Some(200));
-        assert!(closed_within(&mut idle, Duration::from_secs(5)).await, "an idle keep-alive connection");
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(5)).await,
+            "an idle keep-alive connection"
+        );
     })
     .await;
 }
@@ -543,7 +593,10 @@ fn the_shipped_config_still_passes_check_and_bad_admin_hosts_are_refused() {
     std::fs::write(&path, text).unwrap();
     let (ok, _, stderr) = check(&path);
     assert!(!ok);
-    assert!(stderr.contains("cutover.yaml:4:23: \"http://x.example\" is not a host name"), "{stderr}");
+    assert!(
+        stderr.contains("cutover.yaml:4:23: \"http://x.example\" is not a host name"),
+        "{stderr}"
+    );
     assert!(stderr.contains("cutover.yaml:4:43: \"*.example\" is not a host name"), "{stderr}");
     assert!(stderr.contains("max_connections must be at least 1"), "{stderr}");
 }
