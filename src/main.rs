@@ -23,5 +23,9 @@ pub static malloc_conf: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzz
 slab_sizes:4097-14336:8,tcache_gc_incr_bytes:4194304\0"[0];
 
 fn main() -> std::process::ExitCode {
+    // Every connection is a file. A failure leaves the limit as it was; a
+    // low one is reported once the config says how many connections to
+    // expect.
+    let _ = cutover::server::raise_open_file_limit();
     cli::main()
 }

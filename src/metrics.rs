@@ -18,6 +18,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_version: IntGaugeVec,
     pub active_connections: IntGaugeVec,
+    pub connections_refused: IntCounterVec,
     pub access_log_dropped: IntCounter,
     pub rollbacks: IntCounterVec,
     pub mirror_requests: IntCounterVec,
@@ -80,6 +81,14 @@ impl Metrics {
             &["listener"],
         )
         .expect("valid metric");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "cutover_connections_refused_total",
+                "Client connections refused, by listener and reason: limit (closed at once: the listener was at server.max_connections; on the admin listener, the oldest idle connection closed to make room), emfile (an attempt to accept failed for want of file descriptors, retried with backoff).",
+            ),
+            &["listener", "reason"],
+        )
+        .expect("valid metric");
         let access_log_dropped = IntCounter::new(
             "cutover_access_log_dropped_total",
             "Access log lines dropped because the log writer could not keep up.",
@@ -138,6 +147,7 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(config_version.clone()),
             Box::new(active_connections.clone()),
+            Box::new(connections_refused.clone()),
             Box::new(access_log_dropped.clone()),
         ] {
             registry.register(c).expect("metric registered once");
@@ -155,6 +165,7 @@ impl Metrics {
             config_reloads,
             config_version,
             active_connections,
+            connections_refused,
             access_log_dropped,
             rollbacks,
             mirror_requests,

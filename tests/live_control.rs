@@ -47,7 +47,10 @@ fn expected_backend(user: &str, new_percent: u32) -> &'static str {
 }
 
 async fn admin_json(proxy: &Proxy, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> Resp {
-    let mut b = Request::builder().method(method).uri(format!("http://{}{path}", proxy.admin));
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", proxy.admin))
+        .header("content-type", "application/json");
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
@@ -55,14 +58,14 @@ async fn admin_json(proxy: &Proxy, method: Method, path: &str, body: Option<Valu
     send(b.body(body).unwrap()).await
 }
 
-async fn live_new_weight(proxy: &Proxy, route: &str) -> f64 {
-    let w = admin_json(proxy, Method::GET, "/admin/weights", None, None).await.json();
+async fn live_new_weight(proxy: &Proxy, route: &str, token: Option<&str>) -> f64 {
+    let w = admin_json(proxy, Method::GET, "/admin/weights", None, token).await.json();
     w[route]["new"].as_f64().unwrap()
 }
 
 async fn wait_new_weight(proxy: &Proxy, route: &str, value: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while live_new_weight(proxy, route).await != value {
+    while live_new_weight(proxy, route, None).await != value {
         assert!(
             Instant::now() < deadline,
             "{route} never reached new={value}; stderr:\n{}",
@@ -170,7 +173,7 @@ async fn two_hundred_rewrites_under_load_drop_nothing_and_reject_the_bad_one() {
                 let error = status["last_reload"]["error"].as_str().unwrap();
                 assert!(error.contains("weights.yaml:1:1: weights of route \"api\" sum to 110"), "{error}");
                 assert_eq!(
-                    live_new_weight(&proxy, "api").await,
+                    live_new_weight(&proxy, "api", None).await,
                     f64::from(previous),
                     "the old table must keep serving"
                 );
@@ -444,11 +447,11 @@ async fn bad_bodies_are_refused_without_changing_anything_and_undo_walks_back() 
             assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
         }
         admin_json(&proxy, Method::POST, "/admin/rollback", Some(json!({"all": true})), None).await;
-        assert_eq!(live_new_weight(&proxy, "api").await, 0.0);
+        assert_eq!(live_new_weight(&proxy, "api", None).await, 0.0);
         for expected in [50.0, 25.0, 10.0] {
             let resp = admin_json(&proxy, Method::POST, "/admin/undo", None, None).await;
             assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-            assert_eq!(live_new_weight(&proxy, "api").await, expected);
+            assert_eq!(live_new_weight(&proxy, "api", None).await, expected);
         }
         let resp = admin_json(&proxy, Method::POST, "/admin/undo", None, None).await;
         assert_eq!(resp.status, StatusCode::CONFLICT);
@@ -484,14 +487,14 @@ async fn tokens_guard_mutations_and_open_admin_addresses_need_one() {
             let resp = admin_json(&proxy, Method::POST, path, Some(json!({"all": true})), None).await;
             assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{path}");
         }
-        assert_eq!(live_new_weight(&proxy, "api").await, 0.0);
+        assert_eq!(live_new_weight(&proxy, "api", Some("s3cret-token")).await, 0.0);
         assert_eq!(
             admin_json(&proxy, Method::GET, "/admin/status", None, None).await.status,
-            StatusCode::OK
+            StatusCode::UNAUTHORIZED
         );
         let resp = admin_json(&proxy, Method::PUT, "/admin/weights/api", body, Some("s3cret-token")).await;
         assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-        assert_eq!(live_new_weight(&proxy, "api").await, 20.0);
+        assert_eq!(live_new_weight(&proxy, "api", Some("s3cret-token")).await, 20.0);
         // The CLI reads the token from the config.
         let out = Command::new(BIN)
             .args(["shift", "api", "new=30", "--admin", &proxy.admin.to_string(), "-c"])
@@ -499,7 +502,7 @@ async fn tokens_guard_mutations_and_open_admin_addresses_need_one() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(live_new_weight(&proxy, "api").await, 30.0);
+        assert_eq!(live_new_weight(&proxy, "api", Some("s3cret-token")).await, 30.0);
 
         // A non-loopback admin address without a token refuses to start.
         let open = tempfile::tempdir().unwrap();

@@ -334,7 +334,7 @@ async fn the_report_names_planted_differences_noise_and_clean_endpoints() {
         // Parity gates the shift: below 90% clean it is refused, unless forced.
         let shift = |force: bool| {
             let url = format!("http://{}/admin/weights/api{}", proxy.admin, if force { "?force=true" } else { "" });
-            send(Request::put(url).body(full(r#"{"new": 10}"#)).unwrap())
+            send(Request::put(url).header("content-type", "application/json").body(full(r#"{"new": 10}"#)).unwrap())
         };
         let refused = shift(false).await;
         assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text());

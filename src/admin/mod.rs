@@ -1,47 +1,89 @@
 //! The admin listener: metrics, health, and the control API.
 
+mod access;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::control::{self, ControlError};
 use crate::live::{Changed, Live, RollbackReason};
+
+pub use access::Refusal;
 
 pub type AdminResponse = Response<Full<Bytes>>;
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
 
+/// How long the rest of a body no endpoint wanted may take to arrive
+/// before the connection is closed instead of kept for the next request.
+const DISCARD_WITHIN: Duration = Duration::from_secs(1);
+
 /// Names the operator behind a change, shown in logs and the history.
 pub const ACTOR_HEADER: &str = "x-cutover-actor";
 /// Optional free-text reason for a change.
 pub const REASON_HEADER: &str = "x-cutover-reason";
 
-pub async fn handle(live: Arc<Live>, peer: SocketAddr, req: Request<Incoming>) -> Result<AdminResponse, Infallible> {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let resp = match (&method, path.as_str()) {
+/// Serves one admin request. `local` is the address the client reached.
+pub async fn handle(live: Arc<Live>, peer: SocketAddr, local: SocketAddr, req: Request<Incoming>) -> Result<AdminResponse, Infallible> {
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let mut resp = route(&live, peer, local, &parts, &mut body).await;
+    // A body left unread would be taken for the next request: read it to
+    // its end, or close the connection and say so.
+    if let Some(unread) = body
+        && !discard(unread, &parts).await
+    {
+        close_after(&mut resp);
+    }
+    Ok(resp)
+}
+
+async fn route(live: &Arc<Live>, peer: SocketAddr, local: SocketAddr, parts: &Parts, body: &mut Option<Incoming>) -> AdminResponse {
+    let path = parts.uri.path();
+    let method = &parts.method;
+    // Probed by kubelets and scraped by Prometheus, by pod address and
+    // without a token: no check applies, and nothing here is secret.
+    match (method, path) {
+        (&Method::GET, "/metrics") => {
+            return respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", live.metrics.render());
+        }
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if live.is_ready() => return text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/readyz") => return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (_, "/metrics" | "/healthz" | "/readyz") => return json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => {}
+    }
+    if let Err(refusal) = access::check(parts, &live.load().config.admin, local) {
+        let mut resp = json_error(refusal.status(), &refusal.to_string());
+        if refusal == Refusal::Unauthorized {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        } else {
+            tracing::debug!(%peer, %method, path, error = %refusal, "admin request refused");
+        }
+        return resp;
+    }
+    match (method, path) {
         (&Method::GET | &Method::HEAD, "/") => dashboard(),
-        (&Method::GET, "/metrics") => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", live.metrics.render()),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") if live.is_ready() => text(StatusCode::OK, "ready\n"),
-        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &status(&live)),
+        (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &status(live)),
         (&Method::GET, "/admin/weights") => {
             let table = live.load();
             json_response(StatusCode::OK, &json!(control::named(&table.config, &table.weights)))
         }
         (&Method::GET, "/admin/parity") => {
             let table = live.load();
-            let wanted = query_param(req.uri(), "route");
+            let wanted = query_param(&parts.uri, "route");
             let reports: Vec<Value> = table
                 .config
                 .routes
@@ -62,8 +104,8 @@ pub async fn handle(live: Arc<Live>, peer: SocketAddr, req: Request<Incoming>) -
         }
         (&Method::PUT, p) if p.starts_with("/admin/weights/") => {
             let route = p.trim_start_matches("/admin/weights/").to_string();
-            let force = query_param(req.uri(), "force").is_some_and(|v| v == "true" || v == "1");
-            mutate(&live, peer, req, move |live, who, why, body| {
+            let force = query_param(&parts.uri, "force").is_some_and(|v| v == "true" || v == "1");
+            mutate(live, peer, parts, body, move |live, who, why, body| {
                 let set: std::collections::BTreeMap<String, f64> =
                     serde_json::from_slice(&body).map_err(|e| bad_body(format!("expected {{\"backend\": percent, ...}}: {e}")))?;
                 let set: Vec<(String, f64)> = set.into_iter().collect();
@@ -81,7 +123,7 @@ pub async fn handle(live: Arc<Live>, peer: SocketAddr, req: Request<Incoming>) -
             .await
         }
         (&Method::POST, "/admin/rollback") => {
-            mutate(&live, peer, req, |live, who, why, body| {
+            mutate(live, peer, parts, body, |live, who, why, body| {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
                 struct Body {
@@ -103,15 +145,17 @@ pub async fn handle(live: Arc<Live>, peer: SocketAddr, req: Request<Incoming>) -
             })
             .await
         }
-        (&Method::POST, "/admin/undo") => mutate(&live, peer, req, |live, who, _why, _body| live.undo(&who).map_err(control_error)).await,
-        (
-            _,
-            "/" | "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo"
-            | "/admin/parity",
-        ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (&Method::POST, "/admin/undo") => {
+            mutate(live, peer, parts, body, |live, who, _why, _body| {
+                live.undo(&who).map_err(control_error)
+            })
+            .await
+        }
+        (_, "/" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo" | "/admin/parity") => {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
-    };
-    Ok(resp)
+    }
 }
 
 /// The dashboard: one self-contained page (inline style and script, no
@@ -123,7 +167,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// either block changes its hash: tests/dashboard checks these and prints
 /// the right values.
 const DASHBOARD_CSP: &str = "default-src 'none'; \
-     script-src 'sha256-ynmI5UYOfGZYAV+Vl15EnzRimss+0KcdvLwyWA1QSkM='; \
+     script-src 'sha256-5RVYVP34znK4lnGKXdqqbG/mtqa+Hmy4xbWC9RXbP5k='; \
      style-src 'sha256-aqs+cORMmc58Ba744/j3B26pePDYYpAgNFNpeNCEFo8='; \
      connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -138,7 +182,6 @@ fn dashboard() -> AdminResponse {
 }
 
 type Failure = (StatusCode, String);
-
 fn bad_body(message: String) -> Failure {
     (StatusCode::BAD_REQUEST, message)
 }
@@ -153,31 +196,37 @@ fn control_error(e: ControlError) -> Failure {
     (status, e.to_string())
 }
 
-/// Checks the token, reads the body, names the actor, and runs the change
-/// off the async workers (it writes and fsyncs files).
-async fn mutate<F>(live: &Arc<Live>, peer: SocketAddr, req: Request<Incoming>, change: F) -> AdminResponse
+/// Reads the body and runs the change off the async workers (it writes
+/// and fsyncs files). Changes take JSON only: a page of another site can
+/// send a form or `text/plain` without asking first, but not JSON.
+async fn mutate<F>(live: &Arc<Live>, peer: SocketAddr, parts: &Parts, body: &mut Option<Incoming>, change: F) -> AdminResponse
 where
     F: FnOnce(&Live, String, Option<String>, Bytes) -> Result<Changed, Failure> + Send + 'static,
 {
-    let table = live.load();
-    if let Some(token) = &table.config.admin.token
-        && !authorized(req.headers().get(header::AUTHORIZATION), token)
-    {
-        let mut resp = json_error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return resp;
+    if !is_json(parts.headers.get(header::CONTENT_TYPE)) {
+        return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "changes need Content-Type: application/json");
     }
-    let actor = header_text(req.headers().get(ACTOR_HEADER));
-    let why = header_text(req.headers().get(REASON_HEADER));
+    let actor = header_text(parts.headers.get(ACTOR_HEADER));
+    let why = header_text(parts.headers.get(REASON_HEADER));
     let who = match actor {
         Some(a) => format!("{peer} ({a})"),
         None => peer.to_string(),
     };
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable");
+    let Some(incoming) = body.take() else {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "the request body was already read");
+    };
+    let deadline = live.load().config.server.body_read_timeout;
+    let read = match tokio::time::timeout(deadline, read_body(incoming)).await {
+        Ok(read) => read,
+        Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time".to_string())),
+    };
+    let body = match read {
+        Ok(body) => body,
+        Err((status, message)) => {
+            // What is left of the body would be read as the next request.
+            let mut resp = json_error(status, &message);
+            close_after(&mut resp);
+            return resp;
         }
     };
     let live = live.clone();
@@ -188,12 +237,56 @@ where
     }
 }
 
-/// Compares the bearer token in constant time.
-fn authorized(header: Option<&HeaderValue>, token: &str) -> bool {
-    let Some(presented) = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) else {
+/// `application/json`, with or without parameters.
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A whole request body of up to [`MAX_BODY`] bytes.
+async fn read_body(mut body: Incoming) -> Result<Bytes, Failure> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| bad_body(format!("the request body could not be read: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if out.len() + data.len() > MAX_BODY {
+                return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {MAX_BODY} bytes")));
+            }
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Reads and drops a body no endpoint wanted; `false` when it is too big,
+/// too slow or broken, or the client waits for `100 Continue` before
+/// sending it.
+async fn discard(mut body: Incoming, parts: &Parts) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    if parts.headers.contains_key(header::EXPECT) {
         return false;
+    }
+    let drained = async {
+        let mut left = MAX_BODY;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            let len = frame.data_ref().map_or(0, Bytes::len);
+            if len > left {
+                return false;
+            }
+            left -= len;
+        }
+        true
     };
-    presented.trim().as_bytes().ct_eq(token.as_bytes()).into()
+    tokio::time::timeout(DISCARD_WITHIN, drained).await.unwrap_or(false)
+}
+
+fn close_after(resp: &mut AdminResponse) {
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// A short printable header value, for logs.

@@ -479,6 +479,12 @@ impl AdminClient {
         let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes)}));
         if status == StatusCode::OK {
             Ok(value)
+        } else if status == StatusCode::UNAUTHORIZED {
+            bail!(
+                "{} ({status}): the admin API needs its token: pass --token-file, set CUTOVER_ADMIN_TOKEN, \
+                 or name the config whose admin.token_file holds it (-c)",
+                value["error"].as_str().unwrap_or("unauthorized")
+            )
         } else {
             bail!("{} ({status})", value["error"].as_str().unwrap_or("request failed"))
         }

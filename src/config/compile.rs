@@ -13,8 +13,8 @@ use super::raw::{
 };
 use super::yaml::{self, Positions};
 use super::{
-    AcceptRule, AccessLogSettings, Admin, BackendSpec, Config, ForceHeader, ForceToken, GuardSpec, HealthCheckSpec, Listener, LogTarget,
-    MirrorSpec, PassiveSpec, RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
+    AcceptRule, AccessLogSettings, Admin, AdminHost, BackendSpec, Config, ForceHeader, ForceToken, GuardSpec, HealthCheckSpec, Listener,
+    LogTarget, MirrorSpec, PassiveSpec, RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
 };
 use crate::mirror::compare::{CompareRules, Kind, PathPattern};
 use crate::mirror::redact::Redactor;
@@ -35,9 +35,20 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
         .token_file
         .as_ref()
         .and_then(|file| read_token(base, file, pos.value(&["admin", "token_file"]), &mut errors));
+    let mut hosts = Vec::new();
+    for (i, text) in raw.admin.hosts.iter().enumerate() {
+        match AdminHost::parse(text) {
+            Some(host) => hosts.push(host),
+            None => errors.push(ConfigError::at(
+                pos.value(&["admin", "hosts", &i.to_string()]),
+                format!("{text:?} is not a host name or IP address (write it without scheme, port or wildcard)"),
+            )),
+        }
+    }
     let admin = Admin {
         addr: raw.admin.addr.0,
         token,
+        hosts,
     };
     if !admin.addr.ip().is_loopback() && admin.token.is_none() {
         errors.push(ConfigError::at(
@@ -63,11 +74,18 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(64)),
         idle_timeout: raw.server.idle_timeout.0,
+        max_connections: raw.server.max_connections,
     };
     if server.workers == 0 || server.workers > 64 {
         errors.push(ConfigError::at(
             pos.value(&["server", "workers"]),
             "workers must be between 1 and 64",
+        ));
+    }
+    if server.max_connections == 0 {
+        errors.push(ConfigError::at(
+            pos.value(&["server", "max_connections"]),
+            "max_connections must be at least 1",
         ));
     }
     if server.max_header_bytes < 8192 {

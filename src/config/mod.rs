@@ -56,8 +56,38 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub addr: SocketAddr,
-    /// Bearer token for mutating endpoints, read from `token_file`.
+    /// Bearer token for every endpoint but health, readiness and metrics,
+    /// read from `token_file`.
     pub token: Option<String>,
+    /// `Host`s accepted besides loopback ones and the listener's own address.
+    pub hosts: Vec<AdminHost>,
+}
+
+/// A name or address by which clients reach the admin API (`admin.hosts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminHost {
+    /// A DNS name, lower case.
+    Name(String),
+    Ip(std::net::IpAddr),
+}
+
+impl AdminHost {
+    /// Reads an `admin.hosts` entry: a DNS name or an IP address (IPv6 with
+    /// or without brackets), with no scheme, port or wildcard.
+    pub fn parse(text: &str) -> Option<AdminHost> {
+        let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            return Some(AdminHost::Ip(ip.to_canonical()));
+        }
+        let name = text.strip_suffix('.').unwrap_or(text);
+        let is_label = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        (name.len() <= 253 && name.split('.').all(is_label)).then(|| AdminHost::Name(name.to_ascii_lowercase()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +122,8 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Longest a client connection may go without a new request.
     pub idle_timeout: Duration,
+    /// Open client connections allowed on each listener.
+    pub max_connections: usize,
 }
 
 /// A backend as configured; shared by every route that uses it.

@@ -82,6 +82,10 @@ pub struct RawAdmin {
     #[serde(default = "default_admin_addr")]
     pub addr: Addr,
     pub token_file: Option<PathBuf>,
+    /// Names (or addresses) besides loopback ones by which clients reach
+    /// the admin API: the `Host` they send.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Default for RawAdmin {
@@ -89,6 +93,7 @@ impl Default for RawAdmin {
         RawAdmin {
             addr: default_admin_addr(),
             token_file: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -150,6 +155,13 @@ pub struct RawServer {
     /// gracefully (HTTP/1.1 and HTTP/2).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
+    /// Open client connections per listener; more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    10_000
 }
 
 fn default_idle_timeout() -> Dur {
@@ -171,6 +183,7 @@ impl Default for RawServer {
             body_read_timeout: default_body_read_timeout(),
             workers: None,
             idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }

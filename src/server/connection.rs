@@ -72,6 +72,11 @@ impl ConnBuilders {
             .max_concurrent_streams(256);
         ConnBuilders { http1, http2 }
     }
+
+    /// The HTTP/1.1 settings, which the admin listener shares.
+    pub(super) fn http1(&self) -> &http1::Builder {
+        &self.http1
+    }
 }
 
 /// A client stream that can wait for bytes without reading them.

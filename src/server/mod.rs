@@ -1,15 +1,17 @@
 //! Listeners, serving threads and graceful shutdown; each client
 //! connection is served by [`connection`].
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use prometheus::IntGauge;
-use tokio::net::TcpListener;
+use prometheus::{IntCounter, IntGauge};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,8 +81,9 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         let sockets = bind_group(&format!("listener {}", l.name), l.addr, workers)?;
         bound.push((l.name.clone(), sockets));
     }
-    let admin_listener = bind("admin", config.admin.addr).await?;
+    let admin_listener = bind(ADMIN_LISTENER, config.admin.addr).await?;
     let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
+    check_open_file_limit(config.listeners.len(), settings.max_connections);
 
     crate::proxy::pool::set_serving_threads(settings.workers);
     let live = Arc::new(Live::new(config, weights, metrics.clone()));
@@ -103,7 +106,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         let addr = sockets[0].local_addr().expect("bound socket has an address");
         tracing::info!(listener = %name, %addr, threads = workers, "listening");
         listeners.push((name.clone(), addr));
-        let gauge = metrics.active_connections.with_label_values(&[&name]);
+        let limit = ConnectionLimit::new(&name, settings.max_connections, &metrics);
         let tls = match tls_sources.get(&name).cloned().flatten() {
             Some(sources) => {
                 let resolver = crate::tls::CertResolver::new(sources).map_err(StartError::Tls)?;
@@ -116,7 +119,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
             thread.push(ThreadListener {
                 socket,
                 tls: tls.clone(),
-                gauge: gauge.clone(),
+                limit: limit.clone(),
             });
         }
     }
@@ -138,7 +141,12 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
             .spawn(move || serving.run(index, sockets))
             .map_err(StartError::Thread)?;
     }
-    let admin_task = tokio::spawn(admin_loop(admin_listener, live.clone()));
+    let admin_connections = AdminConnections::new(ConnectionLimit::new(
+        ADMIN_LISTENER,
+        settings.max_connections.min(MAX_ADMIN_CONNECTIONS),
+        &metrics,
+    ));
+    let admin_task = tokio::spawn(admin_loop(admin_listener, live.clone(), builders.clone(), admin_connections));
     if let Err(e) = crate::reload::spawn(live.clone(), shutdown.clone()) {
         tracing::warn!(error = %e, "cannot watch the config folders; reload with SIGHUP");
     }
@@ -182,6 +190,51 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         shutdown,
         done,
     })
+}
+
+/// Raises the soft limit on open files to the hard one, as nginx's
+/// `worker_rlimit_nofile` and HAProxy do: every client and backend
+/// connection is a file, and the usual soft limit (1024) is far below what
+/// a proxy needs. Returns the limit in force.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// Warns when the connection caps allow more client connections than the
+/// process may open files: past the limit, accepting fails on every
+/// listener alike.
+fn check_open_file_limit(listeners: usize, max_connections: usize) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let allowed = listeners
+        .saturating_mul(max_connections)
+        .saturating_add(max_connections.min(MAX_ADMIN_CONNECTIONS));
+    if u64::try_from(allowed).unwrap_or(u64::MAX) > limit.rlim_cur {
+        tracing::warn!(
+            open_files = limit.rlim_cur,
+            client_connections = allowed,
+            "the open-file limit is below what server.max_connections allows: raise it (LimitNOFILE=, ulimit -n) or lower server.max_connections"
+        );
+    }
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -234,7 +287,7 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
 struct ThreadListener {
     socket: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
-    gauge: IntGauge,
+    limit: Arc<ConnectionLimit>,
 }
 
 /// What a serving thread needs.
@@ -269,7 +322,7 @@ impl Serving {
                             self.timeouts,
                             self.proxy.clone(),
                             self.builders.clone(),
-                            l.gauge,
+                            l.limit,
                             self.shutdown.clone(),
                             self.tracker.clone(),
                         ));
@@ -332,12 +385,129 @@ async fn run_guard(live: Arc<Live>, shutdown: CancellationToken) {
     }
 }
 
-/// Decrements a gauge when dropped.
-struct GaugeGuard(IntGauge);
+/// The admin listener's name in logs and metrics.
+const ADMIN_LISTENER: &str = "admin";
 
-impl Drop for GaugeGuard {
+/// The admin listener's cap on open connections (`server.max_connections`
+/// when lower): room for a few dashboards (a browser opens up to six
+/// connections to a site), Prometheus, probes and the CLI.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// The first wait before accepting again after accepting failed; it doubles
+/// up to [`ACCEPT_BACKOFF_MAX`] while failures last.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// One listener's open connections, held under a cap.
+struct ConnectionLimit {
+    listener: String,
+    max: usize,
+    open: AtomicUsize,
+    gauge: IntGauge,
+    refused_at_limit: IntCounter,
+    refused_out_of_files: IntCounter,
+    /// Set while connections are refused, so that a run of refusals is
+    /// logged once.
+    refusing: AtomicBool,
+}
+
+impl ConnectionLimit {
+    fn new(listener: &str, max: usize, metrics: &Metrics) -> Arc<ConnectionLimit> {
+        let refused = |reason: &str| metrics.connections_refused.with_label_values(&[listener, reason]);
+        Arc::new(ConnectionLimit {
+            listener: listener.to_string(),
+            max,
+            open: AtomicUsize::new(0),
+            gauge: metrics.active_connections.with_label_values(&[listener]),
+            refused_at_limit: refused("limit"),
+            refused_out_of_files: refused("emfile"),
+            refusing: AtomicBool::new(false),
+        })
+    }
+
+    /// Room for one more connection, or `None` at the cap.
+    fn admit(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()?;
+        if self.refusing.swap(false, Ordering::Relaxed) {
+            tracing::info!(listener = %self.listener, "below the connection limit again");
+        }
+        Some(self.slot())
+    }
+
+    /// One more connection whatever the count: the admin listener's, once
+    /// it has closed an older one to make room.
+    fn admit_past_limit(self: &Arc<Self>) -> ConnectionSlot {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.slot()
+    }
+
+    fn slot(self: &Arc<Self>) -> ConnectionSlot {
+        self.gauge.inc();
+        ConnectionSlot(self.clone())
+    }
+
+    /// Counts a connection closed because the listener is at its cap.
+    fn refuse(&self) {
+        self.refused_at_limit.inc();
+        if !self.refusing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                listener = %self.listener,
+                max_connections = self.max,
+                "at the connection limit: closing connections beyond it at once"
+            );
+        }
+    }
+}
+
+/// A place under a listener's cap, given back when dropped.
+struct ConnectionSlot(Arc<ConnectionLimit>);
+
+impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.dec();
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.gauge.dec();
+    }
+}
+
+/// The next connection. When accepting fails (for want of file
+/// descriptors above all: the connection then stays in the backlog and an
+/// immediate retry fails again) it waits before trying again, 10 ms
+/// doubling to 1 s, and logs once per run of failures.
+async fn accept(listener: &TcpListener, limit: &ConnectionLimit) -> (TcpStream, SocketAddr) {
+    let mut failures = 0u64;
+    let mut wait = ACCEPT_BACKOFF_FIRST;
+    loop {
+        let error = match listener.accept().await {
+            Ok(pair) => {
+                if failures > 0 {
+                    tracing::info!(listener = %limit.listener, failures, "accepting connections again");
+                }
+                return pair;
+            }
+            Err(e) => e,
+        };
+        // A client that gave up before it was accepted: nothing to wait for.
+        if matches!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::Interrupted
+        ) {
+            continue;
+        }
+        if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+            limit.refused_out_of_files.inc();
+        }
+        if failures == 0 {
+            tracing::warn!(
+                listener = %limit.listener,
+                error = %error,
+                "cannot accept connections; trying again, less often while this lasts"
+            );
+        }
+        failures += 1;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(ACCEPT_BACKOFF_MAX);
     }
 }
 
@@ -348,7 +518,7 @@ async fn accept_loop(
     timeouts: ConnTimeouts,
     proxy: Arc<Proxy>,
     builders: Arc<ConnBuilders>,
-    gauge: IntGauge,
+    limit: Arc<ConnectionLimit>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -356,15 +526,14 @@ async fn accept_loop(
         let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener, &limit) => accepted,
+        };
+        // Closed at once rather than left in the backlog, where it would
+        // wait unanswered and crowd out clients that come later.
+        let Some(slot) = limit.admit() else {
+            limit.refuse();
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(ConnInfo::new(peer, if tls.is_some() { "https" } else { "http" }));
@@ -372,10 +541,8 @@ async fn accept_loop(
         let builders = builders.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
-        gauge.inc();
-        let guard = GaugeGuard(gauge.clone());
         let fut = async move {
-            let _guard = guard;
+            let _slot = slot;
             match tls {
                 None => connection::serve(stream, conn, proxy, &builders, timeouts, shutdown).await,
                 // Boxed: a plain connection's task then holds no room for TLS state.
@@ -401,25 +568,161 @@ async fn accept_loop(
     }
 }
 
-/// Serves the admin API until aborted: it stays up while the proxy drains,
-/// so `/readyz` can tell load balancers to stop sending traffic.
-async fn admin_loop(listener: TcpListener, live: Arc<Live>) {
-    let builder = hyper::server::conn::http1::Builder::new();
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+/// The admin listener's open connections, oldest first. At the cap a new
+/// connection closes the oldest one with no request under way: whatever
+/// holds connections open, an operator's next call gets in.
+struct AdminConnections {
+    limit: Arc<ConnectionLimit>,
+    open: Mutex<VecDeque<Arc<AdminConnection>>>,
+}
+
+struct AdminConnection {
+    /// Requests being answered (at most one on HTTP/1.1).
+    in_request: AtomicUsize,
+    /// When the last request was answered, or the connection opened.
+    last_active: Mutex<Instant>,
+    closed: AtomicBool,
+    evict: CancellationToken,
+}
+
+impl AdminConnection {
+    fn is_quiet(&self) -> bool {
+        self.in_request.load(Ordering::Acquire) == 0
+    }
+
+    fn last_active(&self) -> Instant {
+        *self.last_active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Marks a connection's request under way until dropped.
+struct InRequest(Arc<AdminConnection>);
+
+impl InRequest {
+    fn begin(conn: &Arc<AdminConnection>) -> InRequest {
+        conn.in_request.fetch_add(1, Ordering::AcqRel);
+        InRequest(conn.clone())
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        *self.0.last_active.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        self.0.in_request.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An admin connection's place, given back when dropped.
+struct AdminSlot {
+    _slot: ConnectionSlot,
+    conn: Arc<AdminConnection>,
+}
+
+impl Drop for AdminSlot {
+    fn drop(&mut self) {
+        self.conn.closed.store(true, Ordering::Release);
+    }
+}
+
+impl AdminConnections {
+    fn new(limit: Arc<ConnectionLimit>) -> Arc<AdminConnections> {
+        Arc::new(AdminConnections {
+            limit,
+            open: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// A place for a new connection, made by closing the oldest quiet one
+    /// at the cap; `None` when every open connection has a request under way.
+    fn admit(&self) -> Option<AdminSlot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|c| !c.closed.load(Ordering::Acquire));
+        let slot = match self.limit.admit() {
+            Some(slot) => slot,
+            None => {
+                self.limit.refuse();
+                let oldest_quiet = open.iter().position(|c| c.is_quiet())?;
+                if let Some(evicted) = open.remove(oldest_quiet) {
+                    evicted.evict.cancel();
+                }
+                self.limit.admit_past_limit()
             }
         };
-        let live = live.clone();
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| crate::admin::handle(live.clone(), peer, req)),
-        );
-        tokio::spawn(async move {
-            let _ = conn.await;
+        let conn = Arc::new(AdminConnection {
+            in_request: AtomicUsize::new(0),
+            last_active: Mutex::new(Instant::now()),
+            closed: AtomicBool::new(false),
+            evict: CancellationToken::new(),
         });
+        open.push_back(conn.clone());
+        Some(AdminSlot { _slot: slot, conn })
+    }
+}
+
+/// Serves the admin API until aborted: it stays up while the proxy drains,
+/// so `/readyz` can tell load balancers to stop sending traffic.
+async fn admin_loop(listener: TcpListener, live: Arc<Live>, builders: Arc<ConnBuilders>, connections: Arc<AdminConnections>) {
+    loop {
+        let (stream, peer) = accept(&listener, &connections.limit).await;
+        let Some(slot) = connections.admit() else {
+            drop(stream);
+            continue;
+        };
+        let Ok(local) = stream.local_addr() else { continue };
+        let live = live.clone();
+        let builders = builders.clone();
+        tokio::spawn(async move { serve_admin(stream, peer, local, live, &builders, slot).await });
+    }
+}
+
+/// One admin connection, with the client connections' limits: the header
+/// read timeout (hyper's, which also runs while a keep-alive connection
+/// waits for its next request), header size limits, and the idle timeout.
+/// Closed early when a newer connection needs its place.
+async fn serve_admin(stream: TcpStream, peer: SocketAddr, local: SocketAddr, live: Arc<Live>, builders: &ConnBuilders, slot: AdminSlot) {
+    let conn = slot.conn.clone();
+    let idle = live.load().config.server.idle_timeout;
+    let service = {
+        let conn = conn.clone();
+        service_fn(move |req| {
+            let in_request = InRequest::begin(&conn);
+            let answer = crate::admin::handle(live.clone(), peer, local, req);
+            async move {
+                let _in_request = in_request;
+                answer.await
+            }
+        })
+    };
+    let connection = builders.http1().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+                }
+                return;
+            }
+            _ = conn.evict.cancelled() => {
+                tracing::debug!(%peer, "closing an admin connection to make room for a newer one");
+                break;
+            }
+            _ = idle_check.as_mut() => {
+                let quiet_until = conn.last_active() + idle;
+                if conn.is_quiet() && Instant::now() >= quiet_until {
+                    break;
+                }
+                idle_check.as_mut().reset(quiet_until.max(Instant::now() + idle / 4).into());
+            }
+        }
+    }
+    // With no request under way, dropping the connection closes it at once
+    // (hyper would wait for a head that may never come); a request that
+    // has just begun is answered first.
+    if !conn.is_quiet() {
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
     }
 }

@@ -68,8 +68,9 @@ function start(args, ready, label) {
   });
 }
 
-async function getJSON(url) {
-  const resp = await fetch(url, { cache: 'no-store' });
+async function getJSON(url, token) {
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const resp = await fetch(url, { cache: 'no-store', headers });
   assert.equal(resp.status, 200, `GET ${url}`);
   return resp.json();
 }
@@ -90,10 +91,10 @@ async function eventually(what, check, ms = 8_000) {
   }
 }
 
-async function weightsAre(admin, route, expected) {
+async function weightsAre(admin, route, expected, token) {
   let last;
   await eventually(`${route} weights ${JSON.stringify(expected)} in GET /admin/weights`, async () => {
-    last = (await getJSON(`${admin}/admin/weights`))[route];
+    last = (await getJSON(`${admin}/admin/weights`, token))[route];
     return isDeepStrictEqual(last, expected);
   }).catch((e) => {
     throw new Error(`${e.message}; last seen: ${JSON.stringify(last)}`);
@@ -268,7 +269,7 @@ step('screenshot of the dashboard', async () => {
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
 });
 
-step('with a token configured, a change prompts for it and keeps it for the tab', async () => {
+step('with a token configured, the page asks for it, refuses a wrong one and keeps it for the tab', async () => {
   const dir = path.join(scratch, 'secured');
   mkdirSync(dir);
   const legacyUrl = demo.output().match(/legacy app\s+(http:\/\/\S+?)\/?\s/)[1];
@@ -293,25 +294,27 @@ step('with a token configured, a change prompts for it and keeps it for the tab'
   ].join('\n'));
   second = await start(['run', '-c', path.join(dir, 'cutover.yaml')], /admin listening addr=(\S+)/, 'cutover run');
   const secured = `http://${second.match[1]}`;
+  // Reads need the token too; the page itself does not.
+  assert.equal((await fetch(`${secured}/admin/status`)).status, 401);
   const p = await openPage(`${secured}/`);
-  await showsSplit(p, '80%', '20%');
-
-  await p.click(api('button[data-action="rollback"]'));
   await p.waitForSelector('#dialog[open] #dialog-input');
+  assert.match(await p.textContent('#dialog-text'), /needs its bearer token/);
   await p.fill('#dialog-input', 'not-the-token');
   await p.click('#dialog-ok');
   await p.waitForFunction(() => /refused/.test(document.getElementById('dialog-text').textContent) && document.getElementById('dialog').open);
-  await weightsAre(secured, 'api', { legacy: 80, new: 20 });
+  assert.equal(await p.isVisible(api('')), false, 'nothing is shown without the token');
   await p.fill('#dialog-input', TOKEN);
   await p.click('#dialog-ok');
-  await weightsAre(secured, 'api', { legacy: 100, new: 0 });
-  await showsSplit(p, '100%', '0%');
+  await showsSplit(p, '80%', '20%');
   assert.equal(await p.evaluate(() => sessionStorage.getItem('cutover-admin-token')), TOKEN);
 
-  // The stored token is sent without asking again.
+  // The stored token is sent with changes without asking again.
+  await p.click(api('button[data-action="rollback"]'));
+  await weightsAre(secured, 'api', { legacy: 100, new: 0 }, TOKEN);
+  await showsSplit(p, '100%', '0%');
   await p.click('#undo');
   await p.click('#dialog-ok');
-  await weightsAre(secured, 'api', { legacy: 80, new: 20 });
+  await weightsAre(secured, 'api', { legacy: 80, new: 20 }, TOKEN);
   assert.equal(await p.isVisible('#dialog-input'), false);
   await p.close();
 });
