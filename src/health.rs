@@ -7,21 +7,17 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{Request, header};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::config::{BackendSpec, Config, HealthCheckSpec, PassiveSpec};
 use crate::metrics::Metrics;
 use crate::proxy::body::RequestBody;
 use crate::proxy::upstream::Upstream;
-
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
 
 /// One backend's health, read on every request with two atomic loads.
 #[derive(Debug)]

@@ -351,7 +351,7 @@ impl Parity {
             if spec.accept.is_empty() {
                 return None;
             }
-            let today = *today.get_or_insert_with(|| time::OffsetDateTime::now_utc().date());
+            let today = *today.get_or_insert_with(crate::clock::today_utc);
             spec.accept.iter().find(|a| a.covers(d.kind, &d.path, today))
         };
         let diffs = unique(diffs.into_iter().map(|d| {
@@ -359,7 +359,7 @@ impl Parity {
             (stored(d, &spec.redact), rule)
         }));
         let sample = (!diffs.is_empty()).then(|| Sample {
-            time: crate::control::now_rfc3339(),
+            time: crate::clock::now_rfc3339(),
             method: exchange.method.to_string(),
             path: bounded(Redactor::hide_credentials(exchange.path), MAX_PATH_CHARS),
             request_id: bounded(Redactor::hide_credentials(exchange.request_id), MAX_PATH_CHARS),
