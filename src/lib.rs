@@ -4,12 +4,18 @@
 //! [`table::Table`]s held behind an `ArcSwap` in [`live::Live`]; each request
 //! takes one snapshot, [`routing`] picks its route, [`split`] its backend,
 //! [`proxy`] forwards it, and [`metrics`] and [`access_log`] observe it.
+//!
+//! Changes flow one way too: a [`change::Change`] (shift, rollback, undo, a
+//! step of the guard's ramp, an edit of the files) is applied by
+//! [`live::Live::apply`] and persisted through a [`change::WeightStore`];
+//! the [`guard`] sits above `Live`, and the windows it reads are recorded
+//! per table ([`table::window`]).
 
 pub mod access_log;
 pub mod admin;
+pub mod change;
 pub mod clock;
 pub mod config;
-pub mod control;
 pub mod demo;
 pub mod guard;
 pub mod health;

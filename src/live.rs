@@ -1,20 +1,24 @@
 //! The live table behind an `ArcSwap`: readers take one snapshot per request;
 //! changes build a whole new table and publish it with one pointer store.
 //!
-//! Every change — a reload, a shift, a rollback, an undo — goes through one
-//! lock, is applied in memory first (so a rollback takes effect at once),
-//! then persisted to the weight file and recorded in its history.
+//! Every change — an edit of the files, a shift, a rollback, an undo, a step
+//! of the guard's ramp — is a [`Change`] applied by [`Live::apply`], one at
+//! a time: applied in memory first (so a rollback takes effect at once),
+//! then persisted through the [`WeightStore`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::config::{Config, ConfigError, Weights, format_percent, read_text};
-use crate::control::{self, ControlError, History, HistoryEntry, NamedWeights};
-use crate::guard::GuardLog;
+use crate::change::{
+    self, Change, ChangeError, ChangeKind, Changed, FileStore, HistoryOp, Persist, RollbackCause, StoreError, WeightStore,
+};
+use crate::clock;
+use crate::config::weight_file::HistoryEntry;
+use crate::config::{Config, ConfigError, NamedWeights, Weights, format_percent, read_text};
 use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
 use crate::mirror::parity::Parity;
@@ -29,19 +33,9 @@ pub struct ReloadState {
     pub time: String,
 }
 
-/// The outcome of a weight change.
-#[derive(Debug, Clone, Serialize)]
-pub struct Changed {
-    pub version: String,
-    pub weights: NamedWeights,
-    pub persisted: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub persist_error: Option<String>,
-}
-
 /// What a reload did. The versions are those the decision was made
-/// against, under the lock that changes take: by the time the caller looks,
-/// a shift or rollback may have made another version live.
+/// against, under the change lock: by the time the caller looks, a shift or
+/// rollback may have made another version live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reloaded {
     /// A new table is live, of this version.
@@ -53,54 +47,79 @@ pub enum Reloaded {
     Superseded,
 }
 
-/// Why a route was rolled back (the `reason` label of `cutover_rollbacks_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RollbackReason {
-    Manual,
-    Guard,
+/// Held for the whole of a change, so changes apply one at a time, each to
+/// the table the previous one left. It holds the upstream clients by
+/// backend settings, which only building a table (a change) touches.
+/// Request handling never takes it.
+struct ChangeLock(Mutex<UpstreamCache>);
+
+impl ChangeLock {
+    fn hold(&self) -> MutexGuard<'_, UpstreamCache> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-impl RollbackReason {
-    fn label(self) -> &'static str {
-        match self {
-            RollbackReason::Manual => "manual",
-            RollbackReason::Guard => "guard",
-        }
-    }
+/// A change's next table, and what to record of it.
+struct Next {
+    config: Arc<Config>,
+    weights: Weights,
+    /// The reason the history and the log give.
+    why: String,
+    /// Whether the store is to write the table (not when it came from the
+    /// weight file itself).
+    write: bool,
+    /// Whether the change gets a history entry of its own: `Pop` for an
+    /// undo, `Keep` for the later steps of a ramp and for reloads that
+    /// leave the weights as they were.
+    history: HistoryPlan,
+    /// Routes rolled back, counted in `cutover_rollbacks_total`.
+    rolled_back: Vec<usize>,
+    cause: RollbackCause,
+}
+
+#[derive(PartialEq)]
+enum HistoryPlan {
+    Push,
+    Pop,
+    Keep,
 }
 
 pub struct Live {
     table: ArcSwap<Table>,
-    /// Held for the whole of a change; request handling never takes it.
-    changes: Mutex<UpstreamCache>,
+    change_lock: ChangeLock,
+    store: Box<dyn WeightStore>,
     pub metrics: Arc<Metrics>,
     pub rates: Rates,
     /// Parity statistics; they outlive reloads.
     pub parity: Arc<Parity>,
     pub health: HealthRegistry,
-    pub guard_log: GuardLog,
     ready: AtomicBool,
     last_reload: Mutex<ReloadState>,
 }
 
 impl Live {
+    /// A live table whose changes persist to the weight file the config names.
     pub fn new(config: Config, weights: Weights, metrics: Arc<Metrics>) -> Live {
+        Live::with_store(config, weights, metrics, Box::new(FileStore))
+    }
+
+    pub fn with_store(config: Config, weights: Weights, metrics: Arc<Metrics>, store: Box<dyn WeightStore>) -> Live {
         let mut upstreams = UpstreamCache::default();
         let health = HealthRegistry::default();
         let table = Table::build(Arc::new(config), weights, &mut upstreams, &metrics, &health);
         let live = Live {
             table: ArcSwap::from_pointee(table),
-            changes: Mutex::new(upstreams),
+            change_lock: ChangeLock(Mutex::new(upstreams)),
+            store,
             metrics,
             rates: Rates::default(),
             parity: Arc::default(),
             health,
-            guard_log: GuardLog::default(),
             ready: AtomicBool::new(false),
             last_reload: Mutex::new(ReloadState {
                 result: "ok",
                 error: None,
-                time: control::now_rfc3339(),
+                time: clock::now_rfc3339(),
             }),
         };
         live.publish(&live.load());
@@ -119,16 +138,16 @@ impl Live {
         self.table.load_full()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, UpstreamCache> {
-        self.changes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn install(&self, upstreams: &mut UpstreamCache, config: Arc<Config>, weights: Weights) -> Arc<Table> {
         let table = Arc::new(Table::build(config, weights, upstreams, &self.metrics, &self.health));
-        self.table.store(table.clone());
-        self.publish(&table);
-        self.sync_services(&table);
+        self.make_live(&table);
         table
+    }
+
+    fn make_live(&self, table: &Arc<Table>) {
+        self.table.store(table.clone());
+        self.publish(table);
+        self.sync_services(table);
     }
 
     /// Brings health checkers and the parity log in line with the table's config.
@@ -151,79 +170,218 @@ impl Live {
         self.sync_services(&self.load());
     }
 
+    /// Applies a change: computes the next table from the live one (the
+    /// parity gate included), makes it live, then persists it. A change
+    /// the store cannot keep stays live and says so (`persisted: false`),
+    /// except that a shift or undo the store refuses as a conflict is taken
+    /// back. Blocking (it writes files): async callers use `spawn_blocking`.
+    pub fn apply(&self, change: Change) -> Result<Changed, ChangeError> {
+        let mut upstreams = self.change_lock.hold();
+        let current = self.load();
+        let next = match self.next(&change, &current) {
+            Ok(Some(next)) => next,
+            Ok(None) => {
+                self.files_good_again();
+                return Ok(Changed {
+                    version: current.version.clone(),
+                    weights: current.weights.named(&current.config),
+                    persisted: true,
+                    persist_error: None,
+                    installed: false,
+                });
+            }
+            Err(err) => {
+                if let ChangeError::Config(e) = &err {
+                    self.reload_failed(e);
+                }
+                return Err(err);
+            }
+        };
+        let reload = matches!(change.kind, ChangeKind::FileReload { .. });
+        if reload && (next.config.listeners != current.config.listeners || next.config.admin.addr != current.config.admin.addr) {
+            tracing::warn!("listener or admin addresses changed: they take effect after a restart");
+        }
+        let table = self.install(&mut upstreams, next.config, next.weights);
+        if reload {
+            self.reloaded(&table);
+        }
+        let before = current.weights.named(&current.config);
+        let after = table.weights.named(&table.config);
+        // A reload that left the weights as they were is no weight change.
+        let weights_moved = !reload || before != after;
+        if weights_moved {
+            log_change(&change.actor, &next.why, &before, &after);
+        }
+        let history = match next.history {
+            HistoryPlan::Push if weights_moved => HistoryOp::Push(HistoryEntry {
+                time: clock::now_rfc3339(),
+                who: change.actor.clone(),
+                why: next.why,
+                before,
+                after,
+            }),
+            HistoryPlan::Pop => HistoryOp::Pop,
+            HistoryPlan::Push | HistoryPlan::Keep => HistoryOp::Keep,
+        };
+        let write = Persist {
+            weights: next.write.then_some(&table.weights),
+            history,
+        };
+        let persisted = self.store.persist(&table.config, write);
+        let persist_error = match persisted {
+            Ok(()) => None,
+            Err(StoreError::Conflict { current: stored }) if matches!(change.kind, ChangeKind::Shift { .. } | ChangeKind::Undo) => {
+                tracing::warn!(who = %change.actor, "the weight table was changed elsewhere meanwhile: the change is taken back");
+                self.make_live(&current);
+                return Err(ChangeError::Conflict { current: stored });
+            }
+            Err(e) => {
+                if reload {
+                    tracing::warn!(error = %e, "cannot record the weight history");
+                } else {
+                    tracing::error!(error = %e, "the change is live but could not be persisted");
+                }
+                Some(e.to_string())
+            }
+        };
+        // Counted once the change is done, persisted or not.
+        for &ri in &next.rolled_back {
+            self.metrics
+                .rollbacks
+                .with_label_values(&[&table.config.routes[ri].name, next.cause.label()])
+                .inc();
+        }
+        Ok(Changed {
+            version: table.version.clone(),
+            weights: table.weights.named(&table.config),
+            persisted: persist_error.is_none(),
+            persist_error,
+            installed: true,
+        })
+    }
+
+    /// The next table of `change` from `current`; `None` when a reload's
+    /// files compile to the table already live.
+    fn next(&self, change: &Change, current: &Table) -> Result<Option<Next>, ChangeError> {
+        let config = &current.config;
+        let weights = &current.weights;
+        let mut next = Next {
+            config: config.clone(),
+            weights: weights.clone(),
+            why: change.why(),
+            write: true,
+            history: HistoryPlan::Push,
+            rolled_back: Vec::new(),
+            cause: RollbackCause::Manual,
+        };
+        match &change.kind {
+            ChangeKind::Shift {
+                route,
+                weights: set,
+                force,
+            } => {
+                next.weights = change::shift(config, weights, route, set)?;
+                if !force {
+                    // Offline there is no measured parity: gated routes need the force.
+                    let ri = config.route_index(route).ok_or_else(|| ChangeError::UnknownRoute(route.clone()))?;
+                    change::check_parity_gate(config, weights, &next.weights, ri, self.parity.clean_share(route))?;
+                }
+            }
+            ChangeKind::Rollback { routes, cause } => {
+                next.rolled_back = change::select_routes(config, routes)?;
+                next.weights = weights.rolled_back(config, &next.rolled_back);
+                next.cause = *cause;
+            }
+            ChangeKind::Undo => {
+                let entry = self
+                    .store
+                    .last_change(config)
+                    .map_err(ChangeError::History)?
+                    .ok_or(ChangeError::NothingToUndo)?;
+                next.weights = Weights::from_named(config, &entry.before).map_err(ChangeError::Stale)?;
+                next.why = format!("undo of: {} at {}", change::describe(&entry.who, &entry.why), entry.time);
+                next.history = HistoryPlan::Pop;
+            }
+            ChangeKind::RampStep { route, step, of, start } => {
+                let ri = config.route_index(route).ok_or_else(|| ChangeError::UnknownRoute(route.clone()))?;
+                let left = change::ramp_step(config, weights, ri, start, step.saturating_sub(1), *of);
+                if left.route(ri) != weights.route(ri) {
+                    return Err(ChangeError::ChangedMeanwhile { route: route.clone() });
+                }
+                next.weights = change::ramp_step(config, weights, ri, start, *step, *of);
+                if *step == 1 {
+                    next.rolled_back = vec![ri];
+                    next.cause = RollbackCause::Guard;
+                } else {
+                    next.history = HistoryPlan::Keep;
+                }
+            }
+            ChangeKind::FileReload {
+                config_text,
+                weights_text,
+                force,
+            } => {
+                // Shifts and rollbacks write the weight file under the change
+                // lock: text read before it was taken may be older than the live table.
+                if let Some(text) = weights_text
+                    && read_text(&config.weights_path).ok().as_deref() != Some(text.as_str())
+                {
+                    return Err(ChangeError::Superseded);
+                }
+                let new_config = Config::parse(&config.path, config_text.clone()).map_err(ChangeError::Config)?;
+                let new_weights = match weights_text {
+                    Some(text) if new_config.weights_path == config.weights_path => {
+                        Weights::parse(&new_config.weights_path, text, &new_config)
+                    }
+                    _ => Weights::load(&new_config),
+                }
+                .map_err(ChangeError::Config)?;
+                if !force && version_hash(&new_config, &new_weights) == current.version {
+                    return Ok(None);
+                }
+                next.why =
+                    change::weight_file_change_reason(&new_config, &weights.named(config), &new_weights, |r| self.parity.clean_share(r));
+                next.config = Arc::new(new_config);
+                next.weights = new_weights;
+                next.write = false;
+            }
+        }
+        Ok(Some(next))
+    }
+
     /// Re-reads both files (SIGHUP); on any error the current table keeps
     /// serving. Blocking: async callers use `spawn_blocking`.
-    pub fn reload(&self) -> Result<Reloaded, ConfigError> {
+    pub fn reload(&self) -> Result<Reloaded, ChangeError> {
         let path = self.load().config.path.clone();
         match read_text(&path) {
             Ok(text) => self.reload_texts(text, None, true),
             Err(e) => {
                 let err = ConfigError::from(e);
                 self.reload_failed(&err);
-                Err(err)
+                Err(ChangeError::Config(err))
             }
         }
     }
 
-    /// Compiles new config text (and weight text read alongside it, when the
-    /// weight file did not move) and makes it live unless nothing changed.
-    pub fn reload_texts(&self, config_text: String, weights_text: Option<String>, force: bool) -> Result<Reloaded, ConfigError> {
-        let mut upstreams = self.lock();
-        let current = self.load();
-        // Shifts and rollbacks write the weight file under this lock: text read
-        // before it was taken may already be older than the live table.
-        if let Some(text) = &weights_text
-            && read_text(&current.config.weights_path).ok().as_deref() != Some(text.as_str())
-        {
-            return Ok(Reloaded::Superseded);
+    /// Applies new config text (and weight text read alongside it, when the
+    /// weight file did not move) unless nothing changed.
+    pub fn reload_texts(&self, config_text: String, weights_text: Option<String>, force: bool) -> Result<Reloaded, ChangeError> {
+        match self.apply(Change::file_reload(config_text, weights_text, force)) {
+            Ok(changed) if changed.installed => Ok(Reloaded::Installed(changed.version)),
+            Ok(changed) => Ok(Reloaded::Unchanged(changed.version)),
+            Err(ChangeError::Superseded) => Ok(Reloaded::Superseded),
+            Err(e) => Err(e),
         }
-        let result = (|| {
-            let config = Config::parse(&current.config.path, config_text)?;
-            let weights = match weights_text {
-                Some(text) if config.weights_path == current.config.weights_path => Weights::parse(&config.weights_path, &text, &config)?,
-                _ => Weights::load(&config)?,
-            };
-            Ok((config, weights))
-        })();
-        let (config, weights) = match result {
-            Ok(pair) => pair,
-            Err(err) => {
-                drop(upstreams);
-                self.reload_failed(&err);
-                return Err(err);
-            }
-        };
-        if !force && version_hash(&config, &weights) == current.version {
-            self.files_good_again();
-            return Ok(Reloaded::Unchanged(current.version.clone()));
-        }
-        if config.listeners != current.config.listeners || config.admin.addr != current.config.admin.addr {
-            tracing::warn!("listener or admin addresses changed: they take effect after a restart");
-        }
-        let before = control::named(&current.config, &current.weights);
-        let table = self.install(&mut upstreams, Arc::new(config), weights);
-        let after = control::named(&table.config, &table.weights);
+    }
+
+    fn reloaded(&self, table: &Table) {
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadState {
             result: "ok",
             error: None,
-            time: control::now_rfc3339(),
+            time: clock::now_rfc3339(),
         };
         tracing::info!(version = %table.version, "config reloaded");
-        if before != after {
-            log_change("weight file", "weight file changed", &before, &after);
-            let entry = HistoryEntry {
-                time: control::now_rfc3339(),
-                who: "weight file".into(),
-                why: control::weight_file_change_reason(&table.config, &before, &table.weights, |r| self.parity.clean_share(r)),
-                before,
-                after,
-            };
-            if let Err(e) = History::beside(&table.config.weights_path).push(entry) {
-                tracing::warn!(error = %e, "cannot record the weight history");
-            }
-        }
-        Ok(Reloaded::Installed(table.version.clone()))
     }
 
     /// Reports a reload that was rejected, whichever path noticed it: the
@@ -233,7 +391,7 @@ impl Live {
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadState {
             result: "error",
             error: Some(err.to_string()),
-            time: control::now_rfc3339(),
+            time: clock::now_rfc3339(),
         };
         tracing::error!("config reload rejected, the previous config keeps serving: {err}");
     }
@@ -248,7 +406,7 @@ impl Live {
         *last = ReloadState {
             result: "ok",
             error: None,
-            time: control::now_rfc3339(),
+            time: clock::now_rfc3339(),
         };
         drop(last);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
@@ -259,102 +417,9 @@ impl Live {
         self.last_reload.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Computes a new weight table from the live one, applies it, persists
-    /// it and records the change in the history.
-    pub fn change_weights(
-        &self,
-        who: &str,
-        why: &str,
-        compute: impl FnOnce(&Config, &Weights) -> Result<Weights, ControlError>,
-    ) -> Result<Changed, ControlError> {
-        self.change_weights_recorded(who, why, true, compute)
-    }
-
-    /// Like [`Live::change_weights`]; `history` false leaves the history alone
-    /// (the later steps of a guard's ramp are one change, not many).
-    pub fn change_weights_recorded(
-        &self,
-        who: &str,
-        why: &str,
-        history: bool,
-        compute: impl FnOnce(&Config, &Weights) -> Result<Weights, ControlError>,
-    ) -> Result<Changed, ControlError> {
-        let mut upstreams = self.lock();
-        let current = self.load();
-        let next = compute(&current.config, &current.weights)?;
-        let table = self.install(&mut upstreams, current.config.clone(), next);
-        let before = control::named(&current.config, &current.weights);
-        let after = control::named(&table.config, &table.weights);
-        log_change(who, why, &before, &after);
-        let entry = history.then(|| HistoryEntry {
-            time: control::now_rfc3339(),
-            who: who.into(),
-            why: why.into(),
-            before,
-            after,
-        });
-        Ok(self.persist(&table, entry))
-    }
-
-    /// Sends the given routes (or all) wholly to their stable backends.
-    pub fn rollback(&self, who: &str, why: &str, routes: &[String], all: bool, reason: RollbackReason) -> Result<Changed, ControlError> {
-        let mut rolled = Vec::new();
-        let changed = self.change_weights(who, why, |config, weights| {
-            let selected = control::select_routes(config, routes, all)?;
-            rolled = selected.iter().map(|&ri| config.routes[ri].name.clone()).collect();
-            Ok(weights.rolled_back(config, &selected))
-        })?;
-        for route in rolled {
-            self.metrics.rollbacks.with_label_values(&[&route, reason.label()]).inc();
-        }
-        Ok(changed)
-    }
-
-    /// Restores the table the newest history entry replaced.
-    pub fn undo(&self, who: &str) -> Result<Changed, ControlError> {
-        let mut upstreams = self.lock();
-        let current = self.load();
-        let history = History::beside(&current.config.weights_path);
-        let entry = history
-            .pop()
-            .map_err(|e| ControlError::Io(e.to_string()))?
-            .ok_or(ControlError::NothingToUndo)?;
-        let restored = match control::from_named(&current.config, &entry.before) {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = history.push(entry);
-                return Err(e);
-            }
-        };
-        let table = self.install(&mut upstreams, current.config.clone(), restored);
-        let before = control::named(&current.config, &current.weights);
-        let after = control::named(&table.config, &table.weights);
-        log_change(
-            who,
-            &format!("undo of: {} by {} at {}", entry.why, entry.who, entry.time),
-            &before,
-            &after,
-        );
-        Ok(self.persist(&table, None))
-    }
-
-    fn persist(&self, table: &Table, entry: Option<HistoryEntry>) -> Changed {
-        let path = &table.config.weights_path;
-        let previous = read_text(path).ok();
-        let text = control::render(&table.config, &table.weights, previous.as_deref());
-        let mut result = control::write_atomic(path, text.as_bytes());
-        if let (Ok(()), Some(entry)) = (&result, entry) {
-            result = History::beside(path).push(entry);
-        }
-        if let Err(e) = &result {
-            tracing::error!(file = %path.display(), error = %e, "the change is live but could not be written to the weight file");
-        }
-        Changed {
-            version: table.version.clone(),
-            weights: control::named(&table.config, &table.weights),
-            persisted: result.is_ok(),
-            persist_error: result.err().map(|e| format!("{}: {e}", path.display())),
-        }
+    /// The newest change in the store's history, for `status`.
+    pub fn last_change(&self) -> Option<HistoryEntry> {
+        self.store.last_change(&self.load().config).ok().flatten()
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -389,6 +454,10 @@ fn log_change(who: &str, why: &str, before: &NamedWeights, after: &NamedWeights)
 
 #[cfg(test)]
 mod tests {
+    use crate::change::Routes;
+    use crate::config::weight_file::History;
+    use crate::mirror::parity::Exchange;
+
     use super::*;
 
     const CONFIG: &str = "listeners:\n  - { name: public, addr: \"127.0.0.1:0\" }\n\
@@ -397,28 +466,230 @@ mod tests {
         routes:\n  - { name: api, match: { path_prefix: / }, stable: legacy, backends: { legacy: {}, new: {} } }\n";
     const HALF: &str = "api: { legacy: 50, new: 50 }\n";
 
+    /// `api` is gated by parity (`min_clean_share`), `web` is not.
+    const GATED: &str = "listeners:\n  - { name: public, addr: \"127.0.0.1:0\" }\n\
+        admin: { addr: \"127.0.0.1:0\" }\nweights_file: weights.yaml\naccess_log: { path: off }\n\
+        backends:\n  legacy: { url: \"http://127.0.0.1:9\" }\n  new: { url: \"http://127.0.0.1:9\" }\n\
+        routes:\n\
+        \x20 - { name: api, match: { path_prefix: /api/ }, backends: { legacy: {}, new: {} }, mirror: { to: new, min_clean_share: 0.99 } }\n\
+        \x20 - { name: web, match: { path_prefix: / }, backends: { legacy: {}, new: {} } }\n";
+    const GATED_WEIGHTS: &str = "# the migration\napi: { legacy: 100, new: 0 }  # OPS-1\nweb: { legacy: 50, new: 50 }\n";
+
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new(config: &str, weights: &str) -> Files {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("cutover.yaml"), config).unwrap();
+            std::fs::write(dir.path().join("weights.yaml"), weights).unwrap();
+            Files { dir }
+        }
+
+        fn live(&self) -> Live {
+            let (config, weights) = Live::read_files(&self.dir.path().join("cutover.yaml")).unwrap();
+            Live::new(config, weights, Arc::new(Metrics::new()))
+        }
+
+        fn weights_text(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("weights.yaml")).unwrap()
+        }
+
+        fn history(&self) -> Vec<HistoryEntry> {
+            History::beside(&self.dir.path().join("weights.yaml")).entries()
+        }
+    }
+
+    fn new_share(live: &Live, route: &str) -> f64 {
+        live.load().weights.named(&live.load().config)[route]["new"]
+    }
+
+    fn shift(route: &str, new: f64, force: bool) -> Change {
+        Change::shift("alice", route, vec![("new".into(), new)], force)
+    }
+
+    fn rollbacks(live: &Live, route: &str, cause: &str) -> u64 {
+        live.metrics.rollbacks.with_label_values(&[route, cause]).get()
+    }
+
     #[test]
     fn reloads_report_the_version_they_were_decided_against() {
-        let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("cutover.yaml");
-        std::fs::write(&config_path, CONFIG).unwrap();
-        std::fs::write(dir.path().join("weights.yaml"), HALF).unwrap();
-        let config = Config::load(&config_path).unwrap();
-        let weights = Weights::load(&config).unwrap();
-        let live = Live::new(config, weights, Arc::new(Metrics::new()));
+        let files = Files::new(CONFIG, HALF);
+        let live = files.live();
         let half = live.load().version.clone();
 
         let unchanged = live.reload_texts(CONFIG.into(), Some(HALF.into()), false).unwrap();
         assert_eq!(unchanged, Reloaded::Unchanged(half.clone()));
 
-        live.rollback("test", "rollback", &[], true, RollbackReason::Manual).unwrap();
+        live.apply(Change::rollback("test", Routes::All, RollbackCause::Manual)).unwrap();
         let rolled_back = live.load().version.clone();
         assert_ne!(rolled_back, half);
         // Text the file held before the rollback is news again, and the
         // reload names the version it made live.
-        std::fs::write(dir.path().join("weights.yaml"), HALF).unwrap();
+        std::fs::write(files.dir.path().join("weights.yaml"), HALF).unwrap();
         let installed = live.reload_texts(CONFIG.into(), Some(HALF.into()), false).unwrap();
         assert_eq!(installed, Reloaded::Installed(half.clone()));
         assert_eq!(live.load().version, half);
+        // Text read before a change wrote the file is stale.
+        live.apply(Change::rollback("test", Routes::All, RollbackCause::Manual)).unwrap();
+        assert_eq!(
+            live.reload_texts(CONFIG.into(), Some(HALF.into()), false).unwrap(),
+            Reloaded::Superseded
+        );
+        assert_eq!(new_share(&live, "api"), 0.0);
+    }
+
+    #[test]
+    fn a_shift_raising_a_gated_route_needs_measured_parity_or_force() {
+        let files = Files::new(GATED, GATED_WEIGHTS);
+        let live = files.live();
+
+        let refused = live.apply(shift("api", 10.0, false)).unwrap_err();
+        assert!(
+            matches!(&refused, ChangeError::ParityBelowBar { measured, .. } if measured == "not measured yet"),
+            "{refused}"
+        );
+        assert_eq!(new_share(&live, "api"), 0.0);
+        assert_eq!(files.weights_text(), GATED_WEIGHTS);
+        assert!(files.history().is_empty());
+        // A route without a bar is not gated.
+        live.apply(shift("web", 60.0, false)).unwrap();
+
+        let forced = live.apply(shift("api", 10.0, true)).unwrap();
+        assert!(forced.persisted && forced.installed);
+        assert_eq!(forced.weights["api"]["new"], 10.0);
+        assert_eq!(forced.version, live.load().version);
+        assert_eq!(
+            files.weights_text(),
+            "# the migration\napi: { legacy: 90, new: 10 }  # OPS-1\nweb: { legacy: 40, new: 60 }\n"
+        );
+        let last = files.history().pop().unwrap();
+        assert_eq!((last.who.as_str(), last.why.as_str()), ("alice", "shift api"));
+        assert_eq!(last.before["api"]["new"], 0.0);
+
+        // Clean parity measured by the mirror opens the gate.
+        let table = live.load();
+        let spec = table.config.routes[0].mirror.as_ref().unwrap();
+        let exchange = Exchange {
+            method: "GET",
+            path: "/api/x",
+            request_id: "r",
+            backends: ["legacy", "new"],
+            statuses: [200, 200],
+            served_by: "legacy",
+        };
+        for _ in 0..20 {
+            live.parity.record("api", spec, &exchange, Vec::new());
+        }
+        live.apply(shift("api", 30.0, false)).unwrap();
+        assert_eq!(new_share(&live, "api"), 30.0);
+    }
+
+    #[test]
+    fn a_rollback_is_live_persisted_counted_and_undone() {
+        let files = Files::new(GATED, GATED_WEIGHTS);
+        let live = files.live();
+        live.apply(shift("web", 70.0, false)).unwrap();
+
+        let change = Change::rollback("bob", Routes::Named(vec!["web".into()]), RollbackCause::Manual).because(Some("5xx".into()));
+        let rolled = live.apply(change).unwrap();
+        assert!(rolled.persisted);
+        assert_eq!(new_share(&live, "web"), 0.0);
+        assert_eq!(rollbacks(&live, "web", "manual"), 1);
+        assert_eq!(rollbacks(&live, "api", "manual"), 0);
+        assert!(files.weights_text().contains("web: { legacy: 100, new: 0 }"));
+        assert_eq!(files.history().pop().unwrap().why, "rollback web: 5xx");
+        assert!(matches!(
+            live.apply(Change::rollback("bob", Routes::Named(vec!["nope".into()]), RollbackCause::Manual)),
+            Err(ChangeError::UnknownRoute(_))
+        ));
+
+        let undone = live.apply(Change::undo("bob")).unwrap();
+        assert!(undone.persisted);
+        assert_eq!(new_share(&live, "web"), 70.0);
+        assert!(files.weights_text().contains("web: { legacy: 30, new: 70 }"));
+        assert_eq!(files.history().len(), 1, "the undone change left the history");
+        live.apply(Change::undo("bob")).unwrap();
+        assert_eq!(new_share(&live, "web"), 50.0);
+        assert!(matches!(live.apply(Change::undo("bob")), Err(ChangeError::NothingToUndo)));
+    }
+
+    #[test]
+    fn a_ramp_step_is_refused_when_the_route_changed_meanwhile() {
+        let files = Files::new(CONFIG, HALF);
+        let live = files.live();
+        let start = live.load().weights.route(0).to_vec();
+        let step = |n| Change::ramp_step("api", n, 4, start.clone(), "guard: backend new failing");
+
+        live.apply(step(1)).unwrap();
+        assert_eq!(new_share(&live, "api"), 37.5);
+        assert_eq!(rollbacks(&live, "api", "guard"), 1);
+        live.apply(step(2)).unwrap();
+        assert_eq!(new_share(&live, "api"), 25.0);
+        let history = files.history();
+        assert_eq!(history.len(), 1, "a ramp is one change in the history");
+        assert_eq!(history[0].who, "guard");
+        assert_eq!(history[0].why, "guard: backend new failing (ramp step 1/4)");
+
+        live.apply(shift("api", 40.0, false)).unwrap();
+        let refused = live.apply(step(3)).unwrap_err();
+        assert!(
+            matches!(&refused, ChangeError::ChangedMeanwhile { route } if route == "api"),
+            "{refused}"
+        );
+        assert_eq!(new_share(&live, "api"), 40.0, "the operator's change stands");
+        assert_eq!(rollbacks(&live, "api", "guard"), 1);
+    }
+
+    #[test]
+    fn a_change_the_file_cannot_take_stays_live_and_says_so() {
+        let files = Files::new(CONFIG, HALF);
+        let live = files.live();
+        // Nothing can be renamed over a folder.
+        let weights = files.dir.path().join("weights.yaml");
+        std::fs::remove_file(&weights).unwrap();
+        std::fs::create_dir(&weights).unwrap();
+
+        let changed = live.apply(Change::rollback("bob", Routes::All, RollbackCause::Manual)).unwrap();
+        assert!(!changed.persisted);
+        let error = changed.persist_error.unwrap();
+        assert!(error.starts_with(&format!("{}: ", weights.display())), "{error}");
+        assert_eq!(new_share(&live, "api"), 0.0, "the rollback is live");
+        assert_eq!(rollbacks(&live, "api", "manual"), 1);
+        assert_eq!(changed.version, live.load().version);
+    }
+
+    /// A store that another writer always beat to it, as a shared store
+    /// answers a compare-and-swap on a stale revision.
+    struct Beaten(NamedWeights);
+
+    impl WeightStore for Beaten {
+        fn persist(&self, _: &Config, _: Persist<'_>) -> Result<(), StoreError> {
+            Err(StoreError::Conflict { current: self.0.clone() })
+        }
+
+        fn last_change(&self, _: &Config) -> Result<Option<HistoryEntry>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_conflict_takes_a_shift_back_but_never_a_rollback() {
+        let files = Files::new(CONFIG, HALF);
+        let (config, weights) = Live::read_files(&files.dir.path().join("cutover.yaml")).unwrap();
+        let theirs = weights.named(&config);
+        let live = Live::with_store(config, weights, Arc::new(Metrics::new()), Box::new(Beaten(theirs.clone())));
+        let before = live.load().version.clone();
+
+        match live.apply(shift("api", 80.0, false)) {
+            Err(ChangeError::Conflict { current }) => assert_eq!(current, theirs),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(live.load().version, before, "the shift was taken back");
+
+        let rolled = live.apply(Change::rollback("bob", Routes::All, RollbackCause::Manual)).unwrap();
+        assert!(!rolled.persisted);
+        assert_eq!(new_share(&live, "api"), 0.0, "the rollback stays live");
     }
 }

@@ -15,8 +15,9 @@ use hyper::body::{Body, Incoming};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::control::{self, ControlError};
-use crate::live::{Changed, Live, RollbackReason};
+use crate::change::{self, Change, ChangeError, RollbackCause, Routes};
+use crate::guard::Guard;
+use crate::live::Live;
 
 pub use access::Refusal;
 
@@ -35,10 +36,16 @@ pub const ACTOR_HEADER: &str = "x-cutover-actor";
 pub const REASON_HEADER: &str = "x-cutover-reason";
 
 /// Serves one admin request. `local` is the address the client reached.
-pub async fn handle(live: Arc<Live>, peer: SocketAddr, local: SocketAddr, req: Request<Incoming>) -> Result<AdminResponse, Infallible> {
+pub async fn handle(
+    live: Arc<Live>,
+    guard: Arc<Guard>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<AdminResponse, Infallible> {
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
-    let mut resp = route(&live, peer, local, &parts, &mut body).await;
+    let mut resp = route(&live, &guard, peer, local, &parts, &mut body).await;
     // A body left unread would be taken for the next request: read it to
     // its end, or close the connection and say so.
     if let Some(unread) = body
@@ -49,7 +56,14 @@ pub async fn handle(live: Arc<Live>, peer: SocketAddr, local: SocketAddr, req: R
     Ok(resp)
 }
 
-async fn route(live: &Arc<Live>, peer: SocketAddr, local: SocketAddr, parts: &Parts, body: &mut Option<Incoming>) -> AdminResponse {
+async fn route(
+    live: &Arc<Live>,
+    guard: &Guard,
+    peer: SocketAddr,
+    local: SocketAddr,
+    parts: &Parts,
+    body: &mut Option<Incoming>,
+) -> AdminResponse {
     let path = parts.uri.path();
     let method = &parts.method;
     // Probed by kubelets and scraped by Prometheus, by pod address and
@@ -76,10 +90,10 @@ async fn route(live: &Arc<Live>, peer: SocketAddr, local: SocketAddr, parts: &Pa
     }
     match (method, path) {
         (&Method::GET | &Method::HEAD, "/") => dashboard(),
-        (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &status(live)),
+        (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &status(live, guard)),
         (&Method::GET, "/admin/weights") => {
             let table = live.load();
-            json_response(StatusCode::OK, &json!(control::named(&table.config, &table.weights)))
+            json_response(StatusCode::OK, &json!(table.weights.named(&table.config)))
         }
         (&Method::GET, "/admin/parity") => {
             let table = live.load();
@@ -105,25 +119,15 @@ async fn route(live: &Arc<Live>, peer: SocketAddr, local: SocketAddr, parts: &Pa
         (&Method::PUT, p) if p.starts_with("/admin/weights/") => {
             let route = p.trim_start_matches("/admin/weights/").to_string();
             let force = query_param(&parts.uri, "force").is_some_and(|v| v == "true" || v == "1");
-            mutate(live, peer, parts, body, move |live, who, why, body| {
+            mutate(live, peer, parts, body, move |who, why, body| {
                 let set: std::collections::BTreeMap<String, f64> =
                     serde_json::from_slice(&body).map_err(|e| bad_body(format!("expected {{\"backend\": percent, ...}}: {e}")))?;
-                let set: Vec<(String, f64)> = set.into_iter().collect();
-                let why = why.unwrap_or_else(|| format!("shift {route}"));
-                live.change_weights(&who, &why, |c, w| {
-                    let next = control::shift(c, w, &route, &set)?;
-                    if !force {
-                        let ri = c.route_index(&route).expect("shift checked the route");
-                        control::check_parity_gate(c, w, &next, ri, live.parity.clean_share(&route))?;
-                    }
-                    Ok(next)
-                })
-                .map_err(control_error)
+                Ok(Change::shift(who, route, set.into_iter().collect(), force).because(why))
             })
             .await
         }
         (&Method::POST, "/admin/rollback") => {
-            mutate(live, peer, parts, body, |live, who, why, body| {
+            mutate(live, peer, parts, body, |who, why, body| {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
                 struct Body {
@@ -135,22 +139,11 @@ async fn route(live: &Arc<Live>, peer: SocketAddr, local: SocketAddr, parts: &Pa
                 }
                 let b: Body = serde_json::from_slice(&body)
                     .map_err(|e| bad_body(format!("expected {{\"routes\": [...]}} or {{\"all\": true}}: {e}")))?;
-                let what = if b.all { "all routes".to_string() } else { b.routes.join(", ") };
-                let why = b
-                    .reason
-                    .or(why)
-                    .map_or_else(|| format!("rollback {what}"), |r| format!("rollback {what}: {r}"));
-                live.rollback(&who, &why, &b.routes, b.all, RollbackReason::Manual)
-                    .map_err(control_error)
+                Ok(Change::rollback(who, Routes::new(b.routes, b.all), RollbackCause::Manual).because(b.reason.or(why)))
             })
             .await
         }
-        (&Method::POST, "/admin/undo") => {
-            mutate(live, peer, parts, body, |live, who, _why, _body| {
-                live.undo(&who).map_err(control_error)
-            })
-            .await
-        }
+        (&Method::POST, "/admin/undo") => mutate(live, peer, parts, body, |who, _why, _body| Ok(Change::undo(who))).await,
         (_, "/" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo" | "/admin/parity") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
@@ -186,22 +179,38 @@ fn bad_body(message: String) -> Failure {
     (StatusCode::BAD_REQUEST, message)
 }
 
-fn control_error(e: ControlError) -> Failure {
+/// The answer to a refused change: the one place its status code is decided.
+fn refused(e: &ChangeError) -> AdminResponse {
     let status = match e {
-        ControlError::UnknownRoute(_) => StatusCode::NOT_FOUND,
-        ControlError::NothingToUndo | ControlError::ParityBelowBar { .. } => StatusCode::CONFLICT,
-        ControlError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
+        ChangeError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+        ChangeError::UnknownBackend { .. }
+        | ChangeError::BadWeight(_)
+        | ChangeError::Sum { .. }
+        | ChangeError::NoRoutes
+        | ChangeError::Stale(_)
+        | ChangeError::Config(_) => StatusCode::BAD_REQUEST,
+        ChangeError::ParityBelowBar { .. }
+        | ChangeError::NothingToUndo
+        | ChangeError::ChangedMeanwhile { .. }
+        | ChangeError::Conflict { .. }
+        | ChangeError::Superseded => StatusCode::CONFLICT,
+        ChangeError::History(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (status, e.to_string())
+    let mut body = json!({ "error": e.to_string() });
+    if let ChangeError::Conflict { current } = e {
+        // What the store holds, to compute the change again from.
+        body["current"] = json!(current);
+    }
+    json_response(status, &body)
 }
 
-/// Reads the body and runs the change off the async workers (it writes
-/// and fsyncs files). Changes take JSON only: a page of another site can
-/// send a form or `text/plain` without asking first, but not JSON.
-async fn mutate<F>(live: &Arc<Live>, peer: SocketAddr, parts: &Parts, body: &mut Option<Incoming>, change: F) -> AdminResponse
+/// Reads the body, makes the change of it (`who`, the reason header, the
+/// body) and applies it off the async workers (it writes and fsyncs
+/// files). Changes take JSON only: a page of another site can send a form
+/// or `text/plain` without asking first, but not JSON.
+async fn mutate<F>(live: &Arc<Live>, peer: SocketAddr, parts: &Parts, body: &mut Option<Incoming>, make: F) -> AdminResponse
 where
-    F: FnOnce(&Live, String, Option<String>, Bytes) -> Result<Changed, Failure> + Send + 'static,
+    F: FnOnce(String, Option<String>, Bytes) -> Result<Change, Failure>,
 {
     if !is_json(parts.headers.get(header::CONTENT_TYPE)) {
         return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "changes need Content-Type: application/json");
@@ -229,10 +238,14 @@ where
             return resp;
         }
     };
+    let change = match make(who, why, body) {
+        Ok(change) => change,
+        Err((status, message)) => return json_error(status, &message),
+    };
     let live = live.clone();
-    match tokio::task::spawn_blocking(move || change(&live, who, why, body)).await {
+    match tokio::task::spawn_blocking(move || live.apply(change)).await {
         Ok(Ok(changed)) => json_response(StatusCode::OK, &json!(changed)),
-        Ok(Err((status, message))) => json_error(status, &message),
+        Ok(Err(e)) => refused(&e),
         Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "the change failed unexpectedly"),
     }
 }
@@ -295,7 +308,7 @@ fn header_text(value: Option<&HeaderValue>) -> Option<String> {
     (!s.is_empty()).then(|| s.chars().filter(|c| !c.is_control()).take(80).collect())
 }
 
-fn status(live: &Live) -> Value {
+fn status(live: &Live, guard: &Guard) -> Value {
     let table = live.load();
     let rates = live.rates.last_minute(&table);
     let routes: Vec<Value> = table
@@ -335,7 +348,7 @@ fn status(live: &Live) -> Value {
                     "min_requests": g.spec.min_requests,
                     "window_seconds": g.spec.window.as_secs(),
                     "windows": windows,
-                    "last_rollback": live.guard_log.event(&route.name),
+                    "last_rollback": guard.last_rollback(&route.name),
                 })
             });
             json!({
@@ -347,14 +360,18 @@ fn status(live: &Live) -> Value {
             })
         })
         .collect();
-    let history = control::History::beside(&table.config.weights_path);
     json!({
         "version": table.version,
         "config": table.config.path.display().to_string(),
         "weights_file": table.config.weights_path.display().to_string(),
         "ready": live.is_ready(),
         "last_reload": live.last_reload(),
-        "last_change": history.entries().pop().map(|e| json!({"time": e.time, "who": e.who, "why": e.why})),
+        "last_change": live.last_change().map(|e| json!({
+            "time": e.time,
+            "description": change::describe(&e.who, &e.why),
+            "who": e.who,
+            "why": e.why,
+        })),
         "routes": routes,
     })
 }
@@ -386,4 +403,33 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: ChangeError) -> (StatusCode, Value) {
+        let resp = refused(&e);
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn refused_changes_map_to_one_status_each_and_a_conflict_shows_the_current_table() {
+        let current: crate::config::NamedWeights =
+            [("api".to_string(), [("legacy".to_string(), 70.0), ("new".to_string(), 30.0)].into())].into();
+        let (status, body) = answer(ChangeError::Conflict { current }).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["current"], json!({"api": {"legacy": 70.0, "new": 30.0}}));
+        assert!(body["error"].as_str().unwrap().contains("changed elsewhere"), "{body}");
+
+        assert_eq!(answer(ChangeError::UnknownRoute("x".into())).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(answer(ChangeError::NothingToUndo).await.0, StatusCode::CONFLICT);
+        assert_eq!(answer(ChangeError::NoRoutes).await.0, StatusCode::BAD_REQUEST);
+        let (status, body) = answer(ChangeError::ChangedMeanwhile { route: "api".into() }).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(body.get("current").is_none());
+    }
 }

@@ -15,9 +15,9 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use cutover::admin::ACTOR_HEADER;
+use cutover::change::{self, CHANGE_WARNING, Change, RollbackCause, Routes};
 use cutover::config::{Config, Weights};
-use cutover::control as weights_control;
-use cutover::live::{Changed, Live, RollbackReason};
+use cutover::live::Live;
 use cutover::metrics::Metrics;
 
 /// How to reach the proxy.
@@ -108,40 +108,31 @@ async fn connect(target: &Target) -> anyhow::Result<Mode> {
     Ok(Mode::File(config))
 }
 
-/// Runs a change against the weight file, as the proxy would.
-fn offline(config: Config, change: impl FnOnce(&Live) -> Result<Changed, weights_control::ControlError>) -> anyhow::Result<Changed> {
-    let weights = Weights::load(&config).map_err(|e| anyhow!("{e}"))?;
-    let live = Live::new(config, weights, Arc::new(Metrics::new()));
-    change(&live).map_err(|e| anyhow!("{e}"))
+/// Carries out a change: through the admin API (`method` `path` `body`)
+/// when the proxy is up, else on the weight file by the same function the
+/// proxy applies changes with. Offline there is no measured parity: routes
+/// with a parity bar need --force to be raised.
+async fn carry_out(target: &Target, change: Change, method: Method, path: &str, body: Value) -> anyhow::Result<Value> {
+    match connect(target).await? {
+        Mode::Api(client) => client.call(method, path, Some(body)).await,
+        Mode::File(config) => {
+            let weights = Weights::load(&config).map_err(|e| anyhow!("{e}"))?;
+            let live = Live::new(config, weights, Arc::new(Metrics::new()));
+            let changed = live.apply(change).map_err(|e| anyhow!("{e}"))?;
+            Ok(serde_json::to_value(changed)?)
+        }
+    }
 }
 
 pub async fn shift(target: Target, route: String, weights: Vec<(String, f64)>, force: bool) -> anyhow::Result<()> {
-    let changed = match connect(&target).await? {
-        Mode::Api(client) => {
-            let body: serde_json::Map<String, Value> = weights.iter().map(|(b, w)| (b.clone(), json!(w))).collect();
-            let path = if force {
-                format!("/admin/weights/{route}?force=true")
-            } else {
-                format!("/admin/weights/{route}")
-            };
-            client.call(Method::PUT, &path, Some(Value::Object(body))).await?
-        }
-        Mode::File(config) => {
-            let who = file_actor();
-            let changed = offline(config, |live| {
-                live.change_weights(&who, &format!("shift {route}"), |c, w| {
-                    let next = weights_control::shift(c, w, &route, &weights)?;
-                    if !force {
-                        // Offline there is no measured parity: gated routes need --force.
-                        let ri = c.route_index(&route).expect("shift checked the route");
-                        weights_control::check_parity_gate(c, w, &next, ri, None)?;
-                    }
-                    Ok(next)
-                })
-            })?;
-            serde_json::to_value(changed)?
-        }
+    let body: serde_json::Map<String, Value> = weights.iter().map(|(b, w)| (b.clone(), json!(w))).collect();
+    let path = if force {
+        format!("/admin/weights/{route}?force=true")
+    } else {
+        format!("/admin/weights/{route}")
     };
+    let change = Change::shift(file_actor(), route, weights, force);
+    let changed = carry_out(&target, change, Method::PUT, &path, Value::Object(body)).await?;
     report(&changed)
 }
 
@@ -150,33 +141,16 @@ pub async fn rollback(target: Target, routes: Vec<String>, all: bool, reason: Op
         bail!("name the routes to roll back, or pass --all");
     }
     let started = std::time::Instant::now();
-    let changed = match connect(&target).await? {
-        Mode::Api(client) => {
-            let body = json!({"routes": routes, "all": all, "reason": reason});
-            client.call(Method::POST, "/admin/rollback", Some(body)).await?
-        }
-        Mode::File(config) => {
-            let who = file_actor();
-            let what = if all { "all routes".to_string() } else { routes.join(", ") };
-            let why = reason.map_or_else(|| format!("rollback {what}"), |r| format!("rollback {what}: {r}"));
-            serde_json::to_value(offline(config, |live| {
-                live.rollback(&who, &why, &routes, all, RollbackReason::Manual)
-            })?)?
-        }
-    };
+    let body = json!({"routes": routes, "all": all, "reason": reason});
+    let change = Change::rollback(file_actor(), Routes::new(routes, all), RollbackCause::Manual).because(reason);
+    let changed = carry_out(&target, change, Method::POST, "/admin/rollback", body).await?;
     report(&changed)?;
     println!("rolled back in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
     Ok(())
 }
 
 pub async fn undo(target: Target) -> anyhow::Result<()> {
-    let changed = match connect(&target).await? {
-        Mode::Api(client) => client.call(Method::POST, "/admin/undo", Some(json!({}))).await?,
-        Mode::File(config) => {
-            let who = file_actor();
-            serde_json::to_value(offline(config, |live| live.undo(&who))?)?
-        }
-    };
+    let changed = carry_out(&target, Change::undo(file_actor()), Method::POST, "/admin/undo", json!({})).await?;
     report(&changed)
 }
 
@@ -189,7 +163,7 @@ pub async fn status(target: Target) -> anyhow::Result<()> {
         Mode::File(config) => {
             let weights = Weights::load(&config).map_err(|e| anyhow!("{e}"))?;
             println!("proxy: not running; weights from {}", config.weights_path.display());
-            for (route, per_backend) in weights_control::named(&config, &weights) {
+            for (route, per_backend) in weights.named(&config) {
                 let parts: Vec<String> = per_backend.iter().map(|(b, w)| format!("{b} {w}%")).collect();
                 println!("  {route:<16} {}", parts.join("  "));
             }
@@ -384,11 +358,9 @@ pub fn render_status(status: &Value) -> String {
     if let Some(change) = status["last_change"].as_object() {
         let text = |k: &str| change.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
         let (why, who) = (text("why"), text("who"));
-        let mut parts = why.split(weights_control::CHANGE_WARNING);
-        let what = parts.next().unwrap_or_default();
-        // A reload's reason already names its source ("weight file changed").
-        let by = if what.contains(&who) { String::new() } else { format!(" by {who}") };
-        let _ = writeln!(out, "last change: {what}{by} at {}", text("time"));
+        let mut parts = why.split(CHANGE_WARNING);
+        let what = change::describe(&who, parts.next().unwrap_or_default());
+        let _ = writeln!(out, "last change: {what} at {}", text("time"));
         for warning in parts {
             let _ = writeln!(out, "  WARNING: {warning}");
         }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod file;
 pub mod raw;
 pub mod values;
+pub mod weight_file;
 pub mod weights;
 pub mod yaml;
 
@@ -20,7 +21,8 @@ pub use error::{ConfigError, Location};
 pub use file::{FileError, read_text};
 pub use raw::LogFormat;
 pub use values::BackendUrl;
-pub use weights::{Weights, format_percent};
+pub use weight_file::WeightFile;
+pub use weights::{NamedWeights, Weights, format_percent};
 
 use crate::routing::Matcher;
 

@@ -1,6 +1,6 @@
 //! The weight table: per route, each backend's share in basis points.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::Config;
@@ -99,20 +99,45 @@ impl Weights {
         next
     }
 
-    /// The weight file text for this table: one line per route.
-    pub fn to_yaml(&self, config: &Config) -> String {
-        let mut out = String::new();
-        for (ri, route) in config.routes.iter().enumerate() {
-            let parts: Vec<String> = route
-                .backends
-                .iter()
-                .zip(self.route(ri))
-                .map(|(b, &w)| format!("{}: {}", b.spec.name, format_percent(w)))
-                .collect();
-            let _ = writeln!(out, "{}: {{ {} }}", route.name, parts.join(", "));
-        }
-        out
+    /// The table by names, for routes with more than one backend: the
+    /// form users read and write (the weight file, the admin API).
+    pub fn named(&self, config: &Config) -> NamedWeights {
+        config
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.backends.len() > 1)
+            .map(|(ri, r)| {
+                let per_backend = r
+                    .backends
+                    .iter()
+                    .zip(self.route(ri))
+                    .map(|(b, &w)| (b.spec.name.to_string(), f64::from(w) / 100.0))
+                    .collect();
+                (r.name.to_string(), per_backend)
+            })
+            .collect()
     }
+
+    /// Rebuilds a table from its named form, checked against `config` as
+    /// the weight file is.
+    pub fn from_named(config: &Config, named: &NamedWeights) -> Result<Weights, ConfigError> {
+        let text: String = named
+            .iter()
+            .map(|(route, per_backend)| route_line(route, per_backend) + "\n")
+            .collect();
+        Weights::parse(&config.weights_path, &text, config)
+    }
+}
+
+/// Each route's weights by backend name, in percent.
+pub type NamedWeights = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// One route of the weight file: `api: { legacy: 90, new: 10 }`, without
+/// its line break.
+pub fn route_line(route: &str, per_backend: &BTreeMap<String, f64>) -> String {
+    let parts: Vec<String> = per_backend.iter().map(|(b, w)| format!("{b}: {w}")).collect();
+    format!("{route}: {{ {} }}", parts.join(", "))
 }
 
 fn stable_only(len: usize, stable: usize) -> Box<[u16]> {

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
 use crate::config::ConfigError;
+use crate::guard::Guard;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
@@ -146,14 +147,21 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         settings.max_connections.min(MAX_ADMIN_CONNECTIONS),
         &metrics,
     ));
-    let admin_task = tokio::spawn(admin_loop(admin_listener, live.clone(), builders.clone(), admin_connections));
+    let guard = Guard::new(live.clone());
+    let admin_task = tokio::spawn(admin_loop(
+        admin_listener,
+        live.clone(),
+        guard.clone(),
+        builders.clone(),
+        admin_connections,
+    ));
     if let Err(e) = crate::reload::spawn(live.clone(), shutdown.clone()) {
         tracing::warn!(error = %e, "cannot watch the config folders; reload with SIGHUP");
     }
     tokio::spawn(sample_rates(live.clone(), shutdown.clone()));
     live.start_health_checks();
     tokio::spawn(publish_health(live.clone(), shutdown.clone()));
-    tokio::spawn(run_guard(live.clone(), shutdown.clone()));
+    tokio::spawn(guard.run(shutdown.clone()));
     tokio::spawn(close_expired_backend_connections(live.clone(), shutdown.clone()));
     live.set_ready(true);
     // Logged once ready: whoever waits for this line (an operator, a
@@ -366,20 +374,6 @@ async fn close_expired_backend_connections(live: Arc<Live>, shutdown: Cancellati
                         backend.upstream.close_expired_idle();
                     }
                 }
-            }
-        }
-    }
-}
-
-async fn run_guard(live: Arc<Live>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(crate::guard::CHECK_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {
-                let live = live.clone();
-                // Rolling back writes the weight file: off the async workers.
-                let _ = tokio::task::spawn_blocking(move || crate::guard::check(&live)).await;
             }
         }
     }
@@ -661,7 +655,13 @@ impl AdminConnections {
 
 /// Serves the admin API until aborted: it stays up while the proxy drains,
 /// so `/readyz` can tell load balancers to stop sending traffic.
-async fn admin_loop(listener: TcpListener, live: Arc<Live>, builders: Arc<ConnBuilders>, connections: Arc<AdminConnections>) {
+async fn admin_loop(
+    listener: TcpListener,
+    live: Arc<Live>,
+    guard: Arc<Guard>,
+    builders: Arc<ConnBuilders>,
+    connections: Arc<AdminConnections>,
+) {
     loop {
         let (stream, peer) = accept(&listener, &connections.limit).await;
         let Some(slot) = connections.admit() else {
@@ -669,9 +669,9 @@ async fn admin_loop(listener: TcpListener, live: Arc<Live>, builders: Arc<ConnBu
             continue;
         };
         let Ok(local) = stream.local_addr() else { continue };
-        let live = live.clone();
+        let (live, guard) = (live.clone(), guard.clone());
         let builders = builders.clone();
-        tokio::spawn(async move { serve_admin(stream, peer, local, live, &builders, slot).await });
+        tokio::spawn(async move { serve_admin(stream, peer, local, live, guard, &builders, slot).await });
     }
 }
 
@@ -679,14 +679,22 @@ async fn admin_loop(listener: TcpListener, live: Arc<Live>, builders: Arc<ConnBu
 /// read timeout (hyper's, which also runs while a keep-alive connection
 /// waits for its next request), header size limits, and the idle timeout.
 /// Closed early when a newer connection needs its place.
-async fn serve_admin(stream: TcpStream, peer: SocketAddr, local: SocketAddr, live: Arc<Live>, builders: &ConnBuilders, slot: AdminSlot) {
+async fn serve_admin(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    live: Arc<Live>,
+    guard: Arc<Guard>,
+    builders: &ConnBuilders,
+    slot: AdminSlot,
+) {
     let conn = slot.conn.clone();
     let idle = live.load().config.server.idle_timeout;
     let service = {
         let conn = conn.clone();
         service_fn(move |req| {
             let in_request = InRequest::begin(&conn);
-            let answer = crate::admin::handle(live.clone(), peer, local, req);
+            let answer = crate::admin::handle(live.clone(), guard.clone(), peer, local, req);
             async move {
                 let _in_request = in_request;
                 answer.await

@@ -1,18 +1,21 @@
 //! The live routing table: a compiled config plus a weight table, with the
 //! pools and metric handles each request needs already resolved. Immutable;
-//! a change builds a new one.
+//! a change builds a new one. Beside it, the guard's per-table recorder.
+
+pub mod window;
 
 use std::collections::HashMap;
 use std::hash::Hasher;
 use std::sync::Arc;
 
 use crate::config::{BackendSpec, Config, Weights};
-use crate::guard::RouteGuard;
 use crate::health::{BackendHealth, HealthRegistry};
 use crate::metrics::{Metrics, NO_ROUTE, RouteBackendMetrics};
 use crate::mirror::{MirrorGate, OutcomeCounters};
 use crate::proxy::upstream::Upstream;
 use crate::split::Split;
+
+pub use window::RouteGuard;
 
 pub struct Table {
     pub config: Arc<Config>,
@@ -127,6 +130,6 @@ impl Table {
 pub fn version_hash(config: &Config, weights: &Weights) -> String {
     let mut h = siphasher::sip::SipHasher13::new();
     h.write(config.text.as_bytes());
-    h.write(weights.to_yaml(config).as_bytes());
+    h.write(crate::config::weight_file::render(config, weights, &Default::default()).as_bytes());
     format!("{:016x}", h.finish())
 }
