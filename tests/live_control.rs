@@ -464,6 +464,36 @@ async fn bad_bodies_are_refused_without_changing_anything_and_undo_walks_back() 
     .await;
 }
 
+/// Undoing an edit of the weight file names the edit's source once, in the
+/// log line and in `status`.
+#[tokio::test]
+async fn undoing_a_weight_file_edit_names_the_file_once() {
+    within(30, async {
+        let legacy = Upstream::echo("legacy").await;
+        let new = Upstream::echo("new").await;
+        let proxy = Proxy::start(&config(&legacy, &new, ""), &weights(10, 0)).await;
+        rewrite(&proxy.path("weights.yaml"), &weights(30, 0), 0);
+        wait_new_weight(&proxy, "api", 30.0).await;
+        let status = admin_json(&proxy, Method::GET, "/admin/status", None, None).await.json();
+        assert_eq!(status["last_change"]["description"], "weight file changed", "{status:#}");
+
+        let resp = admin_json(&proxy, Method::POST, "/admin/undo", None, None).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(live_new_weight(&proxy, "api", None).await, 10.0);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let line = loop {
+            let log = proxy.stderr_text();
+            if let Some(line) = log.lines().find(|l| l.contains("undo of:")) {
+                break line.to_string();
+            }
+            assert!(Instant::now() < deadline, "no undo logged:\n{log}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(line.contains("what=\"undo of: weight file changed at "), "{line}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tokens_guard_mutations_and_open_admin_addresses_need_one() {
     within(30, async {
