@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use cutover::config::weight_file::{self, Comments};
 use cutover::config::{Config, Weights};
 use libfuzzer_sys::fuzz_target;
 
@@ -16,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let weights = Weights::all_stable(&config);
-    let written = cutover::control::render(&config, &weights, None);
+    let written = weight_file::render(&config, &weights, &Comments::default());
     match Weights::parse(&config.weights_path, &written, &config) {
         Ok(back) => assert_eq!(back, weights, "the weight file read back differently:\n{written}"),
         Err(e) => panic!("the weight file written for an accepted config does not load: {e}\n{written}"),

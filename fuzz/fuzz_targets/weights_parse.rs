@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
+use cutover::config::weight_file::{self, Comments};
 use cutover::config::{Config, Weights};
 use libfuzzer_sys::fuzz_target;
 
@@ -45,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(bp.len(), route.backends.len());
         assert_eq!(bp.iter().map(|&b| u32::from(b)).sum::<u32>(), 10_000, "route {}", route.name);
     }
-    let written = cutover::control::render(config, &weights, Some(text));
+    let written = weight_file::render(config, &weights, &Comments::read(text));
     match Weights::parse(&config.weights_path, &written, config) {
         Ok(back) => assert_eq!(back, weights, "the weight file read back differently:\n{written}"),
         Err(e) => panic!("the weight file written back does not load: {e}\n--- read:\n{text}\n--- written:\n{written}"),
