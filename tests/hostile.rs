@@ -598,6 +598,198 @@ async fn invalid_missing_or_repeated_host_gets_400() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_dot_host_takes_its_route_and_reaches_the_backend_as_sent() {
+    within(60, async {
+        let (proxy, main, other) = start().await;
+        for host in ["other.example.", "OTHER.Example.:8080", "other.example"] {
+            other.clear();
+            let raw = format!("GET /dot HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let reply = exchange(proxy.addr(), raw.as_bytes()).await;
+            assert_eq!(reply.status(), Some(200), "{host}: {}", reply.text());
+            settle().await;
+            let seen = other.requests();
+            assert_eq!(seen.len(), 1, "{host} missed the host route: {seen:?}");
+            // Matching ignores the dot; the backend's own Host checks see what the client sent.
+            assert_eq!(seen[0].header("host").as_deref(), Some(host));
+            assert_eq!(seen[0].header("x-forwarded-host").as_deref(), Some(host));
+        }
+        // In the request target's authority too.
+        other.clear();
+        let reply = exchange(
+            proxy.addr(),
+            b"GET http://other.example./abs HTTP/1.1\r\nHost: other.example.\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        settle().await;
+        assert_eq!(other.requests().len(), 1);
+        assert!(main.requests().is_empty(), "{:?}", main.requests());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_that_no_dns_name_can_be_get_400() {
+    within(60, async {
+        let (proxy, main, other) = start().await;
+        for host in [
+            "Host: a,b",
+            "Host: other.example,evil.example",
+            "Host: other.example;evil",
+            "Host: other.example=1",
+            "Host: a!b",
+            "Host: a$b",
+            "Host: a&b",
+            "Host: a'b",
+            "Host: a(b)",
+            "Host: a*b",
+            "Host: a+b",
+            "Host: a~b",
+            "Host: a%2Fb",
+            "Host: .other.example",
+            "Host: other..example",
+            "Host: other.example..",
+        ] {
+            let raw = format!("GET /host HTTP/1.1\r\n{host}\r\n\r\n");
+            refused(&proxy, &main, raw.as_bytes(), 400).await;
+            assert!(other.requests().is_empty(), "{host:?}");
+        }
+        refused(
+            &proxy,
+            &other,
+            b"GET http://a,other.example/ HTTP/1.1\r\nHost: other.example\r\n\r\n",
+            400,
+        )
+        .await;
+        // Over HTTP/2, the :authority is held to the same rule.
+        let mut send = h2_connect(proxy.addr()).await;
+        let req = Request::get("http://a,b/h2host").body(()).unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        settle().await;
+        assert!(main.requests().is_empty() && other.requests().is_empty());
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
+/// A proxy whose `/internal/` route goes to `internal` and everything else
+/// to `public`, with `server.encoded_slashes` set to `slashes` (or left to
+/// its default).
+async fn slash_proxy(slashes: Option<&str>) -> (Proxy, Recorder, Recorder) {
+    let public = Recorder::start().await;
+    let internal = Recorder::start().await;
+    let mut c = config_head("{ path: off }");
+    if let Some(slashes) = slashes {
+        c.push_str(&format!("server: {{ encoded_slashes: {slashes} }}\n"));
+    }
+    c.push_str(&format!(
+        "backends:\n  public: {{ url: \"{}\" }}\n  internal: {{ url: \"{}\" }}\n\
+         routes:\n  - name: internal\n    match: {{ path_prefix: /internal/ }}\n    backends: {{ internal: {{}} }}\n\
+         \x20 - name: public\n    match: {{ path_prefix: / }}\n    backends: {{ public: {{}} }}\n",
+        public.url(),
+        internal.url()
+    ));
+    (Proxy::start(&c, "").await, public, internal)
+}
+
+/// Sends `target` over HTTP/2 and returns the status.
+async fn h2_status(addr: SocketAddr, target: &str) -> StatusCode {
+    let mut send = h2_connect(addr).await;
+    let (resp, _) = send.send_request(h2_get(target), true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap().status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_slashes_are_refused_by_default() {
+    within(60, async {
+        let (proxy, public, internal) = slash_proxy(None).await;
+        for target in ["/x/..%2Finternal/secret", "/x/..%2finternal/secret", "/a%2Fb", "/%2F"] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: app\r\n\r\n");
+            refused(&proxy, &public, raw.as_bytes(), 400).await;
+            let raw = format!("GET http://app{target} HTTP/1.1\r\nHost: app\r\n\r\n");
+            refused(&proxy, &public, raw.as_bytes(), 400).await;
+            assert_eq!(h2_status(proxy.addr(), target).await, StatusCode::BAD_REQUEST, "h2 {target}");
+        }
+        let reply = exchange(proxy.addr(), b"GET /a%2Fb HTTP/1.1\r\nHost: app\r\n\r\n").await;
+        assert!(reply.text().contains("encoded slash"), "{}", reply.text());
+        // In the query it is data, not a path.
+        let reply = exchange(
+            proxy.addr(),
+            b"GET /q?next=%2Finternal%2F HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        settle().await;
+        assert_eq!(public.requests().len(), 1);
+        assert!(internal.requests().is_empty(), "{:?}", internal.requests());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_nul_in_a_path_gets_400_whatever_the_slash_policy() {
+    within(60, async {
+        for slashes in [None, Some("decode"), Some("keep")] {
+            let (proxy, public, _) = slash_proxy(slashes).await;
+            for target in ["/a%00b", "/a/%00/../b"] {
+                let raw = format!("GET {target} HTTP/1.1\r\nHost: app\r\n\r\n");
+                refused(&proxy, &public, raw.as_bytes(), 400).await;
+                assert_eq!(h2_status(proxy.addr(), target).await, StatusCode::BAD_REQUEST, "h2 {target}");
+            }
+            settle().await;
+            assert!(public.requests().is_empty(), "{slashes:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoded_slashes_are_routed_and_forwarded_as_the_path_they_make() {
+    within(60, async {
+        let (proxy, public, internal) = slash_proxy(Some("decode")).await;
+        for target in ["/x/..%2Finternal/secret", "http://app/x/..%2finternal/secret", "/internal%2Fsecret"] {
+            internal.clear();
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n");
+            let reply = exchange(proxy.addr(), raw.as_bytes()).await;
+            assert_eq!(reply.status(), Some(200), "{target}: {}", reply.text());
+            settle().await;
+            let seen = internal.requests();
+            assert_eq!(seen.len(), 1, "{target}: {seen:?}");
+            assert_eq!(seen[0].uri, "/internal/secret", "{target}");
+        }
+        internal.clear();
+        assert_eq!(h2_status(proxy.addr(), "/x/..%2Finternal/secret?q=%2F").await, StatusCode::OK);
+        settle().await;
+        let seen = internal.requests();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].uri, "/internal/secret?q=%2F");
+        assert!(public.requests().is_empty(), "{:?}", public.requests());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_slashes_are_routed_and_forwarded_as_data() {
+    within(60, async {
+        let (proxy, public, internal) = slash_proxy(Some("keep")).await;
+        let reply = exchange(
+            proxy.addr(),
+            b"GET /x/..%2finternal/secret HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+        assert_eq!(h2_status(proxy.addr(), "/ids/a%2Fb").await, StatusCode::OK);
+        settle().await;
+        let uris: Vec<String> = public.requests().into_iter().map(|r| r.uri).collect();
+        assert_eq!(uris, ["/x/..%2Finternal/secret", "/ids/a%2Fb"]);
+        assert!(internal.requests().is_empty(), "{:?}", internal.requests());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_get_431() {
     within(60, async {
         let (proxy, rec, _) = start().await;
