@@ -1022,6 +1022,62 @@ async fn http2_rapid_reset_leaves_the_proxy_up_and_bounded() {
     .await;
 }
 
+/// Sends a GET over HTTP/2 with `fields` extra header fields; returns the status.
+async fn h2_with_fields(addr: SocketAddr, path: &str, fields: &[(String, String)]) -> StatusCode {
+    let mut send = h2_connect(addr).await;
+    let mut req = h2_get(path);
+    for (name, value) in fields {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let (resp, _) = send.send_request(req, true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap().status()
+}
+
+fn numbered_fields(n: usize) -> Vec<(String, String)> {
+    (0..n).map(|i| (format!("x-h{i}"), i.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_heads_with_more_than_max_headers_fields_get_431() {
+    within(60, async {
+        // The limits HTTP/1.1 heads get 431 for (max_headers: 20).
+        let (proxy, rec, _) = start().await;
+        assert_eq!(
+            h2_with_fields(proxy.addr(), "/many", &numbered_fields(25)).await,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        // At the limit.
+        assert_eq!(h2_with_fields(proxy.addr(), "/some", &numbered_fields(20)).await, StatusCode::OK);
+        // Cookies sent as one field each count as the one line HTTP/1.1 has.
+        let mut crumbs = numbered_fields(10);
+        crumbs.extend((0..30).map(|i| ("cookie".to_string(), format!("c{i}={i}"))));
+        assert_eq!(h2_with_fields(proxy.addr(), "/crumbs", &crumbs).await, StatusCode::OK);
+        settle().await;
+        let uris: Vec<String> = rec.requests().into_iter().map(|r| r.uri).collect();
+        assert_eq!(uris, ["/some", "/crumbs"]);
+
+        // The reported case: a thousand small fields, well under the byte limit.
+        let main = Recorder::start().await;
+        let mut c = config_head("{ path: off }");
+        c.push_str(&format!(
+            "backends:\n  main: {{ url: \"{}\" }}\nroutes:\n  - name: main\n    backends: {{ main: {{}} }}\n",
+            main.url()
+        ));
+        let proxy = Proxy::start(&c, "").await;
+        assert_eq!(
+            h2_with_fields(proxy.addr(), "/thousand", &numbered_fields(1000)).await,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        settle().await;
+        assert!(main.requests().is_empty(), "{} requests forwarded", main.requests().len());
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_body_longer_than_its_content_length_is_not_forwarded() {
     within(30, async {

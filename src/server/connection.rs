@@ -9,6 +9,7 @@
 //! socket up. Idle keep-alive connections then cost little more than the
 //! kernel's socket, as in nginx.
 
+use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
@@ -18,6 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,6 +31,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSettings;
+use crate::proxy::body::ResponseBody;
 use crate::proxy::{ConnInfo, Proxy};
 
 /// How long an HTTP/1.1 connection waits for its next request before it is
@@ -50,6 +55,8 @@ pub(super) struct ConnTimeouts {
 pub(super) struct ConnBuilders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// `server.max_headers`: hyper applies it to HTTP/1.1 heads only.
+    max_headers: usize,
 }
 
 impl ConnBuilders {
@@ -70,7 +77,11 @@ impl ConnBuilders {
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(256);
-        ConnBuilders { http1, http2 }
+        ConnBuilders {
+            http1,
+            http2,
+            max_headers: settings.max_headers,
+        }
     }
 }
 
@@ -135,15 +146,25 @@ pub(super) async fn serve<S: ClientStream>(
         }
     };
     let io = ClientIo::new(stream, first_bytes, conn.clone());
-    let service = {
+    let serve_request = {
         let conn = conn.clone();
-        // Boxed: hyper keeps a slot the size of the request future for the
-        // whole life of a connection.
-        service_fn(move |req| Box::pin(proxy.clone().serve(conn.begin_request(&req), req)))
+        move |req: Request<Incoming>| proxy.clone().serve(conn.begin_request(&req), req)
     };
     match protocol {
-        Protocol::Http1 => serve_http1(io, service, &conn, &builders.http1, timeouts, &shutdown).await,
+        Protocol::Http1 => {
+            // Boxed: hyper keeps a slot the size of the request future for
+            // the whole life of a connection.
+            let service = service_fn(move |req| Box::pin(serve_request(req)));
+            serve_http1(io, service, &conn, &builders.http1, timeouts, &shutdown).await
+        }
         Protocol::Http2 => {
+            let max_headers = builders.max_headers;
+            let service = service_fn(move |req: Request<Incoming>| -> ResponseFuture {
+                if header_fields(req.headers()) > max_headers {
+                    return Box::pin(std::future::ready(Ok(too_many_headers())));
+                }
+                Box::pin(serve_request(req))
+            });
             Box::pin(async {
                 let connection = builders.http2.serve_connection(TokioIo::new(io), service);
                 tokio::pin!(connection);
@@ -173,6 +194,31 @@ pub(super) async fn serve<S: ClientStream>(
             .await
         }
     }
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+/// How many fields a request head has as HTTP/1.1 counts them: HTTP/2
+/// clients may send each cookie as a field of its own (RFC 9113 §8.2.3),
+/// which HTTP/1.1 carries in one.
+fn header_fields(headers: &HeaderMap) -> usize {
+    let all = headers.len();
+    match headers.get_all(header::COOKIE).iter().count() {
+        0 => all,
+        cookies => all - (cookies - 1),
+    }
+}
+
+/// What hyper answers an HTTP/1.1 head with more than `max_headers` fields.
+fn too_many_headers() -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::local(
+        "request header fields too large: more than server.max_headers fields\n",
+        None,
+    ));
+    *resp.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
 }
 
 /// When an idle check should look again; `None` once the connection has
