@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::routing::EncodedSlashes;
+
 use super::values::{Addr, BackendUrl, Cidr, Dur, HeaderNameValue, MethodValue, Pattern};
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +157,9 @@ pub struct RawServer {
     /// gracefully (HTTP/1.1 and HTTP/2).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
+    /// `%2F` in a request path: refused (400), decoded to `/`, or kept.
+    #[serde(default)]
+    pub encoded_slashes: EncodedSlashes,
     /// Open client connections per listener; more are closed at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -183,6 +188,7 @@ impl Default for RawServer {
             body_read_timeout: default_body_read_timeout(),
             workers: None,
             idle_timeout: default_idle_timeout(),
+            encoded_slashes: EncodedSlashes::default(),
             max_connections: default_max_connections(),
         }
     }
