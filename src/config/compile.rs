@@ -280,7 +280,7 @@ fn read_token(base: &Path, file: &Path, at: super::Location, errors: &mut Vec<Co
             None
         }
         Err(e) => {
-            errors.push(ConfigError::at(at, format!("token file {e}")));
+            errors.push(ConfigError::at(at, format!("cannot read token file {e}")));
             None
         }
     }
