@@ -836,11 +836,11 @@ impl SideBySide {
         assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
         let config_path = out.path().join("cutover.yaml");
         let text = std::fs::read_to_string(&config_path).unwrap();
-        let listen = format!("\"127.0.0.1:{port}\"");
+        let listen = format!("addr: 127.0.0.1:{port}\n");
         assert!(text.contains(&listen), "{text}");
         let config = text
-            .replace(&listen, "\"127.0.0.1:0\"")
-            .replace("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"");
+            .replace(&listen, "addr: 127.0.0.1:0\n")
+            .replace("addr: 127.0.0.1:9901\n", "addr: 127.0.0.1:0\n");
         std::fs::write(&config_path, &config).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("run").arg("-c").arg(&config_path);

@@ -182,8 +182,8 @@ fn convert(parsed: &Parsed, source: &Path) -> Result<Import, ImportError> {
             report: report::render(&not_converted, &notes),
         });
     };
-    let config = render::config(source, &plan, report.notes());
-    let weights = render::weights(source, &plan.routes);
+    let config = render::config_file(source, &plan, report.notes())?;
+    let weights = render::weights_file(source, &plan.routes)?;
     // The output must pass `cutover check`.
     let compiled = Config::parse(Path::new("cutover.yaml"), config.clone()).map_err(|e| ImportError::Invalid(format!("{e}\n{config}")))?;
     Weights::parse(Path::new("weights.yaml"), &weights, &compiled).map_err(|e| ImportError::Invalid(format!("{e}\n{weights}")))?;
@@ -235,4 +235,51 @@ fn dedup(items: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::{RawConfig, RawWeights};
+
+    /// The main file of every fixture: each `.conf` in the folder, and the
+    /// `nginx.conf` of each subfolder.
+    fn fixtures() -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nginx");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.push(path.join("nginx.conf"));
+            } else if path.extension().is_some_and(|e| e == "conf") {
+                out.push(path);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The document says exactly what `T` writes of it: nothing the loader
+    /// would drop or read differently.
+    fn reads_back_as_written<T: serde::Serialize + serde::de::DeserializeOwned>(text: &str) {
+        let raw: T = serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let as_written: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+        assert_eq!(serde_yaml::to_value(&raw).unwrap(), as_written, "{text}");
+    }
+
+    #[test]
+    fn every_fixture_renders_files_the_loader_reads_back() {
+        let fixtures = fixtures();
+        assert!(fixtures.len() >= 6, "{fixtures:?}");
+        for path in fixtures {
+            let imported = import_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let config = Config::parse(Path::new("cutover.yaml"), imported.config.clone())
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), imported.config));
+            Weights::parse(Path::new("weights.yaml"), &imported.weights, &config)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), imported.weights));
+            reads_back_as_written::<RawConfig>(&imported.config);
+            reads_back_as_written::<RawWeights>(&imported.weights);
+            assert!(!config.routes.is_empty(), "{}", path.display());
+        }
+    }
 }
