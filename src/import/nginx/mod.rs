@@ -72,8 +72,8 @@ impl Directive {
         self.block.as_deref().unwrap_or_default()
     }
 
-    /// The directive as it would be written, without its block or `;`:
-    /// `location ^~ /static/`.
+    /// The directive as it would be written, without its block or `;`, on
+    /// one line: `location ^~ /static/`.
     pub fn text(&self) -> String {
         let mut out = self.name.clone();
         for a in &self.args {
@@ -83,11 +83,18 @@ impl Directive {
                 out.push_str(&a.text);
             } else {
                 out.push('"');
+                // nginx's escapes, so the text stays on one line and reads back the same.
                 for c in a.text.chars() {
-                    if c == '"' || c == '\\' {
-                        out.push('\\');
+                    match c {
+                        '"' | '\\' => {
+                            out.push('\\');
+                            out.push(c);
+                        }
+                        '\n' => out.push_str("\\n"),
+                        '\t' => out.push_str("\\t"),
+                        '\r' => out.push_str("\\r"),
+                        c => out.push(c),
                     }
-                    out.push(c);
                 }
                 out.push('"');
             }
