@@ -9,7 +9,7 @@ use super::proxy_pass::normalize_host_port;
 use super::report::{Report, reason_for};
 
 /// 100% in basis points.
-pub(super) const ALL: u32 = 10_000;
+const HUNDRED_PERCENT: u32 = 10_000;
 
 /// A `server` of an `upstream` block.
 #[derive(Debug, Clone)]
@@ -142,11 +142,11 @@ impl Upstreams {
                 split.error = Some(format!("{}: invalid percentage {:?}", c.at, c.name));
             }
         }
-        if total > ALL {
+        if total > HUNDRED_PERCENT {
             split.error = Some("percentages add up to more than 100%".into());
-        } else if total < ALL {
+        } else if total < HUNDRED_PERCENT {
             match rest {
-                Some(v) => split.entries.push((ALL - total, v)),
+                Some(v) => split.entries.push((HUNDRED_PERCENT - total, v)),
                 None => split.error = Some("percentages add up to less than 100% and there is no `*` entry".into()),
             }
         }
@@ -233,7 +233,7 @@ fn parse_basis_points(text: &str) -> Option<u32> {
     }
     let whole: u32 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
     let frac: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<2}").parse().ok()? };
-    whole.checked_mul(100)?.checked_add(frac).filter(|&bp| bp <= ALL)
+    whole.checked_mul(100)?.checked_add(frac).filter(|&bp| bp <= HUNDRED_PERCENT)
 }
 
 /// Splits 100% in proportion to `shares` with the largest-remainder method.
@@ -242,9 +242,9 @@ fn apportion(shares: &[u32]) -> Vec<u32> {
     if total == 0 {
         return vec![0; shares.len()];
     }
-    let exact: Vec<u64> = shares.iter().map(|&s| u64::from(s) * u64::from(ALL)).collect();
+    let exact: Vec<u64> = shares.iter().map(|&s| u64::from(s) * u64::from(HUNDRED_PERCENT)).collect();
     let mut out: Vec<u32> = exact.iter().map(|e| (e / total) as u32).collect();
-    let mut left = ALL - out.iter().sum::<u32>();
+    let mut left = HUNDRED_PERCENT - out.iter().sum::<u32>();
     let mut order: Vec<usize> = (0..shares.len()).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(exact[i] % total), i));
     for i in order {

@@ -1,4 +1,12 @@
-//! `include`: resolving and globbing the files an `include` names.
+//! `include`: the files it names, parsed in its place.
+//!
+//! Relative `include` paths are resolved the way nginx resolves them: against
+//! the folder of the main config file (nginx's "conf prefix"), not of the
+//! file that contains the `include`. When nothing is found there, the
+//! including file's own folder is tried as well, so snippets written for
+//! either convention are found. Patterns (`*`, `?`, `[...]`) are expanded
+//! like glob(3) without flags — `*` does not match a leading dot — and sorted;
+//! a pattern that matches nothing is not an error, as in nginx.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;

@@ -3,16 +3,10 @@
 //! `${variables}` kept as text), a tree of directives that remembers the
 //! file and line of each, and `include` expanded in place.
 //!
-//! Relative `include` paths are resolved the way nginx resolves them: against
-//! the folder of the main config file (nginx's "conf prefix"), not of the
-//! file that contains the `include`. When nothing is found there, the
-//! including file's own folder is tried as well, so snippets written for
-//! either convention are found. Patterns (`*`, `?`, `[...]`) are expanded
-//! like glob(3) without flags — `*` does not match a leading dot — and sorted;
-//! a pattern that matches nothing is not an error, as in nginx. A plain path
-//! that cannot be read is recorded in [`Parsed::missing`] rather than failing
-//! the parse, so a config copied without its system includes
-//! (`/etc/nginx/mime.types`) can still be imported; the importer reports it.
+//! An `include` whose file cannot be read is recorded in [`Parsed::missing`]
+//! rather than failing the parse, so a config copied without its system
+//! includes (`/etc/nginx/mime.types`) can still be imported; the importer
+//! reports it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
