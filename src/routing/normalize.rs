@@ -20,7 +20,7 @@ pub enum PathError {
 /// (`server.encoded_slashes`). A backend that decodes it after routing would
 /// otherwise see a path no route was chosen for: `/x/..%2Fadmin` is routed
 /// as a path under `/x/` and read by such a backend as `/admin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodedSlashes {
     /// The request is refused (400).
