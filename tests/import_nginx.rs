@@ -504,6 +504,33 @@ fn nothing_to_route_is_an_error_with_the_list() {
 }
 
 #[test]
+fn a_quoted_argument_stays_inside_its_comment() {
+    // A location name that breaks lines and reads like a route must stay a path and a comment.
+    let text = r#"
+server {
+    listen 8080;
+    location "/a\n  - name: injected\n    match: { path_prefix: / }\n    backends: { 127.0.0.1-8000: {} } #" {
+        proxy_pass http://127.0.0.1:8000;
+    }
+    location /b/ { proxy_pass http://127.0.0.1:8000; }
+}
+"#;
+    let imported = import::import_str(Path::new("names.conf"), text).unwrap();
+    let config = validate(&imported);
+    let names: Vec<&str> = config.routes.iter().map(|r| &*r.name).collect();
+    assert_eq!(names.len(), 2, "{names:?}\n{}", imported.config);
+    assert!(!names.contains(&"injected"), "{}", imported.config);
+    assert_eq!(route_for(&config, "/x", None), None, "{}", imported.config);
+    assert_eq!(route_for(&config, "/b/x", None).as_deref(), Some("b"));
+    // The comment quotes the directive on one line, with nginx's escapes.
+    assert!(
+        imported.config.contains(r#"# names.conf:4 location "/a\n  - name: injected\n"#),
+        "{}",
+        imported.config
+    );
+}
+
+#[test]
 fn unsupported_targets_leave_the_location_out_with_a_reason() {
     let text = "
 upstream app { server unix:/run/app.sock; server 127.0.0.1:8000; }
@@ -836,11 +863,11 @@ impl SideBySide {
         assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
         let config_path = out.path().join("cutover.yaml");
         let text = std::fs::read_to_string(&config_path).unwrap();
-        let listen = format!("\"127.0.0.1:{port}\"");
+        let listen = format!("addr: 127.0.0.1:{port}\n");
         assert!(text.contains(&listen), "{text}");
         let config = text
-            .replace(&listen, "\"127.0.0.1:0\"")
-            .replace("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"");
+            .replace(&listen, "addr: 127.0.0.1:0\n")
+            .replace("addr: 127.0.0.1:9901\n", "addr: 127.0.0.1:0\n");
         std::fs::write(&config_path, &config).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("run").arg("-c").arg(&config_path);

@@ -1,9 +1,10 @@
 #![no_main]
 //! Path normalisation: never panics, and what it returns is normal — starts
 //! with '/', no empty, `.` or `..` segments, no escaped unreserved character,
-//! escapes in upper case — and normalising it again changes nothing.
+//! escapes in upper case, no `%00`, `%2F` only when kept — and normalising it
+//! again changes nothing. Every `server.encoded_slashes` policy is tried.
 
-use cutover::routing::normalize_path;
+use cutover::routing::{EncodedSlashes, normalize_path_with};
 use libfuzzer_sys::fuzz_target;
 
 fn unreserved(b: u8) -> bool {
@@ -14,7 +15,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(path) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(out) = normalize_path(path) else {
+    for slashes in [EncodedSlashes::Reject, EncodedSlashes::Decode, EncodedSlashes::Keep] {
+        check(path, slashes);
+    }
+});
+
+fn check(path: &str, slashes: EncodedSlashes) {
+    let Ok(out) = normalize_path_with(path, slashes) else {
         return;
     };
     assert!(path.starts_with('/'), "accepted {path:?}");
@@ -41,8 +48,13 @@ fuzz_target!(|data: &[u8]| {
                 "{path:?} → {out:?}: %{} left encoded",
                 std::str::from_utf8(hex).unwrap()
             );
+            assert_ne!(value, 0, "{path:?} → {out:?}: %00 accepted");
+            assert!(
+                value != b'/' || slashes == EncodedSlashes::Keep,
+                "{path:?} → {out:?}: %2F left under {slashes:?}"
+            );
         }
     }
-    let again = normalize_path(&out).unwrap_or_else(|e| panic!("{path:?} → {out:?} → {e}"));
-    assert_eq!(again, out, "not idempotent for {path:?}");
-});
+    let again = normalize_path_with(&out, slashes).unwrap_or_else(|e| panic!("{path:?} → {out:?} → {e}"));
+    assert_eq!(again, out, "not idempotent for {path:?} under {slashes:?}");
+}

@@ -74,6 +74,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(64)),
         idle_timeout: raw.server.idle_timeout.0,
+        encoded_slashes: raw.server.encoded_slashes,
         max_connections: raw.server.max_connections,
     };
     if server.workers == 0 || server.workers > 64 {
@@ -279,7 +280,7 @@ fn read_token(base: &Path, file: &Path, at: super::Location, errors: &mut Vec<Co
             None
         }
         Err(e) => {
-            errors.push(ConfigError::at(at, format!("token file {e}")));
+            errors.push(ConfigError::at(at, format!("cannot read token file {e}")));
             None
         }
     }

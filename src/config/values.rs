@@ -1,5 +1,6 @@
 //! Scalar config values that are parsed while deserialising, so a bad one is
-//! reported by serde_yaml at its exact line and column.
+//! reported by serde_yaml at its exact line and column. Each serialises as
+//! the text it was read from (`Display`, which `FromStr` reads back).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer};
+use serde::{Serialize, Serializer};
 
 /// Implements `Deserialize` for a value type through its `FromStr`.
 macro_rules! from_str_value {
@@ -30,6 +32,17 @@ macro_rules! from_str_value {
     };
 }
 
+/// Implements `Serialize` for a value type as its `Display` text.
+macro_rules! display_value {
+    ($ty:ty) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    };
+}
+
 /// A duration written as `2s`, `800ms`, `1m30s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Dur(pub Duration);
@@ -41,6 +54,21 @@ impl FromStr for Dur {
     }
 }
 from_str_value!(Dur, "duration");
+display_value!(Dur);
+
+/// Whole seconds as `90s`, whole milliseconds as `1500ms`, anything finer as humantime writes it.
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d.subsec_nanos() == 0 {
+            write!(f, "{}s", d.as_secs())
+        } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+            write!(f, "{}ms", d.as_millis())
+        } else {
+            write!(f, "{}", humantime::format_duration(d))
+        }
+    }
+}
 
 /// A socket address such as `127.0.0.1:8080` or `[::1]:8080`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +81,13 @@ impl FromStr for Addr {
     }
 }
 from_str_value!(Addr, "address");
+display_value!(Addr);
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A backend base URL: `http://host:port` with an optional path prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -99,6 +134,7 @@ impl FromStr for BackendUrl {
     }
 }
 from_str_value!(BackendUrl, "URL");
+display_value!(BackendUrl);
 
 impl fmt::Display for BackendUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,6 +153,13 @@ impl FromStr for Pattern {
     }
 }
 from_str_value!(Pattern, "regex");
+display_value!(Pattern);
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
 
 /// An HTTP header name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -129,6 +172,13 @@ impl FromStr for HeaderNameValue {
     }
 }
 from_str_value!(HeaderNameValue, "header name");
+display_value!(HeaderNameValue);
+
+impl fmt::Display for HeaderNameValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
 
 /// An HTTP method, upper-cased as written on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -141,6 +191,13 @@ impl FromStr for MethodValue {
     }
 }
 from_str_value!(MethodValue, "method");
+display_value!(MethodValue);
+
+impl fmt::Display for MethodValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
 
 /// A CIDR block (`10.0.0.0/8`) or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +214,13 @@ impl FromStr for Cidr {
     }
 }
 from_str_value!(Cidr, "CIDR");
+display_value!(Cidr);
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -177,5 +241,29 @@ mod tests {
         assert_eq!("800ms".parse::<Dur>().unwrap().0, Duration::from_millis(800));
         assert_eq!("1m30s".parse::<Dur>().unwrap().0, Duration::from_secs(90));
         assert!("soon".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn values_serialise_as_text_that_reads_back_the_same() {
+        fn round_trip<T: FromStr + fmt::Display + PartialEq + fmt::Debug>(text: &str, written: &str)
+        where
+            T::Err: fmt::Debug,
+        {
+            let value: T = text.parse().unwrap();
+            assert_eq!(value.to_string(), written, "{text}");
+            assert_eq!(written.parse::<T>().unwrap(), value, "{written}");
+        }
+        round_trip::<Dur>("90s", "90s");
+        round_trip::<Dur>("1m30s", "90s");
+        round_trip::<Dur>("1500ms", "1500ms");
+        round_trip::<Dur>("2h", "7200s");
+        round_trip::<Dur>("1ms 500us", "1ms 500us");
+        round_trip::<Addr>("[::]:8080", "[::]:8080");
+        round_trip::<BackendUrl>("https://billing.internal:443/base/", "https://billing.internal:443/base");
+        round_trip::<HeaderNameValue>("X-User-Id", "x-user-id");
+        round_trip::<MethodValue>("get", "GET");
+        round_trip::<Cidr>("10.0.0.1", "10.0.0.1/32");
+        let pattern: Pattern = r"^/a\.php$".parse().unwrap();
+        assert_eq!(pattern.to_string(), r"^/a\.php$");
     }
 }

@@ -24,7 +24,7 @@ use crate::access_log::{AccessLog, LogRecord};
 use crate::config::{BackendSpec, ForceHeader, Rewrite, RouteSpec, Sticky};
 use crate::live::Live;
 use crate::mirror::{self, Admission, ShadowJob, Tap};
-use crate::routing::{RequestView, host_without_port, normalize_path};
+use crate::routing::{PathError, RequestView, host_without_port, normalize_path_with};
 use crate::split::{self, BUCKETS};
 use crate::table::{LiveRoute, Table};
 use body::{BodyProblem, BodyVerdict, ClientBody, Exchange, RequestBody, ResponseBody};
@@ -274,9 +274,12 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<(Response<UpstreamBody>, Option<Tap>), Refusal> {
         let client_host = client_host(&req)?;
-        let path = normalize_path(req.uri().path()).map_err(|_| match req.uri().path() {
-            "*" => Refusal::BadRequest("asterisk-form targets (OPTIONS *) are not forwarded"),
-            "" => Refusal::BadRequest("authority-form targets (CONNECT) are not forwarded"),
+        let slashes = table.config.server.encoded_slashes;
+        let path = normalize_path_with(req.uri().path(), slashes).map_err(|e| match (req.uri().path(), e) {
+            ("*", _) => Refusal::BadRequest("asterisk-form targets (OPTIONS *) are not forwarded"),
+            ("", _) => Refusal::BadRequest("authority-form targets (CONNECT) are not forwarded"),
+            (_, PathError::EncodedSlash) => Refusal::BadRequest("encoded slash (%2F) in the request path"),
+            (_, PathError::EncodedNul) => Refusal::BadRequest("encoded NUL (%00) in the request path"),
             _ => Refusal::BadRequest("malformed request path"),
         })?;
         let view = RequestView {
@@ -478,7 +481,7 @@ impl Proxy {
                 *req.headers_mut() = headers;
                 req.headers_mut()
                     .insert(header::HOST, upstream_host(&alt_backend.spec, client_host));
-                let path = normalize_path(client_uri.path()).map_err(|_| Refusal::BadRequest("malformed request path"))?;
+                let path = normalize_path_with(client_uri.path(), slashes).map_err(|_| Refusal::BadRequest("malformed request path"))?;
                 *req.uri_mut() = upstream_target(&alt_backend.spec, alt_backend.rewrite.as_ref(), &path, &client_uri)
                     .map_err(|_| Refusal::BadRequest("malformed request path"))?;
                 exchange.target = Some((ri, alt));
@@ -603,10 +606,15 @@ fn client_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Refusal> 
     Ok(host)
 }
 
-/// `host[:port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a registered name or
-/// IPv4 address, or an IP literal in brackets, then an optional port of
-/// digits. Userinfo (`user@host`) is refused: a backend could read it as
-/// another host. Checked byte by byte: it runs on every request.
+/// `host[:port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a host name or IPv4
+/// address, or an IP literal in brackets, then an optional port of digits.
+/// Userinfo (`user@host`) is refused: a backend could read it as another
+/// host. A name is what DNS can hold: letters, digits, `-` and `_` in
+/// non-empty labels, and at most a final dot. RFC 3986 would also allow
+/// `%` escapes and sub-delims (`,;=!$&'()*+`), which no host name has and
+/// which split or end values downstream (`a,b` in `X-Forwarded-Host` reads
+/// as two hosts); nginx passes them on, we do not. Checked byte by byte: it
+/// runs on every request.
 fn valid_host(s: &str) -> bool {
     let bytes = s.as_bytes();
     let host_len = if bytes.first() == Some(&b'[') {
@@ -616,7 +624,15 @@ fn valid_host(s: &str) -> bool {
         }
     } else {
         let end = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
-        if end == 0 || !bytes[..end].iter().all(|&b| is_reg_name_byte(b)) {
+        // A dot before every label and none after another: no empty label.
+        let mut prev = b'.';
+        for &b in &bytes[..end] {
+            if !is_host_name_byte(b) || (b == b'.' && prev == b'.') {
+                return false;
+            }
+            prev = b;
+        }
+        if end == 0 {
             return false;
         }
         end
@@ -628,9 +644,9 @@ fn valid_host(s: &str) -> bool {
     }
 }
 
-/// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2 `reg-name`).
-fn is_reg_name_byte(b: u8) -> bool {
-    REG_NAME[b as usize]
+/// Letters, digits, `-`, `_` and `.`.
+fn is_host_name_byte(b: u8) -> bool {
+    HOST_NAME[b as usize]
 }
 
 /// Inside `[...]`: IPv6 (with an optional zone) or IPvFuture.
@@ -640,7 +656,7 @@ fn is_ip_literal_byte(b: u8) -> bool {
 
 /// Every request's `Host` is checked byte by byte: a table lookup per byte
 /// instead of a scan of the punctuation list.
-static REG_NAME: [bool; 256] = byte_class(b"-._~%!$&'()*+,;=");
+static HOST_NAME: [bool; 256] = byte_class(b"-._");
 static IP_LITERAL: [bool; 256] = byte_class(b":.%-_~");
 
 /// ASCII letters and digits, and `extra`.
@@ -823,6 +839,8 @@ mod tests {
             "[::1]:8080",
             "[fe80::1%25eth0]:80",
             "host:",
+            "example.com.",
+            "example.com.:443",
         ] {
             assert!(valid_host(host), "{host} should be accepted");
         }
@@ -842,6 +860,24 @@ mod tests {
             "[::1]x",
             "[::1]:8o",
             "ex\"ample",
+            "a,b",
+            "example.com,evil.example",
+            "a;b",
+            "a=b",
+            "a!b",
+            "a$b",
+            "a&b",
+            "a'b",
+            "a(b)",
+            "a*b",
+            "a+b",
+            "a~b",
+            "a%2Fb",
+            ".example.com",
+            "example..com",
+            "example.com..",
+            ".",
+            ".:80",
         ] {
             assert!(!valid_host(host), "{host:?} should be refused");
         }

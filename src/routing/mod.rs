@@ -5,7 +5,7 @@ pub mod normalize;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
-pub use normalize::{PathError, normalize_path};
+pub use normalize::{EncodedSlashes, PathError, normalize_path, normalize_path_with};
 
 /// What a route matches on, compiled at load.
 #[derive(Debug, Clone)]
@@ -26,7 +26,8 @@ pub enum PathMatch {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
-    /// `api.example.com`, compared without case.
+    /// `api.example.com`, compared without case and without a trailing dot
+    /// (`api.example.com.` is the same name, fully qualified).
     Exact(Box<str>),
     /// `*.example.com`, stored as `.example.com`: one or more labels before it.
     Suffix(Box<str>),
@@ -73,6 +74,7 @@ impl PathMatch {
 impl HostMatch {
     /// Parses `example.com` or `*.example.com`.
     pub fn parse(pattern: &str) -> HostMatch {
+        let pattern = without_root_dot(pattern);
         match pattern.strip_prefix('*') {
             Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase().into()),
             None => HostMatch::Exact(pattern.to_ascii_lowercase().into()),
@@ -80,6 +82,7 @@ impl HostMatch {
     }
 
     fn matches(&self, host: &str) -> bool {
+        let host = without_root_dot(host);
         match self {
             HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
             HostMatch::Suffix(s) => {
@@ -196,6 +199,12 @@ impl PathMatch {
     }
 }
 
+/// A fully qualified name's final dot (`example.com.`) dropped: DNS resolves
+/// both forms to the same host, so a route must match both.
+fn without_root_dot(host: &str) -> &str {
+    host.strip_suffix('.').unwrap_or(host)
+}
+
 /// Strips the port from a `Host` header or `:authority` value.
 pub fn host_without_port(authority: &str) -> &str {
     if authority.starts_with('[') {
@@ -227,6 +236,18 @@ mod tests {
         assert!(wild.matches("a.b.example.com"));
         assert!(!wild.matches("example.com"));
         assert!(!wild.matches("badexample.com"));
+    }
+
+    #[test]
+    fn a_trailing_dot_names_the_same_host() {
+        let exact = HostMatch::parse("admin.example.com");
+        assert!(exact.matches("admin.example.com."));
+        assert!(exact.matches("ADMIN.Example.COM."));
+        assert!(!exact.matches("admin.example.com.."));
+        assert!(HostMatch::parse("admin.example.com.").matches("admin.example.com"));
+        let wild = HostMatch::parse("*.example.com");
+        assert!(wild.matches("a.example.com."));
+        assert!(!wild.matches("example.com."));
     }
 
     #[test]

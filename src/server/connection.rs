@@ -9,6 +9,7 @@
 //! socket up. Idle keep-alive connections then cost little more than the
 //! kernel's socket, as in nginx.
 
+use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
@@ -18,6 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,8 +30,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+mod framing;
+
 use crate::config::ServerSettings;
+use crate::proxy::body::ResponseBody;
 use crate::proxy::{ConnInfo, Proxy};
+use framing::FramingCheck;
 
 /// How long an HTTP/1.1 connection waits for its next request before it is
 /// parked. Keep-alive clients under load send their next request well
@@ -50,6 +58,10 @@ pub(super) struct ConnTimeouts {
 pub(super) struct ConnBuilders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// `server.max_headers`: hyper applies it to HTTP/1.1 heads only.
+    max_headers: usize,
+    /// `server.max_header_bytes`, for the framing check.
+    max_header_bytes: usize,
 }
 
 impl ConnBuilders {
@@ -70,7 +82,12 @@ impl ConnBuilders {
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(256);
-        ConnBuilders { http1, http2 }
+        ConnBuilders {
+            http1,
+            http2,
+            max_headers: settings.max_headers,
+            max_header_bytes: settings.max_header_bytes,
+        }
     }
 
     /// The HTTP/1.1 settings, which the admin listener shares.
@@ -139,16 +156,27 @@ pub(super) async fn serve<S: ClientStream>(
             return;
         }
     };
-    let io = ClientIo::new(stream, first_bytes, conn.clone());
-    let service = {
+    let framing = (protocol == Protocol::Http1).then(|| FramingCheck::new(builders.max_header_bytes, builders.max_headers));
+    let io = ClientIo::new(stream, first_bytes, conn.clone(), framing);
+    let serve_request = {
         let conn = conn.clone();
-        // Boxed: hyper keeps a slot the size of the request future for the
-        // whole life of a connection.
-        service_fn(move |req| Box::pin(proxy.clone().serve(conn.begin_request(&req), req)))
+        move |req: Request<Incoming>| proxy.clone().serve(conn.begin_request(&req), req)
     };
     match protocol {
-        Protocol::Http1 => serve_http1(io, service, &conn, &builders.http1, timeouts, &shutdown).await,
+        Protocol::Http1 => {
+            // Boxed: hyper keeps a slot the size of the request future for
+            // the whole life of a connection.
+            let service = service_fn(move |req| Box::pin(serve_request(req)));
+            serve_http1(io, service, &conn, &builders.http1, timeouts, &shutdown).await
+        }
         Protocol::Http2 => {
+            let max_headers = builders.max_headers;
+            let service = service_fn(move |req: Request<Incoming>| -> ResponseFuture {
+                if header_fields(req.headers()) > max_headers {
+                    return Box::pin(std::future::ready(Ok(too_many_headers())));
+                }
+                Box::pin(serve_request(req))
+            });
             Box::pin(async {
                 let connection = builders.http2.serve_connection(TokioIo::new(io), service);
                 tokio::pin!(connection);
@@ -178,6 +206,31 @@ pub(super) async fn serve<S: ClientStream>(
             .await
         }
     }
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+/// How many fields a request head has as HTTP/1.1 counts them: HTTP/2
+/// clients may send each cookie as a field of its own (RFC 9113 §8.2.3),
+/// which HTTP/1.1 carries in one.
+fn header_fields(headers: &HeaderMap) -> usize {
+    let all = headers.len();
+    match headers.get_all(header::COOKIE).iter().count() {
+        0 => all,
+        cookies => all - (cookies - 1),
+    }
+}
+
+/// What hyper answers an HTTP/1.1 head with more than `max_headers` fields.
+fn too_many_headers() -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::local(
+        "request header fields too large: more than server.max_headers fields\n",
+        None,
+    ));
+    *resp.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
 }
 
 /// When an idle check should look again; `None` once the connection has
@@ -402,20 +455,28 @@ impl IoWatch {
 }
 
 /// A client stream as hyper sees it: bytes already read are replayed first,
-/// and what hyper does with the socket is watched so that a quiet
-/// connection can be parked.
+/// HTTP/1 request heads are checked on their way (see [`framing`]), and
+/// what hyper does with the socket is watched so that a quiet connection
+/// can be parked.
 pub(super) struct ClientIo<S> {
     stream: S,
     rewound: Bytes,
+    /// `rewound` holds bytes the framing check has not seen: the sniffed
+    /// first bytes (a parked connection's were seen when first read).
+    rewound_unchecked: bool,
+    /// HTTP/1 only.
+    framing: Option<FramingCheck>,
     watch: Arc<IoWatch>,
     conn: Arc<ConnInfo>,
 }
 
 impl<S> ClientIo<S> {
-    fn new(stream: S, rewound: Bytes, conn: Arc<ConnInfo>) -> ClientIo<S> {
+    fn new(stream: S, first_bytes: Bytes, conn: Arc<ConnInfo>, framing: Option<FramingCheck>) -> ClientIo<S> {
         ClientIo {
             stream,
-            rewound,
+            rewound: first_bytes,
+            rewound_unchecked: true,
+            framing,
             watch: Arc::default(),
             conn,
         }
@@ -426,29 +487,49 @@ impl<S> ClientIo<S> {
     /// alive, even when empty.
     fn rewind(&mut self, bytes: Bytes) {
         debug_assert!(self.rewound.is_empty());
+        self.rewound_unchecked = false;
         if !bytes.is_empty() {
             self.rewound = Bytes::copy_from_slice(&bytes);
         }
+    }
+
+    /// Checks the client's bytes just put in `buf` after `from`. From a
+    /// refused head on they are dropped, and hyper reads instead a head it
+    /// refuses (400, `Connection: close`), after the requests before it.
+    fn check_framing(&mut self, buf: &mut ReadBuf<'_>, from: usize) {
+        let Some(refusal) = self.framing.as_mut().and_then(|check| check.check(&buf.filled()[from..])) else {
+            return;
+        };
+        tracing::debug!(peer = %self.conn.peer, "refused {}", refusal.why.as_str());
+        buf.set_filled(from + refusal.at);
+        let n = framing::NOT_A_REQUEST.len().min(buf.remaining());
+        buf.put_slice(&framing::NOT_A_REQUEST[..n]);
+        self.rewound = Bytes::from_static(&framing::NOT_A_REQUEST[n..]);
+        self.rewound_unchecked = false;
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         if !this.rewound.is_empty() {
             let n = this.rewound.len().min(buf.remaining());
             buf.put_slice(&this.rewound[..n]);
             this.rewound.advance(n);
             this.conn.bytes_received();
+            if this.rewound_unchecked {
+                this.check_framing(buf, before);
+            }
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         this.watch.read_blocked.store(polled.is_pending(), Ordering::Relaxed);
         if polled.is_ready() {
             this.watch.touched();
             if buf.filled().len() > before {
                 this.conn.bytes_received();
+                this.check_framing(buf, before);
             }
         }
         polled
@@ -526,9 +607,30 @@ mod tests {
     #[tokio::test]
     async fn rewound_bytes_are_read_before_the_stream() {
         let conn = Arc::new(ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http"));
-        let mut io = ClientIo::new(std::io::Cursor::new(b" world".to_vec()), Bytes::from_static(b"hello"), conn);
+        let mut io = ClientIo::new(std::io::Cursor::new(b" world".to_vec()), Bytes::from_static(b"hello"), conn, None);
         let mut all = String::new();
         io.read_to_string(&mut all).await.unwrap();
         assert_eq!(all, "hello world");
+    }
+
+    #[tokio::test]
+    async fn a_refused_head_reaches_hyper_as_no_request_at_all() {
+        let conn = Arc::new(ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http"));
+        let served = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        let refused = b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        // In the sniffed first bytes, or in bytes read from the socket. (A
+        // head split across reads is cut where the read completing it starts.)
+        for (first, rest) in [([&served[..], refused].concat(), Vec::new()), (served.to_vec(), refused.to_vec())] {
+            let check = FramingCheck::new(8192, 100);
+            let mut io = ClientIo::new(std::io::Cursor::new(rest), Bytes::from(first), conn.clone(), Some(check));
+            let (mut all, mut buf) = (Vec::new(), [0u8; 4096]);
+            loop {
+                match io.read(&mut buf).await.unwrap() {
+                    0 => break,
+                    n => all.extend_from_slice(&buf[..n]),
+                }
+            }
+            assert_eq!(all, [&served[..], framing::NOT_A_REQUEST].concat());
+        }
     }
 }

@@ -1,0 +1,298 @@
+//! One route per converted location: its path match, its backends and the
+//! rewrite that stands for proxy_pass's URI part. The backends are an
+//! upstream's servers (weighted as in nginx), a split_clients' sides, or the
+//! one host named.
+
+use super::backends::{Backends, Destination};
+use super::locations::LocKind;
+use super::nginx::{Directive, Pos};
+use super::proxy_pass::{ProxyPass, ProxyTarget, TargetId, default_port, normalize_host_port};
+use super::report::Report;
+use super::settings::{Settings, Sourced};
+use super::upstreams::{StickyBy, Upstreams, key_has_literal_text, sticky_for_key};
+
+/// A route before host matching and naming.
+#[derive(Debug, Clone)]
+pub(super) struct RoutePlan {
+    /// The location it came from.
+    pub(super) at: Pos,
+    pub(super) loc_text: String,
+    pub(super) kind: LocKind,
+    pub(super) pattern: String,
+    /// The path condition, after ordering.
+    pub(super) matcher: PathCond,
+    pub(super) base_name: String,
+    pub(super) backends: Vec<RouteBackendPlan>,
+    /// Basis points per backend when there are several.
+    pub(super) weights: Option<Vec<u32>>,
+    pub(super) stable: Option<String>,
+    pub(super) sticky: Option<StickyBy>,
+    /// The backend mirrored to.
+    pub(super) mirror: Option<String>,
+    /// The location's `client_max_body_size`, if one applies (else nginx's default).
+    pub(super) body_limit: Option<Sourced<u64>>,
+    /// The nginx lines the route came from.
+    pub(super) comments: Vec<String>,
+    /// The nginx lines its weights came from.
+    pub(super) weight_comments: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum PathCond {
+    Prefix(String),
+    Exact(String),
+    Regex(String),
+}
+
+/// A backend of a route.
+#[derive(Debug, Clone)]
+pub(super) struct RouteBackendPlan {
+    pub(super) name: String,
+    /// `rewrite: { prefix, to }`
+    pub(super) rewrite: Option<(String, String)>,
+    pub(super) target: TargetId,
+}
+
+/// What planning routes reads and adds to.
+pub(super) struct RoutePlanner<'a> {
+    /// Read, and marked used.
+    pub(super) upstreams: &'a mut Upstreams,
+    pub(super) backends: &'a mut Backends,
+    pub(super) report: &'a mut Report,
+    /// Proxied prefixes ending in '/', which nginx redirects to without the slash.
+    pub(super) auto_redirects: Vec<String>,
+}
+
+impl RoutePlanner<'_> {
+    /// The route for a location whose requests go to `pp`, or why there is none.
+    pub(super) fn plan(
+        &mut self,
+        loc: &Directive,
+        kind: LocKind,
+        pattern: &str,
+        pp: &Directive,
+        settings: &Settings,
+    ) -> Result<RoutePlan, String> {
+        if matches!(kind, LocKind::Exact | LocKind::Prefix | LocKind::NoRegex) && !pattern.starts_with('/') {
+            return Err("the location does not start with '/' and never matches".into());
+        }
+        if matches!(kind, LocKind::Regex | LocKind::RegexCaseless) {
+            regex::Regex::new(&regex_for(kind, pattern)).map_err(|e| format!("the regex is not one cutover accepts: {e}"))?;
+        }
+        let target = ProxyPass::parse(pp, self.upstreams)?;
+        if target.uri.is_some() && matches!(kind, LocKind::Regex | LocKind::RegexCaseless) {
+            return Err("a URI part in a regex location (nginx refuses this)".into());
+        }
+        let rewrite = target
+            .uri
+            .as_ref()
+            .filter(|uri| uri.as_str() != pattern)
+            .map(|uri| (pattern.to_string(), uri.clone()));
+        if target.request_uri {
+            self.report.note(format!(
+                "{}: proxy_pass ...$request_uri: nginx passes the URI exactly as the client sent it; cutover passes the \
+                 normalised path (dot segments resolved, slashes merged)",
+                pp.at
+            ));
+        }
+        let mut plan = RoutePlan {
+            at: loc.at.clone(),
+            loc_text: loc.text(),
+            kind,
+            pattern: pattern.to_string(),
+            matcher: match kind {
+                LocKind::Exact => PathCond::Exact(pattern.to_string()),
+                LocKind::Regex | LocKind::RegexCaseless => PathCond::Regex(regex_for(kind, pattern)),
+                _ => PathCond::Prefix(pattern.to_string()),
+            },
+            base_name: route_base_name(kind, pattern),
+            backends: Vec::new(),
+            weights: None,
+            stable: None,
+            sticky: None,
+            mirror: None,
+            body_limit: settings.body_limit.clone(),
+            comments: vec![format!("{} {}", loc.at, loc.text()), format!("{} {}", pp.at, pp.text())],
+            weight_comments: Vec::new(),
+        };
+        match &target.target {
+            ProxyTarget::Upstream(name) => self.upstream_backends(&mut plan, name, &target, rewrite, settings)?,
+            ProxyTarget::Host(host) => {
+                let dest = Destination::host(host, target.scheme, format!("{} {}", pp.at, pp.text()));
+                let id = TargetId::Url(dest.url.clone());
+                let name = self.backends.add(dest, settings, &plan.base_name, self.report);
+                plan.backends.push(RouteBackendPlan { name, rewrite, target: id });
+            }
+            ProxyTarget::Split(var) => self.split_backends(&mut plan, var, &target, rewrite, settings)?,
+        }
+        if matches!(kind, LocKind::Prefix | LocKind::NoRegex) && pattern.ends_with('/') && pattern.len() > 1 {
+            self.auto_redirects.push(pattern.trim_end_matches('/').to_string());
+        }
+        Ok(plan)
+    }
+
+    /// An upstream with several servers and no balancing method becomes a
+    /// backend per server, weighted as in nginx; otherwise its first server
+    /// stands for it.
+    fn upstream_backends(
+        &mut self,
+        plan: &mut RoutePlan,
+        name: &str,
+        target: &ProxyPass,
+        rewrite: Option<(String, String)>,
+        settings: &Settings,
+    ) -> Result<(), String> {
+        let Some(up) = self.upstreams.blocks.get_mut(name) else {
+            return Err(format!("no upstream {name}"));
+        };
+        up.used = true;
+        let id = TargetId::Upstream(name.to_string());
+        if up.servers.len() <= 1 || up.no_expand.is_some() {
+            let b = self
+                .backends
+                .for_upstream(self.upstreams, name, target.scheme, settings, &plan.base_name, self.report)?;
+            plan.backends.push(RouteBackendPlan {
+                name: b,
+                rewrite,
+                target: id,
+            });
+            return Ok(());
+        }
+        let servers = up.servers.clone();
+        let up_at = up.at.clone();
+        for (k, s) in servers.iter().enumerate() {
+            let dest = Destination {
+                base: format!("{name}-{}", k + 1),
+                url: format!("{}://{}", target.scheme, s.addr),
+                proxy_host: name.to_string(),
+                origin: format!("{} {}", s.at, s.text),
+            };
+            let b = self.backends.add(dest, settings, &plan.base_name, self.report);
+            plan.backends.push(RouteBackendPlan {
+                name: b,
+                rewrite: rewrite.clone(),
+                target: id.clone(),
+            });
+        }
+        plan.weights = Some(up.basis_points());
+        plan.weight_comments
+            .push(format!("{up_at} upstream {name}: {} servers, weighted as in nginx", servers.len()));
+        self.report.note(format!(
+            "upstream {name} has {} servers: each is a backend ({name}-1…) of the routes that use it, weighted in \
+             weights.yaml; `cutover rollback` on such a route sends everything to {name}-1",
+            servers.len()
+        ));
+        Ok(())
+    }
+
+    /// A split_clients variable: one backend per side, weighted by its
+    /// percentages, the largest side stable.
+    fn split_backends(
+        &mut self,
+        plan: &mut RoutePlan,
+        var: &str,
+        target: &ProxyPass,
+        rewrite: Option<(String, String)>,
+        settings: &Settings,
+    ) -> Result<(), String> {
+        let Some(split) = self.upstreams.splits.get(var) else {
+            return Err(format!("${var} is not a split_clients variable"));
+        };
+        if let Some(e) = &split.error {
+            return Err(format!("split_clients at {}: {e}", split.at));
+        }
+        let entries = split.entries.clone();
+        let (key, split_at, split_text) = (split.key.clone(), split.at.clone(), split.text.clone());
+        // Resolve every side first, so a failure leaves nothing behind.
+        let mut sides: Vec<(String, u32, TargetId)> = Vec::new();
+        for (bp, value) in &entries {
+            let (name, id) = if let Some(up) = self.upstreams.blocks.get_mut(value.as_str()) {
+                up.used = true;
+                let b = self
+                    .backends
+                    .for_upstream(self.upstreams, value, target.scheme, settings, &plan.base_name, self.report)?;
+                (b, TargetId::Upstream(value.clone()))
+            } else {
+                let host = normalize_host_port(value, default_port(target.scheme))
+                    .ok_or_else(|| format!("split value {value:?} is not an upstream"))?;
+                let dest = Destination::host(&host, target.scheme, format!("{split_at} {split_text}: {value}"));
+                let id = TargetId::Url(dest.url.clone());
+                (self.backends.add(dest, settings, &plan.base_name, self.report), id)
+            };
+            match sides.iter_mut().find(|s| s.0 == name) {
+                Some(s) => s.1 += bp,
+                None => sides.push((name, *bp, id)),
+            }
+        }
+        if let Some(split) = self.upstreams.splits.get_mut(var) {
+            split.used = true;
+        }
+        // The largest share is the stable side (rollback target), listed first.
+        let stable = sides
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, s)| (s.1, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        let first = sides.remove(stable);
+        sides.insert(0, first);
+        plan.stable = Some(sides[0].0.clone());
+        plan.weights = Some(sides.iter().map(|s| s.1).collect());
+        for (name, _, id) in sides {
+            plan.backends.push(RouteBackendPlan {
+                name,
+                rewrite: rewrite.clone(),
+                target: id,
+            });
+        }
+        plan.weight_comments.push(format!("{split_at} {split_text}"));
+        plan.comments.push(format!("{split_at} {split_text}"));
+        plan.sticky = sticky_for_key(&key);
+        let how = match &plan.sticky {
+            Some(StickyBy::Cookie(c)) => format!("sticky by cookie {c}"),
+            Some(StickyBy::Header(h)) => format!("sticky by header {h}"),
+            None => "random per request (the key is neither a cookie nor a header)".into(),
+        };
+        self.report.note(format!(
+            "{split_at}: split_clients {key} became weights in weights.yaml, {how}; nginx hashes the key with \
+             MurmurHash2 and cutover with SipHash, so at the switch a user may land on the other side once"
+        ));
+        if plan.sticky.is_some() && key_has_literal_text(&key) {
+            self.report.note(format!(
+                "{split_at}: the split_clients key {key} mixes text with the variable; cutover hashes the variable's \
+                 value alone"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The regex of a `~` or `~*` location as cutover writes it.
+pub(super) fn regex_for(kind: LocKind, pattern: &str) -> String {
+    if kind == LocKind::RegexCaseless {
+        format!("(?i){pattern}")
+    } else {
+        pattern.to_string()
+    }
+}
+
+/// A readable route name for a location.
+fn route_base_name(kind: LocKind, pattern: &str) -> String {
+    let words: Vec<String> = pattern
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let joined = words.join("-");
+    match kind {
+        LocKind::Regex | LocKind::RegexCaseless => {
+            if joined.is_empty() {
+                "regex".into()
+            } else {
+                format!("regex-{joined}")
+            }
+        }
+        _ if joined.is_empty() => "default".into(),
+        _ => joined,
+    }
+}
