@@ -54,8 +54,12 @@ impl WeightFile {
 /// The text of a weight file for `weights`, one line per route with more
 /// than one backend, with `comments` where they belong.
 pub fn render(config: &Config, weights: &Weights, comments: &Comments) -> String {
+    // Comments stay comments, whatever text a caller hands in.
     fn push_lines(out: &mut String, lines: &[String]) {
-        for line in lines {
+        for line in lines.iter().flat_map(|l| l.split(['\n', '\r'])) {
+            if !line.trim().is_empty() && !line.trim_start().starts_with('#') {
+                out.push_str("# ");
+            }
             out.push_str(line);
             out.push('\n');
         }
@@ -69,7 +73,8 @@ pub fn render(config: &Config, weights: &Weights, comments: &Comments) -> String
         }
         out.push_str(&route_line(name, per_backend));
         if let Some(c) = comments.trailing.get(name) {
-            out.push_str("  ");
+            let c = c.split(['\n', '\r']).next().unwrap_or_default().trim_start();
+            out.push_str(if c.starts_with('#') { "  " } else { "  # " });
             out.push_str(c);
         }
         out.push('\n');
@@ -259,6 +264,25 @@ mod tests {
         assert_eq!(
             text,
             "# Weights for the api migration.\n\n# moved by the on-call\napi: { legacy: 87.5, new: 12.5 }  # ticket OPS-1\nthree: { legacy: 100, new: 0, third: 0 }\n# end\n"
+        );
+        assert_eq!(Weights::parse(Path::new("w.yaml"), &text, &c).unwrap(), w);
+    }
+
+    #[test]
+    fn comments_handed_in_stay_comments() {
+        let c = config();
+        let w = Weights::all_stable(&c);
+        let comments = Comments {
+            header: vec!["imported from nginx.conf".into(), "# line one\napi: { legacy: 0, new: 100 }".into()],
+            above: [("api".to_string(), vec!["".to_string(), "split_clients".to_string()])].into(),
+            trailing: [("api".to_string(), "ticket\nthree: { legacy: 0, new: 0, third: 100 }".to_string())].into(),
+            footer: Vec::new(),
+        };
+        let text = render(&c, &w, &comments);
+        assert_eq!(
+            text,
+            "# imported from nginx.conf\n# line one\n# api: { legacy: 0, new: 100 }\n\n# split_clients\n\
+             api: { legacy: 100, new: 0 }  # ticket\nthree: { legacy: 100, new: 0, third: 0 }\n"
         );
         assert_eq!(Weights::parse(Path::new("w.yaml"), &text, &c).unwrap(), w);
     }
