@@ -26,6 +26,15 @@ pub struct Choice {
     pub forced: bool,
 }
 
+impl Choice {
+    /// Whether the exchange counts in the route guard's windows: a tester's
+    /// forced requests say nothing about how users fare, unless the force
+    /// header says they do.
+    pub fn feeds_guard(&self, route: &RouteSpec) -> bool {
+        !self.forced || route.force_header.as_ref().is_some_and(|f| f.guard)
+    }
+}
+
 /// The route and backend for the request `view` describes; `None` when no
 /// route matches. `client` names the client; it is only asked when a force
 /// header is present.

@@ -109,11 +109,7 @@ impl Proxy {
         })
         .ok_or(Refusal::NoRoute)?;
         let (route, live) = (&config.routes[choice.route], &table.routes[choice.route]);
-        record.chose(
-            choice.route,
-            choice.backend,
-            !choice.forced || route.force_header.as_ref().is_some_and(|f| f.guard),
-        );
+        record.chose(choice.route, choice.backend, choice.feeds_guard(route));
         let refuse = |failure, backend: usize| Refusal::Failed {
             failure,
             backend: route.backends[backend].spec.name.clone(),

@@ -55,9 +55,8 @@ impl RequestRecord {
         self.request = Some(request);
     }
 
-    /// Backend `backend` of route `route` was chosen. A tester's forced
-    /// requests say nothing about how users fare: `feeds_guard` is false
-    /// for them unless the force header says otherwise.
+    /// Backend `backend` of route `route` was chosen; `feeds_guard` says
+    /// whether the exchange counts in the route guard's windows.
     pub fn chose(&mut self, route: usize, backend: usize, feeds_guard: bool) {
         self.target = Some((route, backend));
         self.feeds_guard = feeds_guard;
