@@ -16,8 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::config::{BackendSpec, Config, HealthCheckSpec, PassiveSpec};
 use crate::metrics::Metrics;
-use crate::proxy::body::RequestBody;
-use crate::proxy::upstream::Upstream;
+use crate::upstream::{BackendClient, RequestBody};
 
 /// One backend's health, read on every request with two atomic loads.
 #[derive(Debug)]
@@ -106,7 +105,7 @@ impl HealthRegistry {
 
     /// Starts, restarts or stops active checkers to match `config`.
     /// `upstream` gives the client for a backend.
-    pub fn sync(&self, config: &Config, upstream: impl Fn(&Arc<BackendSpec>) -> Arc<Upstream>, metrics: &Arc<Metrics>) {
+    pub fn sync(&self, config: &Config, upstream: impl Fn(&Arc<BackendSpec>) -> Arc<BackendClient>, metrics: &Arc<Metrics>) {
         if !self.running.load(Ordering::SeqCst) {
             return;
         }
@@ -179,7 +178,7 @@ impl HealthRegistry {
     }
 }
 
-async fn run_checker(state: Arc<BackendHealth>, check: HealthCheckSpec, upstream: Arc<Upstream>, stop: CancellationToken) {
+async fn run_checker(state: Arc<BackendHealth>, check: HealthCheckSpec, upstream: Arc<BackendClient>, stop: CancellationToken) {
     let mut successes = 0u32;
     let mut failures = 0u32;
     let mut every = tokio::time::interval(check.interval);
@@ -210,7 +209,7 @@ async fn run_checker(state: Arc<BackendHealth>, check: HealthCheckSpec, upstream
     }
 }
 
-async fn probe(upstream: &Upstream, check: &HealthCheckSpec) -> bool {
+async fn probe(upstream: &BackendClient, check: &HealthCheckSpec) -> bool {
     let spec = &upstream.spec;
     let uri = format!("{}{}", spec.url.base_path, check.path);
     let Ok(mut req) = Request::get(uri).body(RequestBody::full(bytes::Bytes::new())) else {

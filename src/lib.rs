@@ -3,7 +3,9 @@
 //! Data flows one way: [`config`] files are compiled into immutable
 //! [`table::Table`]s held behind an `ArcSwap` in [`live::Live`]; each request
 //! takes one snapshot, [`routing`] picks its route, [`split`] its backend,
-//! [`proxy`] forwards it, and [`metrics`] and [`access_log`] observe it.
+//! [`proxy`] forwards it through [`upstream`] (and [`mirror`] shadows it),
+//! and [`metrics`] and [`access_log`] observe it. docs/ARCHITECTURE.md has
+//! the map.
 //!
 //! Changes flow one way too: a [`change::Change`] (shift, rollback, undo, a
 //! step of the guard's ramp, an edit of the files) is applied by
@@ -31,3 +33,7 @@ pub mod server;
 pub mod split;
 pub mod table;
 pub mod tls;
+pub mod upstream;
+
+/// A boxed error of any kind, for bounds that take every error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -158,7 +158,7 @@ impl Live {
             |spec| {
                 table
                     .upstream_for(&spec.name)
-                    .unwrap_or_else(|| Arc::new(crate::proxy::upstream::Upstream::new(spec.clone())))
+                    .unwrap_or_else(|| Arc::new(crate::upstream::BackendClient::new(spec.clone())))
             },
             &self.metrics,
         );

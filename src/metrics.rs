@@ -33,7 +33,7 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "cutover_requests_total",
-                "Requests proxied, by route, backend and status class (or error when the backend gave no response).",
+                "Requests proxied, by route, backend and status class (or error when the backend gave no response or cut its body short).",
             ),
             &["route", "backend", "code"],
         )
@@ -221,5 +221,78 @@ impl RouteBackendMetrics {
     pub fn counts(&self) -> (u64, u64) {
         let total = self.by_class.iter().map(IntCounter::get).sum();
         (total, self.by_class[4].get() + self.by_class[5].get())
+    }
+}
+
+/// What became of a request its route would mirror: the `outcome` label of
+/// `cutover_mirror_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowOutcome {
+    /// Both answers arrived and were compared.
+    Compared,
+    /// Not mirrored: the route's `max_in_flight` shadows were already running.
+    Dropped,
+    /// Not mirrored or not compared: a body over the limits, or the primary
+    /// response never read to its end.
+    Skipped,
+    /// The shadow failed: no connection, a timeout or an invalid response.
+    Error,
+}
+
+impl ShadowOutcome {
+    pub const ALL: [ShadowOutcome; 4] = [
+        ShadowOutcome::Compared,
+        ShadowOutcome::Dropped,
+        ShadowOutcome::Skipped,
+        ShadowOutcome::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ShadowOutcome::Compared => "compared",
+            ShadowOutcome::Dropped => "dropped",
+            ShadowOutcome::Skipped => "skipped",
+            ShadowOutcome::Error => "error",
+        }
+    }
+}
+
+/// A mirrored route's `cutover_mirror_requests_total` counters, resolved
+/// when the table is built: looking one up by its label values would hash
+/// them on every mirrored request.
+pub struct ShadowOutcomeCounters([IntCounter; 4]);
+
+impl ShadowOutcomeCounters {
+    pub fn new(metrics: &Metrics, route: &str) -> ShadowOutcomeCounters {
+        ShadowOutcomeCounters(ShadowOutcome::ALL.map(|o| metrics.mirror_requests.with_label_values(&[route, o.label()])))
+    }
+
+    pub fn count(&self, outcome: ShadowOutcome) {
+        // `ALL` lists the outcomes in declaration order.
+        self.0[outcome as usize].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Metrics, ShadowOutcome, ShadowOutcomeCounters};
+
+    #[test]
+    fn every_shadow_outcome_counts_under_its_own_label() {
+        let metrics = Metrics::new();
+        let counters = ShadowOutcomeCounters::new(&metrics, "api");
+        for (times, outcome) in (1..).zip(ShadowOutcome::ALL) {
+            for _ in 0..times {
+                counters.count(outcome);
+            }
+        }
+        for (times, outcome) in (1..).zip(ShadowOutcome::ALL) {
+            let counted = metrics.mirror_requests.with_label_values(&["api", outcome.label()]).get();
+            assert_eq!(counted, times, "{outcome:?}");
+        }
+        assert_eq!(
+            ShadowOutcome::ALL.map(ShadowOutcome::label),
+            ["compared", "dropped", "skipped", "error"]
+        );
     }
 }

@@ -318,3 +318,71 @@ async fn json_access_log_has_one_object_per_request_with_route_and_backend() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_by_whose_fault_a_failure_was() {
+    within(60, async {
+        // A backend that promises 100 bytes of body, sends 5 and closes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let short = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if read_head(&mut stream).await.is_some() {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort").await;
+                    }
+                });
+            }
+        });
+        let ok = Upstream::echo("ok").await;
+        let config = format!(
+            "{}server: {{ max_body_bytes: 10 }}\nbackends:\n  short: {{ url: \"http://{short}\" }}\n  ok: {{ url: \"{}\" }}\n\
+             routes:\n  - name: short\n    match: {{ path_prefix: /short/ }}\n    backends: {{ short: {{}} }}\n  \
+             - name: ok\n    backends: {{ ok: {{}} }}\n",
+            config_head("{ path: off }"),
+            ok.url()
+        );
+        let proxy = Proxy::start(&config, "").await;
+        let ask = |path: &str, body: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: app\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+
+        // The backend cut its body short: a failed exchange, the backend's.
+        let reply = raw_exchange(proxy.addr(), ask("/short/x", "").as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+        proxy
+            .wait_metric(
+                "cutover_requests_total",
+                &[("route", "short"), ("backend", "short"), ("code", "error")],
+                1.0,
+            )
+            .await;
+        // The client's body is over the limit: its fault, counted as the 413 it got.
+        let reply = raw_exchange(proxy.addr(), ask("/x", "more than ten bytes").as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
+        proxy
+            .wait_metric(
+                "cutover_requests_total",
+                &[("route", "ok"), ("backend", "ok"), ("code", "4xx")],
+                1.0,
+            )
+            .await;
+        let text = proxy.metrics().await;
+        for (route, code) in [("short", "2xx"), ("ok", "error")] {
+            assert_eq!(
+                metric_value(&text, "cutover_requests_total", &[("route", route), ("code", code)]),
+                Some(0.0),
+                "{route} {code}\n{text}"
+            );
+        }
+        assert_eq!(
+            metric_value(&text, "cutover_upstream_errors_total", &[("route", "short"), ("kind", "body")]),
+            Some(1.0)
+        );
+        assert_eq!(metric_value(&text, "cutover_upstream_errors_total", &[("route", "ok")]), None);
+    })
+    .await;
+}

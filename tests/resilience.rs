@@ -293,6 +293,31 @@ impl SteadyLoad {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_whose_requests_all_succeed_on_a_retry_elsewhere_is_rolled_back() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        let dead = format!("http://{}", dead_addr());
+        // No passive ejection: every request the split gives `new` fails to
+        // connect and is answered by legacy on the retry, so users see only
+        // 200s; the failed attempts are what the guard has to go on.
+        let guard = "    guard: { max_error_rate: 0.2, window: 10s, min_requests: 10 }\n";
+        let proxy = Proxy::start(
+            &config(&legacy.url(), &dead, ", passive_health: { consecutive_failures: 0 }", guard),
+            "api: { legacy: 50, new: 50 }\n",
+        )
+        .await;
+        let seen = backends_of(&proxy, &users_on_new(20, 50)).await;
+        assert!(seen.iter().all(|(s, b)| *s == 200 && b == "legacy"), "{seen:?}");
+        guard_rollback_within(&proxy, Duration::from_secs(10)).await;
+        let s = status(&proxy).await;
+        let reason = s["routes"][0]["guard"]["last_rollback"]["reason"].as_str().unwrap().to_string();
+        assert!(reason.starts_with("guard: backend new error rate 100.0%"), "{reason}");
+        assert_eq!(s["routes"][0]["backends"][1]["weight"], 0.0);
+    })
+    .await;
+}
+
 /// Waits (up to `bound`) for the guard to roll `api` back; returns when it did.
 async fn guard_rollback_within(proxy: &Proxy, bound: Duration) -> Instant {
     let deadline = Instant::now() + bound;

@@ -2,122 +2,178 @@
 //! the other backend, and the two answers are compared.
 //!
 //! Nothing here may slow the primary exchange: the request and response
-//! bodies are copied (bounded, by reference-counted chunks) as they stream,
-//! the shadow runs in its own task with its own deadline, and when too many
-//! shadows are in flight new ones are dropped, never queued.
+//! bodies are copied (bounded) as they stream, the shadow runs in its own
+//! task with its own deadline, and when too many shadows are in flight new
+//! ones are dropped, never queued.
+//!
+//! The forwarding path meets the mirror through one call, [`shadow`]; the
+//! shadow's request is built by [`request_for`], as the primary's is.
 
 pub mod compare;
 pub mod parity;
 pub mod redact;
 
+use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::{Pin, pin};
 use std::sync::{Arc, LazyLock};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
 use tokio::sync::{Semaphore, oneshot};
+use tower::Service;
+use tower::limit::ConcurrencyLimit;
 
 use crate::config::{MirrorSpec, RouteSpec};
-use crate::metrics::Metrics;
-use crate::proxy::body::RequestBody;
-use crate::proxy::upstream::Upstream;
+use crate::metrics::ShadowOutcome;
 use crate::table::Table;
-use compare::Captured;
+use crate::upstream::{Failure, FailureKind, RequestBody, Tap, Target, origin_form, request_for, within};
+use compare::{Captured, CompareRules};
 use parity::{Exchange, Parity};
 
 /// Marks shadow requests so a backend can skip side effects.
 pub static SHADOW_HEADER: HeaderName = HeaderName::from_static("x-cutover-shadow");
 
-/// Bounds a route's shadows in flight.
-#[derive(Debug, Default)]
-pub struct MirrorGate {
-    in_flight: AtomicUsize,
+/// A request on its way to its primary backend, as the mirror sees it.
+pub struct ShadowRequest<'t, 'a> {
+    pub table: &'t Arc<Table>,
+    pub parity: &'a Arc<Parity>,
+    pub route: usize,
+    /// The backend serving the request.
+    pub primary: usize,
+    /// Whether the comparison counts in the route guard's windows (a
+    /// tester's forced request does not).
+    pub feeds_guard: bool,
+    /// The head as every backend is sent it, before its target and `Host`.
+    pub head: &'a Parts,
+    pub target: Target<'a>,
+    pub request_id: &'a HeaderValue,
 }
 
-/// One admitted shadow; frees its place when dropped.
-pub struct Permit(Arc<MirrorGate>);
+/// A mirrored request's hold on its primary's answer.
+pub struct Mirrored<'a> {
+    head: oneshot::Sender<(u16, HeaderMap)>,
+    body: Tap,
+    rules: &'a CompareRules,
+}
 
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+impl Mirrored<'_> {
+    /// The primary's response head arrived: the shadow gets its status and
+    /// compared headers. Returns the tap its body must be read through.
+    pub fn primary_answered<B>(self, resp: &Response<B>) -> Tap {
+        let _ = self
+            .head
+            .send((resp.status().as_u16(), compare::compared_headers(resp.headers(), self.rules)));
+        self.body
     }
 }
 
-/// What became of a request its route would mirror: the `outcome` label of
-/// `cutover_mirror_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Both answers arrived and were compared.
-    Compared,
-    /// Not mirrored: the route's `max_in_flight` shadows were already running.
-    Dropped,
-    /// Not mirrored or not compared: a body over the limits, or the primary
-    /// response never read to its end.
-    Skipped,
-    /// The shadow failed: no connection, a timeout or an invalid response.
-    Error,
-}
-
-impl Outcome {
-    const ALL: [Outcome; 4] = [Outcome::Compared, Outcome::Dropped, Outcome::Skipped, Outcome::Error];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Compared => "compared",
-            Outcome::Dropped => "dropped",
-            Outcome::Skipped => "skipped",
-            Outcome::Error => "error",
+/// Mirrors `req` when its route says so and a place is free: starts the
+/// shadow and returns the body to send the primary (copied as it streams)
+/// with the hold on the primary's answer. Otherwise `body` comes back as it
+/// was, and a refusal is counted.
+pub fn shadow<'t>(req: &ShadowRequest<'t, '_>, body: RequestBody) -> (RequestBody, Option<Mirrored<'t>>) {
+    let table = req.table;
+    let route = &table.config.routes[req.route];
+    let (Some(spec), Some(live)) = (&route.mirror, &table.routes[req.route].mirror) else {
+        return (body, None);
+    };
+    if matches!(body, RequestBody::Tapped(..)) {
+        return (body, None);
+    }
+    let content_length = req
+        .head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let (shadow, mut slot, noise) = match admit(spec, route, &live.slots, req.primary, &req.head.method, content_length) {
+        Admission::No => return (body, None),
+        Admission::Refused(outcome) => {
+            record_outcome(table, req.parity, req.route, outcome);
+            return (body, None);
         }
-    }
-}
-
-/// A mirrored route's `cutover_mirror_requests_total` counters, resolved
-/// when the table is built: looking one up by its label values would hash
-/// them on every mirrored request.
-pub struct OutcomeCounters([prometheus::IntCounter; 4]);
-
-impl OutcomeCounters {
-    pub fn new(metrics: &Metrics, route: &str) -> OutcomeCounters {
-        OutcomeCounters(Outcome::ALL.map(|o| metrics.mirror_requests.with_label_values(&[route, o.label()])))
-    }
-
-    fn count(&self, outcome: Outcome) {
-        // `ALL` lists the outcomes in declaration order.
-        self.0[outcome as usize].inc();
-    }
+        Admission::Yes { shadow, slot, noise } => (shadow, slot, noise),
+    };
+    // The shadow's own copy of what it needs: the client's bytes are
+    // slices of its connection's read buffer, which they would pin.
+    let Ok(uri) = origin_form("", req.target.path(&req.head.uri), req.head.uri.query()) else {
+        return (body, None);
+    };
+    let (body, body_copy) = match body {
+        RequestBody::Full(Some(bytes)) => {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send((bytes.len() <= spec.max_body_bytes).then(|| bytes.clone()));
+            (RequestBody::Full(Some(bytes)), Some(rx))
+        }
+        RequestBody::Client(client) if !client.is_end_stream() => {
+            let (tap, copy) = Tap::new(spec.max_body_bytes);
+            (RequestBody::Tapped(client, tap), Some(copy))
+        }
+        empty => (empty, None),
+    };
+    let (head_tx, head_rx) = oneshot::channel();
+    let (response_tap, response_copy) = Tap::new(spec.compare_max_bytes);
+    let request_id = req.request_id;
+    let job = ShadowJob {
+        table: table.clone(),
+        parity: req.parity.clone(),
+        route: req.route,
+        primary: req.primary,
+        feeds_guard: req.feeds_guard,
+        shadow,
+        noise,
+        method: req.head.method.clone(),
+        headers: req.head.headers.clone(),
+        uri,
+        client_host: req.target.client_host.and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok()),
+        host_in_headers: req.target.host_in_headers,
+        request_id: request_id
+            .to_str()
+            .map_or_else(|_| String::from_utf8_lossy(request_id.as_bytes()).into_owned(), str::to_owned),
+        body: body_copy,
+        primary_head: Some(head_rx),
+        primary_body: Some(response_copy),
+    };
+    tokio::spawn(slot.0.call(job));
+    let mirrored = Mirrored {
+        head: head_tx,
+        body: response_tap,
+        rules: &spec.rules,
+    };
+    (body, Some(mirrored))
 }
 
 /// Counts what became of one request that route `route` of `table` would mirror.
-pub fn record_outcome(table: &Table, parity: &Parity, route: usize, outcome: Outcome) {
+fn record_outcome(table: &Table, parity: &Parity, route: usize, outcome: ShadowOutcome) {
     parity.count_outcome(&table.config.routes[route].name, outcome.label());
-    if let Some(counters) = &table.routes[route].mirror_outcomes {
-        counters.count(outcome);
+    if let Some(live) = &table.routes[route].mirror {
+        live.outcomes.count(outcome);
     }
 }
 
 /// Whether a request is mirrored.
-pub enum Admission {
+enum Admission {
     /// Not a candidate (route, method, sampling, or a backend outside the compared pair).
     No,
     /// A candidate that was not mirrored, and why.
-    Refused(Outcome),
+    Refused(ShadowOutcome),
     Yes {
         shadow: usize,
-        permit: Permit,
+        slot: Slot,
         noise: bool,
     },
 }
 
 /// Decides whether the request served by `primary` is mirrored, and where to.
-pub fn admit(
+fn admit(
     spec: &MirrorSpec,
     route: &RouteSpec,
-    gate: &Arc<MirrorGate>,
+    slots: &Arc<Semaphore>,
     primary: usize,
     method: &Method,
     content_length: Option<u64>,
@@ -133,103 +189,84 @@ pub fn admit(
         return Admission::No;
     }
     if content_length.is_some_and(|n| n > spec.max_body_bytes as u64) {
-        return Admission::Refused(Outcome::Skipped);
+        return Admission::Refused(ShadowOutcome::Skipped);
     }
-    if gate.in_flight.fetch_add(1, Ordering::AcqRel) >= spec.max_in_flight {
-        gate.in_flight.fetch_sub(1, Ordering::AcqRel);
-        return Admission::Refused(Outcome::Dropped);
-    }
+    let Some(slot) = Slot::take(slots) else {
+        return Admission::Refused(ShadowOutcome::Dropped);
+    };
     let noise = method.is_safe() && spec.noise_sample > 0.0 && rand::random::<f64>() < spec.noise_sample;
-    Admission::Yes {
-        shadow,
-        permit: Permit(gate.clone()),
-        noise,
+    Admission::Yes { shadow, slot, noise }
+}
+
+/// Runs a shadow job in its own task; tower's `ConcurrencyLimit` around it
+/// holds the route's `max_in_flight` bound.
+#[derive(Clone, Copy)]
+struct ShadowRunner;
+
+impl Service<ShadowJob> for ShadowRunner {
+    type Response = ();
+    type Error = Infallible;
+    // Boxed: the task's future is copied into the task and again when it
+    // completes, and the job's state is most of a kilobyte.
+    type Future = Pin<Box<dyn Future<Output = Result<(), Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, job: ShadowJob) -> Self::Future {
+        Box::pin(async move {
+            job.run().await;
+            Ok(())
+        })
     }
 }
 
-/// Copies a streaming body, up to a limit, into a buffer of its own.
-/// Sends the whole copy when the body ends, `None` once it overflows; a
-/// body abandoned half-way sends nothing.
-///
-/// The chunks are copied, not kept by reference: they are slices of the
-/// connection's read buffer, and while one is alive the next read cannot
-/// reuse that buffer and allocates a new one, which costs more than the
-/// copy of a body small enough to compare.
-pub struct Tap {
-    copy: BytesMut,
-    limit: usize,
-    done: Option<oneshot::Sender<Option<Bytes>>>,
-}
+/// A place among a route's shadows in flight: a runner that is ready, its
+/// permit taken. The place frees up when the shadow's future ends or is
+/// dropped.
+struct Slot(ConcurrencyLimit<ShadowRunner>);
 
-impl Tap {
-    pub fn new(limit: usize) -> (Tap, oneshot::Receiver<Option<Bytes>>) {
-        let (tx, rx) = oneshot::channel();
-        (
-            Tap {
-                copy: BytesMut::new(),
-                limit,
-                done: Some(tx),
-            },
-            rx,
-        )
-    }
-
-    pub fn data(&mut self, chunk: &[u8]) {
-        if self.done.is_none() {
-            return;
+impl Slot {
+    /// A free place, if there is one now. Shadows are dropped, never
+    /// queued: readiness is looked at once, without waiting for it.
+    fn take(slots: &Arc<Semaphore>) -> Option<Slot> {
+        let mut runner = ConcurrencyLimit::with_semaphore(ShadowRunner, slots.clone());
+        match runner.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => Some(Slot(runner)),
+            _ => None,
         }
-        if self.copy.len() + chunk.len() > self.limit {
-            self.copy = BytesMut::new();
-            if let Some(tx) = self.done.take() {
-                let _ = tx.send(None);
-            }
-        } else {
-            self.copy.extend_from_slice(chunk);
-        }
-    }
-
-    pub fn finish(&mut self) {
-        if let Some(tx) = self.done.take() {
-            let _ = tx.send(Some(std::mem::take(&mut self.copy).freeze()));
-        }
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.done.is_none()
     }
 }
 
 /// Everything a shadow exchange needs, handed to its own task.
-pub struct ShadowJob {
-    pub table: Arc<Table>,
-    pub parity: Arc<Parity>,
-    pub route: usize,
-    pub primary: usize,
-    /// Whether the comparison counts in the route guard's windows (a
-    /// tester's forced request does not).
-    pub feeds_guard: bool,
-    pub shadow: usize,
-    pub noise: bool,
-    pub permit: Permit,
-    pub method: Method,
+struct ShadowJob {
+    table: Arc<Table>,
+    parity: Arc<Parity>,
+    route: usize,
+    primary: usize,
+    feeds_guard: bool,
+    shadow: usize,
+    noise: bool,
+    method: Method,
     /// The headers the primary was sent, before `Host`; taken by the exchange.
-    pub headers: HeaderMap,
-    pub client_host: Option<HeaderValue>,
-    /// The normalised path, before any per-backend rewrite.
-    pub path: String,
-    pub query: Option<String>,
-    pub request_id: String,
+    headers: HeaderMap,
+    /// The normalised path, before any per-backend rewrite, and the query.
+    uri: Uri,
+    client_host: Option<HeaderValue>,
+    host_in_headers: bool,
+    request_id: String,
     /// The request body as the primary received it; `None` for an empty body.
-    pub body: Option<oneshot::Receiver<Option<Bytes>>>,
-    pub primary_head: Option<oneshot::Receiver<(u16, HeaderMap)>>,
-    pub primary_body: Option<oneshot::Receiver<Option<Bytes>>>,
+    body: Option<oneshot::Receiver<Option<Bytes>>>,
+    primary_head: Option<oneshot::Receiver<(u16, HeaderMap)>>,
+    primary_body: Option<oneshot::Receiver<Option<Bytes>>>,
 }
 
 /// How long to wait for the client to finish reading the primary response.
 const PRIMARY_GRACE: Duration = Duration::from_secs(60);
 
 impl ShadowJob {
-    pub async fn run(mut self) {
+    async fn run(mut self) {
         let table = self.table.clone();
         let route = &table.config.routes[self.route];
         let spec = route.mirror.as_ref().expect("mirrored routes have a mirror spec");
@@ -237,12 +274,12 @@ impl ShadowJob {
         record_outcome(&table, &self.parity, self.route, outcome);
     }
 
-    async fn exchange(&mut self, spec: &MirrorSpec) -> Outcome {
+    async fn exchange(&mut self, spec: &MirrorSpec) -> ShadowOutcome {
         let body = match self.body.take() {
             None => Bytes::new(),
             Some(rx) => match rx.await {
                 Ok(Some(b)) => b,
-                _ => return Outcome::Skipped,
+                _ => return ShadowOutcome::Skipped,
             },
         };
         // Boxed: a task's future is moved several times as it is spawned, and
@@ -258,10 +295,14 @@ impl ShadowJob {
         };
         let (shadow, again) = tokio::join!(shadow, again);
         let Some(primary) = self.primary_capture().await else {
-            return Outcome::Skipped;
+            return ShadowOutcome::Skipped;
         };
-        let Ok(shadow) = shadow else {
-            return Outcome::Error;
+        let shadow = match shadow {
+            Ok(shadow) => shadow,
+            Err(failure) => {
+                tracing::debug!(route = %self.table.config.routes[self.route].name, ?failure, "shadow request failed");
+                return ShadowOutcome::Error;
+            }
         };
         let comparison = Comparison {
             table: self.table.clone(),
@@ -269,7 +310,7 @@ impl ShadowJob {
             route: self.route,
             primary: self.primary,
             method: self.method.clone(),
-            path: std::mem::take(&mut self.path),
+            uri: self.uri.clone(),
             request_id: std::mem::take(&mut self.request_id),
             primary_answer: primary,
             shadow_answer: shadow,
@@ -282,42 +323,49 @@ impl ShadowJob {
     async fn primary_capture(&mut self) -> Option<Captured> {
         let head = self.primary_head.take()?;
         let body = self.primary_body.take()?;
-        let captured = std::pin::pin!(async {
+        let captured = pin!(async {
             let (status, headers) = head.await.ok()?;
             let body = body.await.ok()?;
             Some(Captured { status, headers, body })
         });
         // The primary has usually finished by now, and then no timer is set.
-        crate::proxy::upstream::within(PRIMARY_GRACE, captured).await.flatten()
+        within(PRIMARY_GRACE, captured).await.flatten()
     }
 
     /// Sends the request to route backend `backend` and reads the answer (bounded).
-    async fn fetch(&self, backend: usize, mut headers: HeaderMap, body: Bytes, spec: &MirrorSpec) -> Result<Captured, ()> {
-        let route = &self.table.config.routes[self.route];
-        let rb = &route.backends[backend];
-        let upstream: &Upstream = &self.table.routes[self.route].backends[backend].upstream;
-        let uri = crate::proxy::upstream_uri(&rb.spec, rb.rewrite.as_ref(), &self.path, self.query.as_deref()).map_err(|_| ())?;
-        headers.insert(http::header::HOST, crate::proxy::upstream_host(&rb.spec, self.client_host.clone()));
+    async fn fetch(&self, backend: usize, mut headers: HeaderMap, body: Bytes, spec: &MirrorSpec) -> Result<Captured, Failure> {
+        let client = &self.table.routes[self.route].backends[backend].client;
         headers.insert(SHADOW_HEADER.clone(), HeaderValue::from_static("1"));
         if body.is_empty() {
-            headers.remove(http::header::CONTENT_LENGTH);
+            headers.remove(header::CONTENT_LENGTH);
         } else {
-            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        let mut req = Request::new(RequestBody::full(body));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
-        let exchange = std::pin::pin!(async {
-            let resp = upstream.send(req).await.map_err(|_| ())?;
+        let (mut head, ()) = Request::new(()).into_parts();
+        head.method = self.method.clone();
+        head.uri = self.uri.clone();
+        head.headers = headers;
+        let target = Target {
+            normalised: None,
+            client_host: self.client_host.as_ref(),
+            host_in_headers: self.host_in_headers,
+        };
+        let req = request_for(
+            &self.table.config.routes[self.route].backends[backend],
+            head,
+            target,
+            RequestBody::full(body),
+        )?;
+        let exchange = pin!(async {
+            let resp = client.send(req).await?;
             let status = resp.status().as_u16();
             // Copied and the head dropped before the body is read: see `compared_headers`.
             let headers = compare::compared_headers(resp.headers(), &spec.rules);
             let mut body = resp.into_body();
             let mut collected = BytesMut::new();
             let mut overflow = false;
-            while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
-                let frame = frame.map_err(|_| ())?;
+            while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                let frame = frame.map_err(|_| Failure::Backend(FailureKind::Body))?;
                 if let Some(data) = frame.data_ref() {
                     if collected.len() + data.len() > spec.compare_max_bytes {
                         overflow = true;
@@ -332,7 +380,9 @@ impl ShadowJob {
                 body: (!overflow).then(|| collected.freeze()),
             })
         });
-        crate::proxy::upstream::within(spec.timeout, exchange).await.ok_or(())?
+        within(spec.timeout, exchange)
+            .await
+            .unwrap_or(Err(Failure::Backend(FailureKind::Timeout)))
     }
 }
 
@@ -363,7 +413,8 @@ struct Comparison {
     route: usize,
     primary: usize,
     method: Method,
-    path: String,
+    /// The normalised path and the query.
+    uri: Uri,
     request_id: String,
     primary_answer: Captured,
     shadow_answer: Captured,
@@ -376,14 +427,14 @@ struct Comparison {
 impl Comparison {
     /// Compares on the serving thread when the bodies are small, else on the
     /// blocking pool once a compare slot frees up within `wait`.
-    async fn judge(self, wait: Duration) -> Outcome {
+    async fn judge(self, wait: Duration) -> ShadowOutcome {
         let body = |c: &Captured| c.body.as_ref().map_or(0, Bytes::len);
         let size = body(&self.primary_answer) + body(&self.shadow_answer) + self.again.as_ref().map_or(0, body);
         if size <= INLINE_COMPARE_BYTES {
             return self.run_caught();
         }
-        let Some(Ok(slot)) = crate::proxy::upstream::within(wait, std::pin::pin!(COMPARE_SLOTS.acquire())).await else {
-            return Outcome::Skipped;
+        let Some(Ok(slot)) = within(wait, pin!(COMPARE_SLOTS.acquire())).await else {
+            return ShadowOutcome::Skipped;
         };
         let job = tokio::task::spawn_blocking(move || {
             let _slot = slot;
@@ -391,16 +442,16 @@ impl Comparison {
         });
         // Panics are caught inside the job: an error here is a job cancelled
         // as the runtime shuts down.
-        job.await.unwrap_or(Outcome::Error)
+        job.await.unwrap_or(ShadowOutcome::Error)
     }
 
-    fn run_caught(self) -> Outcome {
+    fn run_caught(self) -> ShadowOutcome {
         let table = self.table.clone();
         let route = &table.config.routes[self.route].name;
         settle(route, std::panic::catch_unwind(AssertUnwindSafe(|| self.run())))
     }
 
-    fn run(self) -> Outcome {
+    fn run(self) -> ShadowOutcome {
         let table = &self.table;
         let route = &table.config.routes[self.route];
         let spec = route.mirror.as_ref().expect("mirrored routes have a mirror spec");
@@ -419,7 +470,7 @@ impl Comparison {
         let names = [&*route.backends[route.stable].spec.name, &*route.backends[spec.to].spec.name];
         let exchange = Exchange {
             method: self.method.as_str(),
-            path: &self.path,
+            path: self.uri.path(),
             request_id: &self.request_id,
             backends: names,
             statuses: [left.status, right.status],
@@ -438,7 +489,7 @@ impl Comparison {
                 .with_label_values(&[&route.name, kind.label()])
                 .inc();
         }
-        Outcome::Compared
+        ShadowOutcome::Compared
     }
 }
 
@@ -456,7 +507,7 @@ async fn caught<F: Future>(fut: F) -> std::thread::Result<F::Output> {
 /// The outcome of a shadow whose work may have panicked: a bug, but one
 /// that costs a shadow (counted as `error`), never the client's answer or
 /// the thread serving it.
-fn settle(route: &str, result: std::thread::Result<Outcome>) -> Outcome {
+fn settle(route: &str, result: std::thread::Result<ShadowOutcome>) -> ShadowOutcome {
     result.unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()
@@ -464,14 +515,15 @@ fn settle(route: &str, result: std::thread::Result<Outcome>) -> Outcome {
             .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
         tracing::error!(route, panic = message, "a shadow exchange panicked; counted as an error");
-        Outcome::Error
+        ShadowOutcome::Error
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Metrics, Outcome, OutcomeCounters, Tap, caught, settle};
-    use bytes::Bytes;
+    use super::{ShadowOutcome, Slot, caught, settle};
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
 
     #[tokio::test]
     async fn a_panic_in_the_shadow_path_is_an_error_outcome() {
@@ -479,50 +531,27 @@ mod tests {
             tokio::task::yield_now().await;
             panic!("a bug in the comparison");
         };
-        let outcome: Outcome = settle("api", caught(exchange).await);
-        assert_eq!(outcome, Outcome::Error);
-        let comparison = std::panic::catch_unwind(|| -> Outcome { panic!("{}", String::from("formatted")) });
-        assert_eq!(settle("api", comparison), Outcome::Error);
-        assert_eq!(settle("api", caught(async { Outcome::Compared }).await), Outcome::Compared);
-    }
-
-    #[test]
-    fn every_outcome_counts_under_its_own_label() {
-        let metrics = Metrics::new();
-        let counters = OutcomeCounters::new(&metrics, "api");
-        for (times, outcome) in (1..).zip(Outcome::ALL) {
-            for _ in 0..times {
-                counters.count(outcome);
-            }
-        }
-        for (times, outcome) in (1..).zip(Outcome::ALL) {
-            let counted = metrics.mirror_requests.with_label_values(&["api", outcome.label()]).get();
-            assert_eq!(counted, times, "{outcome:?}");
-        }
-        assert_eq!(Outcome::ALL.map(Outcome::label), ["compared", "dropped", "skipped", "error"]);
-    }
-
-    #[test]
-    fn a_tap_sends_a_copy_of_the_whole_body_or_nothing_past_its_limit() {
-        let (mut tap, mut copy) = Tap::new(10);
-        let chunks = [Bytes::from_static(b"hello "), Bytes::from_static(b"you")];
-        for chunk in &chunks {
-            tap.data(chunk);
-        }
-        assert!(copy.try_recv().is_err(), "nothing is sent before the body ends");
-        tap.finish();
-        let body = copy.try_recv().unwrap().unwrap();
-        assert_eq!(body, "hello you");
-        assert!(
-            chunks.iter().all(|c| !std::ptr::eq(c.as_ptr(), body.as_ptr())),
-            "the copy owns its bytes"
+        let outcome: ShadowOutcome = settle("api", caught(exchange).await);
+        assert_eq!(outcome, ShadowOutcome::Error);
+        let comparison = std::panic::catch_unwind(|| -> ShadowOutcome { panic!("{}", String::from("formatted")) });
+        assert_eq!(settle("api", comparison), ShadowOutcome::Error);
+        assert_eq!(
+            settle("api", caught(async { ShadowOutcome::Compared }).await),
+            ShadowOutcome::Compared
         );
+    }
 
-        let (mut tap, mut copy) = Tap::new(4);
-        tap.data(b"12");
-        tap.data(b"345");
-        assert!(tap.is_finished(), "an overflow ends the copy at once");
-        assert_eq!(copy.try_recv().unwrap(), None);
-        tap.finish();
+    #[test]
+    fn shadows_past_the_limit_are_dropped_and_a_place_frees_up_when_one_ends() {
+        let slots = Arc::new(Semaphore::new(2));
+        let first = Slot::take(&slots).expect("a free place");
+        let second = Slot::take(&slots).expect("a free place");
+        assert!(Slot::take(&slots).is_none(), "full: dropped, not queued");
+        assert_eq!(slots.available_permits(), 0);
+        drop(first);
+        let _third = Slot::take(&slots).expect("the first one's place");
+        assert!(Slot::take(&slots).is_none());
+        drop(second);
+        assert_eq!(slots.available_permits(), 1);
     }
 }

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 mod framing;
 
+use crate::BoxError;
 use crate::config::ServerSettings;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::{ConnInfo, Proxy};
@@ -270,8 +271,6 @@ async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<(Proto
     }
     Ok(Some((Protocol::Http2, Bytes::copy_from_slice(&seen))))
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a parked HTTP/1.1 connection needs of its service, spelled once.
 trait RequestService:

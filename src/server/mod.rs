@@ -86,7 +86,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
     check_open_file_limit(config.listeners.len(), settings.max_connections);
 
-    crate::proxy::pool::set_serving_threads(settings.workers);
+    crate::upstream::pool::set_serving_threads(settings.workers);
     let live = Arc::new(Live::new(config, weights, metrics.clone()));
     let proxy = Arc::new(Proxy {
         live: live.clone(),
@@ -319,7 +319,7 @@ impl Serving {
                 return;
             }
         };
-        crate::proxy::pool::set_shard(index + 1);
+        crate::upstream::pool::set_shard(index + 1);
         runtime.block_on(async move {
             for l in sockets {
                 match TcpListener::from_std(l.socket) {
@@ -371,7 +371,7 @@ async fn close_expired_backend_connections(live: Arc<Live>, shutdown: Cancellati
             _ = every.tick() => {
                 for route in live.load().routes.iter() {
                     for backend in route.backends.iter() {
-                        backend.upstream.close_expired_idle();
+                        backend.client.close_expired_idle();
                     }
                 }
             }

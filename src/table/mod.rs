@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use crate::config::{BackendSpec, Config, Weights};
 use crate::health::{BackendHealth, HealthRegistry};
-use crate::metrics::{Metrics, NO_ROUTE, RouteBackendMetrics};
-use crate::mirror::{MirrorGate, OutcomeCounters};
-use crate::proxy::upstream::Upstream;
+use crate::metrics::{Metrics, NO_ROUTE, RouteBackendMetrics, ShadowOutcomeCounters};
 use crate::split::Split;
+use crate::upstream::BackendClient;
 
 pub use window::RouteGuard;
 
@@ -31,34 +30,39 @@ pub struct Table {
 
 pub struct LiveRoute {
     pub split: Split,
-    /// Bounds the route's shadows in flight.
-    pub mirror_gate: Arc<MirrorGate>,
     /// When the route mirrors.
-    pub mirror_outcomes: Option<OutcomeCounters>,
+    pub mirror: Option<LiveMirror>,
     /// Sliding windows for automatic rollback, when the route has a guard.
     pub guard: Option<RouteGuard>,
     /// Parallel to the route's backends.
     pub backends: Box<[LiveBackend]>,
 }
 
+/// A mirrored route's shadow state.
+pub struct LiveMirror {
+    /// One permit per shadow in flight: `max_in_flight` of them.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    pub outcomes: ShadowOutcomeCounters,
+}
+
 pub struct LiveBackend {
-    pub upstream: Arc<Upstream>,
+    pub client: Arc<BackendClient>,
     pub health: Arc<BackendHealth>,
     pub metrics: RouteBackendMetrics,
 }
 
-/// Upstream clients by backend settings, so connection pools survive
+/// Backend clients by backend settings, so connection pools survive
 /// reloads that do not change a backend.
 #[derive(Default)]
 pub struct UpstreamCache {
-    by_spec: HashMap<BackendSpec, Arc<Upstream>>,
+    by_spec: HashMap<BackendSpec, Arc<BackendClient>>,
 }
 
 impl UpstreamCache {
-    fn get(&mut self, spec: &Arc<BackendSpec>) -> Arc<Upstream> {
+    fn get(&mut self, spec: &Arc<BackendSpec>) -> Arc<BackendClient> {
         self.by_spec
             .entry((**spec).clone())
-            .or_insert_with(|| Arc::new(Upstream::new(spec.clone())))
+            .or_insert_with(|| Arc::new(BackendClient::new(spec.clone())))
             .clone()
     }
 
@@ -70,13 +74,13 @@ impl UpstreamCache {
 
 impl Table {
     /// The client for a backend, if a route uses it.
-    pub fn upstream_for(&self, name: &str) -> Option<Arc<Upstream>> {
+    pub fn upstream_for(&self, name: &str) -> Option<Arc<BackendClient>> {
         self.config.routes.iter().zip(self.routes.iter()).find_map(|(route, live)| {
             route
                 .backends
                 .iter()
                 .position(|b| &*b.spec.name == name)
-                .map(|i| live.backends[i].upstream.clone())
+                .map(|i| live.backends[i].client.clone())
         })
     }
 
@@ -96,15 +100,17 @@ impl Table {
                     .backends
                     .iter()
                     .map(|b| LiveBackend {
-                        upstream: upstreams.get(&b.spec),
+                        client: upstreams.get(&b.spec),
                         health: health.state(&b.spec),
                         metrics: metrics.route_backend(&route.name, &b.spec.name),
                     })
                     .collect();
                 LiveRoute {
                     split: Split::from_basis_points(weights.route(ri)),
-                    mirror_gate: Arc::default(),
-                    mirror_outcomes: route.mirror.as_ref().map(|_| OutcomeCounters::new(metrics, &route.name)),
+                    mirror: route.mirror.as_ref().map(|m| LiveMirror {
+                        slots: Arc::new(tokio::sync::Semaphore::new(m.max_in_flight)),
+                        outcomes: ShadowOutcomeCounters::new(metrics, &route.name),
+                    }),
                     guard: route
                         .guard
                         .clone()

@@ -1,65 +1,39 @@
 //! A backend's client: its connection pool, TLS settings and head timeout.
 
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::Duration;
 
 use hyper::{Request, Response};
 use rustls_pki_types::ServerName;
 
 use super::body::RequestBody;
+use super::deadline::within;
+use super::failure::{Failure, FailureKind};
 use super::pool::{Connector, Pool, UpstreamBody, bare_host};
-
 use crate::config::BackendSpec;
 
-/// Why an exchange with a backend failed; the label of `cutover_upstream_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// No connection could be made.
-    Connect,
-    /// No response head within the backend's `timeout`.
-    Timeout,
-    /// The connection closed or reset before a response head arrived.
-    Reset,
-    /// The backend sent something that is not a valid HTTP response.
-    Protocol,
-    /// The response body failed after the head was sent.
-    Body,
-}
-
-impl FailureKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            FailureKind::Connect => "connect",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Reset => "reset",
-            FailureKind::Protocol => "protocol",
-            FailureKind::Body => "body",
-        }
-    }
-}
-
-pub struct Upstream {
+/// Sends requests to one backend over its pool of keep-alive connections.
+pub struct BackendClient {
     pub spec: Arc<BackendSpec>,
     pool: Arc<Pool>,
 }
 
-impl Upstream {
-    pub fn new(spec: Arc<BackendSpec>) -> Upstream {
+impl BackendClient {
+    pub fn new(spec: Arc<BackendSpec>) -> BackendClient {
         let https = spec.url.scheme == http::uri::Scheme::HTTPS;
         let tls = https.then(|| backend_tls(&spec));
         let connector = Connector::new(&spec.url.authority, if https { 443 } else { 80 }, spec.connect_timeout, tls);
         let pool = Pool::new(connector, spec.pool_max_idle, spec.pool_idle_timeout);
-        Upstream { spec, pool }
+        BackendClient { spec, pool }
     }
 
     /// Sends `req` (origin-form URI, headers prepared) and waits for the
     /// response head, within the backend's `timeout`.
-    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<UpstreamBody>, FailureKind> {
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<UpstreamBody>, Failure> {
         let exchange = pin!(self.pool.send(req));
-        within(self.spec.timeout, exchange).await.unwrap_or(Err(FailureKind::Timeout))
+        within(self.spec.timeout, exchange)
+            .await
+            .unwrap_or(Err(Failure::Backend(FailureKind::Timeout)))
     }
 
     /// Closes idle keep-alive connections past `pool_idle_timeout`.
@@ -71,22 +45,6 @@ impl Upstream {
     pub fn idle_connections(&self) -> usize {
         self.pool.idle_count()
     }
-}
-
-/// Polls `exchange` until it is done, or `None` once `limit` has passed.
-///
-/// Unlike `tokio::time::timeout`, it takes the future pinned where it was
-/// made instead of by value: an exchange future is most of a kilobyte, and
-/// moving it into a wrapper copies it once more per request.
-pub async fn within<F: Future>(limit: Duration, mut exchange: Pin<&mut F>) -> Option<F::Output> {
-    let mut deadline = pin!(tokio::time::sleep(limit));
-    poll_fn(|cx| {
-        if let Poll::Ready(done) = exchange.as_mut().poll(cx) {
-            return Poll::Ready(Some(done));
-        }
-        deadline.as_mut().poll(cx).map(|()| None)
-    })
-    .await
 }
 
 /// The TLS client for an `https://` backend and the name it sends in SNI.

@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
-use super::upstream::FailureKind;
+use super::failure::{Failure, FailureKind, classify};
 
 /// Where and how connections are made.
 pub struct Connector {
@@ -54,21 +55,21 @@ impl Connector {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, FailureKind> {
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, Failure> {
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((&*self.host, self.port)))
             .await
-            .map_err(|_| FailureKind::Connect)?
-            .map_err(|_| FailureKind::Connect)?;
+            .map_err(|_| CONNECT)?
+            .map_err(|_| CONNECT)?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => handshake(tcp).await,
             Some((tls, name)) => {
                 let stream = tokio::time::timeout(self.connect_timeout, tls.connect(name.clone(), tcp))
                     .await
-                    .map_err(|_| FailureKind::Connect)?
+                    .map_err(|_| CONNECT)?
                     .map_err(|e| {
                         tracing::debug!(error = %e, "backend TLS handshake failed");
-                        FailureKind::Connect
+                        CONNECT
                     })?;
                 handshake(stream).await
             }
@@ -82,7 +83,9 @@ pub fn bare_host(authority: &http::uri::Authority) -> &str {
     host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<RequestBody>, FailureKind>
+const CONNECT: Failure = Failure::Backend(FailureKind::Connect);
+
+async fn handshake<T>(io: T) -> Result<SendRequest<RequestBody>, Failure>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -92,7 +95,7 @@ where
         .writev(false)
         .handshake(TokioIo::new(io))
         .await
-        .map_err(|_| FailureKind::Connect)?;
+        .map_err(|_| CONNECT)?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "backend connection ended");
@@ -153,7 +156,7 @@ impl Pool {
 
     /// Sends `req` (origin-form URI, headers prepared) and returns the response
     /// head; the body hands the connection back when it has been read.
-    pub async fn send(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Response<UpstreamBody>, FailureKind> {
+    pub async fn send(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Response<UpstreamBody>, Failure> {
         loop {
             let (mut sender, pooled) = match self.checkout() {
                 Some(sender) => (sender, true),
@@ -162,6 +165,12 @@ impl Pool {
                 None => (Box::pin(self.connector.connect()).await?, false),
             };
             match sender.try_send_request(req).await {
+                // A response framed by both Content-Length and
+                // Transfer-Encoding is ambiguous, and hyper would keep the
+                // stale length (hyper PR 4181): the connection is dropped.
+                Ok(resp) if resp.headers().contains_key(TRANSFER_ENCODING) && resp.headers().contains_key(CONTENT_LENGTH) => {
+                    return Err(Failure::Backend(FailureKind::Protocol));
+                }
                 Ok(resp) => return Ok(self.hand_back_after(resp, sender)),
                 Err(mut err) => match err.take_message() {
                     // Never written: the idle connection had closed under it.
@@ -289,14 +298,4 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
-}
-
-fn classify(err: &hyper::Error) -> FailureKind {
-    if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
-        return FailureKind::Protocol;
-    }
-    if err.is_timeout() {
-        return FailureKind::Timeout;
-    }
-    FailureKind::Reset
 }

@@ -1,0 +1,133 @@
+//! The client connection a request arrived on, as the request path and the
+//! connection's parking (src/server/connection.rs) share it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::Request;
+use http::header::HeaderValue;
+
+use super::headers;
+use crate::upstream::BodyReadListener;
+
+/// The client connection a request arrived on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+    /// The peer's address as a header value, for `X-Forwarded-For`.
+    pub peer_value: HeaderValue,
+    /// When the connection was accepted.
+    pub accepted: Instant,
+    /// When a request last ended, in milliseconds after `accepted` (only
+    /// read while none is in flight).
+    last_active_ms: AtomicU64,
+    /// Requests begun and not yet answered in full.
+    in_flight: AtomicU32,
+    /// The latest request's body is not known to be read to its end, or
+    /// the connection is to close after it: it is not simply waiting for
+    /// the next request.
+    unsettled: AtomicBool,
+    /// Bytes of a request not yet begun have arrived.
+    next_started: AtomicBool,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, proto: &'static str) -> ConnInfo {
+        ConnInfo {
+            peer,
+            proto,
+            peer_value: headers::ip_value(peer.ip()),
+            accepted: Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            unsettled: AtomicBool::new(false),
+            next_started: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks `req` as begun; it stays in flight until the returned guard is
+    /// dropped (with the last byte of its response, or with the request if
+    /// it is abandoned).
+    pub fn begin_request<B: http_body::Body>(self: &Arc<Self>, req: &Request<B>) -> ActiveRequest {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let settled = req.body().is_end_stream() && !headers::ends_keep_alive(req.version(), req.headers());
+        self.unsettled.store(!settled, Ordering::Relaxed);
+        self.next_started.store(false, Ordering::Relaxed);
+        ActiveRequest(self.clone())
+    }
+
+    /// Bytes arrived from the client. With no request under way they are
+    /// the start of the next one.
+    pub fn bytes_received(&self) {
+        if self.is_quiet() {
+            self.next_started.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The request body was read to its end.
+    pub fn body_read(&self) {
+        self.unsettled.store(false, Ordering::Relaxed);
+    }
+
+    /// The connection closes after the current response.
+    pub(super) fn closes_after_response(&self) {
+        self.unsettled.store(true, Ordering::Relaxed);
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When a request last ended (the accept time before the first).
+    pub fn last_active(&self) -> Instant {
+        self.accepted + std::time::Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// No request is being received or answered.
+    pub fn is_quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// Quiet, with the last request read in full, nothing asking the
+    /// connection to close and no byte of another request received: it is
+    /// waiting for the next request.
+    pub fn is_between_requests(&self) -> bool {
+        self.is_quiet() && !self.unsettled.load(Ordering::Relaxed) && !self.next_started.load(Ordering::Relaxed)
+    }
+}
+
+/// A request in flight on its connection; see [`ConnInfo::begin_request`].
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<ConnInfo>);
+
+impl ActiveRequest {
+    pub fn conn(&self) -> &Arc<ConnInfo> {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ActiveRequest {
+    type Target = ConnInfo;
+
+    fn deref(&self) -> &ConnInfo {
+        &self.0
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+impl BodyReadListener for ConnInfo {
+    fn body_read(&self) {
+        ConnInfo::body_read(self);
+    }
+}

@@ -1,0 +1,37 @@
+//! The response phase: the backend's answer as the client gets it — hop-by-hop
+//! headers gone, the tunnel spliced for a protocol switch, the pin cookie
+//! for a newly pinned client, and the request id.
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+
+use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
+use super::tunnel::tunnel;
+use crate::config::Sticky;
+use crate::upstream::UpstreamBody;
+
+/// What the response phase adds to a backend's answer.
+pub struct Finishing<'a> {
+    pub sticky: &'a Sticky,
+    /// The bucket to pin a new client to, with the route's pin cookie.
+    pub set_pin: Option<u16>,
+    pub request_id: HeaderValue,
+    /// The client's side of a protocol switch it asked for.
+    pub client_upgrade: Option<OnUpgrade>,
+}
+
+pub fn finish(mut resp: Response<UpstreamBody>, how: Finishing<'_>) -> Response<UpstreamBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && let Some(client) = how.client_upgrade {
+        tunnel(client, hyper::upgrade::on(&mut resp));
+    }
+    strip_hop_by_hop(resp.headers_mut(), switching);
+    if let (Some(bucket), Sticky::Pin(name)) = (how.set_pin, how.sticky)
+        && let Ok(v) = HeaderValue::from_str(&format!("{name}={bucket}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"))
+    {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp.headers_mut().entry(&X_REQUEST_ID).or_insert(how.request_id);
+    resp
+}

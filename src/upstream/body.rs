@@ -1,0 +1,172 @@
+//! The bodies sent to a backend: the client's (read with a size limit and an
+//! idle timeout), the client's with a copy taken, or one held in memory.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::failure::ClientFault;
+use super::tap::Tap;
+
+/// Why the proxy stopped reading a client's body. It travels to the
+/// request handler inside the error hyper's client returns, where
+/// [`classify`](super::failure::classify) finds it: a failed exchange is
+/// then the client's fault (413, 408 or 400), not the backend's.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error("request body larger than server.max_body_bytes")]
+    TooLarge,
+    #[error("request body stalled longer than server.body_read_timeout")]
+    Stalled,
+    #[error("request body could not be read: {0}")]
+    Broken(#[source] hyper::Error),
+}
+
+impl ClientBodyError {
+    pub fn fault(&self) -> ClientFault {
+        match self {
+            ClientBodyError::TooLarge => ClientFault::BodyTooLarge,
+            ClientBodyError::Stalled => ClientFault::BodyStalled,
+            ClientBodyError::Broken(_) => ClientFault::BodyBroken,
+        }
+    }
+}
+
+/// Told when a client's body has been read to its end (the client
+/// connection, which may then wait for its next request).
+pub trait BodyReadListener: Send + Sync {
+    fn body_read(&self);
+}
+
+/// A client's request body, read with a size limit and an idle timeout.
+pub struct ClientBody {
+    inner: Incoming,
+    limit: u64,
+    received: u64,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Told once the body has been read to its end.
+    listener: Option<Arc<dyn BodyReadListener>>,
+}
+
+impl ClientBody {
+    pub fn new(inner: Incoming, limit: Option<u64>, idle: Duration, listener: Option<Arc<dyn BodyReadListener>>) -> ClientBody {
+        ClientBody {
+            inner,
+            limit: limit.unwrap_or(u64::MAX),
+            received: 0,
+            idle,
+            timer: None,
+            listener,
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.body_read();
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.received += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if self.received > self.limit {
+                    return Poll::Ready(Some(Err(ClientBodyError::TooLarge)));
+                }
+                self.timer = None;
+                if self.inner.is_end_stream() {
+                    self.ended();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError::Broken(e)))),
+            Poll::Ready(None) => {
+                self.ended();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(ClientBodyError::Stalled)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The body sent to a backend: the client's, the client's with a copy taken
+/// for a shadow request, or one held in memory.
+pub enum RequestBody {
+    Client(ClientBody),
+    Tapped(ClientBody, Tap),
+    Full(Option<Bytes>),
+}
+
+impl RequestBody {
+    pub fn full(bytes: Bytes) -> RequestBody {
+        RequestBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    /// A body held in memory can be sent again; a streaming one cannot.
+    pub fn try_clone(&self) -> Option<RequestBody> {
+        match self {
+            RequestBody::Full(bytes) => Some(RequestBody::Full(bytes.clone())),
+            RequestBody::Client(_) | RequestBody::Tapped(..) => None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            RequestBody::Client(body) => body.poll_frame(cx),
+            RequestBody::Tapped(body, tap) => {
+                let frame = ready!(body.poll_frame(cx));
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let Some(data) = f.data_ref() {
+                            tap.data(data);
+                        }
+                        // The client may never be polled again once it reports the end.
+                        if body.is_end_stream() {
+                            tap.finish();
+                        }
+                    }
+                    Some(Err(_)) => {}
+                    None => tap.finish(),
+                }
+                Poll::Ready(frame)
+            }
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(body) | RequestBody::Tapped(body, _) => body.is_end_stream(),
+            RequestBody::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client(body) | RequestBody::Tapped(body, _) => body.inner.size_hint(),
+            RequestBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
