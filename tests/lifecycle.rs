@@ -287,7 +287,7 @@ async fn demo_serves_both_apps_and_rewrites_login_for_new() {
         // A user whose sticky bucket is in legacy's 90%.
         let user = (0..)
             .map(|i| format!("Token user{i}"))
-            .find(|u| cutover::split::sticky_bucket(u.as_bytes()) < 9000)
+            .find(|u| sticky_backend(u, 10) == "legacy")
             .unwrap();
         for _ in 0..5 {
             let resp = send_on(&c, request(Method::GET, &demo.url("/api/users/"), &[("authorization", &user)])).await;

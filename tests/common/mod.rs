@@ -4,7 +4,7 @@
 //! Prometheus text parser ([`prometheus`]). Each test binary includes it
 //! with `mod common;` and uses `common::*`.
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod clients;
 pub mod process;
@@ -53,6 +53,17 @@ pub async fn eventually<T>(limit: Duration, every: Duration, mut probe: impl Asy
             Err(seen) => assert!(Instant::now() < deadline, "{seen}"),
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// The backend (`legacy` or `new`) a sticky key lands on while `new` has
+/// `new_percent` percent of a two-backend route, by `cutover::split`'s buckets.
+pub fn sticky_backend(key: &str, new_percent: u32) -> &'static str {
+    let bucket = cutover::split::sticky_bucket(key.as_bytes());
+    if u32::from(bucket) >= 10_000 - new_percent * 100 {
+        "new"
+    } else {
+        "legacy"
     }
 }
 
