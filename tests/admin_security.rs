@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "admin-security-token-7d1e";
@@ -20,14 +20,11 @@ const WEIGHTS: &str = "api: { legacy: 90, new: 10 }\n";
 
 fn config(legacy: &Upstream, new: &Upstream, admin_extra: &str, server: &str) -> String {
     format!(
-        "listeners:\n  - name: public\n    addr: \"127.0.0.1:0\"\n\
-         admin:\n  addr: \"127.0.0.1:0\"\n{admin_extra}\
-         weights_file: weights.yaml\n\
-         access_log: {{ path: \"off\" }}\n\
-         {server}\
+        "{}{server}\
          backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\" }}\n\
          routes:\n\
          \x20 - name: api\n    match: {{ path_prefix: /api/ }}\n    backends: {{ legacy: {{}}, new: {{}} }}\n",
+        admin_config_head(admin_extra, "{ path: \"off\" }"),
         legacy.url(),
         new.url()
     )
@@ -41,22 +38,14 @@ async fn upstreams() -> (Upstream, Upstream) {
 async fn start_with_token(config: &str) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
-    std::fs::write(dir.path().join("weights.yaml"), WEIGHTS).unwrap();
-    let config_path = dir.path().join("cutover.yaml");
-    std::fs::write(&config_path, config).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("run").arg("-c").arg(&config_path);
-    Proxy::spawn(cmd, dir, config_path).await
+    Proxy::start_in(dir, config, WEIGHTS).await
 }
 
 /// An admin request with exactly these headers (hyper adds `Host` only
 /// when absent).
 async fn admin(proxy: &Proxy, method: Method, path: &str, headers: Headers<'_>, body: &str) -> Resp {
-    let mut b = Request::builder().method(method).uri(format!("http://{}{path}", proxy.admin));
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    send(b.body(if body.is_empty() { empty() } else { full(body.to_string()) }).unwrap()).await
+    let body = if body.is_empty() { empty() } else { full(body.to_string()) };
+    send(with_body(method, &proxy.admin_url(path), headers, body)).await
 }
 
 /// The live weights, read as the CLI would (loopback Host, token if any).
@@ -297,39 +286,6 @@ async fn with_a_token_every_read_needs_it_but_probes_and_metrics_do_not() {
     .await;
 }
 
-/// Reads one response (Content-Length framed) from a keep-alive connection.
-async fn read_response(stream: &mut TcpStream) -> Option<(u16, Vec<(String, String)>, String)> {
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&seen[..head_end]).into_owned();
-    let (status, headers, _) = parse_raw_response(&head);
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map_or(0, |(_, v)| v.parse().unwrap());
-    while seen.len() < head_end + length {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
-    }
-    let body = String::from_utf8_lossy(&seen[head_end..head_end + length]).into_owned();
-    Some((status, headers, body))
-}
-
-fn says_close(headers: &[(String, String)]) -> bool {
-    headers.iter().any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"))
-}
-
 #[tokio::test]
 async fn keep_alive_connections_survive_answers_that_leave_a_body_unread() {
     within(30, async {
@@ -353,16 +309,17 @@ async fn keep_alive_connections_survive_answers_that_leave_a_body_unread() {
             stream.write_all(head.as_bytes()).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
             stream.write_all(body.as_bytes()).await.unwrap();
-            let (got, headers, _) = read_response(&mut stream).await.expect("a first response");
-            assert_eq!(got, status, "{request}");
+            let mut pending = Vec::new();
+            let first = read_response(&mut stream, &mut pending).await.expect("a first response");
+            assert_eq!(first.status, status, "{request}");
             // Either the body was read and the connection serves on, or the
             // answer said it closes.
-            if says_close(&headers) {
+            if first.says_close() {
                 continue;
             }
             stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
-            let second = read_response(&mut stream).await;
-            assert_eq!(second.map(|r| r.0), Some(200), "after {request}, without Connection: close");
+            let second = read_response(&mut stream, &mut pending).await;
+            assert_eq!(second.map(|r| r.status), Some(200), "after {request}, without Connection: close");
         }
 
         // A body too big to read through, or one the client holds back
@@ -378,27 +335,13 @@ async fn keep_alive_connections_survive_answers_that_leave_a_body_unread() {
             if extra.is_empty() {
                 let _ = stream.write_all(body.as_bytes()).await;
             }
-            let (got, headers, _) = read_response(&mut stream).await.expect("a response");
-            assert_eq!(got, 401);
-            assert!(says_close(&headers), "{extra:?}: {headers:?}");
+            let got = read_response(&mut stream, &mut Vec::new()).await.expect("a response");
+            assert_eq!(got.status, 401);
+            assert!(got.says_close(), "{extra:?}: {:?}", got.headers);
         }
         assert_eq!(live_weights(&proxy, Some(TOKEN)).await["api"]["new"], 10.0);
     })
     .await;
-}
-
-/// Whether the server has closed `stream`: reads until end of stream,
-/// giving up (open) after `wait`.
-async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {}
-            Err(_) => return false,
-        }
-    }
 }
 
 /// Opens `count` connections to `addr` that send part of a request head and
@@ -533,7 +476,7 @@ async fn admin_connections_close_after_the_header_read_and_idle_timeouts() {
         let proxy = Proxy::start(&config(&legacy, &new, "", server), WEIGHTS).await;
         let mut idle = TcpStream::connect(proxy.admin).await.unwrap();
         idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
-        assert_eq!(read_response(&mut idle).await.map(|r| r.0), Some(200));
+        assert_eq!(read_response(&mut idle, &mut Vec::new()).await.map(|r| r.status), Some(200));
         assert!(
             closed_within(&mut idle, Duration::from_secs(5)).await,
             "an idle keep-alive connection"

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -29,10 +29,6 @@ fn one_route_config(extra: &str, backends: &[(&str, String)]) -> String {
         names.join(", ")
     ));
     config
-}
-
-fn header_of<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,18 +180,6 @@ async fn forwarded_headers_request_id_and_host() {
     .await;
 }
 
-/// Peak RSS growth (KiB) of the proxy while `fut` runs, sampled every 5 ms.
-async fn rss_growth_during<F: std::future::Future>(proxy: &Proxy, fut: F) -> (u64, F::Output) {
-    let base = proxy.rss_kib();
-    let pid = proxy.pid();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = sample_peak_rss(pid, stop.clone());
-    let out = fut.await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let peak = sampler.await.unwrap().max(proxy.rss_kib());
-    (peak.saturating_sub(base), out)
-}
-
 const HUNDRED_MB: usize = 100 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,42 +212,44 @@ async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
         assert_eq!(send_on(&c, warm_down).await.body.len(), 262144);
 
         let started = Instant::now();
-        let (up_growth, resp) = rss_growth_during(&proxy, async {
-            send_on(
-                &c,
-                Request::post(proxy.url("/upload"))
-                    .header("x-backend", "sink")
-                    .body(zeros(HUNDRED_MB, 64 * 1024))
-                    .unwrap(),
-            )
-            .await
-        })
-        .await;
+        let (up_growth, resp) = proxy
+            .rss_growth_during(async {
+                send_on(
+                    &c,
+                    Request::post(proxy.url("/upload"))
+                        .header("x-backend", "sink")
+                        .body(zeros(HUNDRED_MB, 64 * 1024))
+                        .unwrap(),
+                )
+                .await
+            })
+            .await;
         assert_eq!(resp.status, StatusCode::OK);
         assert_eq!(resp.text(), HUNDRED_MB.to_string(), "bytes the backend received");
         assert!(up_growth < 20 * 1024, "proxy RSS grew by {up_growth} KiB during a 100 MB upload");
         let upload_time = started.elapsed();
 
         let started = Instant::now();
-        let (down_growth, received) = rss_growth_during(&proxy, async {
-            let resp = c
-                .request(
-                    Request::get(proxy.url("/download"))
-                        .header("x-backend", "source")
-                        .body(empty())
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
-            let mut body = resp.into_body();
-            let mut n = 0usize;
-            while let Some(frame) = body.frame().await {
-                n += frame.unwrap().data_ref().map_or(0, Bytes::len);
-            }
-            n
-        })
-        .await;
+        let (down_growth, received) = proxy
+            .rss_growth_during(async {
+                let resp = c
+                    .request(
+                        Request::get(proxy.url("/download"))
+                            .header("x-backend", "source")
+                            .body(empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+                let mut body = resp.into_body();
+                let mut n = 0usize;
+                while let Some(frame) = body.frame().await {
+                    n += frame.unwrap().data_ref().map_or(0, Bytes::len);
+                }
+                n
+            })
+            .await;
         assert_eq!(received, HUNDRED_MB, "bytes the client received");
         assert!(
             down_growth < 20 * 1024,
@@ -384,11 +370,7 @@ async fn h2c_prior_knowledge_streams_reach_the_http1_backend() {
     within(30, async {
         let up = Upstream::echo("h1").await;
         let proxy = Proxy::start(&one_route_config("", &[("h1", format!("{{ url: \"{}\" }}", up.url()))]), "").await;
-        let stream = TcpStream::connect(proxy.addr()).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2c handshake");
-        tokio::spawn(conn);
+        let (sender, _conn) = h2c(proxy.addr()).await;
 
         let mut tasks = Vec::new();
         for i in 0..12 {
@@ -576,24 +558,17 @@ async fn idle_client_connections_are_closed_and_busy_ones_kept() {
         let up = Upstream::echo("app").await;
         let config = one_route_config("server: { idle_timeout: 1s }\n", &[("app", format!("{{ url: \"{}\" }}", up.url()))]);
         let proxy = Proxy::start(&config, "").await;
-        let h2 = async || {
-            let stream = TcpStream::connect(proxy.addr()).await.unwrap();
-            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .expect("h2c handshake");
-            (sender, tokio::spawn(conn))
-        };
         let get = |mut sender: hyper::client::conn::http2::SendRequest<Body>| async move {
             let resp = sender.send_request(Request::get("http://app.test/x").body(empty()).unwrap()).await;
             resp.map(|r| r.status())
         };
 
         // HTTP/2, one request, then nothing: closed after the idle timeout.
-        let (idle_sender, idle_conn) = h2().await;
+        let (idle_sender, idle_conn) = h2c(proxy.addr()).await;
         assert_eq!(get(idle_sender.clone()).await.unwrap(), StatusCode::OK);
         let idle_since = Instant::now();
         // HTTP/2 with a request every 300 ms: kept.
-        let (busy_sender, busy_conn) = h2().await;
+        let (busy_sender, busy_conn) = h2c(proxy.addr()).await;
         // HTTP/1.1, one request, then nothing.
         let mut h1 = TcpStream::connect(proxy.addr()).await.unwrap();
         h1.write_all(b"GET /y HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
@@ -616,35 +591,6 @@ async fn idle_client_connections_are_closed_and_busy_ones_kept() {
     .await;
 }
 
-/// Reads one HTTP/1.1 response with a Content-Length body from `stream`,
-/// keeping any bytes past it in `pending`. Returns the head and the body.
-async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<(String, String)> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 8192];
-    loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("a Content-Length");
-            if pending.len() >= end + 4 + length {
-                let body = String::from_utf8_lossy(&pending[end + 4..end + 4 + length]).into_owned();
-                pending.drain(..end + 4 + length);
-                return Some((head, body));
-            }
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_connections_survive_pauses_pipelining_and_split_heads() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -658,11 +604,16 @@ async fn keep_alive_connections_survive_pauses_pipelining_and_split_heads() {
         let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
         let mut pending = Vec::new();
         let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n");
-        let answered = |reply: Option<(String, String)>, path: &str| {
-            let (head, body) = reply.unwrap_or_else(|| panic!("{path}: the connection was closed"));
-            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-            assert!(!head.to_ascii_lowercase().contains("connection: close"), "{path}: {head}");
-            assert_eq!(Seen(serde_json::from_str(&body).unwrap()).uri(), path);
+        let answered = |reply: Option<RawResponse>, path: &str| {
+            let reply = reply.unwrap_or_else(|| panic!("{path}: the connection was closed"));
+            assert!(reply.head.starts_with("HTTP/1.1 200"), "{path}: {}", reply.head);
+            assert!(reply.header("content-length").is_some(), "{path}: {}", reply.head);
+            assert!(
+                !reply.head.to_ascii_lowercase().contains("connection: close"),
+                "{path}: {}",
+                reply.head
+            );
+            assert_eq!(Seen(serde_json::from_str(&reply.body).unwrap()).uri(), path);
         };
 
         client.write_all(get("/first").as_bytes()).await.unwrap();
@@ -693,8 +644,8 @@ async fn keep_alive_connections_survive_pauses_pipelining_and_split_heads() {
             .write_all(b"POST /post HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nhello")
             .await
             .unwrap();
-        let (_, body) = read_response(&mut client, &mut pending).await.expect("POST answered");
-        assert_eq!(Seen(serde_json::from_str(&body).unwrap()).0["body"], "hello");
+        let posted = read_response(&mut client, &mut pending).await.expect("POST answered");
+        assert_eq!(Seen(serde_json::from_str(&posted.body).unwrap()).0["body"], "hello");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         client.write_all(get("/after-post").as_bytes()).await.unwrap();
         answered(read_response(&mut client, &mut pending).await, "/after-post");
@@ -742,81 +693,33 @@ async fn idle_backend_connections_are_closed_after_pool_idle_timeout_without_fur
         // No further request: the pooled connection is closed by the proxy
         // within a second or so of its idle timeout, not kept until the
         // backend's next use.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while closed.load(Ordering::SeqCst) == 0 {
-            assert!(Instant::now() < deadline, "the idle backend connection is still open");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(Duration::from_secs(3), Duration::from_millis(50), async || {
+            match closed.load(Ordering::SeqCst) {
+                0 => Err("the idle backend connection is still open".to_string()),
+                _ => Ok(()),
+            }
+        })
+        .await;
     })
     .await;
-}
-
-/// One request as a recording upstream saw it.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Recorded {
-    fn values(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
-    }
-
-    /// Every header cutover reserves that reached the backend.
-    fn reserved(&self) -> Vec<&(String, String)> {
-        self.headers.iter().filter(|(k, _)| k.starts_with("x-cutover-")).collect()
-    }
-}
-
-type Recordings = std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>;
-
-/// An upstream that keeps every request it gets and answers with the
-/// request body's length in `x-body-length` (a HEAD answer has no body).
-async fn recording(name: &'static str) -> (Upstream, Recordings) {
-    let seen = Recordings::default();
-    let log = seen.clone();
-    let up = Upstream::with(name, move |req: http::Request<hyper::body::Incoming>| {
-        let log = log.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-            log.lock().unwrap().push(Recorded {
-                method: parts.method.to_string(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                    .collect(),
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-            Response::builder()
-                .header("x-upstream", name)
-                .header("x-body-length", body.len())
-                .body(full(body))
-                .unwrap()
-        }
-    })
-    .await;
-    (up, seen)
-}
-
-/// Waits (up to 5 s) until `log` holds `n` requests; returns them.
-async fn recorded(log: &Recordings, n: usize) -> Vec<Recorded> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let seen = log.lock().unwrap().clone();
-        if seen.len() >= n {
-            return seen;
-        }
-        assert!(Instant::now() < deadline, "{} of {n} requests recorded: {seen:#?}", seen.len());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Two backends, legacy serving everyone, with `new` mirrored (and legacy
 /// never asked twice to learn noise); `route_extra` is added to the route.
+/// A recording backend that answers with the request body, its length in
+/// `x-body-length` (a HEAD answer has no body) and `x-upstream: name`.
+async fn body_echo(name: &'static str) -> Recorder {
+    Recorder::answering(name, move |req, _| {
+        let body = req.body.clone().unwrap_or_default();
+        Response::builder()
+            .header("x-upstream", name)
+            .header("x-body-length", body.len())
+            .body(full(body))
+            .unwrap()
+    })
+    .await
+}
+
 fn mirrored_config(legacy: &Upstream, new: &Upstream, route_extra: &str) -> String {
     format!(
         "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\" }}\n\
@@ -831,7 +734,7 @@ fn mirrored_config(legacy: &Upstream, new: &Upstream, route_extra: &str) -> Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_and_head_bodies_of_unknown_length_reach_the_backend() {
     within(60, async {
-        let (up, seen) = recording("body").await;
+        let up = body_echo("body").await;
         let proxy = Proxy::start(
             &one_route_config(
                 "",
@@ -859,19 +762,15 @@ async fn get_and_head_bodies_of_unknown_length_reach_the_backend() {
             assert_eq!(code, 200, "{method} {framing:?}: {headers:?}");
             assert_eq!(header_of(&headers, "x-body-length"), Some("11"), "{method} {framing:?}");
         }
-        let all = seen.lock().unwrap().clone();
+        let all = up.requests();
         assert_eq!(all.len(), cases.len(), "{all:#?}");
         for (req, (method, _, _)) in all.iter().zip(cases) {
-            assert_eq!((req.method.as_str(), req.body.as_str()), (*method, "hello world"));
+            assert_eq!((req.method.as_str(), req.body_text().as_str()), (*method, "hello world"));
         }
 
         // HTTP/2 (h2c), DATA frames and no content-length.
-        seen.lock().unwrap().clear();
-        let stream = TcpStream::connect(proxy.addr()).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2c handshake");
-        tokio::spawn(conn);
+        up.clear();
+        let (mut sender, _conn) = h2c(proxy.addr()).await;
         for method in [Method::GET, Method::HEAD] {
             let frames =
                 futures_util::stream::iter(["h2 ", "body"].map(|part| Ok::<_, BoxError>(Frame::data(Bytes::from_static(part.as_bytes())))));
@@ -885,19 +784,23 @@ async fn get_and_head_bodies_of_unknown_length_reach_the_backend() {
             assert_eq!(resp.status(), StatusCode::OK, "{method}");
             assert_eq!(resp.headers().get("x-body-length").unwrap(), "7", "{method}");
         }
-        let all = seen.lock().unwrap().clone();
-        let bodies: Vec<(&str, &str)> = all.iter().map(|r| (r.method.as_str(), r.body.as_str())).collect();
-        assert_eq!(bodies, [("GET", "h2 body"), ("HEAD", "h2 body")]);
+        let all = up.requests();
+        let bodies: Vec<(&str, String)> = all.iter().map(|r| (r.method.as_str(), r.body_text())).collect();
+        assert_eq!(bodies, [("GET", "h2 body".to_string()), ("HEAD", "h2 body".to_string())]);
 
         // A mirrored GET: the shadow gets the body too.
-        let (legacy, legacy_seen) = recording("legacy").await;
-        let (new, new_seen) = recording("new").await;
-        let mirrored = Proxy::start(&mirrored_config(&legacy, &new, ""), "api: { legacy: 100, new: 0 }\n").await;
+        let legacy = body_echo("legacy").await;
+        let new = body_echo("new").await;
+        let mirrored = Proxy::start(
+            &mirrored_config(&legacy.upstream, &new.upstream, ""),
+            "api: { legacy: 100, new: 0 }\n",
+        )
+        .await;
         let raw = "GET /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         let (code, headers, _) = parse_raw_response(&raw_exchange(mirrored.addr(), raw.as_bytes()).await);
         assert_eq!((code, header_of(&headers, "x-body-length")), (200, Some("5")));
-        assert_eq!(recorded(&legacy_seen, 1).await[0].body, "hello");
-        assert_eq!(recorded(&new_seen, 1).await[0].body, "hello", "the shadow's body");
+        assert_eq!(legacy.wait_for(1).await[0].body_text(), "hello");
+        assert_eq!(new.wait_for(1).await[0].body_text(), "hello", "the shadow's body");
     })
     .await;
 }
@@ -905,10 +808,10 @@ async fn get_and_head_bodies_of_unknown_length_reach_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_headers_from_clients_reach_neither_primary_nor_shadow() {
     within(60, async {
-        let (legacy, legacy_seen) = recording("legacy").await;
-        let (new, new_seen) = recording("new").await;
+        let legacy = body_echo("legacy").await;
+        let new = body_echo("new").await;
         let proxy = Proxy::start(
-            &mirrored_config(&legacy, &new, "    force_header: X-Cutover-Backend\n"),
+            &mirrored_config(&legacy.upstream, &new.upstream, "    force_header: X-Cutover-Backend\n"),
             "api: { legacy: 100, new: 0 }\n",
         )
         .await;
@@ -927,15 +830,15 @@ async fn reserved_headers_from_clients_reach_neither_primary_nor_shadow() {
         let (code, _, _) = parse_raw_response(&raw_exchange(proxy.addr(), raw.as_bytes()).await);
         assert_eq!(code, 200);
 
-        for primary in recorded(&legacy_seen, 2).await {
-            assert_eq!(primary.reserved(), Vec::<&(String, String)>::new(), "the primary saw {primary:#?}");
+        for primary in legacy.wait_for(2).await {
+            assert_eq!(primary.reserved(), Vec::<(String, String)>::new(), "the primary saw {primary:#?}");
             assert_eq!(primary.values("x-kept"), ["yes"]);
         }
-        for shadow in recorded(&new_seen, 2).await {
+        for shadow in new.wait_for(2).await {
             // Only cutover's own mark.
             assert_eq!(
                 shadow.reserved(),
-                [&("x-cutover-shadow".to_string(), "1".to_string())],
+                [("x-cutover-shadow".to_string(), "1".to_string())],
                 "the shadow saw {shadow:#?}"
             );
             assert_eq!(shadow.values("x-kept"), ["yes"]);
@@ -943,7 +846,7 @@ async fn reserved_headers_from_clients_reach_neither_primary_nor_shadow() {
 
         // A force header named outside X-Cutover-* is the operator's own:
         // it is still forwarded, and the force token never is.
-        let (own, own_seen) = recording("own").await;
+        let own = body_echo("own").await;
         let proxy = Proxy::start(&one_route_config("", &[("own", format!("{{ url: \"{}\" }}", own.url()))]), "").await;
         let resp = send_on(
             &c,
@@ -955,9 +858,9 @@ async fn reserved_headers_from_clients_reach_neither_primary_nor_shadow() {
         )
         .await;
         assert_eq!(resp.status, StatusCode::OK);
-        let seen = recorded(&own_seen, 1).await;
+        let seen = own.wait_for(1).await;
         assert_eq!(seen[0].values("x-backend"), ["own"]);
-        assert_eq!(seen[0].reserved(), Vec::<&(String, String)>::new());
+        assert_eq!(seen[0].reserved(), Vec::<(String, String)>::new());
     })
     .await;
 }

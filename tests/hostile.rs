@@ -5,240 +5,15 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Request, StatusCode};
 use http_desync_guardian::RequestSafetyTier;
 use http_desync_guardian::request_analyzer::HttpRequestData;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-
-// ---------------------------------------------------------------- the recording backend
-
-/// One request as a backend parsed it.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    uri: String,
-    headers: Vec<(String, Vec<u8>)>,
-    /// The whole body, or the error that cut it short.
-    body: Result<Vec<u8>, String>,
-}
-
-impl Recorded {
-    fn headers(&self, name: &str) -> Vec<&[u8]> {
-        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_slice()).collect()
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        let all = self.headers(name);
-        assert!(all.len() <= 1, "{name} sent {} times: {self:?}", all.len());
-        all.first().map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-
-    /// The framing a backend must be able to trust: never both kinds.
-    fn assert_framing_unambiguous(&self) {
-        assert!(
-            self.headers("content-length").is_empty() || self.headers("transfer-encoding").is_empty(),
-            "backend got both Content-Length and Transfer-Encoding: {self:?}"
-        );
-        assert!(self.headers("content-length").len() <= 1, "several Content-Length: {self:?}");
-    }
-}
-
-/// An HTTP/1.1 backend that records what it receives and answers `seen N`.
-#[derive(Clone)]
-struct Recorder {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    raw: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Recorder {
-    async fn start() -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let rec = Recorder {
-            addr: listener.local_addr().unwrap(),
-            requests: Arc::default(),
-            raw: Arc::default(),
-        };
-        let (requests, raw) = (rec.requests.clone(), rec.raw.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let requests = requests.clone();
-                let io = Tee {
-                    inner: stream,
-                    log: raw.clone(),
-                };
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let requests = requests.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|c| c.to_bytes().to_vec()).map_err(|e| e.to_string());
-                            let n = {
-                                let mut all = requests.lock().unwrap();
-                                all.push(Recorded {
-                                    method: parts.method.to_string(),
-                                    uri: parts.uri.to_string(),
-                                    headers: parts
-                                        .headers
-                                        .iter()
-                                        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-                                        .collect(),
-                                    body,
-                                });
-                                all.len()
-                            };
-                            Ok::<_, Infallible>(Response::new(full(format!("seen {n}"))))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(io), service)
-                        .await;
-                });
-            }
-        });
-        rec
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    /// Requests whose body arrived whole: what a backend application would act on.
-    fn complete(&self) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.body.is_ok()).collect()
-    }
-
-    fn raw(&self) -> String {
-        String::from_utf8_lossy(&self.raw.lock().unwrap()).into_owned()
-    }
-
-    fn clear(&self) {
-        self.requests.lock().unwrap().clear();
-        self.raw.lock().unwrap().clear();
-    }
-}
-
-/// A socket that copies every byte read into a log.
-struct Tee {
-    inner: TcpStream,
-    log: Arc<Mutex<Vec<u8>>>,
-}
-
-impl AsyncRead for Tee {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &polled {
-            self.log.lock().unwrap().extend_from_slice(&buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Tee {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Gives a backend time to record a request the proxy may still be forwarding.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(150)).await;
-}
-
-// ---------------------------------------------------------------- a raw client
-
-/// What came back on one connection.
-struct Reply {
-    bytes: Vec<u8>,
-    /// The proxy closed (or reset) the connection.
-    closed: bool,
-    elapsed: Duration,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.bytes).into_owned()
-    }
-
-    fn status(&self) -> Option<u16> {
-        let text = self.text();
-        let line = text.lines().next()?;
-        line.strip_prefix("HTTP/1.1 ")
-            .or_else(|| line.strip_prefix("HTTP/1.0 "))?
-            .get(..3)?
-            .parse()
-            .ok()
-    }
-
-    /// How many responses the connection carried.
-    fn responses(&self) -> usize {
-        let text = self.text();
-        text.match_indices("HTTP/1.1 ")
-            .filter(|(i, _)| *i == 0 || text[..*i].ends_with('\n'))
-            .count()
-    }
-
-    fn body(&self) -> &[u8] {
-        let at = self
-            .bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(self.bytes.len(), |i| i + 4);
-        &self.bytes[at..]
-    }
-}
-
-/// Writes `raw` on a new connection and reads until the proxy closes it, or `wait` passes.
-async fn exchange_for(addr: SocketAddr, raw: &[u8], wait: Duration) -> Reply {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    // The proxy may refuse and close before reading everything: a failed write is fine.
-    let _ = stream.write_all(raw).await;
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let deadline = tokio::time::Instant::now() + wait;
-    let closed = loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => break false,
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
-        }
-    };
-    Reply {
-        bytes,
-        closed,
-        elapsed: started.elapsed(),
-    }
-}
-
-async fn exchange(addr: SocketAddr, raw: &[u8]) -> Reply {
-    exchange_for(addr, raw, Duration::from_secs(5)).await
-}
 
 /// Sends `raw`, expects `status` and a closed connection, and that the
 /// backend received no request at all.
@@ -294,44 +69,9 @@ async fn start() -> (Proxy, Recorder, Recorder) {
 
 // ---------------------------------------------------------------- request smuggling
 
-/// Sends `pieces` on one connection, pausing between them so that each
-/// arrives in a read of its own, and reads until the proxy closes.
-async fn exchange_in_pieces(addr: SocketAddr, pieces: &[&[u8]], pause: Duration) -> Reply {
-    let started = Instant::now();
-    let stream = TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let reader = tokio::spawn(async move {
-        let mut bytes = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
-        let closed = loop {
-            match tokio::time::timeout(Duration::from_secs(5), rd.read(&mut buf)).await {
-                Err(_) => break false,
-                Ok(Ok(0)) | Ok(Err(_)) => break true,
-                Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
-            }
-        };
-        (bytes, closed)
-    });
-    for (i, piece) in pieces.iter().enumerate() {
-        if i > 0 {
-            tokio::time::sleep(pause).await;
-        }
-        if wr.write_all(piece).await.is_err() {
-            break;
-        }
-    }
-    let (bytes, closed) = reader.await.unwrap();
-    Reply {
-        bytes,
-        closed,
-        elapsed: started.elapsed(),
-    }
-}
-
 /// Asserts `reply` carries `statuses` in order, the last a 400 with
 /// `Connection: close`, and that the connection was closed.
-fn assert_refused_after(reply: &Reply, statuses: &[u16], what: &str) {
+fn assert_refused_after(reply: &RawReply, statuses: &[u16], what: &str) {
     let text = reply.text();
     // The recording backend's bodies (`seen N`) end without a line break.
     let seen: Vec<u16> = text
@@ -917,38 +657,6 @@ async fn oversized_bodies_get_413_with_content_length_or_chunked() {
 
 // ---------------------------------------------------------------- slow clients
 
-/// Connects, writes `head`, then one byte of `drip` every 200 ms; returns how
-/// long until the proxy closed the connection (None: still open after 8 s).
-async fn drip(addr: SocketAddr, head: &[u8], drip: &[u8]) -> (Option<Duration>, Vec<u8>) {
-    let started = Instant::now();
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let reader = tokio::spawn(async move {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return (started.elapsed(), got),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    });
-    let _ = wr.write_all(head).await;
-    let mut bytes = drip.iter().cycle();
-    while !reader.is_finished() && started.elapsed() < Duration::from_secs(8) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Some(b) = bytes.next()
-            && wr.write_all(&[*b]).await.is_err()
-        {
-            break;
-        }
-    }
-    match tokio::time::timeout(Duration::from_secs(1), reader).await {
-        Ok(Ok((at, got))) => (Some(at), got),
-        _ => (None, Vec::new()),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_clients_are_disconnected_after_header_read_timeout() {
     within(60, async {
@@ -1014,19 +722,6 @@ async fn stalled_request_bodies_get_408() {
 }
 
 // ---------------------------------------------------------------- HTTP/2
-
-async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = h2::client::handshake(stream).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
-}
-
-fn h2_get(path: &str) -> Request<()> {
-    Request::get(format!("http://app{path}")).body(()).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_leaves_the_proxy_up_and_bounded() {
@@ -1183,37 +878,6 @@ async fn http2_body_longer_than_its_content_length_is_not_forwarded() {
 }
 
 // ---------------------------------------------------------------- misbehaving backends
-
-/// A backend that reads each request head and answers with `reply(n)` (n
-/// counts connections from 0), then closes the connection or, with
-/// `keep_open`, waits for the proxy to close it.
-async fn raw_backend(reply: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static, keep_open: bool) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let reply = Arc::new(reply);
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let bytes = reply(n);
-            n += 1;
-            tokio::spawn(async move {
-                if read_head(&mut stream).await.is_none() {
-                    return;
-                }
-                let _ = stream.write_all(&bytes).await;
-                if keep_open {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = stream.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_backends_give_502_or_a_clean_abort_and_a_counted_error() {

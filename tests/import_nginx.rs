@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderMap, Method};
 
@@ -756,10 +756,9 @@ impl Nginx {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start nginx");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        eventually(Duration::from_secs(10), Duration::from_millis(20), async || {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Nginx { child, stderr };
+                return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
@@ -767,9 +766,10 @@ impl Nginx {
                     std::fs::read_to_string(&stderr).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "nginx did not listen on {port} within 10s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Err(format!("nginx did not listen on {port} within 10s"))
+        })
+        .await;
+        Nginx { child, stderr }
     }
 
     fn log(&self) -> String {
@@ -782,10 +782,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Paths sent through both proxies: every location, its neighbours, and the precedence traps.
@@ -869,9 +865,7 @@ impl SideBySide {
             .replace(&listen, "addr: 127.0.0.1:0\n")
             .replace("addr: 127.0.0.1:9901\n", "addr: 127.0.0.1:0\n");
         std::fs::write(&config_path, &config).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run").arg("-c").arg(&config_path);
-        let proxy = Proxy::spawn(cmd, out, config_path).await;
+        let proxy = Proxy::run(out, config_path).await;
         SideBySide {
             nginx,
             proxy,
@@ -930,7 +924,7 @@ async fn same_upstream_and_path_as_the_real_nginx() {
     within(90, async {
         let legacy = Upstream::echo("legacy").await;
         let new = Upstream::echo("new").await;
-        let port = free_port();
+        let port = dead_addr().port();
         let conf = format!(
             r#"events {{ worker_connections 64; }}
 
@@ -1001,7 +995,7 @@ async fn precedence_fixture_behaves_as_in_the_real_nginx() {
             conf = conf.replace(&format!("server {addr};"), &format!("server {};", up.addr));
             upstreams.push(up);
         }
-        let port = free_port();
+        let port = dead_addr().port();
         conf = conf.replace("listen 127.0.0.1:8080;", &format!("listen 127.0.0.1:{port};"));
         let conf = format!("events {{}}\nhttp {{\naccess_log off;\n{conf}\n}}\n");
         let both = SideBySide::start(&conf, port).await;

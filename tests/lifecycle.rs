@@ -287,7 +287,7 @@ async fn demo_serves_both_apps_and_rewrites_login_for_new() {
         // A user whose sticky bucket is in legacy's 90%.
         let user = (0..)
             .map(|i| format!("Token user{i}"))
-            .find(|u| cutover::split::sticky_bucket(u.as_bytes()) < 9000)
+            .find(|u| sticky_backend(u, 10) == "legacy")
             .unwrap();
         for _ in 0..5 {
             let resp = send_on(&c, request(Method::GET, &demo.url("/api/users/"), &[("authorization", &user)])).await;
@@ -375,7 +375,7 @@ async fn serving_threads_share_every_listener_and_a_taken_port_is_an_error() {
             up.url()
         );
         let proxy = Proxy::start(&config, "").await;
-        assert!(proxy.stderr_text().contains("threads=3"), "{}", proxy.stderr_text());
+        proxy.wait_stderr(Duration::from_secs(5), |l| l.contains("threads=3")).await;
         // Many connections at once on both listeners, each its own client:
         // whichever thread's socket the kernel picks, every one is answered.
         let mut calls = Vec::new();
@@ -413,6 +413,63 @@ async fn serving_threads_share_every_listener_and_a_taken_port_is_an_error() {
             stderr.contains("cannot listen on") && stderr.contains("listener public"),
             "{stderr}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ready_file_names_every_bound_address_and_goes_at_shutdown() {
+    within(30, async {
+        let up = Upstream::echo("app").await;
+        let config = format!(
+            "listeners:\n  - {{ name: public, addr: \"127.0.0.1:0\" }}\n  - {{ name: internal, addr: \"127.0.0.1:0\" }}\n\
+             admin: {{ addr: \"127.0.0.1:0\" }}\nweights_file: weights.yaml\naccess_log: {{ path: off }}\n\
+             backends:\n  app: {{ url: \"{}\" }}\n\
+             routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    backends: {{ app: {{}} }}\n",
+            up.url()
+        );
+        let mut proxy = Proxy::start(&config, "").await;
+        // Written once ready: every address in it answers at once.
+        let ready: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&proxy.ready_file).unwrap()).unwrap();
+        assert_eq!(ready["pid"], proxy.pid(), "{ready}");
+        let names: Vec<&str> = ready["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["public", "internal"], "config order: {ready}");
+        for listener in ready["listeners"].as_array().unwrap() {
+            let resp = get(&format!("http://{}/x", listener["addr"].as_str().unwrap())).await;
+            assert_eq!((resp.status, resp.upstream()), (StatusCode::OK, "app"), "{listener}");
+        }
+        let admin = ready["admin"].as_str().unwrap();
+        assert_eq!(get(&format!("http://{admin}/readyz")).await.status, StatusCode::OK);
+
+        proxy.signal("TERM");
+        let status = proxy.wait_exit(Duration::from_secs(10)).await.expect("exits after SIGTERM");
+        assert!(status.success(), "exit status {status}");
+        assert!(!proxy.ready_file.exists(), "the ready file outlived the proxy");
+
+        // A run that cannot start leaves the file alone: it may be a live
+        // proxy's, started with the same path.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std::fs::write(
+            proxy.path("cutover.yaml"),
+            config.replacen("127.0.0.1:0", &taken.local_addr().unwrap().to_string(), 1),
+        )
+        .unwrap();
+        let other = "{\"pid\":1,\"listeners\":[{\"name\":\"public\",\"addr\":\"127.0.0.1:9\"}],\"admin\":\"127.0.0.1:9\"}\n";
+        std::fs::write(&proxy.ready_file, other).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(proxy.path("cutover.yaml"))
+            .arg("--ready-file")
+            .arg(&proxy.ready_file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read_to_string(&proxy.ready_file).unwrap(), other);
     })
     .await;
 }

@@ -10,19 +10,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 fn config(legacy: &Upstream, new: &Upstream, admin_extra: &str) -> String {
     format!(
-        "listeners:\n  - name: public\n    addr: \"127.0.0.1:0\"\n\
-         admin:\n  addr: \"127.0.0.1:0\"\n{admin_extra}\
-         weights_file: weights.yaml\n\
-         access_log: {{ path: \"off\" }}\n\
-         backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\" }}\n\
+        "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"{}\" }}\n\
          routes:\n\
          \x20 - name: api\n    match: {{ path_prefix: /api/ }}\n    backends: {{ legacy: {{}}, new: {{}} }}\n    sticky: {{ header: X-User }}\n\
          \x20 - name: auth\n    match: {{ path_prefix: /auth/ }}\n    backends: {{ legacy: {{}}, new: {{}} }}\n",
+        admin_config_head(admin_extra, "{ path: \"off\" }"),
         legacy.url(),
         new.url()
     )
@@ -36,26 +33,12 @@ fn weights(api_new: u32, auth_new: u32) -> String {
     )
 }
 
-/// The backend a sticky user must land on at `new_percent` for the new backend.
-fn expected_backend(user: &str, new_percent: u32) -> &'static str {
-    let bucket = cutover::split::sticky_bucket(user.as_bytes());
-    if u32::from(bucket) >= 10_000 - new_percent * 100 {
-        "new"
-    } else {
-        "legacy"
-    }
-}
-
 async fn admin_json(proxy: &Proxy, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> Resp {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", proxy.admin))
-        .header("content-type", "application/json");
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(auth.as_deref().map(|a| ("authorization", a)));
     let body = body.map(|v| full(v.to_string())).unwrap_or_else(empty);
-    send(b.body(body).unwrap()).await
+    send(with_body(method, &proxy.admin_url(path), &headers, body)).await
 }
 
 async fn live_new_weight(proxy: &Proxy, route: &str, token: Option<&str>) -> f64 {
@@ -64,15 +47,14 @@ async fn live_new_weight(proxy: &Proxy, route: &str, token: Option<&str>) -> f64
 }
 
 async fn wait_new_weight(proxy: &Proxy, route: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while live_new_weight(proxy, route, None).await != value {
-        assert!(
-            Instant::now() < deadline,
-            "{route} never reached new={value}; stderr:\n{}",
-            proxy.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(10), Duration::from_millis(10), async || {
+        if live_new_weight(proxy, route, None).await == value {
+            Ok(())
+        } else {
+            Err(format!("{route} never reached new={value}; stderr:\n{}", proxy.stderr_text()))
+        }
+    })
+    .await;
 }
 
 /// Requests sent the whole time by several tasks; counts failures.
@@ -191,7 +173,7 @@ async fn two_hundred_rewrites_under_load_drop_nothing_and_reject_the_bad_one() {
             for u in 0..4 {
                 let user = format!("probe-{i}-{u}");
                 let resp = send_on(&probe, request(Method::GET, &proxy.url("/api/x"), &[("x-user", &user)])).await;
-                assert_eq!(resp.upstream(), expected_backend(&user, api_new), "user {user} at new={api_new}");
+                assert_eq!(resp.upstream(), sticky_backend(&user, api_new), "user {user} at new={api_new}");
             }
         }
         let (sent, failed) = load.finish().await;
@@ -237,9 +219,7 @@ async fn configmap_symlink_swaps_are_followed() {
             std::os::unix::fs::symlink(Path::new("..data").join(f), dir.path().join(f)).unwrap();
         }
         let config_path = dir.path().join("cutover.yaml");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run").arg("-c").arg(&config_path);
-        let proxy = Proxy::spawn(cmd, dir, config_path).await;
+        let proxy = Proxy::run(dir, config_path).await;
         wait_new_weight(&proxy, "api", 10.0).await;
         for (generation, api_new) in [(1, 25), (2, 50), (3, 75), (4, 0)] {
             publish(proxy.dir.path(), generation, &cfg, &weights(api_new, 0));
@@ -277,7 +257,7 @@ fn cutoff(seen: &[(Instant, String)], command: Instant) -> Duration {
 fn user_on_new(api_new: u32) -> String {
     (0..)
         .map(|i| format!("user-{i}"))
-        .find(|u| expected_backend(u, api_new) == "new")
+        .find(|u| sticky_backend(u, api_new) == "new")
         .unwrap()
 }
 
@@ -403,11 +383,9 @@ async fn a_file_edited_back_to_earlier_text_after_a_shift_takes_effect() {
         rewrite(&proxy.path("weights.yaml"), &original, 0);
         wait_new_weight(&proxy, "api", 50.0).await;
         // The change is logged just after it goes live.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !proxy.stderr_text().contains("weight file changed") {
-            assert!(Instant::now() < deadline, "{}", proxy.stderr_text());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        proxy
+            .wait_stderr(Duration::from_secs(2), |l| l.contains("weight file changed"))
+            .await;
     })
     .await;
 }
@@ -642,25 +620,27 @@ fn mkfifo(path: &Path) {
 }
 
 async fn reload_errors(proxy: &Proxy) -> f64 {
-    metric_value(&proxy.metrics().await, "cutover_config_reloads_total", &[("result", "error")]).unwrap_or(0.0)
+    proxy
+        .metric("cutover_config_reloads_total", &[("result", "error")])
+        .await
+        .unwrap_or(0.0)
 }
 
 /// Polls `last_reload` in `/admin/status` (up to 10 s) until it is `result`
 /// with an error containing `error`.
 async fn wait_last_reload(proxy: &Proxy, result: &str, error: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), Duration::from_millis(20), async || {
         let state = admin_json(proxy, Method::GET, "/admin/status", None, None).await.json()["last_reload"].clone();
         if state["result"] == result && state["error"].as_str().unwrap_or("").contains(error) {
-            return state;
+            Ok(state)
+        } else {
+            Err(format!(
+                "last reload never became {result} {error:?}: {state}\nstderr:\n{}",
+                proxy.stderr_text()
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "last reload never became {result} {error:?}: {state}\nstderr:\n{}",
-            proxy.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 async fn served_by(proxy: &Proxy) -> String {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 fn json_response(name: &str, value: Value) -> Response<Body> {
@@ -31,26 +30,26 @@ fn config(legacy: &Upstream, new: &Upstream, mirror: &str) -> String {
 }
 
 async fn parity(proxy: &Proxy) -> Value {
-    let resp = get(&format!("http://{}/admin/parity?route=api", proxy.admin)).await;
+    let resp = get(&proxy.admin_url("/admin/parity?route=api")).await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     resp.json()["routes"][0].clone()
 }
 
 /// Waits until the route has `n` mirror outcomes of any kind.
 async fn wait_outcomes(proxy: &Proxy, n: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(Duration::from_secs(15), Duration::from_millis(20), async || {
         let report = parity(proxy).await;
         let total: u64 = report["outcomes"]
             .as_object()
             .map(|o| o.values().filter_map(Value::as_u64).sum())
             .unwrap_or(0);
         if total >= n {
-            return report;
+            Ok(report)
+        } else {
+            Err(format!("only {total} of {n} mirror outcomes: {report:#}"))
         }
-        assert!(Instant::now() < deadline, "only {total} of {n} mirror outcomes: {report:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,48 +143,39 @@ async fn a_dead_shadow_counts_errors_and_the_primary_serves_on() {
     .await;
 }
 
-/// Requests an upstream saw: method, `X-Cutover-Shadow`, body.
-type Recorded = Arc<std::sync::Mutex<Vec<(String, Option<String>, String)>>>;
+/// A recording backend answering every request alike.
+async fn recording(name: &'static str) -> Recorder {
+    Recorder::answering(name, move |_, _| json_response(name, json!({"ok": true}))).await
+}
 
-/// An upstream that counts the requests it gets, by method, and remembers bodies.
-async fn recording(name: &'static str, seen: Recorded) -> Upstream {
-    Upstream::with(name, move |req: Request<hyper::body::Incoming>| {
-        let seen = seen.clone();
-        async move {
-            let method = req.method().to_string();
-            let shadow = req.headers().get("x-cutover-shadow").map(|v| v.to_str().unwrap().to_string());
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            seen.lock()
-                .unwrap()
-                .push((method, shadow, String::from_utf8_lossy(&body).into_owned()));
-            json_response(name, json!({"ok": true}))
-        }
-    })
-    .await
+/// What a recording backend saw: method, `X-Cutover-Shadow`, body.
+fn seen_by(backend: &Recorder) -> Vec<(String, Option<String>, String)> {
+    backend
+        .requests()
+        .into_iter()
+        .map(|r| (r.method.clone(), r.header("x-cutover-shadow"), r.body_text()))
+        .collect()
 }
 
 #[tokio::test]
 async fn mutating_requests_are_mirrored_only_with_the_opt_in() {
     within(30, async {
-        let legacy_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let new_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let legacy = recording("legacy", legacy_seen.clone()).await;
-        let new = recording("new", new_seen.clone()).await;
+        let legacy = recording("legacy").await;
+        let new = recording("new").await;
+        let (legacy_up, new_up) = (&legacy.upstream, &new.upstream);
 
         // Default methods: GET, HEAD, OPTIONS. A POST writes once.
-        let proxy = Proxy::start(&config(&legacy, &new, "      to: new\n"), "api: { legacy: 100, new: 0 }\n").await;
+        let proxy = Proxy::start(&config(legacy_up, new_up, "      to: new\n"), "api: { legacy: 100, new: 0 }\n").await;
         for i in 0..5 {
             let req = Request::post(proxy.url("/orders/")).body(full(format!("{{\"n\":{i}}}"))).unwrap();
             assert_eq!(send(req).await.status, StatusCode::OK);
         }
         send(request(Method::GET, &proxy.url("/orders/"), &[])).await;
         wait_outcomes(&proxy, 1).await;
-        let writes_on_new = new_seen.lock().unwrap().iter().filter(|(m, _, _)| m == "POST").count();
+        let writes_on_new = seen_by(&new).iter().filter(|(m, _, _)| m == "POST").count();
         assert_eq!(writes_on_new, 0, "a POST was mirrored without the opt-in");
         assert_eq!(
-            new_seen
-                .lock()
-                .unwrap()
+            seen_by(&new)
                 .iter()
                 .filter(|(m, s, _)| m == "GET" && s.as_deref() == Some("1"))
                 .count(),
@@ -196,25 +186,25 @@ async fn mutating_requests_are_mirrored_only_with_the_opt_in() {
         // A config that lists POST without the opt-in is refused, with the reason.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cutover.yaml");
-        std::fs::write(&path, config(&legacy, &new, "      to: new\n      methods: [GET, POST]\n")).unwrap();
+        std::fs::write(&path, config(legacy_up, new_up, "      to: new\n      methods: [GET, POST]\n")).unwrap();
         std::fs::write(dir.path().join("weights.yaml"), "").unwrap();
         let (ok, _, stderr) = check(&path);
         assert!(!ok);
         assert!(stderr.contains("mirroring POST writes twice"), "{stderr}");
 
         // With the opt-in, the body is teed to the shadow as it streams.
-        new_seen.lock().unwrap().clear();
+        new.clear();
         let proxy = Proxy::start(
             &config(
-                &legacy,
-                &new,
+                legacy_up,
+                new_up,
                 "      to: new\n      methods: [POST]\n      allow_mutating: true\n      max_body_bytes: 1000\n",
             ),
             "api: { legacy: 100, new: 0 }\n",
         )
         .await;
         let body = "x".repeat(900);
-        let resp = send(Request::post(proxy.url("/orders/")).body(zeros_then(&body)).unwrap()).await;
+        let resp = send(Request::post(proxy.url("/orders/")).body(frames(body.clone(), 100)).unwrap()).await;
         assert_eq!(resp.status, StatusCode::OK);
         // Larger than max_body_bytes: served, not mirrored, counted as skipped.
         let big = "y".repeat(5000);
@@ -223,25 +213,15 @@ async fn mutating_requests_are_mirrored_only_with_the_opt_in() {
         let report = wait_outcomes(&proxy, 2).await;
         assert_eq!(report["outcomes"]["compared"], 1, "{report:#}");
         assert_eq!(report["outcomes"]["skipped"], 1, "{report:#}");
-        let seen = new_seen.lock().unwrap().clone();
+        let seen = seen_by(&new);
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(seen[0], ("POST".to_string(), Some("1".to_string()), body.clone()));
         assert!(
-            legacy_seen.lock().unwrap().iter().any(|(_, _, b)| *b == big),
+            seen_by(&legacy).iter().any(|(_, _, b)| *b == big),
             "the primary got the big body whole"
         );
     })
     .await;
-}
-
-/// A body sent in several chunks, with no Content-Length.
-fn zeros_then(text: &str) -> Body {
-    let chunks: Vec<Result<hyper::body::Frame<bytes::Bytes>, BoxError>> = text
-        .as_bytes()
-        .chunks(100)
-        .map(|c| Ok(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(c))))
-        .collect();
-    http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed()
 }
 
 /// The planted differences: legacy is Django REST Framework style, new is Flask style.

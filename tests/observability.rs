@@ -272,15 +272,16 @@ async fn json_access_log_has_one_object_per_request_with_route_and_backend() {
             assert_eq!(resp.status, StatusCode::from_u16(*status).unwrap());
         }
         let file = proxy.path("access.log");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let lines = loop {
+        let lines = eventually(Duration::from_secs(5), Duration::from_millis(20), async || {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             let lines: Vec<String> = text.lines().map(str::to_string).collect();
-            if lines.len() >= requests.len() || std::time::Instant::now() > deadline {
-                break lines;
+            if lines.len() >= requests.len() {
+                Ok(lines)
+            } else {
+                Err(format!("{} of {} access log lines: {lines:#?}", lines.len(), requests.len()))
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        })
+        .await;
         assert_eq!(lines.len(), requests.len(), "{lines:#?}");
         let objects: Vec<serde_json::Value> = lines
             .iter()

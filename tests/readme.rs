@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{BIN, Proxy, get, within};
+use common::{BIN, Proxy, eventually, get, within};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// How the README runs the binary before `cargo install`.
@@ -225,11 +225,14 @@ async fn check_weight_file_edit(demo: &Proxy) {
     let tmp = path.with_extension("edit");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while weights(demo).await["api"]["new"] != 30.0 {
-        assert!(Instant::now() < deadline, "the edit of {} was not applied", path.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(10), Duration::from_millis(20), async || {
+        if weights(demo).await["api"]["new"] == 30.0 {
+            Ok(())
+        } else {
+            Err(format!("the edit of {} was not applied", path.display()))
+        }
+    })
+    .await;
     let out = run_shell(&format!("{CARGO_RUN} status --admin {}", demo.admin)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");

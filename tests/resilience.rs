@@ -42,7 +42,7 @@ fn config(legacy: &str, new: &str, new_extra: &str, route_extra: &str) -> String
 fn users_on_new(n: usize, new_percent: u32) -> Vec<String> {
     (0..)
         .map(|i| format!("user-{i}"))
-        .filter(|u| u32::from(cutover::split::sticky_bucket(u.as_bytes())) >= 10_000 - new_percent * 100)
+        .filter(|u| sticky_backend(u, new_percent) == "new")
         .take(n)
         .collect()
 }
@@ -145,7 +145,7 @@ async fn a_dead_backend_is_retried_then_ejected_and_posts_are_not_retried() {
 }
 
 async fn status(proxy: &Proxy) -> Value {
-    get(&format!("http://{}/admin/status", proxy.admin)).await.json()
+    get(&proxy.admin_url("/admin/status")).await.json()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,16 +181,7 @@ async fn the_guard_rolls_back_a_failing_backend_and_stays_rolled_back() {
 
         let broke = Instant::now();
         failing.store(true, Ordering::SeqCst);
-        let deadline = broke + Duration::from_secs(20);
-        loop {
-            let metrics = proxy.metrics().await;
-            if metric_value(&metrics, "cutover_rollbacks_total", &[("route", "api"), ("reason", "guard")]) == Some(1.0) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no guard rollback\n{metrics}\n{}", proxy.stderr_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let detection = broke.elapsed();
+        let detection = guard_rollback_within(&proxy, Duration::from_secs(20)).await - broke;
         println!(
             "guard detection time: {:.0} ms from the first failing response to the rollback",
             detection.as_secs_f64() * 1e3
@@ -239,18 +230,18 @@ async fn a_ramped_guard_rollback_moves_weight_back_gradually() {
             send_on(&client, request(Method::GET, &proxy.url("/api/x"), &[("x-user", &format!("r{i}"))])).await;
         }
         let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        eventually(Duration::from_secs(15), Duration::from_millis(50), async || {
             let w = status(&proxy).await["routes"][0]["backends"][1]["weight"].as_f64().unwrap();
             if seen.last() != Some(&w) {
                 seen.push(w);
             }
             if w == 0.0 {
-                break;
+                Ok(())
+            } else {
+                Err(format!("ramp never finished: {seen:?}"))
             }
-            assert!(Instant::now() < deadline, "ramp never finished: {seen:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
         assert!(seen.len() >= 3, "weight went down in steps, not at once: {seen:?}");
         assert!(seen.windows(2).all(|w| w[1] < w[0]), "{seen:?}");
         let history = std::fs::read_to_string(proxy.path("weights.history.jsonl")).unwrap();
@@ -320,20 +311,18 @@ async fn a_backend_whose_requests_all_succeed_on_a_retry_elsewhere_is_rolled_bac
 
 /// Waits (up to `bound`) for the guard to roll `api` back; returns when it did.
 async fn guard_rollback_within(proxy: &Proxy, bound: Duration) -> Instant {
-    let deadline = Instant::now() + bound;
-    loop {
+    eventually(bound, Duration::from_millis(20), async || {
         let metrics = proxy.metrics().await;
-        if metric_value(&metrics, "cutover_rollbacks_total", &[("route", "api"), ("reason", "guard")]) == Some(1.0) {
-            return Instant::now();
+        match metric_value(&metrics, "cutover_rollbacks_total", &[("route", "api"), ("reason", "guard")]) {
+            Some(1.0) => Ok(Instant::now()),
+            _ => Err(format!(
+                "no guard rollback within {bound:?}\n{metrics}\n{}\n{}",
+                status(proxy).await["routes"][0]["guard"],
+                proxy.stderr_text()
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no guard rollback within {bound:?}\n{}\n{}",
-            status(proxy).await["routes"][0]["guard"],
-            proxy.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -222,22 +222,11 @@ async fn rewrite_replaces_the_prefix_for_one_backend_only() {
 /// connection from `source`, a loopback address; returns the status and the
 /// upstream that answered.
 async fn from_source(source: &str, proxy: &Proxy, head: &str) -> (u16, String) {
-    let exchange = async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-        let mut stream = socket.connect(proxy.addr()).await.unwrap();
-        let raw = format!("{head}Host: a\r\nConnection: close\r\n\r\n");
-        tokio::io::AsyncWriteExt::write_all(&mut stream, raw.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    let raw = tokio::time::timeout(std::time::Duration::from_secs(5), exchange)
-        .await
-        .expect("an answer within 5s");
-    let (code, headers, _) = parse_raw_response(&raw);
-    let upstream = headers.iter().find(|(k, _)| k == "x-upstream").map(|(_, v)| v.clone());
-    (code, upstream.unwrap_or_default())
+    let raw = format!("{head}Host: a\r\nConnection: close\r\n\r\n");
+    let reply = exchange_from(source, proxy.addr(), raw.as_bytes()).await;
+    assert!(reply.closed, "an answer within 5s: {:?}", reply.text());
+    let (code, headers, _) = parse_raw_response(&reply.text());
+    (code, header_of(&headers, "x-upstream").unwrap_or_default().to_string())
 }
 
 /// `legacy` takes everyone; `new` (weight 0) only forced requests.
@@ -349,12 +338,10 @@ async fn a_force_token_is_required_when_the_route_has_one() {
 
 /// Counts guard rollbacks of route `api`.
 async fn guard_rollbacks(proxy: &Proxy) -> f64 {
-    metric_value(
-        &proxy.metrics().await,
-        "cutover_rollbacks_total",
-        &[("route", "api"), ("reason", "guard")],
-    )
-    .unwrap_or(0.0)
+    proxy
+        .metric("cutover_rollbacks_total", &[("route", "api"), ("reason", "guard")])
+        .await
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

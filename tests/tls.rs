@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -153,12 +153,7 @@ async fn start_tls_proxy(ca: &Ca, backend: &str, extra_backend: &str) -> (Proxy,
     let b_der = rsa_leaf(dir.path(), ca, "site-b.example");
     std::fs::copy(dir.path().join("rsa.crt"), dir.path().join("b.crt")).unwrap();
     std::fs::copy(dir.path().join("rsa.key"), dir.path().join("b.key")).unwrap();
-    std::fs::write(dir.path().join("weights.yaml"), "").unwrap();
-    let config_path = dir.path().join("cutover.yaml");
-    std::fs::write(&config_path, tls_config(backend, extra_backend)).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("run").arg("-c").arg(&config_path);
-    (Proxy::spawn(cmd, dir, config_path).await, a_der, b_der)
+    (Proxy::start_in(dir, &tls_config(backend, extra_backend), "").await, a_der, b_der)
 }
 
 #[tokio::test]
@@ -233,15 +228,13 @@ async fn certificates_reload_without_dropping_connections() {
         std::fs::write(proxy.path("a.crt.new"), pem).unwrap();
         std::fs::rename(proxy.path("a.key.new"), proxy.path("a.key")).unwrap();
         std::fs::rename(proxy.path("a.crt.new"), proxy.path("a.crt")).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let h = handshake(proxy.addr(), "site-a.example", config.clone()).await;
-            if h.leaf == new_der {
-                break;
+        eventually(Duration::from_secs(10), Duration::from_millis(100), async || {
+            match handshake(proxy.addr(), "site-a.example", config.clone()).await.leaf == new_der {
+                true => Ok(()),
+                false => Err("the renewed certificate was never served".to_string()),
             }
-            assert!(Instant::now() < deadline, "the renewed certificate was never served");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
         // The connection opened before the reload still works.
         let req = Request::get("/still-here")
             .header("host", "site-a.example")
@@ -302,12 +295,7 @@ async fn https_backends_are_verified() {
              routes:\n  - name: t\n    match: {{ path_prefix: /t/ }}\n    backends: {{ trusted: {{}} }}\n  - name: u\n    backends: {{ untrusted: {{}} }}\n",
             config_head("{ path: \"off\" }")
         );
-        std::fs::write(dir.path().join("weights.yaml"), "").unwrap();
-        let config_path = dir.path().join("cutover.yaml");
-        std::fs::write(&config_path, text).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run").arg("-c").arg(&config_path);
-        let proxy = Proxy::spawn(cmd, dir, config_path).await;
+        let proxy = Proxy::start_in(dir, &text, "").await;
         let ok = get(&proxy.url("/t/x")).await;
         assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
         assert_eq!(ok.upstream(), "tls-backend");

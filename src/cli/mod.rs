@@ -3,6 +3,7 @@
 mod check;
 mod control;
 mod import;
+mod ready;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 use cutover::demo;
 use cutover::server::{self, Running};
+use ready::ReadyFile;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +37,9 @@ enum Command {
         /// Config file; its weight file is found relative to it.
         #[arg(short, long, default_value = "config/cutover.yaml")]
         config: PathBuf,
+        /// Once every listener is bound, write their addresses to this file as JSON (removed at shutdown).
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
     },
     /// Validate the config and weight file; print the route table and splits.
     Check {
@@ -56,6 +61,9 @@ enum Command {
         /// Address of the built-in new app.
         #[arg(long, default_value = "127.0.0.1:19000")]
         new: SocketAddr,
+        /// Once every listener is bound, write their addresses to this file as JSON (removed at shutdown).
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
     },
     /// Set a route's weights, e.g. `cutover shift api new=25`.
     Shift {
@@ -131,19 +139,23 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Check { config } => check::run(&config),
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
+        Command::Run { config, ready_file } => runtime().and_then(|rt| rt.block_on(run(&config, ready_file))),
         Command::Demo {
             listen,
             admin,
             legacy,
             new,
+            ready_file,
         } => runtime().and_then(|rt| {
-            rt.block_on(run_demo(demo::Addresses {
-                listen,
-                admin,
-                legacy,
-                new,
-            }))
+            rt.block_on(run_demo(
+                demo::Addresses {
+                    listen,
+                    admin,
+                    legacy,
+                    new,
+                },
+                ready_file,
+            ))
         }),
         Command::Shift {
             route,
@@ -188,17 +200,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn run(config: &Path) -> anyhow::Result<()> {
+async fn run(config: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let ready = ready_file.map(ReadyFile::new);
     let running = server::start(config).await?;
-    serve_until_signalled(running).await
+    serve_until_signalled(running, ready).await
 }
 
-/// Waits for SIGTERM/SIGINT (drain, then return) and reloads on SIGHUP.
-async fn serve_until_signalled(running: Running) -> anyhow::Result<()> {
+/// Announces `running` in the ready file, if any; waits for SIGTERM/SIGINT
+/// (drain, then return) and reloads on SIGHUP.
+async fn serve_until_signalled(running: Running, mut ready: Option<ReadyFile>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    if let Some(ready) = &mut ready {
+        ready.announce(&running)?;
+    }
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -212,12 +229,14 @@ async fn serve_until_signalled(running: Running) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down: no new connections, draining in-flight requests");
+    drop(ready);
     running.begin_shutdown();
     running.wait().await;
     Ok(())
 }
 
-async fn run_demo(mut addrs: demo::Addresses) -> anyhow::Result<()> {
+async fn run_demo(mut addrs: demo::Addresses, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let ready = ready_file.map(ReadyFile::new);
     addrs.legacy = demo::start_app(demo::App::Legacy, addrs.legacy)
         .await
         .with_context(|| format!("cannot start the demo legacy app on {}", addrs.legacy))?;
@@ -257,7 +276,7 @@ async fn run_demo(mut addrs: demo::Addresses) -> anyhow::Result<()> {
         config = config.display(),
         weights = dir.join("demo-weights.yaml").display(),
     );
-    let result = serve_until_signalled(running).await;
+    let result = serve_until_signalled(running, ready).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
