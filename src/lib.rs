@@ -10,6 +10,7 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod fleet;
 pub mod guard;
 pub mod health;
 pub mod import;

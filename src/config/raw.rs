@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub backends: IndexMap<String, RawBackend>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Fleet mode: one weight table for every replica, kept in etcd.
+    pub fleet: Option<RawFleet>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -553,3 +555,35 @@ pub struct RawSticky {
 
 /// The weight file: route → backend → percent.
 pub type RawWeights = IndexMap<String, IndexMap<String, f64>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub etcd: RawFleetEtcd,
+    /// `${VAR}` is expanded; default: host name and admin port.
+    pub replica_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetEtcd {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub tls: Option<RawFleetTls>,
+    pub auth: Option<RawFleetAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetAuth {
+    pub username: String,
+    pub password_file: PathBuf,
+}
