@@ -90,20 +90,27 @@ where
     }
 }
 
-/// The next table the watch reports (within 30 s), skipping connection events.
-async fn next_table(watch: &mut FleetWatch) -> FleetTable {
+/// The next event (within 30 s) other than a connection change.
+async fn next_event(watch: &mut FleetWatch) -> WatchEvent {
     let next = async {
         loop {
             match watch.next().await {
-                WatchEvent::Table(t) => return t,
                 WatchEvent::Connected | WatchEvent::Disconnected(_) => {}
-                other => panic!("unexpected watch event {other:?}"),
+                other => return other,
             }
         }
     };
     tokio::time::timeout(Duration::from_secs(30), next)
         .await
-        .expect("the watch reported no table within 30s")
+        .expect("the watch reported nothing within 30s")
+}
+
+/// The next table the watch reports (within 30 s).
+async fn next_table(watch: &mut FleetWatch) -> FleetTable {
+    match next_event(watch).await {
+        WatchEvent::Table(t) => t,
+        other => panic!("expected a table, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -269,6 +276,39 @@ async fn the_watch_reports_every_write_in_order() {
         // From a known revision it reports only what came after it.
         let mut from_middle = reader.watch(Some(written[19].1));
         assert_eq!(next_table(&mut from_middle).await.revision, written[20].1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_table_that_is_not_text_is_reported_and_a_forced_seed_replaces_it() {
+    within(90, async {
+        let cluster = EtcdCluster::start(3).await;
+        let store = store(cluster.endpoints());
+        let first = store.seed(&table(10), false, None).await.unwrap();
+        let mut watch = store.watch(Some(first));
+
+        // Someone writes bytes that are not text over the table.
+        let mut raw = etcd_client::Client::connect(cluster.endpoints(), None).await.unwrap();
+        let garbage = raw.put(format!("{PREFIX}/weights"), vec![0xff, 0xfe, b'\n'], None).await.unwrap();
+        let garbage = garbage.header().unwrap().revision();
+        let unreadable = |event: WatchEvent| match event {
+            WatchEvent::Unreadable { revision, .. } => revision,
+            other => panic!("expected an unreadable table, got {other:?}"),
+        };
+        assert_eq!(unreadable(next_event(&mut watch).await), garbage);
+        // A watch that starts by reading the table reports it too, and goes on.
+        let mut fresh = store.watch(None);
+        assert_eq!(unreadable(next_event(&mut fresh).await), garbage);
+
+        assert!(store.read().await.is_err());
+        assert!(matches!(store.seed(&table(20), false, None).await, Err(SeedError::Store(_))));
+        let fixed = store.seed(&table(20), true, Some(entry("fix"))).await.unwrap();
+        for w in [&mut watch, &mut fresh] {
+            let t = next_table(w).await;
+            assert_eq!((t.text.as_str(), t.revision), (table(20).as_str(), fixed));
+        }
+        assert_eq!(store.read().await.unwrap().unwrap().text, table(20));
     })
     .await;
 }

@@ -56,7 +56,19 @@ pub struct FleetState {
     pub history: Vec<HistoryEntry>,
     /// The store's revision the state was read at.
     pub revision: i64,
-    history_revision: Option<i64>,
+}
+
+/// The table and history keys as etcd holds them.
+struct Stored {
+    weights: Option<KeyValue>,
+    history: Option<KeyValue>,
+    revision: i64,
+}
+
+impl Stored {
+    fn history(&self) -> Vec<HistoryEntry> {
+        self.history.as_ref().map(|kv| parse_history(kv.value())).unwrap_or_default()
+    }
 }
 
 /// What a write does to the history, in the same transaction.
@@ -138,6 +150,16 @@ impl FleetStore {
 
     /// The table and its history, read together at one revision.
     pub async fn read_state(&self) -> Result<FleetState, FleetError> {
+        let stored = self.read_stored().await?;
+        Ok(FleetState {
+            table: stored.weights.as_ref().map(table).transpose()?,
+            history: stored.history(),
+            revision: stored.revision,
+        })
+    }
+
+    /// Both keys as stored, whatever their values.
+    async fn read_stored(&self) -> Result<Stored, FleetError> {
         let keys = &self.inner.keys;
         let txn = Txn::new().and_then([TxnOp::get(keys.weights.clone(), None), TxnOp::get(keys.history.clone(), None)]);
         let resp = self.call("read", |mut c| async move { c.txn(txn).await }).await?;
@@ -147,10 +169,9 @@ impl FleetStore {
             _ => None,
         });
         let (weights, history) = (found.next().flatten(), found.next().flatten());
-        Ok(FleetState {
-            table: weights.as_ref().map(table).transpose()?,
-            history: history.as_ref().map(|kv| parse_history(kv.value())).unwrap_or_default(),
-            history_revision: history.as_ref().map(KeyValue::mod_revision),
+        Ok(Stored {
+            weights,
+            history,
             revision,
         })
     }
@@ -166,17 +187,20 @@ impl FleetStore {
     pub async fn write_if(&self, expected: Option<i64>, text: &str, edit: HistoryEdit) -> Result<i64, WriteError> {
         let keys = &self.inner.keys;
         for _ in 0..WRITE_ATTEMPTS {
-            let state = self.read_state().await?;
-            if state.table.as_ref().map(|t| t.revision) != expected {
-                return Err(WriteError::Conflict { current: state.table });
+            // Read as stored, so that even a table that is not text can be replaced.
+            let stored = self.read_stored().await?;
+            if stored.weights.as_ref().map(KeyValue::mod_revision) != expected {
+                return Err(WriteError::Conflict {
+                    current: stored.weights.as_ref().map(table).transpose()?,
+                });
             }
             let mut compares = vec![match expected {
                 Some(revision) => Compare::mod_revision(keys.weights.clone(), CompareOp::Equal, revision),
                 None => Compare::version(keys.weights.clone(), CompareOp::Equal, 0),
             }];
             let mut puts = vec![TxnOp::put(keys.weights.clone(), text, None)];
-            if let Some(history) = edit_history(state.history, &edit) {
-                compares.push(match state.history_revision {
+            if let Some(history) = edit_history(stored.history(), &edit) {
+                compares.push(match stored.history.as_ref().map(KeyValue::mod_revision) {
                     Some(revision) => Compare::mod_revision(keys.history.clone(), CompareOp::Equal, revision),
                     None => Compare::version(keys.history.clone(), CompareOp::Equal, 0),
                 });
@@ -200,11 +224,11 @@ impl FleetStore {
     pub async fn seed(&self, text: &str, force: bool, entry: Option<HistoryEntry>) -> Result<i64, SeedError> {
         let edit = entry.map_or(HistoryEdit::Keep, HistoryEdit::Push);
         for _ in 0..WRITE_ATTEMPTS {
-            let current = self.read().await?;
+            let current = self.read_stored().await?.weights;
             if let Some(current) = current.as_ref().filter(|_| !force) {
-                return Err(SeedError::AlreadySeeded { current: current.clone() });
+                return Err(SeedError::AlreadySeeded { current: table(current)? });
             }
-            match self.write_if(current.map(|t| t.revision), text, edit.clone()).await {
+            match self.write_if(current.map(|kv| kv.mod_revision()), text, edit.clone()).await {
                 Ok(revision) => return Ok(revision),
                 Err(WriteError::Conflict { current: Some(current) }) if !force => {
                     return Err(SeedError::AlreadySeeded { current });

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
+use etcd_client::{EventType, KeyValue, WatchOptions, WatchResponse, WatchStream};
 
 use super::store::{FleetStore, table};
 use super::{FleetError, FleetTable};
@@ -103,7 +103,11 @@ impl FleetWatch {
             };
             let generation = *generation;
             match stream.message().await {
-                Ok(Some(resp)) => self.handle(resp),
+                Ok(Some(resp)) => {
+                    if let Err(e) = self.handle(resp) {
+                        self.lost(generation, e);
+                    }
+                }
                 Ok(None) => self.lost(generation, FleetError::WatchCanceled("etcd closed the watch stream".into())),
                 Err(source) => self.lost(generation, FleetError::Etcd { op: "watch", source }),
             }
@@ -116,25 +120,23 @@ impl FleetWatch {
     }
 
     async fn open(&mut self) -> Result<(), FleetError> {
+        let key = self.store.keys().weights.clone();
         if self.reread {
-            let state = self.store.read_state().await?;
-            match state.table {
-                Some(t) if t.revision > self.seen => {
-                    self.seen = t.revision;
-                    self.holds_table = true;
-                    self.pending.push_back(WatchEvent::Table(t));
-                }
-                None if self.holds_table && state.revision > self.seen => {
-                    self.seen = state.revision;
+            let read = key.clone();
+            let resp = self.store.call("read", |mut c| async move { c.get(read, None).await }).await?;
+            let revision = resp.header().map_or(0, |h| h.revision());
+            match resp.kvs().first() {
+                Some(kv) if kv.mod_revision() > self.seen => self.report(kv),
+                None if self.holds_table && revision > self.seen => {
+                    self.seen = revision;
                     self.holds_table = false;
-                    self.pending.push_back(WatchEvent::Removed { revision: state.revision });
+                    self.pending.push_back(WatchEvent::Removed { revision });
                 }
                 _ => {}
             }
-            self.resume = self.resume.max(state.revision + 1);
+            self.resume = self.resume.max(revision + 1);
             self.reread = false;
         }
-        let key = self.store.keys().weights.clone();
         let options = WatchOptions::new().with_start_revision(self.resume).with_progress_notify();
         // The watch counts as live once etcd acknowledged its creation.
         let (generation, (stream, ack)) = self
@@ -150,26 +152,23 @@ impl FleetWatch {
             return Err(FleetError::WatchCanceled("etcd closed the watch stream".into()));
         };
         self.stream = Some((generation, stream));
-        self.handle(ack);
-        Ok(())
+        self.handle(ack)
     }
 
-    fn handle(&mut self, resp: WatchResponse) {
+    /// Takes in one response; `Err` when etcd canceled the watch for a
+    /// reason other than compaction (a member without a leader, say).
+    fn handle(&mut self, resp: WatchResponse) -> Result<(), FleetError> {
         if resp.canceled() || resp.compact_revision() > 0 {
-            let generation = self.stream.take().map(|(g, _)| g);
+            self.stream = None;
             if resp.compact_revision() > 0 {
                 // Our revision is gone: read the current table, watch on from it.
                 self.reread = true;
-            } else {
-                let reason = match resp.cancel_reason() {
-                    "" => "canceled by etcd".to_string(),
-                    r => r.to_string(),
-                };
-                if let Some(g) = generation {
-                    self.lost(g, FleetError::WatchCanceled(reason));
-                }
+                return Ok(());
             }
-            return;
+            return Err(FleetError::WatchCanceled(match resp.cancel_reason() {
+                "" => "canceled by etcd".to_string(),
+                reason => reason.to_string(),
+            }));
         }
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
@@ -177,22 +176,15 @@ impl FleetWatch {
             if revision <= self.seen {
                 continue;
             }
-            self.seen = revision;
             self.resume = revision + 1;
-            let reported = match event.event_type() {
-                EventType::Put => match table(kv) {
-                    Ok(t) => {
-                        self.holds_table = true;
-                        WatchEvent::Table(t)
-                    }
-                    Err(error) => WatchEvent::Unreadable { revision, error },
-                },
+            match event.event_type() {
+                EventType::Put => self.report(kv),
                 EventType::Delete => {
+                    self.seen = revision;
                     self.holds_table = false;
-                    WatchEvent::Removed { revision }
+                    self.pending.push_back(WatchEvent::Removed { revision });
                 }
-            };
-            self.pending.push_back(reported);
+            }
         }
         // A progress notification: nothing changed up to its revision.
         if resp.events().is_empty()
@@ -201,6 +193,18 @@ impl FleetWatch {
         {
             self.resume = self.resume.max(header.revision() + 1);
         }
+        Ok(())
+    }
+
+    /// Queues the table `kv` holds, newer than any reported.
+    fn report(&mut self, kv: &KeyValue) {
+        let revision = kv.mod_revision();
+        self.seen = revision;
+        self.holds_table = true;
+        self.pending.push_back(match table(kv) {
+            Ok(t) => WatchEvent::Table(t),
+            Err(error) => WatchEvent::Unreadable { revision, error },
+        });
     }
 
     fn lost(&mut self, generation: u64, error: FleetError) {
