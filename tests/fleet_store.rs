@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use common::etcd::EtcdCluster;
 use common::within;
 use cutover::control::{HISTORY_LEN, HistoryEntry};
-use cutover::fleet::{FleetSettings, FleetStore, FleetTable, FleetWatch, HistoryEdit, ReplicaInfo, SeedError, WatchEvent, WriteError};
+use cutover::fleet::config::ClientIdentity;
+use cutover::fleet::{
+    EtcdAuth, EtcdTls, FleetSettings, FleetStore, FleetTable, FleetWatch, HistoryEdit, ReplicaInfo, SeedError, WatchEvent, WriteError,
+};
 
 const PREFIX: &str = "/cutover/test";
 
@@ -522,6 +525,90 @@ async fn every_call_is_bounded_when_etcd_does_not_answer() {
             Ok(WatchEvent::Disconnected(_)) => {}
             other => panic!("a watch on a hung etcd: {other:?}"),
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_store_speaks_tls_with_a_client_certificate() {
+    within(90, async {
+        let cluster = EtcdCluster::start_tls(1).await;
+        let files = cluster.tls().clone();
+        let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+        let tls = |ca: Vec<u8>, identity: bool| EtcdTls {
+            ca_file: None,
+            ca_pem: Some(ca),
+            identity: identity.then(|| ClientIdentity {
+                cert_file: files.client_cert.clone(),
+                cert_pem: read(&files.client_cert),
+                key_file: files.client_key.clone(),
+                key_pem: read(&files.client_key),
+            }),
+        };
+        let with = |tls: EtcdTls| {
+            let mut s = settings(cluster.endpoints(), "r1");
+            s.tls = Some(tls);
+            FleetStore::new(&s)
+        };
+
+        let store = with(tls(read(&files.ca), true));
+        let revision = store.write_if(None, &table(10), HistoryEdit::Keep).await.unwrap();
+        let mut watch = store.watch(None);
+        assert_eq!(next_table(&mut watch).await.revision, revision);
+
+        // Without a client certificate etcd refuses the connection.
+        assert!(with(tls(read(&files.ca), false)).read().await.is_err());
+        // A server whose certificate another CA signed is not trusted.
+        let other_ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        assert!(with(tls(other_ca.cert.pem().into_bytes(), true)).read().await.is_err());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_store_logs_in_as_its_etcd_user_and_never_shows_the_password() {
+    within(90, async {
+        let cluster = EtcdCluster::start(1).await;
+        // A user that may touch this fleet's keys only.
+        for args in [
+            &["user", "add", "root:root-pass"][..],
+            &["user", "add", "cutover:s3cret-pass"],
+            &["role", "add", "fleet"],
+            &[
+                "role",
+                "grant-permission",
+                "fleet",
+                "--prefix=true",
+                "readwrite",
+                &format!("{PREFIX}/"),
+            ],
+            &["user", "grant-role", "cutover", "fleet"],
+            &["auth", "enable"],
+        ] {
+            cluster.etcdctl(args).await;
+        }
+        let with = |password: &str| {
+            let mut s = settings(cluster.endpoints(), "r1");
+            s.auth = Some(EtcdAuth {
+                username: "cutover".into(),
+                password: password.into(),
+            });
+            FleetStore::new(&s)
+        };
+
+        let fleet = with("s3cret-pass");
+        let revision = fleet.write_if(None, &table(10), HistoryEdit::Push(entry("a"))).await.unwrap();
+        assert_eq!(fleet.read().await.unwrap().unwrap().revision, revision);
+        let registration = fleet.register(replica("r1"));
+        eventually("r1 is registered", || async { registration.is_registered() }).await;
+        assert!(format!("{fleet:?}").contains("r1") && !format!("{fleet:?}").contains("s3cret"));
+
+        let wrong = with("wrong-pass-123");
+        let err = wrong.read().await.unwrap_err();
+        let shown = format!("{err} {err:?} {wrong:?}");
+        assert!(!shown.contains("wrong-pass-123"), "{shown}");
+        // Nobody without a password gets in.
+        assert!(store(cluster.endpoints()).read().await.is_err());
     })
     .await;
 }

@@ -1,7 +1,8 @@
 //! A real etcd cluster on loopback: members on ephemeral ports with data
 //! dirs in a temporary folder (in memory where /dev/shm exists), stopped,
-//! killed and restarted at will, all killed on drop. Needs `etcd` and
-//! `etcdctl` (Debian's etcd-server and etcd-client) on PATH.
+//! killed and restarted at will, all killed on drop; optionally serving
+//! clients over TLS with client certificates. Needs `etcd` and `etcdctl`
+//! (Debian's etcd-server and etcd-client) on PATH.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,6 +15,18 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
     token: String,
     members: Vec<Member>,
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files of a cluster that serves clients over TLS: its CA, and a
+/// client certificate it accepts.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
 }
 
 struct Member {
@@ -26,6 +39,21 @@ struct Member {
 impl EtcdCluster {
     /// Starts `size` members and waits until every one is healthy.
     pub async fn start(size: usize) -> EtcdCluster {
+        EtcdCluster::launch(size, false).await
+    }
+
+    /// Like [`EtcdCluster::start`], clients speaking TLS and showing a
+    /// certificate signed by the cluster's own CA ([`EtcdCluster::tls`]).
+    pub async fn start_tls(size: usize) -> EtcdCluster {
+        EtcdCluster::launch(size, true).await
+    }
+
+    /// The CA and client certificate of a TLS cluster.
+    pub fn tls(&self) -> &TlsFiles {
+        self.tls.as_ref().expect("a cluster started with start_tls")
+    }
+
+    async fn launch(size: usize, tls: bool) -> EtcdCluster {
         let dir = match std::fs::metadata("/dev/shm") {
             Ok(m) if m.is_dir() => tempfile::Builder::new().prefix("etcd-test").tempdir_in("/dev/shm"),
             _ => tempfile::Builder::new().prefix("etcd-test").tempdir(),
@@ -50,7 +78,8 @@ impl EtcdCluster {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "etcd-test".into());
-        let mut cluster = EtcdCluster { dir, token, members };
+        let tls = tls.then(|| make_certificates(dir.path()));
+        let mut cluster = EtcdCluster { dir, token, members, tls };
         for i in 0..size {
             cluster.spawn(i);
         }
@@ -68,7 +97,8 @@ impl EtcdCluster {
     }
 
     pub fn endpoint(&self, member: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[member].client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[member].client_port)
     }
 
     /// The client URLs of the members that run.
@@ -169,7 +199,14 @@ impl EtcdCluster {
 
     /// Runs etcdctl against the given endpoints: (succeeded, stdout and stderr).
     pub async fn etcdctl_at(&self, endpoints: &str, args: &[&str]) -> (bool, String) {
-        let out = tokio::process::Command::new("etcdctl")
+        let mut command = tokio::process::Command::new("etcdctl");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cacert={}", tls.ca.display()))
+                .arg(format!("--cert={}", tls.client_cert.display()))
+                .arg(format!("--key={}", tls.client_key.display()));
+        }
+        let out = command
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
             .args(["--dial-timeout=2s", "--command-timeout=3s"])
@@ -207,15 +244,23 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
+        let client_url = self.endpoint(member);
         let m = &self.members[member];
-        let client_url = format!("http://127.0.0.1:{}", m.client_port);
         let peer_url = format!("http://127.0.0.1:{}", m.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(&m.name))
             .expect("etcd log file");
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", tls.server_cert.display()))
+                .arg(format!("--key-file={}", tls.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg(format!("--name={}", m.name))
             .arg(format!("--data-dir={}", self.dir.path().join(&m.name).display()))
             .arg(format!("--listen-client-urls={client_url}"))
@@ -243,4 +288,41 @@ impl Drop for EtcdCluster {
             self.kill(i);
         }
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// PEM files in `dir`.
+fn make_certificates(dir: &std::path::Path) -> TlsFiles {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "etcd test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let leaf = |names: &[&str], cn: &str| {
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        (params.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
+    };
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client-key.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server-key.pem"),
+    };
+    let (server_cert, server_key) = leaf(&["127.0.0.1", "localhost"], "etcd");
+    let (client_cert, client_key) = leaf(&[], "cutover");
+    for (path, pem) in [
+        (&files.ca, ca_pem),
+        (&files.server_cert, server_cert),
+        (&files.server_key, server_key),
+        (&files.client_cert, client_cert),
+        (&files.client_key, client_key),
+    ] {
+        std::fs::write(path, pem).unwrap();
+    }
+    files
 }
