@@ -19,6 +19,7 @@ pub mod change;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod fleet;
 pub mod guard;
 pub mod health;
 pub mod import;

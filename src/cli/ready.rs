@@ -52,7 +52,7 @@ impl ReadyFile {
         };
         let mut text = serde_json::to_vec(&announcement).context("cannot encode the ready file")?;
         text.push(b'\n');
-        cutover::control::write_atomic(&self.path, &text)
+        cutover::config::file::write_atomic(&self.path, &text)
             .with_context(|| format!("cannot write the ready file {}", self.path.display()))?;
         self.written = Some(text);
         Ok(())

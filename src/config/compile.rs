@@ -96,6 +96,12 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
         ));
     }
 
+    let fleet = raw
+        .fleet
+        .as_ref()
+        .and_then(|f| crate::fleet::config::compile(f, base, admin.addr.port(), &pos, &mut errors))
+        .map(Arc::new);
+
     if let Some(err) = ConfigError::collect(errors) {
         return Err(err);
     }
@@ -118,6 +124,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
         backends,
         route_lookup: crate::routing::RouteIndex::build(routes.iter().map(|r| &r.matcher)),
         routes,
+        fleet,
     })
 }
 

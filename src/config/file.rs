@@ -4,10 +4,11 @@
 //! (`/dev/zero` never ends), a directory, or a huge file that is re-read on
 //! every poll. Only regular files (after following links) of at most
 //! [`MAX_FILE_BYTES`] are read, the open never blocks, and the text must be
-//! UTF-8. Every read of either file goes through [`read_text`].
+//! UTF-8. Every read of either file goes through [`read_text`]; every write
+//! through [`write_atomic`].
 
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::mem::Discriminant;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -81,6 +82,33 @@ fn read_text_limited(path: &Path, limit: u64) -> Result<String, FileError> {
 }
 
 /// Reads up to `limit + 1` bytes, so a file that grew since `fstat` is caught.
+/// Writes `contents` to `path` so that a crash at any moment leaves either
+/// the old file or the new one: a temp file in the same folder, fsync,
+/// rename over, fsync the folder.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let _ = file.set_permissions(meta.permissions());
+        }
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 fn read_at_most(file: File, expected: u64, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(expected.min(limit) as usize + 1);
     file.take(limit + 1).read_to_end(&mut bytes)?;

@@ -45,6 +45,8 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     /// Candidate routes by first path segment, for fast first-match lookup.
     pub route_lookup: crate::routing::RouteIndex,
+    /// Fleet mode, when configured.
+    pub fleet: Option<Arc<crate::fleet::FleetSettings>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,6 +41,9 @@ pub struct RawConfig {
     #[serde(default)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RawRoute>,
+    /// Fleet mode: one weight table for every replica, kept in etcd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<RawFleet>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -814,4 +817,36 @@ is_loader_default! {
     is_default_mirror_timeout => default_mirror_timeout: Dur,
     is_default_compare_headers => default_compare_headers: Vec<HeaderNameValue>,
     is_default_noise_sample => default_noise_sample: f64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub etcd: RawFleetEtcd,
+    /// `${VAR}` is expanded; default: host name and admin port.
+    pub replica_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetEtcd {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub tls: Option<RawFleetTls>,
+    pub auth: Option<RawFleetAuth>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetAuth {
+    pub username: String,
+    pub password_file: PathBuf,
 }

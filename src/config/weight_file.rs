@@ -2,7 +2,6 @@
 //! write, and the history of changes kept beside the file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -42,7 +41,7 @@ impl WeightFile {
     /// Writes `weights` with the given comments, whatever the file holds now
     /// (a new file: `import-nginx` explains where each split came from).
     pub fn write_with(&self, config: &Config, weights: &Weights, comments: &Comments) -> std::io::Result<()> {
-        write_atomic(&self.path, render(config, weights, comments).as_bytes())
+        super::file::write_atomic(&self.path, render(config, weights, comments).as_bytes())
     }
 
     /// The history of the changes made to this file.
@@ -139,33 +138,6 @@ impl Comments {
     }
 }
 
-/// Writes `contents` to `path` so that a crash at any moment leaves either
-/// the old file or the new one: a temp file in the same folder, fsync,
-/// rename over, fsync the folder.
-fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let _ = file.set_permissions(meta.permissions());
-        }
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// One change of the weight table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -237,7 +209,7 @@ impl History {
             text.push_str(&serde_json::to_string(e).map_err(std::io::Error::other)?);
             text.push('\n');
         }
-        write_atomic(&self.path, text.as_bytes())
+        super::file::write_atomic(&self.path, text.as_bytes())
     }
 }
 

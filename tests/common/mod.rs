@@ -1,12 +1,13 @@
 //! The integration tests' one harness: real backends on loopback
 //! ([`servers`]), HTTP clients ([`clients`]) and hand-written bytes on raw
-//! connections ([`raw`]), the real `cutover` binary ([`process`]), and a
-//! Prometheus text parser ([`prometheus`]). Each test binary includes it
-//! with `mod common;` and uses `common::*`.
+//! connections ([`raw`]), the real `cutover` binary ([`process`]), a real
+//! etcd cluster ([`etcd`]), and a Prometheus text parser ([`prometheus`]).
+//! Each test binary includes it with `mod common;` and uses `common::*`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod clients;
+pub mod etcd;
 pub mod process;
 pub mod prometheus;
 pub mod raw;
