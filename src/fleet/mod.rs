@@ -7,8 +7,8 @@
 //! - `{prefix}/weights`: the weight table, the same YAML text as weights.yaml;
 //!   its `mod_revision` is the table's revision.
 //! - `{prefix}/history`: the change history, JSON lines of
-//!   [`crate::control::HistoryEntry`], oldest first, at most
-//!   [`crate::control::HISTORY_LEN`]; written in the same transaction as the
+//!   [`crate::config::weight_file::HistoryEntry`], oldest first, at most
+//!   [`crate::config::weight_file::HISTORY_LEN`]; written in the same transaction as the
 //!   table it describes.
 //! - `{prefix}/replicas/{id}`: a replica's [`ReplicaInfo`] as JSON, bound to
 //!   a lease so it disappears when the replica stops renewing it.
