@@ -417,8 +417,11 @@ impl Live {
         self.last_reload.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The newest change in the store's history, for `status`.
+    /// The newest change in the store's history, for `status`. Waits for a
+    /// change being applied, so that a table already live is never shown
+    /// beside the history from before it.
     pub fn last_change(&self) -> Option<HistoryEntry> {
+        let _applied = self.change_lock.hold();
         self.store.last_change(&self.load().config).ok().flatten()
     }
 

@@ -30,6 +30,9 @@ use crate::live::{Live, Reloaded};
 const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Gap between the two reads that must agree.
 const SETTLE: Duration = Duration::from_millis(100);
+/// How long an empty file must stay empty to be read as meant: `cp`,
+/// shell redirects and many editors truncate before they write.
+const EMPTY_SETTLE: Duration = Duration::from_secs(1);
 /// Longest a stream of events delays a read.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 /// Backstop poll, for file systems whose events do not arrive.
@@ -196,9 +199,11 @@ async fn read_both(files: &(PathBuf, PathBuf)) -> Result<(String, String, u64), 
 }
 
 /// Reads both files until two reads `SETTLE` apart agree, on the text or on
-/// the problem (bounded; `None` while they keep changing).
+/// the problem, and an empty file has stayed empty for `EMPTY_SETTLE`
+/// (bounded; `None` while they keep changing).
 async fn read_settled(files: &(PathBuf, PathBuf)) -> Option<Result<(String, String, u64), FileError>> {
     let mut previous = read_both(files).await;
+    let mut agreed_for = Duration::ZERO;
     for _ in 0..20 {
         tokio::time::sleep(SETTLE).await;
         let current = read_both(files).await;
@@ -207,10 +212,47 @@ async fn read_settled(files: &(PathBuf, PathBuf)) -> Option<Result<(String, Stri
             (Err(a), Err(b)) => a.key() == b.key(),
             _ => false,
         };
-        if agree {
+        agreed_for = if agree { agreed_for + SETTLE } else { Duration::ZERO };
+        let truncated = matches!(&current, Ok((config, weights, _)) if config.is_empty() || weights.is_empty());
+        let needed = if truncated { EMPTY_SETTLE } else { SETTLE };
+        if agreed_for >= needed {
             return Some(current);
         }
         previous = current;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A weight file truncated by `cp` and written a moment later is read
+    /// once written, never as the empty table it briefly was.
+    #[tokio::test]
+    async fn a_file_truncated_before_it_is_written_is_read_once_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = (dir.path().join("cutover.yaml"), dir.path().join("weights.yaml"));
+        std::fs::write(&files.0, "routes: []\n").unwrap();
+        std::fs::write(&files.1, "").unwrap();
+        let weights = files.1.clone();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            std::fs::write(weights, "api: { legacy: 50, new: 50 }\n").unwrap();
+        });
+        let read = read_settled(&files).await.expect("settles").expect("readable");
+        writer.await.unwrap();
+        assert_eq!(read.1, "api: { legacy: 50, new: 50 }\n");
+    }
+
+    /// A file that stays empty is read as it is: emptying it on purpose works.
+    #[tokio::test]
+    async fn a_file_that_stays_empty_is_read_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = (dir.path().join("cutover.yaml"), dir.path().join("weights.yaml"));
+        std::fs::write(&files.0, "routes: []\n").unwrap();
+        std::fs::write(&files.1, "").unwrap();
+        let read = read_settled(&files).await.expect("settles").expect("readable");
+        assert_eq!(read.1, "");
+    }
 }
