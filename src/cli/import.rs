@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
+use cutover::config::file::write_atomic;
 use cutover::import::{self, ImportError};
 
 const CONFIG_FILE: &str = "cutover.yaml";
@@ -38,8 +39,10 @@ pub fn run(file: &Path, output: Option<&Path>, force: bool) -> anyhow::Result<()
                 }
             }
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            std::fs::write(&config, &imported.config).with_context(|| format!("cannot write {}", config.display()))?;
-            std::fs::write(&weights, &imported.weights).with_context(|| format!("cannot write {}", weights.display()))?;
+            // Weights first: a config is never left beside no weight file.
+            for (path, text) in [(&weights, &imported.weights), (&config, &imported.config)] {
+                write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            }
             eprint!("{}", imported.report());
             eprintln!("\nwrote {} and {}", config.display(), weights.display());
             eprintln!("next: cutover check -c {}", config.display());

@@ -18,7 +18,6 @@ use super::{
 };
 use crate::mirror::compare::{CompareRules, Kind, PathPattern};
 use crate::mirror::redact::Redactor;
-use crate::proxy::headers::FORCE_TOKEN;
 use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
 
 pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
@@ -645,10 +644,10 @@ fn compile_force(
             cidrs.iter().map(|c| c.0).collect()
         }
     };
-    if f.name.0.as_str() == FORCE_TOKEN.as_str() {
+    if f.name.0.as_str() == super::FORCE_TOKEN.as_str() {
         errors.push(ConfigError::at(
             value(&["force_header", "name"]),
-            format!("{FORCE_TOKEN} carries the force token; choose another name"),
+            format!("{} carries the force token; choose another name", super::FORCE_TOKEN),
         ));
     }
     let token = f

@@ -199,6 +199,9 @@ impl ForceHeader {
     }
 }
 
+/// The header that carries a force header's secret, when it has a `token_file`.
+pub static FORCE_TOKEN: http::HeaderName = http::HeaderName::from_static("x-cutover-force-token");
+
 /// A force header's secret, read from its `token_file`; never printed.
 pub struct ForceToken(Box<[u8]>);
 

@@ -35,13 +35,7 @@ impl WeightFile {
     pub fn write(&self, config: &Config, weights: &Weights) -> std::io::Result<()> {
         let previous = super::read_text(&self.path).ok();
         let comments = previous.as_deref().map(Comments::read).unwrap_or_default();
-        self.write_with(config, weights, &comments)
-    }
-
-    /// Writes `weights` with the given comments, whatever the file holds now
-    /// (a new file: `import-nginx` explains where each split came from).
-    pub fn write_with(&self, config: &Config, weights: &Weights, comments: &Comments) -> std::io::Result<()> {
-        super::file::write_atomic(&self.path, render(config, weights, comments).as_bytes())
+        super::file::write_atomic(&self.path, render(config, weights, &comments).as_bytes())
     }
 
     /// The history of the changes made to this file.

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use http::header::HeaderMap;
 
-use super::headers::{FORCE_TOKEN, cookie};
+use super::headers::cookie;
+use crate::config::FORCE_TOKEN;
 use crate::config::{ForceHeader, RouteSpec, Sticky};
 use crate::routing::RequestView;
 use crate::split::{self, BUCKETS};

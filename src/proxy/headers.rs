@@ -11,8 +11,6 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-/// The secret that goes with a route's force header, when it has a `token_file`.
-pub static FORCE_TOKEN: HeaderName = HeaderName::from_static("x-cutover-force-token");
 /// Names cutover keeps for itself; clients' headers with it are not forwarded.
 const RESERVED_PREFIX: &[u8] = b"x-cutover-";
 

@@ -162,7 +162,7 @@ impl RequestRecord {
             && backend != self.table.config.routes[route].stable
             && verdict.judges_backend()
         {
-            guard.record(backend, verdict.status(), elapsed);
+            guard.record(backend, verdict, elapsed);
         }
     }
 }

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::clock::now_secs;
 use crate::config::GuardSpec;
+use crate::upstream::Verdict;
 
 /// Upper bounds (ms) of the latency histogram used for p99.
 const LATENCY_BOUNDS_MS: [u64; 26] = [
@@ -62,13 +63,13 @@ impl Window {
         f(slots.back_mut().expect("pushed above"));
     }
 
-    /// A finished exchange: `status` is `None` when the backend gave no answer.
-    pub fn record(&self, keep: u64, status: Option<u16>, elapsed: Duration) {
+    /// A finished exchange, failed as [`Verdict::fault`] decides.
+    pub fn record(&self, keep: u64, verdict: Verdict, elapsed: Duration) {
         let ms = elapsed.as_millis() as u64;
         let bucket = LATENCY_BOUNDS_MS.iter().position(|&b| ms <= b).unwrap_or(LATENCY_BOUNDS_MS.len());
         self.with_slot(keep, |s| {
             s.requests += 1;
-            s.failures += u64::from(status.is_none_or(|c| c >= 500));
+            s.failures += u64::from(verdict.fault().is_some());
             s.latency[bucket] += 1;
         });
     }
@@ -180,8 +181,8 @@ impl RouteGuard {
         self.spec.window.as_secs().max(1)
     }
 
-    pub fn record(&self, backend: usize, status: Option<u16>, elapsed: Duration) {
-        self.windows[backend].record(self.keep(), status, elapsed);
+    pub fn record(&self, backend: usize, verdict: Verdict, elapsed: Duration) {
+        self.windows[backend].record(self.keep(), verdict, elapsed);
     }
 
     /// The split gave `backend` a request, but it was down and another
@@ -279,10 +280,10 @@ mod tests {
     fn no_verdict_without_enough_traffic() {
         let w = Window::default();
         for _ in 0..49 {
-            w.record(60, Some(500), Duration::from_millis(5));
+            w.record(60, Verdict::Answered(500), Duration::from_millis(5));
         }
         assert_eq!(breach(&spec(), &w.stats(60)), None);
-        w.record(60, Some(500), Duration::from_millis(5));
+        w.record(60, Verdict::Answered(500), Duration::from_millis(5));
         assert!(breach(&spec(), &w.stats(60)).unwrap().starts_with("error rate 100.0% > 5.0%"));
     }
 
@@ -290,7 +291,7 @@ mod tests {
     fn requests_diverted_from_a_backend_that_is_down_count_as_failures() {
         let w = Window::default();
         for _ in 0..5 {
-            w.record(60, Some(500), Duration::from_millis(5));
+            w.record(60, Verdict::Answered(500), Duration::from_millis(5));
         }
         for _ in 0..44 {
             w.record_diverted(60);
@@ -309,7 +310,7 @@ mod tests {
             ..spec()
         };
         let w = Window::default();
-        w.record(60, Some(200), Duration::from_millis(3000));
+        w.record(60, Verdict::Answered(200), Duration::from_millis(3000));
         for _ in 0..60 {
             w.record_diverted(60);
         }
@@ -341,13 +342,13 @@ mod tests {
     fn p99_and_mismatch_breaches() {
         let w = Window::default();
         for i in 0..100 {
-            w.record(60, Some(200), Duration::from_millis(if i < 5 { 1500 } else { 20 }));
+            w.record(60, Verdict::Answered(200), Duration::from_millis(if i < 5 { 1500 } else { 20 }));
         }
         assert_eq!(w.stats(60).p99, Some(Duration::from_millis(1500)));
         assert!(breach(&spec(), &w.stats(60)).unwrap().starts_with("p99 latency 1500 ms > 800 ms"));
         let w = Window::default();
         for i in 0..60 {
-            w.record(60, Some(200), Duration::from_millis(3));
+            w.record(60, Verdict::Answered(200), Duration::from_millis(3));
             w.record_comparison(60, i % 10 != 0);
         }
         assert!(
