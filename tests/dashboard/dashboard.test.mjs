@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,25 +43,33 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Starts the binary; resolves with its output once `ready` matches it. */
-function start(args, ready, label) {
-  const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts the binary with `--ready-file`; resolves once the file announces
+ * its addresses (`{pid, listeners: [{name, addr}], admin}`).
+ */
+function start(args, label) {
+  const readyFile = path.join(mkdtempSync(path.join(tmpdir(), 'cutover-ready-')), 'ready.json');
+  const child = spawn(BIN, [...args, '--ready-file', readyFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   if (PIDFILE) appendFileSync(PIDFILE, child.pid + '\n');
   let output = '';
+  child.stdout.on('data', (data) => { output += data; });
+  child.stderr.on('data', (data) => { output += data; });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${label} did not start within 20 s:\n${output}`)), 20_000);
-    const onData = (data) => {
-      output += data;
-      const m = output.match(ready);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, match: m, output: () => output });
+    const timer = setTimeout(() => { clearInterval(poll); reject(new Error(`${label} did not start within 20 s:\n${output}`)); }, 20_000);
+    const poll = setInterval(() => {
+      let ready;
+      try {
+        ready = JSON.parse(readFileSync(readyFile, 'utf8'));
+      } catch {
+        return; // not written yet
       }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
+      clearInterval(poll);
+      clearTimeout(timer);
+      resolve({ child, ready, output: () => output });
+    }, 50);
     child.on('exit', (code, signal) => {
+      clearInterval(poll);
       clearTimeout(timer);
       reject(new Error(`${label} exited (${code ?? signal}):\n${output}`));
     });
@@ -151,11 +159,10 @@ async function showsSplit(p, legacy, next) {
 step('the demo starts on free loopback ports and takes traffic', async () => {
   demo = await start(
     ['demo', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--legacy', '127.0.0.1:0', '--new', '127.0.0.1:0'],
-    /proxy\s+(http:\/\/\S+?)\/?\s[\s\S]*?metrics\s+(http:\/\/\S+?)\/metrics/,
     'cutover demo',
   );
-  proxy = demo.match[1];
-  admin = demo.match[2];
+  proxy = `http://${demo.ready.listeners[0].addr}`;
+  admin = `http://${demo.ready.admin}`;
   await traffic(proxy, 300);
   await weightsAre(admin, 'api', { legacy: 90, new: 10 });
 });
@@ -292,8 +299,8 @@ step('with a token configured, the page asks for it, refuses a wrong one and kee
     '    backends: { legacy: {}, new: {} }',
     '',
   ].join('\n'));
-  second = await start(['run', '-c', path.join(dir, 'cutover.yaml')], /admin listening addr=(\S+)/, 'cutover run');
-  const secured = `http://${second.match[1]}`;
+  second = await start(['run', '-c', path.join(dir, 'cutover.yaml')], 'cutover run');
+  const secured = `http://${second.ready.admin}`;
   // Reads need the token too; the page itself does not.
   assert.equal((await fetch(`${secured}/admin/status`)).status, 401);
   const p = await openPage(`${secured}/`);

@@ -101,7 +101,7 @@ gunicorn new "$E2E/new_drf" bookstore.wsgi "$NEW_PORT"
 sed -e "s/@LEGACY_PORT@/$LEGACY_PORT/" -e "s/@NEW_PORT@/$NEW_PORT/" "$E2E/cutover.yaml" >"$WORK/cutover.yaml"
 echo "api: { legacy: 100, new: 0 }" >"$WORK/weights.yaml"
 "$CUTOVER" check -c "$WORK/cutover.yaml" >/dev/null || die "cutover check rejected the config"
-"$CUTOVER" run -c "$WORK/cutover.yaml" >"$WORK/cutover.out" 2>"$WORK/cutover.log" &
+"$CUTOVER" run -c "$WORK/cutover.yaml" --ready-file "$WORK/ready.json" >"$WORK/cutover.out" 2>"$WORK/cutover.log" &
 PIDS+=($!)
 
 # Wait (bounded) for a URL to answer 200.
@@ -123,15 +123,15 @@ while True:
 EOF
 }
 
-# cutover picks its own ports: read them from its log.
+# cutover picks its own ports and announces them in its ready file.
 for _ in $(seq 300); do
-  PROXY=$(sed -n 's/.*listening listener=public addr=\([0-9.:]*\).*/\1/p' "$WORK/cutover.log" | head -n 1)
-  ADMIN=$(sed -n 's/.*admin listening addr=\([0-9.:]*\).*/\1/p' "$WORK/cutover.log" | head -n 1)
-  [ -n "$PROXY" ] && [ -n "$ADMIN" ] && break
+  [ -s "$WORK/ready.json" ] && break
   kill -0 "${PIDS[2]}" 2>/dev/null || die "cutover exited at start"
   sleep 0.1
 done
-[ -n "$PROXY" ] && [ -n "$ADMIN" ] || die "cutover did not log its listening addresses"
+[ -s "$WORK/ready.json" ] || die "cutover did not write its ready file"
+PROXY=$("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print([l["addr"] for l in r["listeners"] if l["name"] == "public"][0])' "$WORK/ready.json")
+ADMIN=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$WORK/ready.json")
 
 wait_ok "legacy (Flask)" "http://127.0.0.1:$LEGACY_PORT/healthz"
 wait_ok "new (Django REST Framework)" "http://127.0.0.1:$NEW_PORT/healthz"
