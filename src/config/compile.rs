@@ -98,7 +98,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
     let fleet = raw
         .fleet
         .as_ref()
-        .and_then(|f| crate::fleet::config::compile(f, base, admin.addr.port(), &pos, &mut errors))
+        .and_then(|f| super::fleet::compile(f, base, admin.addr.port(), &pos, &mut errors))
         .map(Arc::new);
 
     if let Some(err) = ConfigError::collect(errors) {

@@ -4,6 +4,7 @@
 mod compile;
 pub mod error;
 pub mod file;
+pub mod fleet;
 pub mod raw;
 pub mod values;
 pub mod weight_file;
@@ -46,7 +47,7 @@ pub struct Config {
     /// Candidate routes by first path segment, for fast first-match lookup.
     pub route_lookup: crate::routing::RouteIndex,
     /// Fleet mode, when configured.
-    pub fleet: Option<Arc<crate::fleet::FleetSettings>>,
+    pub fleet: Option<Arc<fleet::FleetSettings>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

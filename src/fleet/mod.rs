@@ -13,14 +13,15 @@
 //! - `{prefix}/replicas/{id}`: a replica's [`ReplicaInfo`] as JSON, bound to
 //!   a lease so it disappears when the replica stops renewing it.
 
-pub mod config;
 mod registry;
 mod store;
 mod watch;
 
 use std::time::Duration;
 
-pub use config::{EtcdAuth, EtcdTls, FleetSettings};
+/// The `fleet:` section, as the config compiles it.
+pub use crate::config::fleet as config;
+pub use crate::config::fleet::{EtcdAuth, EtcdTls, FleetSettings};
 pub use registry::{Registration, ReplicaInfo};
 pub use store::{FleetState, FleetStore, HistoryEdit};
 pub use watch::{FleetWatch, WatchEvent};

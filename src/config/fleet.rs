@@ -6,9 +6,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::ConfigError;
-use crate::config::raw::RawFleet;
-use crate::config::yaml::Positions;
+use super::ConfigError;
+use super::raw::RawFleet;
+use super::yaml::Positions;
 
 /// How long one etcd call may take, connecting included.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
