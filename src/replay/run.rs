@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request};
+use http::{Method, Request, Uri, Version};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -26,6 +26,7 @@ use crate::mirror::parity::Parity;
 use crate::mirror::{Replayed, compare_backends};
 use crate::proxy::checks::{self, Checked};
 use crate::proxy::headers::X_REQUEST_ID;
+use crate::proxy::refusal::Refusal;
 use crate::report::{Window, route_reports};
 use crate::routing::{RequestView, host_without_port};
 use crate::table::{Table, UpstreamCache};
@@ -57,6 +58,8 @@ pub enum ReplayError {
     AgainstStable { backend: String, route: String },
     #[error("no route mirrors traffic: add `mirror:` (with its compare rules) to the routes to compare")]
     NothingMirrored,
+    #[error("the added headers would make every request invalid: {0}")]
+    Headers(&'static str),
     #[error("cannot read the log: {0}")]
     Read(#[from] std::io::Error),
 }
@@ -132,6 +135,9 @@ impl Replay {
             options.headers.insert(header::USER_AGENT, HeaderValue::from_static(agent));
         }
         options.concurrency = options.concurrency.max(1);
+        if let Err(Refusal::BadRequest(why)) = checks::check(&request(&options.headers, Uri::from_static("/")), &config.server) {
+            return Err(ReplayError::Headers(why));
+        }
         let weights = Weights::all_stable(&config);
         let metrics = Arc::new(Metrics::new());
         let table = Table::build(
@@ -330,10 +336,8 @@ impl Replay {
         let uri = entry.origin_form().ok_or(Skip::Target)?;
         let config = &self.table.config;
         let request_id = format!("replay-{line}");
-        let mut req = Request::new(());
+        let mut req = request(&self.options.headers, uri);
         *req.method_mut() = entry.method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = self.options.headers.clone();
         req.headers_mut()
             .insert(X_REQUEST_ID.clone(), HeaderValue::from_str(&request_id).expect("digits"));
         let checked = checks::check(&req, &config.server).map_err(|_| Skip::Target)?;
@@ -358,6 +362,19 @@ impl Replay {
             time: entry.time,
         })
     }
+}
+
+/// A GET of `uri` with `headers`. A log names no host: without a `Host`
+/// among `headers` the request is one that has none (HTTP/1.0), which
+/// routes as such, and each backend is sent its own authority as `Host`.
+fn request(headers: &HeaderMap, uri: Uri) -> Request<()> {
+    let mut req = Request::new(());
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers.clone();
+    if !headers.contains_key(header::HOST) {
+        *req.version_mut() = Version::HTTP_10;
+    }
+    req
 }
 
 /// Points every mirrored route at backend `name` of the config, added to

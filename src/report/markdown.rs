@@ -299,8 +299,9 @@ fn accepted(out: &mut String, r: &RouteReport, left: &str, right: &str) {
     let today = crate::clock::today_utc().to_string();
     let _ = writeln!(
         out,
-        "\n### Accepted differences ({} rules)\n\n| Kind | JSON path | Reason | Until | Requests seen |\n|---|---|---|---|--:|",
-        r.accept.len()
+        "\n### Accepted differences ({} {})\n\n| Kind | JSON path | Reason | Until | Requests seen |\n|---|---|---|---|--:|",
+        r.accept.len(),
+        if r.accept.len() == 1 { "rule" } else { "rules" }
     );
     for a in &r.accept {
         let seen: u64 = rows.iter().filter(|p| covered_by(p, a)).map(|p| p.count).sum();
@@ -319,7 +320,7 @@ fn accepted(out: &mut String, r: &RouteReport, left: &str, right: &str) {
         );
     }
     if !rows.is_empty() {
-        out.push('\n');
+        out.push_str("\nThe differences they covered:\n\n");
         rows_with_reason(out, &rows, left, right);
     }
 }
