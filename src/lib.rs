@@ -29,6 +29,8 @@ pub mod mirror;
 pub mod proxy;
 pub mod rates;
 pub mod reload;
+pub mod replay;
+pub mod report;
 pub mod routing;
 pub mod server;
 pub mod split;

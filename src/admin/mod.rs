@@ -98,22 +98,12 @@ async fn route(
         (&Method::GET, "/admin/parity") => {
             let table = live.load();
             let wanted = query_param(&parts.uri, "route");
-            let reports: Vec<Value> = table
-                .config
-                .routes
-                .iter()
-                .filter(|r| r.mirror.is_some() && wanted.as_deref().is_none_or(|w| w == &*r.name))
-                .map(|r| {
-                    let mut report = live.parity.report(&r.name, 25);
-                    let m = r.mirror.as_ref().expect("filtered on mirror");
-                    report["min_clean_share"] = json!(m.min_clean_share);
-                    report["backends"] = json!([&*r.backends[r.stable].spec.name, &*r.backends[m.to].spec.name]);
-                    report
-                })
-                .collect();
+            let report = crate::report::parity_json(&table.config, &live.parity, wanted.as_deref());
             match wanted {
-                Some(w) if reports.is_empty() => json_error(StatusCode::NOT_FOUND, &format!("no mirrored route {w:?}")),
-                _ => json_response(StatusCode::OK, &json!({ "routes": reports })),
+                Some(w) if report["routes"].as_array().is_none_or(Vec::is_empty) => {
+                    json_error(StatusCode::NOT_FOUND, &format!("no mirrored route {w:?}"))
+                }
+                _ => json_response(StatusCode::OK, &report),
             }
         }
         (&Method::PUT, p) if p.starts_with("/admin/weights/") => {

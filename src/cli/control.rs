@@ -19,6 +19,7 @@ use cutover::change::{self, CHANGE_WARNING, Change, RollbackCause, Routes};
 use cutover::config::{Config, Weights};
 use cutover::live::Live;
 use cutover::metrics::Metrics;
+use cutover::report::{ParityReport, markdown};
 
 /// How to reach the proxy.
 #[derive(clap::Args, Debug, Clone)]
@@ -172,7 +173,18 @@ pub async fn status(target: Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn parity(target: Target, route: Option<String>, raw: bool) -> anyhow::Result<()> {
+/// How a parity report is printed.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A table for the terminal.
+    Text,
+    /// The JSON report, as `/admin/parity` gives it.
+    Json,
+    /// The sign-off document: Markdown to attach to a go/no-go decision.
+    Markdown,
+}
+
+pub async fn parity(target: Target, route: Option<String>, format: Format) -> anyhow::Result<()> {
     let Mode::Api(client) = connect(&target).await? else {
         bail!("parity is measured by the running proxy, and it is not reachable");
     };
@@ -180,11 +192,22 @@ pub async fn parity(target: Target, route: Option<String>, raw: bool) -> anyhow:
         Some(r) => format!("/admin/parity?route={r}"),
         None => "/admin/parity".to_string(),
     };
-    let report = client.call(Method::GET, &path, None).await?;
-    if raw {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", render_parity(&report));
+    let mut report = client.call(Method::GET, &path, None).await?;
+    if report.is_object() && report.get("source").is_none() {
+        report["source"] = json!(format!("live traffic through the proxy whose admin API is {}", client.addr));
+    }
+    print_parity(&report, format)
+}
+
+/// Prints a parity report (from the proxy or from `replay`) in `format`.
+pub fn print_parity(report: &Value, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Text => print!("{}", render_parity(report)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Format::Markdown => {
+            let typed: ParityReport = serde_json::from_value(report.clone()).context("the parity report is not as expected")?;
+            print!("{}", markdown::render(&typed));
+        }
     }
     Ok(())
 }

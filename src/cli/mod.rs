@@ -4,6 +4,7 @@ mod check;
 mod control;
 mod import;
 mod ready;
+mod replay;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,8 @@ use ready::ReadyFile;
     about = "A traffic-splitting reverse proxy for migrations",
     after_help = "Try `cutover demo` first.\n\n\
                   `shift`, `rollback`, `undo`, `status` and `parity` talk to the running proxy's admin API;\n\
-                  when it is not running, `shift`, `rollback` and `undo` edit the weight file."
+                  when it is not running, `shift`, `rollback` and `undo` edit the weight file.\n\
+                  `replay` measures parity on an access log before any traffic goes through the proxy."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -82,12 +84,17 @@ enum Command {
     Parity {
         /// Only this route (default: every route that mirrors traffic).
         route: Option<String>,
-        /// Print the raw JSON report.
-        #[arg(long)]
+        /// Print the raw JSON report (as `--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// `text`, `json`, or `markdown`: the sign-off document.
+        #[arg(long, value_enum, default_value = "text")]
+        format: control::Format,
         #[command(flatten)]
         target: control::Target,
     },
+    /// Replay the safe requests of an access log to each route's stable backend and its mirror target; print the parity report.
+    Replay(replay::Args),
     /// Send 100% of the named routes (or all) to their stable backend.
     Rollback {
         /// The routes to roll back, by name.
@@ -163,7 +170,13 @@ pub fn main() -> ExitCode {
             force,
             target,
         } => control::block_on(control::shift(target, route, weights, force)),
-        Command::Parity { route, json, target } => control::block_on(control::parity(target, route, json)),
+        Command::Parity {
+            route,
+            json,
+            format,
+            target,
+        } => control::block_on(control::parity(target, route, if json { control::Format::Json } else { format })),
+        Command::Replay(args) => runtime().and_then(|rt| rt.block_on(replay::run(args))),
         Command::Rollback {
             routes,
             all,

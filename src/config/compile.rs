@@ -567,6 +567,7 @@ fn compile_mirror(
         match (kind, path) {
             (Some(kind), Ok(path)) => accept.push(AcceptRule {
                 path,
+                pattern: a.path.clone(),
                 kind,
                 reason: a.reason.clone(),
                 until: a.until.map(|d| d.0),

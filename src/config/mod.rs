@@ -275,6 +275,8 @@ pub struct MirrorSpec {
 #[derive(Debug, Clone)]
 pub struct AcceptRule {
     pub path: crate::mirror::compare::PathPattern,
+    /// `path` as written, for reports.
+    pub pattern: String,
     pub kind: crate::mirror::compare::Kind,
     pub reason: String,
     /// Last day the rule holds.

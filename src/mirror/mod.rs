@@ -148,6 +148,50 @@ pub fn shadow<'t>(req: &ShadowRequest<'t, '_>, body: RequestBody) -> (RequestBod
     (body, Some(mirrored))
 }
 
+/// A request no client is waiting for (`cutover replay`), for route `route` to compare.
+pub struct Replayed<'a> {
+    pub route: usize,
+    /// The head as every backend is sent it, before its target and `Host`.
+    pub head: &'a Parts,
+    pub target: Target<'a>,
+    pub request_id: String,
+}
+
+/// Asks the route's stable backend and its mirror target (and the stable one
+/// a second time when learning noise) the bodiless request `req`, then
+/// compares and records the answers as for a mirrored request, counted
+/// among the route's outcomes; the route's guard is not fed. `Skipped` for a
+/// route that does not mirror.
+pub async fn compare_backends(table: &Arc<Table>, parity: &Arc<Parity>, req: Replayed<'_>) -> ShadowOutcome {
+    let route = &table.config.routes[req.route];
+    let Some(spec) = &route.mirror else {
+        return ShadowOutcome::Skipped;
+    };
+    let Ok(uri) = origin_form("", req.target.path(&req.head.uri), req.head.uri.query()) else {
+        record_outcome(table, parity, req.route, ShadowOutcome::Skipped);
+        return ShadowOutcome::Skipped;
+    };
+    let job = ShadowJob {
+        table: table.clone(),
+        parity: parity.clone(),
+        route: req.route,
+        primary: route.stable,
+        feeds_guard: false,
+        shadow: spec.to,
+        noise: learns_noise(spec, &req.head.method),
+        method: req.head.method.clone(),
+        headers: req.head.headers.clone(),
+        uri,
+        client_host: req.target.client_host.cloned(),
+        host_in_headers: req.target.host_in_headers,
+        request_id: req.request_id,
+        body: None,
+        primary_head: None,
+        primary_body: None,
+    };
+    job.run().await
+}
+
 /// Counts what became of one request that route `route` of `table` would mirror.
 fn record_outcome(table: &Table, parity: &Parity, route: usize, outcome: ShadowOutcome) {
     parity.count_outcome(&table.config.routes[route].name, outcome.label());
@@ -194,8 +238,16 @@ fn admit(
     let Some(slot) = Slot::take(slots) else {
         return Admission::Refused(ShadowOutcome::Dropped);
     };
-    let noise = method.is_safe() && spec.noise_sample > 0.0 && rand::random::<f64>() < spec.noise_sample;
-    Admission::Yes { shadow, slot, noise }
+    Admission::Yes {
+        shadow,
+        slot,
+        noise: learns_noise(spec, method),
+    }
+}
+
+/// Whether this request is also asked of the primary a second time, to learn noise.
+fn learns_noise(spec: &MirrorSpec, method: &Method) -> bool {
+    method.is_safe() && spec.noise_sample > 0.0 && rand::random::<f64>() < spec.noise_sample
 }
 
 /// Runs a shadow job in its own task; tower's `ConcurrencyLimit` around it
@@ -266,12 +318,13 @@ struct ShadowJob {
 const PRIMARY_GRACE: Duration = Duration::from_secs(60);
 
 impl ShadowJob {
-    async fn run(mut self) {
+    async fn run(mut self) -> ShadowOutcome {
         let table = self.table.clone();
         let route = &table.config.routes[self.route];
         let spec = route.mirror.as_ref().expect("mirrored routes have a mirror spec");
         let outcome = settle(&route.name, caught(self.exchange(spec)).await);
         record_outcome(&table, &self.parity, self.route, outcome);
+        outcome
     }
 
     async fn exchange(&mut self, spec: &MirrorSpec) -> ShadowOutcome {
@@ -286,6 +339,9 @@ impl ShadowJob {
         // two in-flight exchanges inline would make every move kilobytes long.
         let headers = std::mem::take(&mut self.headers);
         let again_headers = self.noise.then(|| headers.clone());
+        // A replayed request has no client: its primary is asked here too.
+        let tapped = self.primary_head.take().zip(self.primary_body.take());
+        let primary_headers = tapped.is_none().then(|| headers.clone());
         let shadow = Box::pin(self.fetch(self.shadow, headers, body.clone(), spec));
         let again = async {
             match again_headers {
@@ -293,16 +349,22 @@ impl ShadowJob {
                 None => None,
             }
         };
-        let (shadow, again) = tokio::join!(shadow, again);
-        let Some(primary) = self.primary_capture().await else {
-            return ShadowOutcome::Skipped;
+        let primary = async {
+            match (tapped, primary_headers) {
+                (Some((head, body)), _) => primary_capture(head, body).await.ok_or(ShadowOutcome::Skipped),
+                (None, headers) => Box::pin(self.fetch(self.primary, headers.unwrap_or_default(), body.clone(), spec))
+                    .await
+                    .map_err(|failure| self.failed(&failure)),
+            }
+        };
+        let (shadow, again, primary) = tokio::join!(shadow, again, primary);
+        let primary = match primary {
+            Ok(primary) => primary,
+            Err(outcome) => return outcome,
         };
         let shadow = match shadow {
             Ok(shadow) => shadow,
-            Err(failure) => {
-                tracing::debug!(route = %self.table.config.routes[self.route].name, ?failure, "shadow request failed");
-                return ShadowOutcome::Error;
-            }
+            Err(failure) => return self.failed(&failure),
         };
         let comparison = Comparison {
             table: self.table.clone(),
@@ -320,16 +382,9 @@ impl ShadowJob {
         comparison.judge(spec.timeout).await
     }
 
-    async fn primary_capture(&mut self) -> Option<Captured> {
-        let head = self.primary_head.take()?;
-        let body = self.primary_body.take()?;
-        let captured = pin!(async {
-            let (status, headers) = head.await.ok()?;
-            let body = body.await.ok()?;
-            Some(Captured { status, headers, body })
-        });
-        // The primary has usually finished by now, and then no timer is set.
-        within(PRIMARY_GRACE, captured).await.flatten()
+    fn failed(&self, failure: &Failure) -> ShadowOutcome {
+        tracing::debug!(route = %self.table.config.routes[self.route].name, ?failure, "shadow request failed");
+        ShadowOutcome::Error
     }
 
     /// Sends the request to route backend `backend` and reads the answer (bounded).
@@ -384,6 +439,17 @@ impl ShadowJob {
             .await
             .unwrap_or(Err(Failure::Backend(FailureKind::Timeout)))
     }
+}
+
+/// The primary's answer as the client read it, copied as it streamed.
+async fn primary_capture(head: oneshot::Receiver<(u16, HeaderMap)>, body: oneshot::Receiver<Option<Bytes>>) -> Option<Captured> {
+    let captured = pin!(async {
+        let (status, headers) = head.await.ok()?;
+        let body = body.await.ok()?;
+        Some(Captured { status, headers, body })
+    });
+    // The primary has usually finished by now, and then no timer is set.
+    within(PRIMARY_GRACE, captured).await.flatten()
 }
 
 /// Bodies (both sides together) up to this size are compared on the

@@ -135,10 +135,21 @@ pub struct Judgement {
     pub mismatched: Vec<Kind>,
 }
 
-#[derive(Default)]
 pub struct Parity {
     routes: Mutex<HashMap<String, RouteParity>>,
     log: Mutex<Option<ParityLog>>,
+    /// When counting began, RFC 3339 UTC: where a report's time window starts.
+    since: String,
+}
+
+impl Default for Parity {
+    fn default() -> Parity {
+        Parity {
+            routes: Mutex::default(),
+            log: Mutex::default(),
+            since: crate::clock::now_rfc3339(),
+        }
+    }
 }
 
 /// Parity samples as JSON lines, rotated to `PATH.1` past `max_bytes`.
@@ -291,6 +302,11 @@ pub fn significant(raw: f64, noise: f64) -> bool {
 }
 
 impl Parity {
+    /// When counting began, RFC 3339 UTC.
+    pub fn since(&self) -> &str {
+        &self.since
+    }
+
     /// Sets (or removes) the parity log; unchanged settings keep the open file.
     pub fn set_log(&self, settings: Option<&ParityLogSettings>) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());

@@ -2,7 +2,8 @@
 # End-to-end parity suite: a real Flask app (legacy) and a real Django REST
 # Framework app (new) behind the release build of cutover, which mirrors every
 # /api/ request to new and compares the answers. The two apps differ in a few
-# planted ways; the parity report must name exactly those.
+# planted ways; the parity report must name exactly those, and so must
+# `cutover replay` of an access log of the same traffic (replay_check.py).
 #
 #   tests/e2e/run.sh
 #
@@ -150,4 +151,10 @@ cat "$WORK/parity.txt"
 for path in '/*/author' '/*/author_name' '/*/year' '/*/generated_at'; do
   grep -qF -- " $path " "$WORK/parity.txt" || die "cutover parity does not list $path"
 done
+
+# --- replay: an access log of the same traffic, and the sign-off report ---
+echo
+say "cutover replay and the sign-off report (tests/e2e/replay_check.py)"
+timeout 300 "$PY" "$E2E/replay_check.py" "$CUTOVER" "$WORK/cutover.yaml" "$WORK" "$ADMIN" "$BOOKS" "$STATUS" ||
+  die "cutover replay or the sign-off report is wrong"
 echo "e2e: 1 passed, 0 failed"
