@@ -574,7 +574,7 @@ fn compile_mirror(
             }),
             (None, _) => errors.push(ConfigError::at(
                 value(&["mirror", "compare", "accept", &idx, "kind"]),
-                format!("kind {:?} must be one of status, header, shape, value", a.kind),
+                format!("kind {:?} must be one of {}", a.kind, Kind::ALL.map(Kind::label).join(", ")),
             )),
             (_, Err(e)) => errors.push(ConfigError::at(value(&["mirror", "compare", "accept", &idx, "path"]), e)),
         }
@@ -601,6 +601,8 @@ fn compile_mirror(
             unwrap_right,
             normalize_url_host: c.normalize.url_host,
             normalize_decimal_strings: c.normalize.decimal_strings,
+            normalize_numbers: c.normalize.numbers,
+            max_body_bytes: c.max_body_bytes,
         },
         noise_sample: c.noise.sample,
         accept,

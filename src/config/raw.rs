@@ -651,6 +651,10 @@ pub struct RawNormalize {
     #[serde(default = "yes")]
     #[serde(skip_serializing_if = "is_true")]
     pub decimal_strings: bool,
+    /// `1` equals `1.0`; off, an integer and a float differ as written.
+    #[serde(default)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub numbers: bool,
 }
 
 impl Default for RawNormalize {
@@ -658,6 +662,7 @@ impl Default for RawNormalize {
         RawNormalize {
             url_host: true,
             decimal_strings: true,
+            numbers: false,
         }
     }
 }

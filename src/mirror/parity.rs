@@ -497,6 +497,7 @@ fn stored(d: Difference, redactor: &Redactor) -> Difference {
         path: bounded(d.path, MAX_PATH_CHARS),
         left: bounded(d.left, MAX_VALUE_CHARS),
         right: bounded(d.right, MAX_VALUE_CHARS),
+        values: d.values.map(|v| Box::new(v.map(|side| bounded(side, MAX_VALUE_CHARS)))),
     }
 }
 
@@ -556,12 +557,7 @@ mod tests {
     }
 
     fn absent(path: String) -> Difference {
-        Difference {
-            kind: Kind::Shape,
-            path,
-            left: "number".into(),
-            right: "absent".into(),
-        }
+        Difference::new(Kind::Shape, path, "number".into(), "absent".into())
     }
 
     fn tracked(parity: &Parity, route: &str) -> usize {
@@ -599,18 +595,13 @@ mod tests {
         let parity = Parity::default();
         let long_key = "k".repeat(5000);
         let diffs = vec![
-            Difference {
-                kind: Kind::Value,
-                path: "/user/password_hash/value".into(),
-                left: "\"pbkdf2_sha256$1\"".into(),
-                right: "\"pbkdf2_sha256$2\"".into(),
-            },
-            Difference {
-                kind: Kind::Header,
-                path: "x-note".into(),
-                left: "v".repeat(5000),
-                right: "bearer abc123def456".into(),
-            },
+            Difference::new(
+                Kind::Value,
+                "/user/password_hash/value",
+                "\"pbkdf2_sha256$1\"".into(),
+                "\"pbkdf2_sha256$2\"".into(),
+            ),
+            Difference::new(Kind::Header, "x-note", "v".repeat(5000), "bearer abc123def456".into()),
             absent(format!("/{long_key}")),
         ];
         let request_path = format!("/reset/sk_live_4eC39HqLyjWDarjtT1zdp7dc/{long_key}");
