@@ -17,6 +17,7 @@ use super::{
     LogTarget, MirrorSpec, PassiveSpec, RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
 };
 use crate::mirror::compare::{CompareRules, Kind, PathPattern};
+use crate::mirror::endpoint::{Endpoints, Template};
 use crate::mirror::redact::Redactor;
 use crate::proxy::headers::FORCE_TOKEN;
 use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
@@ -579,6 +580,13 @@ fn compile_mirror(
             (_, Err(e)) => errors.push(ConfigError::at(value(&["mirror", "compare", "accept", &idx, "path"]), e)),
         }
     }
+    let mut endpoints = Vec::new();
+    for (i, t) in c.endpoints.iter().enumerate() {
+        match Template::parse(t) {
+            Ok(t) => endpoints.push(t),
+            Err(e) => errors.push(ConfigError::at(value(&["mirror", "compare", "endpoints", &i.to_string()]), e)),
+        }
+    }
     let redact = Redactor::new(&c.redact).unwrap_or_else(|e| {
         errors.push(ConfigError::at(value(&["mirror", "compare", "redact"]), e));
         Redactor::default()
@@ -608,6 +616,7 @@ fn compile_mirror(
         accept,
         redact,
         compare_max_bytes: c.max_body_bytes,
+        endpoints: Endpoints::new(endpoints),
         min_clean_share: m.min_clean_share,
     })
 }

@@ -597,6 +597,10 @@ pub struct RawCompare {
     #[serde(default)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub redact: Vec<String>,
+    /// Path templates (`/api/users/{id}/`) naming endpoints; the first match wins.
+    #[serde(default)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
     #[serde(default = "default_mirror_body")]
     #[serde(skip_serializing_if = "is_default_mirror_body")]
     pub max_body_bytes: usize,
@@ -613,6 +617,7 @@ impl Default for RawCompare {
             accept: Vec::new(),
             normalize: RawNormalize::default(),
             redact: Vec::new(),
+            endpoints: Vec::new(),
             max_body_bytes: default_mirror_body(),
         }
     }

@@ -11,6 +11,8 @@
 
 pub mod compare;
 pub mod decode;
+pub mod endpoint;
+pub mod evidence;
 pub mod json;
 pub mod parity;
 pub mod redact;
@@ -482,7 +484,7 @@ impl Comparison {
         let names = [&*route.backends[route.stable].spec.name, &*route.backends[spec.to].spec.name];
         let exchange = Exchange {
             method: self.method.as_str(),
-            path: self.uri.path(),
+            path: self.uri.path_and_query().map_or("/", |p| p.as_str()),
             request_id: &self.request_id,
             backends: names,
             statuses: [left.status, right.status],
@@ -494,11 +496,18 @@ impl Comparison {
         {
             guard.record_comparison(spec.to, judgement.clean);
         }
-        for kind in judgement.mismatched {
+        for kind in &judgement.mismatched {
             table
                 .metrics
                 .parity_mismatches
                 .with_label_values(&[&route.name, kind.label()])
+                .inc();
+        }
+        if !judgement.clean {
+            table
+                .metrics
+                .parity_endpoint_mismatches
+                .with_label_values(&[&*route.name, judgement.endpoint.as_str()])
                 .inc();
         }
         ShadowOutcome::Compared
