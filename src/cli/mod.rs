@@ -85,6 +85,9 @@ enum Command {
         /// Print the raw JSON report.
         #[arg(long)]
         json: bool,
+        /// Also print, per endpoint and difference, the last requests that showed it.
+        #[arg(long)]
+        examples: bool,
         #[command(flatten)]
         target: control::Target,
     },
@@ -163,7 +166,12 @@ pub fn main() -> ExitCode {
             force,
             target,
         } => control::block_on(control::shift(target, route, weights, force)),
-        Command::Parity { route, json, target } => control::block_on(control::parity(target, route, json)),
+        Command::Parity {
+            route,
+            json,
+            examples,
+            target,
+        } => control::block_on(control::parity(target, route, json, examples)),
         Command::Rollback {
             routes,
             all,
