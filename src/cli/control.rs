@@ -232,7 +232,7 @@ fn render_endpoints(out: &mut String, r: &Value) {
             out,
             "  {:<44} {:>9} {:>7}  {worst}",
             e["endpoint"].as_str().unwrap_or("?"),
-            e["compared"],
+            e["compared"].as_u64().unwrap_or(0),
             pct(e["clean_share"].as_f64().unwrap_or(0.0)),
         );
     }

@@ -131,13 +131,14 @@ impl Redactor {
             }
         };
         // Shape differences show types (`string`, `absent`), never values;
-        // their example values are hidden like values.
+        // their example values are hidden like values, but for `absent`
+        // (a value is JSON text: a string is quoted).
         if d.kind != Kind::Shape {
             hide(&mut d.left);
             hide(&mut d.right);
         }
         if let Some(values) = &mut d.values {
-            values.iter_mut().for_each(hide);
+            values.iter_mut().filter(|v| v.as_str() != "absent").for_each(hide);
         }
         if Redactor::credential(&d.path) {
             d.path = Redactor::hide_credentials(&d.path);
@@ -290,6 +291,11 @@ mod tests {
     fn shape_differences_show_types_and_paths_lose_credentials() {
         let shape = Difference::new(Kind::Shape, "/password", "string".into(), "absent".into());
         assert_eq!(Redactor::default().redact(shape.clone()), shape);
+        let with_values = Difference {
+            values: Some(Box::new(["\"hunter2\"".into(), "absent".into()])),
+            ..shape
+        };
+        assert_eq!(Redactor::default().redact(with_values).example_values(), [REDACTED, "absent"]);
         let keyed = Redactor::default().redact(value("/keys/sk_live_4eC39HqLyjWDarjtT1zdp7dc/label", "\"a\"", "\"b\""));
         assert_eq!(keyed.path, "/keys/[redacted]/label");
     }

@@ -36,7 +36,7 @@ impl Parity {
                 (rank(&key.1, judged.verdict, judged.rate), key, row)
             })
             .collect();
-        paths.sort_by(|a, b| by_rank(&a.0, &b.0));
+        paths.sort_by(|a, b| by_rank(&a.0, &b.0).then_with(|| a.1.cmp(b.1)));
         let rows: Vec<Value> = paths
             .into_iter()
             .take(top)
@@ -100,7 +100,7 @@ impl Parity {
                         (rank(&key.1, judged.verdict, rate), key, row)
                     })
                     .collect();
-                rows.sort_by(|a, b| by_rank(&a.0, &b.0));
+                rows.sort_by(|a, b| by_rank(&a.0, &b.0).then_with(|| a.1.cmp(b.1)));
                 let rows: Vec<Value> = rows
                     .into_iter()
                     .take(REPORTED_ENDPOINT_PATHS)
