@@ -237,3 +237,31 @@ async fn a_decompression_bomb_is_skipped_and_a_false_gzip_is_reported_undecodabl
     })
     .await;
 }
+
+#[test]
+fn endpoint_templates_and_number_normalisation_are_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |compare: &str| {
+        let path = dir.path().join("cutover.yaml");
+        let text = format!(
+            "{}backends:\n  legacy: {{ url: \"http://127.0.0.1:9\" }}\n  new: {{ url: \"http://127.0.0.1:9\" }}\n\
+             routes:\n  - name: api\n    match: {{ path_prefix: / }}\n    backends: {{ legacy: {{}}, new: {{}} }}\n\
+             \x20   mirror:\n      to: new\n      compare: {compare}\n",
+            config_head("{ path: \"off\" }")
+        );
+        std::fs::write(&path, text).unwrap();
+        std::fs::write(dir.path().join("weights.yaml"), "api: { legacy: 100, new: 0 }\n").unwrap();
+        check(&path)
+    };
+    let (ok, _, err) = write("{ normalize: { numbers: true }, endpoints: [\"/api/users/{id}/orders/\", \"/api/users/{id}/\"] }");
+    assert!(ok, "{err}");
+    let (ok, out, err) = write("{ endpoints: [\"/api/users/{id}/\", \"/api/user-{id}/\"] }");
+    assert!(!ok);
+    let text = format!("{out}{err}");
+    assert!(
+        text.contains("cutover.yaml:17:") && text.contains("\"/api/user-{id}/\": a placeholder is a whole segment"),
+        "{text}"
+    );
+    let (ok, out, err) = write("{ normalize: { numbers: yes please } }");
+    assert!(!ok, "{out}{err}");
+}
