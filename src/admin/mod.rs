@@ -160,7 +160,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// either block changes its hash: tests/dashboard checks these and prints
 /// the right values.
 const DASHBOARD_CSP: &str = "default-src 'none'; \
-     script-src 'sha256-5RVYVP34znK4lnGKXdqqbG/mtqa+Hmy4xbWC9RXbP5k='; \
+     script-src 'sha256-KTj/I7cUhj7UzbSJEyrUemIRTEYGG6UPu52kcqNHCTo='; \
      style-src 'sha256-aqs+cORMmc58Ba744/j3B26pePDYYpAgNFNpeNCEFo8='; \
      connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
