@@ -258,7 +258,7 @@ fn bench_compare(c: &mut Criterion) {
         let side = |body: Vec<u8>| Captured {
             status: 200,
             headers: headers.clone(),
-            body: Some(body.into()),
+            body: cutover::mirror::compare::Body::Bytes(body.into()),
         };
         let (l, r) = (side(left.clone()), side(right));
         group.throughput(criterion::Throughput::Bytes((left.len() * 2) as u64));

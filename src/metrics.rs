@@ -23,6 +23,7 @@ pub struct Metrics {
     pub rollbacks: IntCounterVec,
     pub mirror_requests: IntCounterVec,
     pub parity_mismatches: IntCounterVec,
+    pub parity_endpoint_mismatches: IntCounterVec,
     pub backend_healthy: IntGaugeVec,
     pub retries: IntCounterVec,
 }
@@ -118,6 +119,14 @@ impl Metrics {
             &["route", "kind"],
         )
         .expect("valid metric");
+        let parity_endpoint_mismatches = IntCounterVec::new(
+            Opts::new(
+                "cutover_parity_endpoint_mismatches_total",
+                "Compared requests with at least one real difference, by route and endpoint (method and path template; at most 200 learned per route, the rest as `other`).",
+            ),
+            &["route", "endpoint"],
+        )
+        .expect("valid metric");
         let backend_healthy = IntGaugeVec::new(
             Opts::new(
                 "cutover_backend_healthy",
@@ -140,6 +149,7 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(mirror_requests.clone()),
             Box::new(parity_mismatches.clone()),
+            Box::new(parity_endpoint_mismatches.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_errors.clone()),
@@ -170,6 +180,7 @@ impl Metrics {
             rollbacks,
             mirror_requests,
             parity_mismatches,
+            parity_endpoint_mismatches,
             backend_healthy,
             retries,
         }

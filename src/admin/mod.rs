@@ -150,7 +150,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// either block changes its hash: tests/dashboard checks these and prints
 /// the right values.
 const DASHBOARD_CSP: &str = "default-src 'none'; \
-     script-src 'sha256-62JZcpIITCLJF6mYkILwPUFKJbhrZNDBkGODdz3eBmQ='; \
+     script-src 'sha256-xGJyF1LEeRoVqCiJI5FGuqqxihkc1oVeuhzsgL6lpsk='; \
      style-src 'sha256-aqs+cORMmc58Ba744/j3B26pePDYYpAgNFNpeNCEFo8='; \
      connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 

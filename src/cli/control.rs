@@ -184,7 +184,7 @@ pub enum Format {
     Markdown,
 }
 
-pub async fn parity(target: Target, route: Option<String>, format: Format) -> anyhow::Result<()> {
+pub async fn parity(target: Target, route: Option<String>, format: Format, examples: bool) -> anyhow::Result<()> {
     let Mode::Api(client) = connect(&target).await? else {
         bail!("parity is measured by the running proxy, and it is not reachable");
     };
@@ -196,13 +196,19 @@ pub async fn parity(target: Target, route: Option<String>, format: Format) -> an
     if report.is_object() && report.get("source").is_none() {
         report["source"] = json!(format!("live traffic through the proxy whose admin API is {}", client.addr));
     }
-    print_parity(&report, format)
+    print_parity(&report, format, examples)
 }
 
-/// Prints a parity report (from the proxy or from `replay`) in `format`.
-pub fn print_parity(report: &Value, format: Format) -> anyhow::Result<()> {
+/// Prints a parity report (from the proxy or from `replay`) in `format`;
+/// with `examples`, the text also lists the requests behind each difference.
+pub fn print_parity(report: &Value, format: Format, examples: bool) -> anyhow::Result<()> {
     match format {
-        Format::Text => print!("{}", render_parity(report)),
+        Format::Text => {
+            print!("{}", render_parity(report));
+            if examples {
+                print!("{}", render_examples(report));
+            }
+        }
         Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
         Format::Markdown => {
             let typed: ParityReport = serde_json::from_value(report.clone()).context("the parity report is not as expected")?;
@@ -210,6 +216,113 @@ pub fn print_parity(report: &Value, format: Format) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A route's `left` and `right` backend names in a report.
+fn backend_names(r: &Value) -> (&str, &str) {
+    let name = |i: usize| r["backends"][i].as_str();
+    (name(0).unwrap_or("left"), name(1).unwrap_or("right"))
+}
+
+/// Endpoints shown by `parity`, the worst first (as the report orders them).
+const SHOWN_ENDPOINTS: usize = 10;
+
+/// The endpoints of a route in the `parity` report.
+fn render_endpoints(out: &mut String, r: &Value) {
+    use std::fmt::Write;
+    let endpoints = r["endpoints"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if endpoints.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n  {:<44} {:>9} {:>7}  WORST DIFFERENCE",
+        "ENDPOINT (worst first)", "COMPARED", "CLEAN"
+    );
+    for e in endpoints.iter().take(SHOWN_ENDPOINTS) {
+        let worst = e["paths"][0]
+            .as_object()
+            .map(|p| {
+                let path = p["path"].as_str().unwrap_or("");
+                format!(
+                    "{} {} {} -> {} [{}]",
+                    p["kind"].as_str().unwrap_or("?"),
+                    if path.is_empty() { "(whole)" } else { path },
+                    p["left"].as_str().unwrap_or(""),
+                    p["right"].as_str().unwrap_or(""),
+                    p["verdict"].as_str().unwrap_or("?"),
+                )
+            })
+            .unwrap_or_else(|| "-".to_string());
+        let _ = writeln!(
+            out,
+            "  {:<44} {:>9} {:>7}  {worst}",
+            e["endpoint"].as_str().unwrap_or("?"),
+            e["compared"].as_u64().unwrap_or(0),
+            pct(e["clean_share"].as_f64().unwrap_or(0.0)),
+        );
+    }
+    if endpoints.len() > SHOWN_ENDPOINTS {
+        let _ = writeln!(
+            out,
+            "  ... {} more endpoints (--json lists them)",
+            endpoints.len() - SHOWN_ENDPOINTS
+        );
+    }
+}
+
+/// `parity --examples`: per endpoint, the worst first, each difference with
+/// the last requests that showed it.
+pub fn render_examples(report: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for r in report["routes"].as_array().into_iter().flatten() {
+        let (left, right) = backend_names(r);
+        let _ = writeln!(out, "examples, route {}:", r["route"].as_str().unwrap_or("?"));
+        let mut any = false;
+        for e in r["endpoints"].as_array().into_iter().flatten() {
+            let rows: Vec<&Value> = e["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["examples"].as_array().is_some_and(|x| !x.is_empty()))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            any = true;
+            let _ = writeln!(out, "\n  {}", e["endpoint"].as_str().unwrap_or("?"));
+            for p in rows {
+                let path = p["path"].as_str().unwrap_or("");
+                let _ = writeln!(
+                    out,
+                    "    {} {}  {} -> {}  [{}]",
+                    p["kind"].as_str().unwrap_or("?"),
+                    if path.is_empty() { "(whole)" } else { path },
+                    p["left"].as_str().unwrap_or(""),
+                    p["right"].as_str().unwrap_or(""),
+                    p["verdict"].as_str().unwrap_or("?"),
+                );
+                for x in p["examples"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "      {} {} {}  request {}\n          {left}: {}\n          {right}: {}",
+                        x["time"].as_str().unwrap_or(""),
+                        x["method"].as_str().unwrap_or(""),
+                        x["path"].as_str().unwrap_or(""),
+                        x["request_id"].as_str().unwrap_or(""),
+                        x["left"].as_str().unwrap_or(""),
+                        x["right"].as_str().unwrap_or(""),
+                    );
+                }
+            }
+        }
+        if !any {
+            out.push_str("  no differences with examples yet\n");
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn pct(x: f64) -> String {
@@ -298,6 +411,7 @@ pub fn render_parity(report: &Value) -> String {
                 let _ = writeln!(out, "{line}");
             }
         }
+        render_endpoints(&mut out, &r);
         let samples = r["samples"].as_array().cloned().unwrap_or_default();
         if !samples.is_empty() {
             let _ = writeln!(out, "\n  recent differences:");

@@ -90,6 +90,9 @@ enum Command {
         /// `text`, `json`, or `markdown`: the sign-off document.
         #[arg(long, value_enum, default_value = "text")]
         format: control::Format,
+        /// Also print, per endpoint and difference, the last requests that showed it.
+        #[arg(long)]
+        examples: bool,
         #[command(flatten)]
         target: control::Target,
     },
@@ -174,8 +177,9 @@ pub fn main() -> ExitCode {
             route,
             json,
             format,
+            examples,
             target,
-        } => control::block_on(control::parity(target, route, if json { control::Format::Json } else { format })),
+        } => control::block_on(control::parity(target, route, if json { control::Format::Json } else { format }, examples)),
         Command::Replay(args) => runtime().and_then(|rt| rt.block_on(replay::run(args))),
         Command::Rollback {
             routes,

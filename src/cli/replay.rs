@@ -115,7 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if format == Format::Text {
         print!("{}", render_summary(&summary));
     }
-    print_parity(&replay.report(), format)
+    print_parity(&replay.report(), format, false)
 }
 
 /// The log, and its size when it is a file (for the progress bar).

@@ -17,6 +17,7 @@ use super::{
     LogTarget, MirrorSpec, PassiveSpec, RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
 };
 use crate::mirror::compare::{CompareRules, Kind, PathPattern};
+use crate::mirror::endpoint::{Endpoints, Template};
 use crate::mirror::redact::Redactor;
 use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
 
@@ -574,9 +575,16 @@ fn compile_mirror(
             }),
             (None, _) => errors.push(ConfigError::at(
                 value(&["mirror", "compare", "accept", &idx, "kind"]),
-                format!("kind {:?} must be one of status, header, shape, value", a.kind),
+                format!("kind {:?} must be one of {}", a.kind, Kind::ALL.map(Kind::label).join(", ")),
             )),
             (_, Err(e)) => errors.push(ConfigError::at(value(&["mirror", "compare", "accept", &idx, "path"]), e)),
+        }
+    }
+    let mut endpoints = Vec::new();
+    for (i, t) in c.endpoints.iter().enumerate() {
+        match Template::parse(t) {
+            Ok(t) => endpoints.push(t),
+            Err(e) => errors.push(ConfigError::at(value(&["mirror", "compare", "endpoints", &i.to_string()]), e)),
         }
     }
     let redact = Redactor::new(&c.redact).unwrap_or_else(|e| {
@@ -601,11 +609,14 @@ fn compile_mirror(
             unwrap_right,
             normalize_url_host: c.normalize.url_host,
             normalize_decimal_strings: c.normalize.decimal_strings,
+            normalize_numbers: c.normalize.numbers,
+            max_body_bytes: c.max_body_bytes,
         },
         noise_sample: c.noise.sample,
         accept,
         redact,
         compare_max_bytes: c.max_body_bytes,
+        endpoints: Endpoints::new(endpoints),
         min_clean_share: m.min_clean_share,
     })
 }

@@ -268,6 +268,8 @@ pub struct MirrorSpec {
     /// patterns, and the route's `redact` names.
     pub redact: crate::mirror::redact::Redactor,
     pub compare_max_bytes: usize,
+    /// Names the endpoint of each compared request (`compare.endpoints`, else learned).
+    pub endpoints: crate::mirror::endpoint::Endpoints,
     pub min_clean_share: Option<f64>,
 }
 

@@ -597,6 +597,10 @@ pub struct RawCompare {
     #[serde(default)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub redact: Vec<String>,
+    /// Path templates (`/api/users/{id}/`) naming endpoints; the first match wins.
+    #[serde(default)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
     #[serde(default = "default_mirror_body")]
     #[serde(skip_serializing_if = "is_default_mirror_body")]
     pub max_body_bytes: usize,
@@ -613,6 +617,7 @@ impl Default for RawCompare {
             accept: Vec::new(),
             normalize: RawNormalize::default(),
             redact: Vec::new(),
+            endpoints: Vec::new(),
             max_body_bytes: default_mirror_body(),
         }
     }
@@ -651,6 +656,10 @@ pub struct RawNormalize {
     #[serde(default = "yes")]
     #[serde(skip_serializing_if = "is_true")]
     pub decimal_strings: bool,
+    /// `1` equals `1.0`; off, an integer and a float differ as written.
+    #[serde(default)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub numbers: bool,
 }
 
 impl Default for RawNormalize {
@@ -658,6 +667,7 @@ impl Default for RawNormalize {
         RawNormalize {
             url_host: true,
             decimal_strings: true,
+            numbers: false,
         }
     }
 }

@@ -10,6 +10,10 @@
 //! shadow's request is built by [`request_for`], as the primary's is.
 
 pub mod compare;
+pub mod decode;
+pub mod endpoint;
+pub mod evidence;
+pub mod json;
 pub mod parity;
 pub mod redact;
 
@@ -33,7 +37,7 @@ use crate::config::{MirrorSpec, RouteSpec};
 use crate::metrics::ShadowOutcome;
 use crate::table::Table;
 use crate::upstream::{Failure, FailureKind, RequestBody, Tap, Target, origin_form, request_for, within};
-use compare::{Captured, CompareRules};
+use compare::{Body, Captured, CompareRules};
 use parity::{Exchange, Parity};
 
 /// Marks shadow requests so a backend can skip side effects.
@@ -432,7 +436,7 @@ impl ShadowJob {
             Ok(Captured {
                 status,
                 headers,
-                body: (!overflow).then(|| collected.freeze()),
+                body: Body::captured((!overflow).then(|| collected.freeze())),
             })
         });
         within(spec.timeout, exchange)
@@ -445,7 +449,7 @@ impl ShadowJob {
 async fn primary_capture(head: oneshot::Receiver<(u16, HeaderMap)>, body: oneshot::Receiver<Option<Bytes>>) -> Option<Captured> {
     let captured = pin!(async {
         let (status, headers) = head.await.ok()?;
-        let body = body.await.ok()?;
+        let body = Body::captured(body.await.ok()?);
         Some(Captured { status, headers, body })
     });
     // The primary has usually finished by now, and then no timer is set.
@@ -491,12 +495,17 @@ struct Comparison {
 }
 
 impl Comparison {
-    /// Compares on the serving thread when the bodies are small, else on the
-    /// blocking pool once a compare slot frees up within `wait`.
+    /// Compares on the serving thread when the bodies are small and not
+    /// compressed, else on the blocking pool once a compare slot frees up
+    /// within `wait`: decoding may inflate a small body up to the limit.
     async fn judge(self, wait: Duration) -> ShadowOutcome {
-        let body = |c: &Captured| c.body.as_ref().map_or(0, Bytes::len);
-        let size = body(&self.primary_answer) + body(&self.shadow_answer) + self.again.as_ref().map_or(0, body);
-        if size <= INLINE_COMPARE_BYTES {
+        let answers = || {
+            [Some(&self.primary_answer), Some(&self.shadow_answer), self.again.as_ref()]
+                .into_iter()
+                .flatten()
+        };
+        let size: usize = answers().map(|c| c.body.len()).sum();
+        if size <= INLINE_COMPARE_BYTES && !answers().any(Captured::is_encoded) {
             return self.run_caught();
         }
         let Some(Ok(slot)) = within(wait, pin!(COMPARE_SLOTS.acquire())).await else {
@@ -523,20 +532,25 @@ impl Comparison {
         let spec = route.mirror.as_ref().expect("mirrored routes have a mirror spec");
         let rules = &spec.rules;
         let primary_is_stable = self.primary == route.stable;
-        if let Some(again) = &self.again {
-            let noise = compare::compare(&self.primary_answer, again, &rules.same_side(primary_is_stable));
+        let limit = rules.max_body_bytes;
+        // A body that decodes past the limit is not compared, and costs no more than the limit.
+        let (Ok(primary), Ok(shadow)) = (self.primary_answer.decoded(limit), self.shadow_answer.decoded(limit)) else {
+            return ShadowOutcome::Skipped;
+        };
+        if let Some(Ok(again)) = self.again.map(|again| again.decoded(limit)) {
+            let noise = compare::compare(&primary, &again, &rules.same_side(primary_is_stable));
             self.parity.record_noise(&route.name, &spec.redact, noise);
         }
         let (left, right) = if primary_is_stable {
-            (&self.primary_answer, &self.shadow_answer)
+            (&primary, &shadow)
         } else {
-            (&self.shadow_answer, &self.primary_answer)
+            (&shadow, &primary)
         };
         let diffs = compare::compare(left, right, rules);
         let names = [&*route.backends[route.stable].spec.name, &*route.backends[spec.to].spec.name];
         let exchange = Exchange {
             method: self.method.as_str(),
-            path: self.uri.path(),
+            path: self.uri.path_and_query().map_or("/", |p| p.as_str()),
             request_id: &self.request_id,
             backends: names,
             statuses: [left.status, right.status],
@@ -548,11 +562,18 @@ impl Comparison {
         {
             guard.record_comparison(spec.to, judgement.clean);
         }
-        for kind in judgement.mismatched {
+        for kind in &judgement.mismatched {
             table
                 .metrics
                 .parity_mismatches
                 .with_label_values(&[&route.name, kind.label()])
+                .inc();
+        }
+        if !judgement.clean {
+            table
+                .metrics
+                .parity_endpoint_mismatches
+                .with_label_values(&[&*route.name, judgement.endpoint.as_str()])
                 .inc();
         }
         ShadowOutcome::Compared

@@ -11,14 +11,18 @@
 //! or shape change there.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::compare::{Difference, Kind, MORE, truncate};
+use super::endpoint::{Endpoint, MAX_LEARNED, OTHER};
+use super::evidence::{EXAMPLES, Example, ExampleRequest};
 use super::redact::Redactor;
 use crate::config::{AcceptRule, MirrorSpec, ParityLogSettings};
+
+mod report;
 
 /// Half-life of the decaying counts.
 pub const HALF_LIFE: Duration = Duration::from_secs(600);
@@ -38,6 +42,11 @@ const EVICTED: usize = MAX_PATHS / 8;
 pub const MAX_PATH_CHARS: usize = 200;
 /// Characters of a value kept.
 pub const MAX_VALUE_CHARS: usize = 80;
+/// (kind, path) entries tracked per endpoint; beyond, the least seen is dropped.
+pub const MAX_ENDPOINT_PATHS: usize = 25;
+/// Endpoints in a report, the worst first, and rows shown for each.
+const REPORTED_ENDPOINTS: usize = 50;
+const REPORTED_ENDPOINT_PATHS: usize = 10;
 
 /// A count that halves every [`HALF_LIFE`].
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +103,80 @@ struct RouteParity {
     paths: HashMap<(Kind, String), PathStat>,
     samples: VecDeque<Sample>,
     outcomes: BTreeMap<&'static str, u64>,
+    endpoints: HashMap<String, EndpointStat>,
+    /// Learned endpoints tracked, at most [`MAX_LEARNED`].
+    learned: usize,
+    /// Numbers the requests behind examples.
+    requests: u64,
+}
+
+/// The comparisons of one endpoint of a route. Its rows are judged by the
+/// route's verdict on their (kind, path): noise is learned route-wide.
+struct EndpointStat {
+    compared: u64,
+    clean: u64,
+    compared_recent: Decaying,
+    unclean_recent: Decaying,
+    paths: HashMap<(Kind, String), EndpointPath>,
+}
+
+struct EndpointPath {
+    raw: Decaying,
+    count: u64,
+    left: String,
+    right: String,
+    /// The newest requests that showed the difference.
+    examples: VecDeque<Example>,
+}
+
+impl EndpointStat {
+    fn new(now: Instant) -> EndpointStat {
+        EndpointStat {
+            compared: 0,
+            clean: 0,
+            compared_recent: Decaying::new(now),
+            unclean_recent: Decaying::new(now),
+            paths: HashMap::new(),
+        }
+    }
+
+    fn record(&mut self, judged: &[SampleDifference], clean: bool, request: Option<&Arc<ExampleRequest>>, now: Instant) {
+        self.compared += 1;
+        self.compared_recent.add(1.0, now);
+        if clean {
+            self.clean += 1;
+        } else {
+            self.unclean_recent.add(1.0, now);
+        }
+        for j in judged {
+            let d = &j.difference;
+            let key = (d.kind, d.path.clone());
+            if self.paths.len() >= MAX_ENDPOINT_PATHS && !self.paths.contains_key(&key) {
+                let least = self
+                    .paths
+                    .iter()
+                    .min_by(|a, b| a.1.raw.get(now).total_cmp(&b.1.raw.get(now)))
+                    .map(|(k, _)| k.clone());
+                if let Some(least) = least {
+                    self.paths.remove(&least);
+                }
+            }
+            let row = self.paths.entry(key).or_insert_with(|| EndpointPath {
+                raw: Decaying::new(now),
+                count: 0,
+                left: String::new(),
+                right: String::new(),
+                examples: VecDeque::with_capacity(EXAMPLES),
+            });
+            row.raw.add(1.0, now);
+            row.count += 1;
+            row.left.clone_from(&d.left);
+            row.right.clone_from(&d.right);
+            if let Some(request) = request {
+                super::evidence::keep(&mut row.examples, Example::new(request, d));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,6 +184,8 @@ pub struct Sample {
     pub time: String,
     pub method: String,
     pub path: String,
+    /// The endpoint it counted under.
+    pub endpoint: String,
     pub request_id: String,
     /// Backend names, left (stable) then right (mirror target).
     pub backends: [String; 2],
@@ -120,6 +205,7 @@ pub struct SampleDifference {
 /// The request a comparison was made for.
 pub struct Exchange<'a> {
     pub method: &'a str,
+    /// The normalised path, with its query if it had one.
     pub path: &'a str,
     pub request_id: &'a str,
     pub backends: [&'a str; 2],
@@ -133,6 +219,8 @@ pub struct Judgement {
     pub clean: bool,
     /// Kinds with at least one real difference.
     pub mismatched: Vec<Kind>,
+    /// The endpoint it counted under: a bounded set per route.
+    pub endpoint: String,
 }
 
 pub struct Parity {
@@ -241,7 +329,27 @@ impl RouteParity {
             paths: HashMap::new(),
             samples: VecDeque::new(),
             outcomes: BTreeMap::new(),
+            endpoints: HashMap::new(),
+            learned: 0,
+            requests: 0,
         }
+    }
+
+    /// The endpoint `endpoint` counts under, tracked from now on: itself,
+    /// or [`OTHER`] once [`MAX_LEARNED`] endpoints were learned.
+    fn endpoint(&mut self, endpoint: &Endpoint, now: Instant) -> &mut EndpointStat {
+        let name = if self.endpoints.contains_key(&endpoint.name) || endpoint.configured {
+            endpoint.name.as_str()
+        } else if self.learned < MAX_LEARNED {
+            self.learned += 1;
+            endpoint.name.as_str()
+        } else {
+            OTHER
+        };
+        if !self.endpoints.contains_key(name) {
+            self.endpoints.insert(name.to_string(), EndpointStat::new(now));
+        }
+        self.endpoints.get_mut(name).expect("inserted above")
     }
 
     /// The entry of (kind, path), made when new. Making one may drop others
@@ -374,10 +482,16 @@ impl Parity {
             let rule = accepted_by(&d);
             (stored(d, &spec.redact), rule)
         }));
+        let (path, query) = match exchange.path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (exchange.path, None),
+        };
+        let endpoint = spec.endpoints.of(exchange.method, path);
         let sample = (!diffs.is_empty()).then(|| Sample {
             time: crate::clock::now_rfc3339(),
             method: exchange.method.to_string(),
-            path: bounded(Redactor::hide_credentials(exchange.path), MAX_PATH_CHARS),
+            path: bounded(Redactor::hide_credentials(path), MAX_PATH_CHARS),
+            endpoint: String::new(),
             request_id: bounded(Redactor::hide_credentials(exchange.request_id), MAX_PATH_CHARS),
             backends: exchange.backends.map(str::to_string),
             statuses: exchange.statuses,
@@ -421,7 +535,27 @@ impl Parity {
             for k in &mismatched {
                 *r.mismatched.entry(*k).or_default() += 1;
             }
+            r.requests += 1;
+            let request = sample.as_ref().map(|s| {
+                Arc::new(ExampleRequest {
+                    seq: r.requests,
+                    request_id: s.request_id.clone(),
+                    time: s.time.clone(),
+                    method: s.method.clone(),
+                    path: super::evidence::shown_path(path, query, &spec.redact),
+                })
+            });
+            r.endpoint(&endpoint, now).record(&judged, clean, request.as_ref(), now);
+            let endpoint = match r.endpoints.contains_key(&endpoint.name) {
+                true => endpoint.name,
+                false => OTHER.to_string(),
+            };
+            // The example values are kept by the endpoint's rows; a sample shows types.
+            for j in &mut judged {
+                j.difference.values = None;
+            }
             if let Some(mut sample) = sample {
+                sample.endpoint.clone_from(&endpoint);
                 sample.differences = judged;
                 if r.samples.len() == SAMPLES {
                     r.samples.pop_front();
@@ -429,7 +563,11 @@ impl Parity {
                 r.samples.push_back(sample);
                 logged = r.samples.back().cloned();
             }
-            Judgement { clean, mismatched }
+            Judgement {
+                clean,
+                mismatched,
+                endpoint,
+            }
         });
         if let Some(sample) = logged {
             self.log_sample(route, &sample);
@@ -445,58 +583,6 @@ impl Parity {
             .filter(|r| r.compared > 0)
             .map(|r| (r.recent_clean_share(Instant::now()), r.compared))
     }
-
-    /// The report of one route, for `/admin/parity` and `cutover parity`.
-    pub fn report(&self, route: &str, top: usize) -> serde_json::Value {
-        let now = Instant::now();
-        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(r) = routes.get(route) else {
-            return serde_json::json!({ "route": route, "compared": 0, "clean": 0, "clean_share": null, "outcomes": {}, "mismatch_rate": {}, "paths": [], "samples": [] });
-        };
-        let compared = r.compared.max(1) as f64;
-        let totals = r.totals(now);
-        let mut paths: Vec<((bool, f64, bool), serde_json::Value)> = r
-            .paths
-            .iter()
-            .filter(|(_, s)| s.count > 0)
-            .map(|((kind, path), s)| {
-                let (rate, noise_rate) = totals.rates(s, now);
-                let verdict = match (&s.accepted, totals.significant(s, now)) {
-                    (Some(_), _) => Verdict::Accepted,
-                    (None, true) => Verdict::Differs,
-                    (None, false) => Verdict::Noise,
-                };
-                let v = serde_json::json!({
-                    "kind": kind, "path": path, "verdict": verdict, "rate": round4(rate), "noise_rate": round4(noise_rate),
-                    "count": s.count, "left": s.left, "right": s.right, "accepted_reason": s.accepted,
-                });
-                // Real differences first, the most frequent first, and of
-                // equals the count of those not listed.
-                let rank = (verdict == Verdict::Differs, rate, path == MORE);
-                (rank, v)
-            })
-            .collect();
-        paths.sort_by(|(a, _), (b, _)| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)).then(b.2.cmp(&a.2)));
-        let mismatch_rate: BTreeMap<&str, f64> = Kind::ALL
-            .iter()
-            .map(|k| (k.label(), round4(r.mismatched.get(k).copied().unwrap_or(0) as f64 / compared)))
-            .collect();
-        serde_json::json!({
-            "route": route,
-            "compared": r.compared,
-            "clean": r.clean,
-            "clean_share": (r.compared > 0).then(|| round4(r.recent_clean_share(now))),
-            "noise_samples": r.noise_compared,
-            "outcomes": r.outcomes,
-            "mismatch_rate": mismatch_rate,
-            "paths": paths.into_iter().take(top).map(|(_, v)| v).collect::<Vec<_>>(),
-            "samples": r.samples.iter().rev().collect::<Vec<_>>(),
-        })
-    }
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
 }
 
 /// Each (kind, path) once: paths cut or redacted alike would count twice.
@@ -513,6 +599,7 @@ fn stored(d: Difference, redactor: &Redactor) -> Difference {
         path: bounded(d.path, MAX_PATH_CHARS),
         left: bounded(d.left, MAX_VALUE_CHARS),
         right: bounded(d.right, MAX_VALUE_CHARS),
+        values: d.values.map(|v| Box::new(v.map(|side| bounded(side, MAX_VALUE_CHARS)))),
     }
 }
 
@@ -556,6 +643,7 @@ mod tests {
             accept: Vec::new(),
             redact: Redactor::default(),
             compare_max_bytes: 1024,
+            endpoints: Default::default(),
             min_clean_share: None,
         }
     }
@@ -572,12 +660,7 @@ mod tests {
     }
 
     fn absent(path: String) -> Difference {
-        Difference {
-            kind: Kind::Shape,
-            path,
-            left: "number".into(),
-            right: "absent".into(),
-        }
+        Difference::new(Kind::Shape, path, "number".into(), "absent".into())
     }
 
     fn tracked(parity: &Parity, route: &str) -> usize {
@@ -615,18 +698,13 @@ mod tests {
         let parity = Parity::default();
         let long_key = "k".repeat(5000);
         let diffs = vec![
-            Difference {
-                kind: Kind::Value,
-                path: "/user/password_hash/value".into(),
-                left: "\"pbkdf2_sha256$1\"".into(),
-                right: "\"pbkdf2_sha256$2\"".into(),
-            },
-            Difference {
-                kind: Kind::Header,
-                path: "x-note".into(),
-                left: "v".repeat(5000),
-                right: "bearer abc123def456".into(),
-            },
+            Difference::new(
+                Kind::Value,
+                "/user/password_hash/value",
+                "\"pbkdf2_sha256$1\"".into(),
+                "\"pbkdf2_sha256$2\"".into(),
+            ),
+            Difference::new(Kind::Header, "x-note", "v".repeat(5000), "bearer abc123def456".into()),
             absent(format!("/{long_key}")),
         ];
         let request_path = format!("/reset/sk_live_4eC39HqLyjWDarjtT1zdp7dc/{long_key}");
@@ -660,5 +738,97 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", path.display());
         }
+    }
+
+    #[test]
+    fn endpoints_are_bounded_and_keep_the_last_examples_redacted() {
+        let parity = Parity::default();
+        let spec = spec();
+        let email = |n: usize| Difference {
+            values: Some(Box::new([format!("\"user{n}@example.com\""), "absent".into()])),
+            ..absent("/email".into())
+        };
+        for n in 0..5 {
+            let request_id = format!("r{n}");
+            parity.record("api", &spec, &exchange(&format!("/users/{n}/"), &request_id), vec![email(n)]);
+        }
+        // One endpoint learned above; then 199 more, and the rest are `other`.
+        for n in 0..MAX_LEARNED + 20 {
+            let path = format!("/e{n}/?page=2&token=abc123");
+            let judgement = parity.record("api", &spec, &exchange(&path, "req"), vec![email(n)]);
+            let expected = if n < MAX_LEARNED - 1 {
+                format!("GET /e{n}/")
+            } else {
+                OTHER.to_string()
+            };
+            assert_eq!(judgement.endpoint, expected);
+        }
+        let configured = MirrorSpec {
+            endpoints: super::super::endpoint::Endpoints::new(vec![super::super::endpoint::Template::parse("/api/users/{user}/").unwrap()]),
+            ..self::spec()
+        };
+        let judgement = parity.record("api", &configured, &exchange("/api/users/1/", "c"), Vec::new());
+        assert_eq!(
+            judgement.endpoint, "GET /api/users/{user}/",
+            "configured endpoints are never `other`"
+        );
+        let report = parity.report("api", 10);
+        assert_eq!(report["endpoints_tracked"], MAX_LEARNED + 2);
+        let endpoints = report["endpoints"].as_array().unwrap();
+        assert_eq!(endpoints.len(), REPORTED_ENDPOINTS);
+        let worst = &endpoints[0];
+        assert_eq!(worst["endpoint"], "other", "21 unclean requests: the worst");
+        assert_eq!((worst["compared"].as_u64(), worst["clean"].as_u64()), (Some(21), Some(0)));
+        let users = endpoints.iter().find(|e| e["endpoint"] == "GET /users/{id}/").unwrap();
+        assert_eq!(users["compared"], 5);
+        let row = &users["paths"][0];
+        assert_eq!(
+            (row["kind"].as_str(), row["path"].as_str(), row["count"].as_u64()),
+            (Some("shape"), Some("/email"), Some(5))
+        );
+        let examples = row["examples"].as_array().unwrap();
+        let ids: Vec<&str> = examples.iter().map(|e| e["request_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["r4", "r3", "r2"], "the last three, newest first");
+        assert_eq!(examples[0]["left"], "\"user4@example.com\"");
+        assert_eq!(examples[0]["right"], "absent");
+        assert_eq!(examples[0]["path"], "/users/4/");
+        // The route-wide row shows the newest examples of any endpoint.
+        assert_eq!(report["paths"][0]["examples"].as_array().unwrap().len(), EXAMPLES);
+        let other = &endpoints[0]["paths"][0]["examples"][0];
+        assert_eq!(other["path"], format!("/e{}/?page=2&token=[redacted]", MAX_LEARNED + 19));
+        // With `redact: [email]`, the values are hidden in examples too.
+        let redacting = MirrorSpec {
+            redact: Redactor::new(&["email".into()]).unwrap(),
+            ..spec
+        };
+        let parity = Parity::default();
+        parity.record("api", &redacting, &exchange("/users/1/", "x"), vec![email(1)]);
+        let report = parity.report("api", 10);
+        assert!(!report.to_string().contains("example.com"), "{report:#}");
+        assert_eq!(report["endpoints"][0]["paths"][0]["examples"][0]["left"], "[redacted]");
+    }
+
+    #[test]
+    fn endpoint_rows_keep_the_route_verdict_and_their_own_rate() {
+        let parity = Parity::default();
+        let spec = spec();
+        for _ in 0..10 {
+            parity.record("api", &spec, &exchange("/users/1/", "u"), vec![absent("/email".into())]);
+            parity.record("api", &spec, &exchange("/status/", "s"), Vec::new());
+        }
+        let report = parity.report("api", 10);
+        assert_eq!(report["paths"][0]["rate"], 0.5);
+        let endpoints = report["endpoints"].as_array().unwrap();
+        assert_eq!(endpoints[0]["endpoint"], "GET /users/{id}/");
+        assert_eq!(endpoints[0]["paths"][0]["rate"], 1.0);
+        assert_eq!(endpoints[0]["paths"][0]["verdict"], "differs");
+        assert_eq!(endpoints[0]["clean_share"], 0.0);
+        assert_eq!(endpoints[1]["endpoint"], "GET /status/");
+        assert_eq!(
+            (endpoints[1]["clean"].as_u64(), endpoints[1]["clean_share"].as_f64()),
+            (Some(10), Some(1.0))
+        );
+        assert_eq!(endpoints[1]["paths"], serde_json::json!([]));
+        assert_eq!(report["samples"][0]["endpoint"], "GET /users/{id}/");
     }
 }

@@ -124,14 +124,21 @@ impl Redactor {
 
     /// The difference as it may be stored and shown.
     pub fn redact(&self, mut d: Difference) -> Difference {
-        // Shape differences show types (`string`, `absent`), never values.
-        if d.kind != Kind::Shape {
-            let secret = self.secret_path(&d.path);
-            for side in [&mut d.left, &mut d.right] {
-                if secret || Redactor::credential(side) {
-                    *side = REDACTED.to_string();
-                }
+        let secret = self.secret_path(&d.path);
+        let hide = |side: &mut String| {
+            if secret || Redactor::credential(side) {
+                *side = REDACTED.to_string();
             }
+        };
+        // Shape differences show types (`string`, `absent`), never values;
+        // their example values are hidden like values, but for `absent`
+        // (a value is JSON text: a string is quoted).
+        if d.kind != Kind::Shape {
+            hide(&mut d.left);
+            hide(&mut d.right);
+        }
+        if let Some(values) = &mut d.values {
+            values.iter_mut().filter(|v| v.as_str() != "absent").for_each(hide);
         }
         if Redactor::credential(&d.path) {
             d.path = Redactor::hide_credentials(&d.path);
@@ -153,12 +160,7 @@ mod tests {
     use super::*;
 
     fn value(path: &str, left: &str, right: &str) -> Difference {
-        Difference {
-            kind: Kind::Value,
-            path: path.into(),
-            left: left.into(),
-            right: right.into(),
-        }
+        Difference::new(Kind::Value, path, left.into(), right.into())
     }
 
     #[test]
@@ -287,13 +289,13 @@ mod tests {
 
     #[test]
     fn shape_differences_show_types_and_paths_lose_credentials() {
-        let shape = Difference {
-            kind: Kind::Shape,
-            path: "/password".into(),
-            left: "string".into(),
-            right: "absent".into(),
-        };
+        let shape = Difference::new(Kind::Shape, "/password", "string".into(), "absent".into());
         assert_eq!(Redactor::default().redact(shape.clone()), shape);
+        let with_values = Difference {
+            values: Some(Box::new(["\"hunter2\"".into(), "absent".into()])),
+            ..shape
+        };
+        assert_eq!(Redactor::default().redact(with_values).example_values(), [REDACTED, "absent"]);
         let keyed = Redactor::default().redact(value("/keys/sk_live_4eC39HqLyjWDarjtT1zdp7dc/label", "\"a\"", "\"b\""));
         assert_eq!(keyed.path, "/keys/[redacted]/label");
     }

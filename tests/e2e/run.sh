@@ -10,6 +10,7 @@
 # Needs python3 (the venv module is installed from Debian's packages when
 # missing) and a Rust toolchain. The virtualenv lives in target/e2e-venv
 # (E2E_VENV overrides) and is reused while requirements.txt is unchanged.
+# E2E_CUTOVER names a cutover binary to test instead of the release build.
 # Everything listens on 127.0.0.1; all processes are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +19,8 @@ E2E=$ROOT/tests/e2e
 VENV=${E2E_VENV:-$ROOT/target/e2e-venv}
 BOOKS=200
 STATUS=50
+USERS=20   # /api/users/1/ .. /api/users/20/: one endpoint
+CASES=5    # requests to each hard case
 export PYTHONDONTWRITEBYTECODE=1
 
 say() { echo "e2e: $*"; }
@@ -52,9 +55,13 @@ fi
 PY=$VENV/bin/python
 
 # --- cutover ---------------------------------------------------------------
-say "cargo build --release"
-cargo build --release --quiet
-CUTOVER=$ROOT/target/release/cutover
+if [ -n "${E2E_CUTOVER:-}" ]; then
+  CUTOVER=$E2E_CUTOVER
+else
+  say "cargo build --release"
+  cargo build --release --quiet
+  CUTOVER=$ROOT/target/release/cutover
+fi
 
 # --- start everything, stop it all on exit ---------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cutover-e2e.XXXXXX")
@@ -140,17 +147,22 @@ wait_ok cutover "http://$ADMIN/readyz"
 say "legacy on 127.0.0.1:$LEGACY_PORT, new on 127.0.0.1:$NEW_PORT, proxy on $PROXY, admin on $ADMIN"
 
 # --- traffic, then the report ---------------------------------------------
-timeout 60 "$PY" "$E2E/traffic.py" "$PROXY" "$BOOKS" "$STATUS" || die "sending the traffic failed"
-timeout 60 "$PY" "$E2E/check_report.py" "$ADMIN" "$BOOKS" "$STATUS" "$WORK/parity.json" ||
+timeout 60 "$PY" "$E2E/traffic.py" "$PROXY" "$BOOKS" "$STATUS" "$USERS" "$CASES" || die "sending the traffic failed"
+timeout 60 "$PY" "$E2E/check_report.py" "$ADMIN" "$BOOKS" "$STATUS" "$USERS" "$CASES" "$WORK/parity.json" ||
   die "the parity report is wrong (the whole report: $WORK/parity.json)"
 
 echo
 say "cutover parity api"
 timeout 20 "$CUTOVER" parity api --admin "$ADMIN" >"$WORK/parity.txt" || die "cutover parity failed"
 cat "$WORK/parity.txt"
-for path in '/*/author' '/*/author_name' '/*/year' '/*/generated_at'; do
+for path in '/*/author' '/*/author_name' '/*/year' '/*/generated_at' 'GET /api/users/{id}/' 'GET /api/cases/moved/'; do
   grep -qF -- " $path " "$WORK/parity.txt" || die "cutover parity does not list $path"
 done
+timeout 20 "$CUTOVER" parity api --examples --admin "$ADMIN" >"$WORK/examples.txt" || die "cutover parity --examples failed"
+grep -qF -- '/?page=1&access_token=[redacted]  request ' "$WORK/examples.txt" ||
+  die "cutover parity --examples shows no redacted user request: $(head -c 2000 "$WORK/examples.txt")"
+grep -qF -- 'legacy: 9007199254740993' "$WORK/examples.txt" || die "cutover parity --examples shows no integer beyond 2^53"
+if grep -qF -- 'secret-' "$WORK/examples.txt"; then die "cutover parity --examples shows a secret"; fi
 
 # --- replay: an access log of the same traffic, and the sign-off report ---
 echo

@@ -1,7 +1,9 @@
 """The book API, rewritten with Django REST Framework."""
 
+from django.http import HttpResponse, HttpResponsePermanentRedirect
 from django.utils import timezone
 from rest_framework import generics, serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -42,6 +44,66 @@ class Status(APIView):
 
     def get(self, request):
         return Response({"status": "ok", "books": len(BOOKS)})
+
+
+class UserDetail(APIView):
+    """GET /api/users/<id>/: `email` was renamed `email_address` (GZipMiddleware compresses it)."""
+
+    def get(self, request, user_id):
+        return Response({
+            "id": user_id,
+            "username": f"user{user_id}",
+            "email_address": f"user{user_id}@example.com",
+            "bio": "Reads science fiction, mostly from the sixties to the eighties; " * 3,
+        })
+
+
+class KeyOrder(APIView):
+    def get(self, request):
+        return Response({"c": [1, 2], "b": {"y": 2, "x": 1}, "a": 1})
+
+
+class UnicodeText(APIView):
+    def get(self, request):
+        return Response({"city": "Zürich", "name": "café"})
+
+
+class NullField(APIView):
+    """`bio: null` in legacy is absent here."""
+
+    def get(self, request):
+        return Response({"name": "x"})
+
+
+class BigInt(APIView):
+    """2**53 + 1 became 2**53, as a float would make it; 2**70 + 1 is kept."""
+
+    def get(self, request):
+        return Response({"id": 2**53, "same": 2**70 + 1})
+
+
+class NotFoundCase(APIView):
+    """The same 404, with DRF's error body."""
+
+    def get(self, request):
+        raise NotFound()
+
+
+def moved(request):
+    """A redirect where legacy answers 200: never followed by the mirror."""
+    return HttpResponsePermanentRedirect("/api/cases/moved-here/")
+
+
+def moved_here(request):
+    raise AssertionError("the mirror followed a redirect")
+
+
+def crash(request):
+    raise RuntimeError("a bug in the new backend")
+
+
+def page(request):
+    return HttpResponse("<p>Hello from the new app</p>", content_type="text/html; charset=utf-8")
 
 
 class Health(APIView):

@@ -13,6 +13,8 @@ INSTALLED_APPS = [
     "rest_framework",
 ]
 MIDDLEWARE = [
+    # Compresses answers of 200 bytes or more for clients that accept gzip.
+    "django.middleware.gzip.GZipMiddleware",
     "django.middleware.common.CommonMiddleware",
 ]
 ROOT_URLCONF = "bookstore.urls"
