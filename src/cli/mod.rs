@@ -179,7 +179,12 @@ pub fn main() -> ExitCode {
             format,
             examples,
             target,
-        } => control::block_on(control::parity(target, route, if json { control::Format::Json } else { format }, examples)),
+        } => control::block_on(control::parity(
+            target,
+            route,
+            if json { control::Format::Json } else { format },
+            examples,
+        )),
         Command::Replay(args) => runtime().and_then(|rt| rt.block_on(replay::run(args))),
         Command::Rollback {
             routes,
