@@ -400,21 +400,16 @@ impl ShadowJob {
         } else {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        let (mut head, ()) = Request::new(()).into_parts();
-        head.method = self.method.clone();
-        head.uri = self.uri.clone();
-        head.headers = headers;
+        let mut req = Request::new(RequestBody::full(body));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = headers;
         let target = Target {
             normalised: None,
             client_host: self.client_host.as_ref(),
             host_in_headers: self.host_in_headers,
         };
-        let req = request_for(
-            &self.table.config.routes[self.route].backends[backend],
-            head,
-            target,
-            RequestBody::full(body),
-        )?;
+        request_for(&self.table.config.routes[self.route].backends[backend], &mut req, target)?;
         let exchange = pin!(async {
             let resp = client.send(req).await?;
             let status = resp.status().as_u16();

@@ -92,7 +92,7 @@ impl Proxy {
         &self,
         table: &Arc<Table>,
         conn: &ActiveRequest,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         record: &mut RequestRecord,
     ) -> Result<(Response<UpstreamBody>, Option<Tap>), Refusal> {
         let config = &table.config;
@@ -119,8 +119,8 @@ impl Proxy {
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
         let empty_body = req.body().is_end_stream();
         let policy = RetryPolicy::new(route, live, choice.bucket, req.method(), req.headers(), empty_body, upgrade);
-        let (head, body, request_id, client_upgrade) = outbound::prepare(
-            req,
+        let (request_id, client_upgrade) = outbound::prepare(
+            &mut req,
             conn,
             Preparing {
                 trusted_proxies: &config.trusted_proxies,
@@ -129,6 +129,7 @@ impl Proxy {
             },
         );
         record.request_id(&request_id);
+        let (head, body) = req.into_parts();
         let body = outbound::body(body, policy.keeps_body(), &config.server, conn)
             .await
             .map_err(|f| refuse(f, choice.backend))?;
@@ -152,15 +153,14 @@ impl Proxy {
 
         let attempt = Attempt {
             backend: choice.backend,
-            head,
-            body,
+            request: Request::from_parts(head, body),
         };
         let sent = send::send(route, live, target, record, attempt, policy).await;
-        let resp = sent.result.map_err(|f| refuse(f, sent.backend))?;
+        let mut resp = sent.result.map_err(|f| refuse(f, sent.backend))?;
         // A retried request is not mirrored.
         let tap = mirrored.filter(|_| !sent.retried).map(|m| m.primary_answered(&resp));
-        let resp = response::finish(
-            resp,
+        response::finish(
+            &mut resp,
             Finishing {
                 sticky: &route.sticky,
                 set_pin: choice.set_pin,

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::Request;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::request::Parts;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -31,21 +30,22 @@ pub struct Preparing<'a> {
     pub upgrade: bool,
 }
 
-/// Prepares `req`'s head for the backends: the client's method, URI and
-/// version, its headers rewritten. Also returns its body, its request id
-/// and, for a protocol switch, the client's side of it.
-pub fn prepare(mut req: Request<Incoming>, conn: &ActiveRequest, how: Preparing<'_>) -> (Parts, Incoming, HeaderValue, Option<OnUpgrade>) {
-    let client_upgrade = how.upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut head, body) = req.into_parts();
-    if head.version == Version::HTTP_2 {
-        join_cookies(&mut head.headers);
+/// Prepares `req`'s head for the backends, in place: the client's method,
+/// URI and version, its headers rewritten. Returns its request id and, for
+/// a protocol switch, the client's side of it.
+pub fn prepare(req: &mut Request<Incoming>, conn: &ActiveRequest, how: Preparing<'_>) -> (HeaderValue, Option<OnUpgrade>) {
+    let client_upgrade = how.upgrade.then(|| hyper::upgrade::on(&mut *req));
+    let http2 = req.version() == Version::HTTP_2;
+    let headers = req.headers_mut();
+    if http2 {
+        join_cookies(headers);
     }
     // After choosing: it reads the force header and its token.
-    strip_request_headers(&mut head.headers, how.upgrade);
+    strip_request_headers(headers, how.upgrade);
     let trusted = how.trusted_proxies.iter().any(|net| net.contains(&conn.peer.ip()));
-    set_forwarded(&mut head.headers, &conn.peer_value, trusted, conn.proto, how.client_host);
-    let request_id = ensure_request_id(&mut head.headers);
-    (head, body, request_id, client_upgrade)
+    set_forwarded(headers, &conn.peer_value, trusted, conn.proto, how.client_host);
+    let request_id = ensure_request_id(headers);
+    (request_id, client_upgrade)
 }
 
 /// The body as backends are sent it: kept whole (`keep`, so the request can

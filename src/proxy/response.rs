@@ -21,10 +21,10 @@ pub struct Finishing<'a> {
     pub client_upgrade: Option<OnUpgrade>,
 }
 
-pub fn finish(mut resp: Response<UpstreamBody>, how: Finishing<'_>) -> Response<UpstreamBody> {
+pub fn finish(resp: &mut Response<UpstreamBody>, how: Finishing<'_>) {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching && let Some(client) = how.client_upgrade {
-        tunnel(client, hyper::upgrade::on(&mut resp));
+        tunnel(client, hyper::upgrade::on(&mut *resp));
     }
     strip_hop_by_hop(resp.headers_mut(), switching);
     if let (Some(bucket), Sticky::Pin(name)) = (how.set_pin, how.sticky)
@@ -33,5 +33,4 @@ pub fn finish(mut resp: Response<UpstreamBody>, how: Finishing<'_>) -> Response<
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp.headers_mut().entry(&X_REQUEST_ID).or_insert(how.request_id);
-    resp
 }

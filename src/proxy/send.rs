@@ -14,7 +14,6 @@
 use std::future::{Ready, ready};
 
 use http::Request;
-use http::request::Parts;
 use http::{HeaderMap, Method, Response};
 use tower::retry::Policy;
 
@@ -26,27 +25,25 @@ use crate::upstream::{Failure, RequestBody, Target, UpstreamBody, Verdict, reque
 /// Largest request body kept whole so a request can be retried.
 pub const RETRY_BODY_LIMIT: u64 = 64 * 1024;
 
-/// One try at a backend: which one, and the request as any backend is sent it.
+/// One try at a backend: which one, and the request as any backend is sent
+/// it (pointed at the backend in place, by `request_for`).
 pub struct Attempt {
     pub backend: usize,
-    pub head: Parts,
-    pub body: RequestBody,
+    pub request: Request<RequestBody>,
 }
 
 impl Attempt {
     /// A copy to send again, when the body was kept whole. The head's
     /// extensions stay with the first attempt: nothing in them is for a backend.
     fn try_clone(&self) -> Option<Attempt> {
-        let body = self.body.try_clone()?;
-        let (mut head, ()) = Request::new(()).into_parts();
-        head.method = self.head.method.clone();
-        head.uri = self.head.uri.clone();
-        head.version = self.head.version;
-        head.headers = self.head.headers.clone();
+        let mut request = Request::new(self.request.body().try_clone()?);
+        *request.method_mut() = self.request.method().clone();
+        *request.uri_mut() = self.request.uri().clone();
+        *request.version_mut() = self.request.version();
+        *request.headers_mut() = self.request.headers().clone();
         Some(Attempt {
             backend: self.backend,
-            head,
-            body,
+            request,
         })
     }
 }
@@ -139,20 +136,20 @@ pub async fn send(
     let mut retried = false;
     loop {
         let backend = attempt.backend;
-        let mut result = match request_for(&route.backends[backend], attempt.head, target, attempt.body) {
-            Ok(req) => live.backends[backend].client.send(req).await,
+        let mut result = match request_for(&route.backends[backend], &mut attempt.request, target) {
+            Ok(()) => live.backends[backend].client.send(attempt.request).await,
             Err(failure) => Err(failure),
         };
         record.attempted(backend, Verdict::of(&result));
-        let again = kept.take().and_then(|mut next| policy.retry(&mut next, &mut result).map(|_| next));
-        match (again, result) {
-            (Some(next), Err(failure)) => {
-                record.retried(backend, failure, next.backend);
+        // Matched by reference: the response is moved once, into `Sent`.
+        match kept.take().and_then(|mut next| policy.retry(&mut next, &mut result).map(|_| next)) {
+            Some(next) if let Err(failure) = &result => {
+                record.retried(backend, *failure, next.backend);
                 kept = policy.clone_request(&next);
                 attempt = next;
                 retried = true;
             }
-            (_, result) => return Sent { backend, retried, result },
+            _ => return Sent { backend, retried, result },
         }
     }
 }
@@ -173,10 +170,10 @@ mod tests {
     const WEIGHTS: &str = "api: { legacy: 0, new: 100, third: 0 }\nposts: { legacy: 0, new: 100 }\n";
 
     fn attempt(method: Method, body: RequestBody) -> Attempt {
-        let (mut head, ()) = Request::new(()).into_parts();
-        head.method = method;
-        head.uri = "/x?y".parse().unwrap();
-        Attempt { backend: 1, head, body }
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = "/x?y".parse().unwrap();
+        Attempt { backend: 1, request }
     }
 
     fn whole(text: &'static str) -> RequestBody {
@@ -221,7 +218,7 @@ mod tests {
         assert!(p.retry(&mut again, &mut failed(FailureKind::Connect)).is_some());
         assert_eq!(again.backend, 2, "failed over");
         assert_eq!(
-            (again.head.method.clone(), again.head.uri.to_string()),
+            (again.request.method().clone(), again.request.uri().to_string()),
             (Method::GET, "/x?y".to_string())
         );
         assert!(p.clone_request(&again).is_none(), "one retry only");

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Uri, Version};
 use http_body::Body as _;
@@ -31,28 +30,30 @@ impl Target<'_> {
     }
 }
 
-/// The request route backend `to` is sent: `head` (the client's URI, its
-/// headers prepared for any backend) pointed at the backend's target and
-/// `Host`, over HTTP/1.1. The one place a backend's request is built: the
-/// first attempt, a retry on another backend and a shadow all use it.
-pub fn request_for(to: &RouteBackend, mut head: Parts, target: Target<'_>, body: RequestBody) -> Result<Request<RequestBody>, Failure> {
-    head.uri = upstream_target(&to.spec, to.rewrite.as_ref(), target.path(&head.uri), &head.uri)
+/// Points `req` (the client's URI, its headers prepared for any backend)
+/// at route backend `to`: its target and `Host`, over HTTP/1.1. The one
+/// place a backend's request is built: the first attempt, a retry on
+/// another backend and a shadow all use it. In place: the request is not
+/// moved on the way to the backend.
+pub fn request_for(to: &RouteBackend, req: &mut Request<RequestBody>, target: Target<'_>) -> Result<(), Failure> {
+    *req.uri_mut() = upstream_target(&to.spec, to.rewrite.as_ref(), target.path(req.uri()), req.uri())
         .map_err(|_| Failure::Client(ClientFault::BadTarget))?;
     // Usually the backend gets the client's own Host: then the header
     // hyper parsed stays as it is, and the map is not touched again.
     if to.spec.host_header.is_some() || !target.host_in_headers {
-        head.headers
+        req.headers_mut()
             .insert(header::HOST, upstream_host(&to.spec, target.client_host.cloned()));
     }
-    head.version = Version::HTTP_11;
+    *req.version_mut() = Version::HTTP_11;
     // hyper's client takes a GET, HEAD or CONNECT body of unknown length
     // for none and sends nothing; the client's `Transfer-Encoding` went
     // with the hop-by-hop headers, so the framing is said again here.
     // (A body of known length gets its `Content-Length` from hyper.)
-    if !body.is_end_stream() && body.size_hint().exact().is_none() {
-        head.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    if !req.body().is_end_stream() && req.body().size_hint().exact().is_none() {
+        req.headers_mut()
+            .insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
-    Ok(Request::from_parts(head, body))
+    Ok(())
 }
 
 /// The origin-form URI to send `client`'s request to on `spec`; `path` is
@@ -102,6 +103,7 @@ pub fn upstream_host(spec: &BackendSpec, client_host: Option<HeaderValue>) -> He
 mod tests {
     use super::*;
     use crate::config::Config;
+    use http::request::Parts;
 
     fn config() -> Config {
         Config::parse(
@@ -154,7 +156,8 @@ mod tests {
             host_in_headers: true,
         };
         let sent = |to: usize, head: Parts, target: Target<'_>| {
-            let req = request_for(&backends[to], head, target, RequestBody::full(Bytes::new())).unwrap();
+            let mut req = Request::from_parts(head, RequestBody::full(Bytes::new()));
+            request_for(&backends[to], &mut req, target).unwrap();
             let host = req.headers().get_all(header::HOST).iter().cloned().collect::<Vec<_>>();
             (req.uri().to_string(), host, req.version())
         };
