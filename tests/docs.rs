@@ -2,11 +2,11 @@
 
 use std::process::Command;
 
-/// The Python reference of the sticky hash in docs/CONFIGURATION.md gives
+/// The Python reference of the sticky hash in docs/STICKY.md gives
 /// the same buckets as the proxy.
 #[test]
 fn documented_sticky_hash_matches_the_implementation() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIGURATION.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/STICKY.md")).unwrap();
     let start = doc.find("<!-- sticky-reference:start -->").expect("start marker");
     let end = doc.find("<!-- sticky-reference:end -->").expect("end marker");
     let code = doc[start..end]
