@@ -1,6 +1,7 @@
 //! The admin listener: metrics, health, and the control API.
 
 mod access;
+mod fleet;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -95,6 +96,10 @@ async fn route(
             let table = live.load();
             json_response(StatusCode::OK, &json!(table.weights.named(&table.config)))
         }
+        (&Method::GET, "/admin/fleet") => fleet::fleet(live).await,
+        (&Method::GET, "/admin/parity") if query_param(&parts.uri, "fleet").is_some_and(|v| v == "true" || v == "1") => {
+            fleet::parity(live, query_param(&parts.uri, "route").as_deref()).await
+        }
         (&Method::GET, "/admin/parity") => {
             let table = live.load();
             let wanted = query_param(&parts.uri, "route");
@@ -144,7 +149,7 @@ async fn route(
             .await
         }
         (&Method::POST, "/admin/undo") => mutate(live, peer, parts, body, |who, _why, _body| Ok(Change::undo(who))).await,
-        (_, "/" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo" | "/admin/parity") => {
+        (_, "/" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo" | "/admin/parity" | "/admin/fleet") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
@@ -193,8 +198,10 @@ fn refused(e: &ChangeError) -> AdminResponse {
         | ChangeError::NothingToUndo
         | ChangeError::ChangedMeanwhile { .. }
         | ChangeError::Conflict { .. }
+        | ChangeError::Skew { .. }
         | ChangeError::Superseded => StatusCode::CONFLICT,
         ChangeError::History(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ChangeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     let mut body = json!({ "error": e.to_string() });
     if let ChangeError::Conflict { current } = e {
@@ -373,6 +380,7 @@ fn status(live: &Live, guard: &Guard) -> Value {
             "why": e.why,
         })),
         "routes": routes,
+        "fleet": live.fleet().map(|f| f.view()),
     })
 }
 
