@@ -74,7 +74,7 @@ impl WeightStore for FleetWeightStore {
                     HistoryOp::Push(entry) => entry,
                     _ => return Ok(fleet.applied_revision()),
                 };
-                fleet.hold(config, PendingRollback::new(routes, fleet.signed(entry), fleet.applied_revision()));
+                fleet.hold(config, fleet.held_rollback(routes, entry));
                 fleet.write_held_now(config)
             }
             Origin::Change | Origin::RampStep { .. } => {
@@ -98,10 +98,7 @@ impl WeightStore for FleetWeightStore {
                             before: Default::default(),
                             after: Default::default(),
                         });
-                        fleet.hold(
-                            config,
-                            PendingRollback::new(vec![route], fleet.signed(entry), fleet.applied_revision()),
-                        );
+                        fleet.hold(config, fleet.held_rollback(vec![route], entry));
                         fleet.write_held_now(config)
                     }
                     (Err(e), _) => Err(e),
@@ -135,6 +132,14 @@ impl Fleet {
     fn signed(&self, mut entry: HistoryEntry) -> HistoryEntry {
         entry.who = format!("{} on replica {}", entry.who, self.replica_id());
         entry
+    }
+
+    /// A rollback of `routes` made here now, to write to etcd.
+    fn held_rollback(&self, routes: Vec<String>, entry: HistoryEntry) -> PendingRollback {
+        let mut rollback = PendingRollback::new(routes, self.signed(entry), self.applied_revision());
+        // Made while cut off from etcd: written late, and the history says so.
+        rollback.delayed = !self.is_connected();
+        rollback
     }
 
     /// Runs an etcd call from the blocking change path, bounded by `limit`.
