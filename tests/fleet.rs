@@ -746,3 +746,70 @@ async fn an_unseeded_fleet_serves_the_weight_file_says_so_and_follows_once_seede
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parity_gate_and_report_sum_every_replica() {
+    within(90, async {
+        let etcd = EtcdCluster::start(3).await;
+        // Both answer alike: every comparison is clean.
+        let alike = |name: &'static str| {
+            Upstream::with(name, |_req| async {
+                let mut resp = http::Response::new(full("{\"ok\": true}"));
+                resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                resp
+            })
+        };
+        let b = Backends {
+            legacy: alike("legacy").await,
+            new: alike("new").await,
+        };
+        let shape = Shape {
+            web: true,
+            api_extra: "    mirror: { to: new, min_clean_share: 0.9 }\n",
+        };
+        let replicas = fleet(&b, &etcd, &["a", "b"], shape, &weights(0, 0)).await;
+        let [a, rb] = &replicas[..] else { unreachable!() };
+        wait_converged(a, 2).await;
+        let shift = async || admin(a, Method::PUT, "/admin/weights/api", Some(json!({"new": 10}))).await;
+        let refused = shift().await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text());
+        assert!(refused.text().contains("not measured yet"), "{}", refused.text());
+
+        // Only B sees traffic, all of it compared clean.
+        for _ in 0..30 {
+            get(&rb.url("/api/x")).await;
+        }
+        eventually(Duration::from_secs(10), Duration::from_millis(50), async || {
+            let p = admin(rb, Method::GET, "/admin/parity", None).await.json();
+            match p["routes"][0]["compared"].as_u64() {
+                Some(n) if n >= 30 => Ok(()),
+                other => Err(format!("B compared {other:?}")),
+            }
+        })
+        .await;
+        let fleet = eventually(Duration::from_secs(10), Duration::from_millis(50), async || {
+            let p = admin(a, Method::GET, "/admin/parity?fleet=true", None).await.json();
+            match p["routes"][0]["compared"].as_u64() {
+                Some(n) if n >= 30 => Ok(p),
+                _ => Err(format!("A's fleet parity does not count B's yet: {p:#}")),
+            }
+        })
+        .await;
+        assert_eq!(fleet["replicas"], 2);
+        assert_eq!(fleet["routes"][0]["clean_share"], 1.0, "{fleet:#}");
+        let own = admin(a, Method::GET, "/admin/parity", None).await.json();
+        assert_eq!(own["routes"][0]["compared"], 0, "A itself compared nothing: {own:#}");
+
+        // A's gate counts B's comparisons (as listed at most a second ago).
+        eventually(Duration::from_secs(5), Duration::from_millis(100), async || match shift().await {
+            r if r.status == StatusCode::OK => Ok(()),
+            r => Err(format!("the gate still refuses: {}", r.text())),
+        })
+        .await;
+        let out = control(a, &["parity", "--fleet"]).await;
+        let shown = text(&out);
+        assert!(out.status.success() && shown.contains("summed over 2 live replicas"), "{shown}");
+        assert!(shown.contains("100.0% clean (meets the bar of 90.0%"), "{shown}");
+    })
+    .await;
+}

@@ -64,7 +64,10 @@ pub async fn parity(live: &Live, wanted: Option<&str>) -> AdminResponse {
         return json_error(StatusCode::NOT_FOUND, FLEET_OFF);
     };
     let replicas = match fleet.store.replicas().await {
-        Ok(listed) => listed,
+        Ok(listed) => {
+            fleet.set_replicas(listed.clone());
+            listed
+        }
         Err(e) => {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
