@@ -472,6 +472,14 @@ async fn with_etcd_down_traffic_flows_a_rollback_is_local_at_once_a_restart_serv
             etcd.stop(member);
         }
         a.wait_metric("cutover_fleet_connected", &[], 0.0).await;
+        // What A last saw of the fleet, never claimed to be converged.
+        let view = fleet_view(a).await;
+        assert_eq!(
+            (view["etcd_reachable"].as_bool(), view["converged"].as_bool()),
+            (Some(false), Some(false)),
+            "{view:#}"
+        );
+        assert_eq!(view["replicas"].as_array().map(Vec::len), Some(2), "{view:#}");
 
         // A rollback takes effect at once, and says it is not in etcd yet.
         let started = Instant::now();

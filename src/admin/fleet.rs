@@ -13,7 +13,8 @@ const FLEET_OFF: &str = "fleet mode is off: the config has no fleet section";
 
 /// Every live replica, the revision each applied, and whether the fleet
 /// converged on the current table. Read from etcd now; when etcd does not
-/// answer, from what this replica last saw (`etcd_reachable: false`).
+/// answer, from what this replica last saw (`etcd_reachable: false`, and
+/// never `converged`).
 pub async fn fleet(live: &Live) -> AdminResponse {
     let Some(fleet) = live.fleet() else {
         return json_error(StatusCode::NOT_FOUND, FLEET_OFF);
@@ -47,7 +48,8 @@ pub async fn fleet(live: &Live) -> AdminResponse {
             "etcd_reachable": reachable,
             "unseeded": unseeded,
             "revision": convergence.revision,
-            "converged": convergence.converged,
+            // Unverifiable while etcd does not answer.
+            "converged": reachable && convergence.converged,
             "laggards": convergence.laggards,
             "rejected": convergence.rejected,
             "replicas": shown,

@@ -165,8 +165,8 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// either block changes its hash: tests/dashboard checks these and prints
 /// the right values.
 const DASHBOARD_CSP: &str = "default-src 'none'; \
-     script-src 'sha256-5RVYVP34znK4lnGKXdqqbG/mtqa+Hmy4xbWC9RXbP5k='; \
-     style-src 'sha256-aqs+cORMmc58Ba744/j3B26pePDYYpAgNFNpeNCEFo8='; \
+     script-src 'sha256-LbzeGtJ1/tS+u1EgoE9920L9fpSBvOOokAGMvoaSA0w='; \
+     style-src 'sha256-iK9sBJhX3Z1J5jTI8qqy2n12dVLXyMNc5Un/OFaKXUs='; \
      connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn dashboard() -> AdminResponse {

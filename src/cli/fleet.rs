@@ -138,7 +138,9 @@ pub fn render_fleet(fleet: &Value) -> String {
         out,
         "fleet table revision {}   {}   etcd {}",
         revision_text(&fleet["revision"]),
-        if fleet["converged"].as_bool().unwrap_or(false) {
+        if !reachable {
+            "convergence unknown"
+        } else if fleet["converged"].as_bool().unwrap_or(false) {
             "converged"
         } else {
             "NOT CONVERGED"
