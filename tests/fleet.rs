@@ -35,18 +35,27 @@ impl Backends {
 struct Shape {
     /// The `web` route (absent: a replica whose config lacks it).
     web: bool,
-    /// Lines added to the `api` route (a guard).
+    /// Lines added to the `api` route (a guard, a mirror).
     api_extra: &'static str,
+    /// Lines added to the `web` route.
+    web_extra: &'static str,
 }
 
-const FULL: Shape = Shape { web: true, api_extra: "" };
+const FULL: Shape = Shape {
+    web: true,
+    api_extra: "",
+    web_extra: "",
+};
 
 fn config(b: &Backends, endpoints: &[String], replica: &str, shape: Shape) -> String {
     let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     let web = if shape.web {
-        "  - name: web\n    match: { path_prefix: /web/ }\n    backends: { legacy: {}, new: {} }\n"
+        format!(
+            "  - name: web\n    match: {{ path_prefix: /web/ }}\n    backends: {{ legacy: {{}}, new: {{}} }}\n{}",
+            shape.web_extra
+        )
     } else {
-        ""
+        String::new()
     };
     format!(
         "{head}backends:\n  legacy: {{ url: \"{legacy}\" }}\n  new: {{ url: \"{new}\" }}\n\
@@ -609,26 +618,43 @@ async fn a_guard_trip_on_one_replica_rolls_back_every_replica() {
             })
             .await,
         };
+        // api rolls back at once, web in steps over 2 s.
         let shape = Shape {
             web: true,
             api_extra: "    guard: { max_error_rate: 0.2, window: 10s, min_requests: 10 }\n",
+            web_extra: "    guard: { max_error_rate: 0.2, window: 10s, min_requests: 10, rollback: { ramp: 2s } }\n",
         };
-        let replicas = fleet(&b, &etcd, &["a", "b", "c"], shape, &weights(100, 0)).await;
+        let replicas = fleet(&b, &etcd, &["a", "b", "c"], shape, &weights(100, 100)).await;
         let [a, rb, c] = &replicas[..] else { unreachable!() };
         wait_converged(a, 3).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let b_web = watch_weight(rb, "web", stop.clone());
         // Only A sees the failures; B and C get no traffic at all (their
         // own guards and ejections stay out of it).
         for _ in 0..15 {
             get(&a.url("/api/x")).await;
+            get(&a.url("/web/x")).await;
         }
         for r in [rb, c] {
             wait_weight(r, "api", 0.0).await;
+            wait_weight(r, "web", 0.0).await;
         }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(b_web.await.unwrap(), [100.0, 50.0, 0.0], "B follows each step of A's ramp");
         let (_, history) = stored(&etcd).await;
-        let last = history.last().unwrap();
-        assert_eq!(last["who"], "guard on replica a", "{last}");
-        assert!(last["why"].as_str().unwrap().starts_with("guard: backend new error rate"), "{last}");
+        let guard: Vec<&Value> = history.iter().filter(|e| e["who"] == "guard on replica a").collect();
+        let reasons: Vec<&str> = guard.iter().map(|e| e["why"].as_str().unwrap()).collect();
+        assert_eq!(guard.len(), 2, "one entry per rollback, one for the whole ramp: {reasons:?}");
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with("guard: backend new error rate") && !r.contains("ramp")),
+            "{reasons:?}"
+        );
+        assert!(reasons.iter().any(|r| r.ends_with("(ramp step 1/2)")), "{reasons:?}");
         a.wait_metric("cutover_rollbacks_total", &[("route", "api"), ("reason", "guard")], 1.0)
+            .await;
+        a.wait_metric("cutover_rollbacks_total", &[("route", "web"), ("reason", "guard")], 1.0)
             .await;
     })
     .await;
@@ -694,7 +720,7 @@ async fn a_replica_whose_config_lacks_a_route_of_the_fleet_table_refuses_it_and_
         let b = Backends::start().await;
         seed(&b, &etcd, &weights(0, 50)).await;
         let a = replica(&b, &etcd.endpoints(), "a", FULL, &weights(0, 50)).await;
-        let narrow = Shape { web: false, api_extra: "" };
+        let narrow = Shape { web: false, ..FULL };
         let cache = "api: { legacy: 100, new: 0 }\n";
         let rb = replica(&b, &etcd.endpoints(), "b", narrow, cache).await;
         rb.wait_metric("cutover_fleet_rejected_total", &[("reason", "skew")], 1.0).await;
@@ -711,6 +737,14 @@ async fn a_replica_whose_config_lacks_a_route_of_the_fleet_table_refuses_it_and_
         assert!(shown.contains("NOT CONVERGED") && shown.contains("REJECTED by b"), "{shown}");
         assert!(text(&control(&rb, &["status"]).await).contains("CONFIG SKEW"));
 
+        // Changes through the skewed replica are refused, saying why.
+        let refused = admin(&rb, Method::PUT, "/admin/weights/api", Some(json!({"new": 5}))).await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.text());
+        assert!(
+            refused.text().contains("this replica refused the fleet table"),
+            "{}",
+            refused.text()
+        );
         // A shift the skewed replica cannot take: --wait names it.
         let out = control(&a, &["shift", "api", "new=100", "--wait", "--timeout", "10"]).await;
         assert!(!out.status.success(), "{}", text(&out));
@@ -741,6 +775,21 @@ async fn an_unseeded_fleet_serves_the_weight_file_says_so_and_follows_once_seede
 
         seed(&b, &etcd, &weights(0, 0)).await;
         wait_served_by(&a, "/api/x", "legacy", Duration::from_secs(10)).await;
+        // Undoing the seed leaves the seeded table.
+        let undone = admin(&a, Method::POST, "/admin/undo", Some(json!({}))).await;
+        assert_eq!(undone.status, StatusCode::OK, "{}", undone.text());
+        assert_eq!(served_by(&a, "/api/x").await, "legacy");
+        // With no replica answering, the CLI does not edit the weight file:
+        // in fleet mode it only caches the fleet table.
+        let before = std::fs::read_to_string(a.path("weights.yaml")).unwrap();
+        let config_path = a.config_path.display().to_string();
+        let out = cutover(&["shift", "api", "new=5", "-c", &config_path, "--admin", "127.0.0.1:1"]).await;
+        assert!(
+            !out.status.success() && text(&out).contains("in fleet mode a change goes through a running replica"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(std::fs::read_to_string(a.path("weights.yaml")).unwrap(), before);
         // A second seed does not overwrite the fleet's table.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cutover.yaml");
@@ -772,8 +821,8 @@ async fn the_parity_gate_and_report_sum_every_replica() {
             new: alike("new").await,
         };
         let shape = Shape {
-            web: true,
             api_extra: "    mirror: { to: new, min_clean_share: 0.9 }\n",
+            ..FULL
         };
         let replicas = fleet(&b, &etcd, &["a", "b"], shape, &weights(0, 0)).await;
         let [a, rb] = &replicas[..] else { unreachable!() };

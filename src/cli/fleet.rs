@@ -29,12 +29,19 @@ pub async fn seed(config_path: &Path, force: bool) -> anyhow::Result<()> {
     let text = read_text(path).map_err(|e| anyhow!("{e}"))?;
     let weights = Weights::parse(path, &text, &config).map_err(|e| anyhow!("{e}"))?;
     let store = FleetStore::new(&settings);
+    let after = weights.named(&config);
+    // What `undo` would restore: the table replaced, or (a first seed) the
+    // seeded one itself, never nothing.
+    let replaced = match store.read().await {
+        Ok(Some(current)) => Weights::parse(path, &current.text, &config).ok().map(|w| w.named(&config)),
+        _ => None,
+    };
     let entry = HistoryEntry {
         time: clock::now_rfc3339(),
         who: file_actor(),
         why: format!("fleet seeded from {}", path.display()),
-        before: Default::default(),
-        after: weights.named(&config),
+        before: replaced.unwrap_or_else(|| after.clone()),
+        after,
     };
     match store.seed(&text, force, Some(entry)).await {
         Ok(revision) => {

@@ -154,7 +154,16 @@ impl Fleet {
     /// Writes a shift or undo (or a ramp step) computed from the applied
     /// fleet table, if etcd still holds that table.
     fn write_change(&self, config: &Config, weights: &Weights, history: HistoryOp) -> Result<i64, StoreError> {
-        let Some(base) = self.applied() else {
+        let applied = self.applied();
+        let newer = |revision: i64| applied.as_ref().is_none_or(|base| revision > base.revision);
+        if let Some(refused) = self.rejected().filter(|r| newer(r.revision)) {
+            return Err(StoreError::Unavailable(format!(
+                "this replica refused the fleet table at revision {} ({}), so it cannot change it: \
+                 fix its config or change the fleet through another replica",
+                refused.revision, refused.error
+            )));
+        }
+        let Some(base) = applied else {
             return Err(StoreError::Unavailable(if self.is_unseeded() {
                 "the fleet has no weight table yet: seed it with `cutover fleet seed`".into()
             } else {
