@@ -400,3 +400,90 @@ fn named(config: &Config, table: Option<&FleetTable>) -> NamedWeights {
         .map(|w| w.named(config))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config() -> Config {
+        let text = "listeners: [{name: p, addr: '127.0.0.1:0'}]\n\
+                    backends: {legacy: {url: 'http://127.0.0.1:1'}, new: {url: 'http://127.0.0.1:2'}}\n\
+                    routes:\n\
+                    - {name: api, match: {path_prefix: /api/}, backends: {legacy: {}, new: {}}}\n\
+                    - {name: search, match: {path_prefix: /s/}, backends: {legacy: {}, new: {}}}\n\
+                    - {name: web, backends: {legacy: {}, new: {}}}\n";
+        Config::parse(Path::new("/tmp/cutover.yaml"), text.to_string()).unwrap()
+    }
+
+    #[test]
+    fn a_fleet_table_keeps_its_comments_and_names_only_routes_it_had_or_that_leave_stable() {
+        let c = config();
+        let base = "# the fleet\napi: { legacy: 90, new: 10 }  # OPS-1\nweb: { legacy: 100, new: 0 }\n";
+        let weights = Weights::parse(Path::new("w"), base, &c).unwrap();
+        // `search`, which the base does not name, stays out while on stable...
+        assert_eq!(render_fleet(&c, &weights, base), base);
+        // ...and is written once it leaves it.
+        let moved = weights.with_route(1, vec![5000, 5000]);
+        assert_eq!(
+            render_fleet(&c, &moved, base),
+            "# the fleet\napi: { legacy: 90, new: 10 }  # OPS-1\nsearch: { legacy: 50, new: 50 }\nweb: { legacy: 100, new: 0 }\n"
+        );
+    }
+
+    fn held(before_api_new: f64, base: Option<i64>, delayed: bool) -> PendingRollback {
+        let entry = HistoryEntry {
+            time: "T".into(),
+            who: "bob on replica b".into(),
+            why: "rollback api".into(),
+            before: [(
+                "api".to_string(),
+                [("legacy".to_string(), 100.0 - before_api_new), ("new".to_string(), before_api_new)].into(),
+            )]
+            .into(),
+            after: NamedWeights::new(),
+        };
+        let mut rollback = PendingRollback::new(vec!["api".into()], entry, base);
+        rollback.delayed = delayed;
+        rollback
+    }
+
+    fn table(api_new: f64) -> NamedWeights {
+        [(
+            "api".to_string(),
+            [("legacy".to_string(), 100.0 - api_new), ("new".to_string(), api_new)].into(),
+        )]
+        .into()
+    }
+
+    #[test]
+    fn a_held_rollback_says_when_it_was_written_late_and_what_it_overrode() {
+        // Written on the table it was made on: as made.
+        let entry = rollback_entry(&held(50.0, Some(7), false), 7, table(50.0), table(0.0));
+        assert_eq!(
+            (entry.who.as_str(), entry.why.as_str(), entry.time.as_str()),
+            ("bob on replica b", "rollback api", "T")
+        );
+        // Written late over a table that changed other routes only.
+        let entry = rollback_entry(&held(50.0, Some(7), true), 9, table(50.0), table(0.0));
+        assert!(
+            entry
+                .why
+                .starts_with("rollback api (held on the replica while etcd was unreachable, written at "),
+            "{}",
+            entry.why
+        );
+        assert!(!entry.why.contains("WARNING"), "{}", entry.why);
+        // Written over a table that had moved the rolled-back route itself.
+        let entry = rollback_entry(&held(50.0, Some(7), true), 9, table(70.0), table(0.0));
+        assert!(
+            entry
+                .why
+                .ends_with("; WARNING: re-applied over revision 9, which had changed api since the rollback"),
+            "{}",
+            entry.why
+        );
+        assert_eq!(entry.before, table(70.0));
+    }
+}
