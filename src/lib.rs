@@ -8,8 +8,9 @@
 //! the map.
 //!
 //! Changes flow one way too: a [`change::Change`] (shift, rollback, undo, a
-//! step of the guard's ramp, an edit of the files) is applied by
-//! [`live::Live::apply`] and persisted through a [`change::WeightStore`];
+//! step of the guard's ramp, an edit of the files, a table from the
+//! [`fleet`]) is applied by [`live::Live::apply`] and persisted through a
+//! [`change::WeightStore`] (the weight file, or the fleet's table in etcd);
 //! the [`guard`] sits above `Live`, and the windows it reads are recorded
 //! per table ([`table::window`]).
 

@@ -2,9 +2,9 @@
 //! changes build a whole new table and publish it with one pointer store.
 //!
 //! Every change — an edit of the files, a shift, a rollback, an undo, a step
-//! of the guard's ramp — is a [`Change`] applied by [`Live::apply`], one at
-//! a time: applied in memory first (so a rollback takes effect at once),
-//! then persisted through the [`WeightStore`].
+//! of the guard's ramp, a new fleet table — is a [`Change`] applied by
+//! [`Live::apply`], one at a time: applied in memory first (so a rollback
+//! takes effect at once), then persisted through the [`WeightStore`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +14,12 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::change::{
-    self, Change, ChangeError, ChangeKind, Changed, FileStore, HistoryOp, Persist, RollbackCause, StoreError, WeightStore,
+    self, Change, ChangeError, ChangeKind, Changed, FileStore, HistoryOp, Origin, Persist, RollbackCause, StoreError, WeightStore,
 };
 use crate::clock;
 use crate::config::weight_file::HistoryEntry;
 use crate::config::{Config, ConfigError, NamedWeights, Weights, format_percent, read_text};
+use crate::fleet::{Fleet, FleetWeightStore};
 use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
 use crate::mirror::parity::Parity;
@@ -95,12 +96,23 @@ pub struct Live {
     pub health: HealthRegistry,
     ready: AtomicBool,
     last_reload: Mutex<ReloadState>,
+    /// Fleet mode: the link to the fleet's table in etcd.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Live {
     /// A live table whose changes persist to the weight file the config names.
     pub fn new(config: Config, weights: Weights, metrics: Arc<Metrics>) -> Live {
         Live::with_store(config, weights, metrics, Box::new(FileStore))
+    }
+
+    /// A live table of a fleet replica: changes persist to the fleet's
+    /// table in etcd, and tables the fleet publishes are applied here.
+    pub fn with_fleet(config: Config, weights: Weights, metrics: Arc<Metrics>, fleet: Arc<Fleet>) -> Live {
+        let store = Box::new(FleetWeightStore::new(fleet.clone()));
+        let mut live = Live::with_store(config, weights, metrics, store);
+        live.fleet = Some(fleet);
+        live
     }
 
     pub fn with_store(config: Config, weights: Weights, metrics: Arc<Metrics>, store: Box<dyn WeightStore>) -> Live {
@@ -121,9 +133,25 @@ impl Live {
                 error: None,
                 time: clock::now_rfc3339(),
             }),
+            fleet: None,
         };
         live.publish(&live.load());
         live
+    }
+
+    /// Fleet mode's link, when the config has a `fleet:` section.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
+    /// The parity a shift is gated on: this replica's, or in fleet mode
+    /// the sum over every live replica.
+    pub fn clean_share(&self, route: &str) -> Option<(f64, u64)> {
+        let local = self.parity.clean_share(route);
+        match &self.fleet {
+            Some(fleet) => fleet.clean_share(route, local),
+            None => local,
+        }
     }
 
     /// Reads the config file and its weight file and compiles both.
@@ -173,20 +201,25 @@ impl Live {
     /// Applies a change: computes the next table from the live one (the
     /// parity gate included), makes it live, then persists it. A change
     /// the store cannot keep stays live and says so (`persisted: false`),
-    /// except that a shift or undo the store refuses as a conflict is taken
-    /// back. Blocking (it writes files): async callers use `spawn_blocking`.
+    /// except that a shift or undo the store refuses (a conflict, or a
+    /// fleet store it cannot reach) is taken back. Blocking (it writes
+    /// files, and in fleet mode waits on etcd): async callers use
+    /// `spawn_blocking`.
     pub fn apply(&self, change: Change) -> Result<Changed, ChangeError> {
         let mut upstreams = self.change_lock.hold();
         let current = self.load();
         let next = match self.next(&change, &current) {
             Ok(Some(next)) => next,
             Ok(None) => {
-                self.files_good_again();
+                if matches!(change.kind, ChangeKind::FileReload { .. }) {
+                    self.files_good_again();
+                }
                 return Ok(Changed {
                     version: current.version.clone(),
                     weights: current.weights.named(&current.config),
                     persisted: true,
                     persist_error: None,
+                    fleet_revision: self.fleet.as_ref().and_then(|f| f.applied_revision()),
                     installed: false,
                 });
             }
@@ -201,14 +234,25 @@ impl Live {
         if reload && (next.config.listeners != current.config.listeners || next.config.admin.addr != current.config.admin.addr) {
             tracing::warn!("listener or admin addresses changed: they take effect after a restart");
         }
-        let table = self.install(&mut upstreams, next.config, next.weights);
+        let fleet_table = matches!(change.kind, ChangeKind::FleetTable { .. });
+        // A fleet table holding what is live already (this replica's own
+        // change coming back from etcd) is recorded, not installed: the
+        // guard's windows go on counting.
+        let table = if fleet_table && next.weights == current.weights && Arc::ptr_eq(&next.config, &current.config) {
+            current.clone()
+        } else {
+            self.install(&mut upstreams, next.config, next.weights)
+        };
         if reload {
             self.reloaded(&table);
+            if let Some(fleet) = &self.fleet {
+                fleet.config_reloaded();
+            }
         }
         let before = current.weights.named(&current.config);
         let after = table.weights.named(&table.config);
         // A reload that left the weights as they were is no weight change.
-        let weights_moved = !reload || before != after;
+        let weights_moved = !(reload || fleet_table) || before != after;
         if weights_moved {
             log_change(&change.actor, &next.why, &before, &after);
         }
@@ -223,17 +267,44 @@ impl Live {
             HistoryPlan::Pop => HistoryOp::Pop,
             HistoryPlan::Push | HistoryPlan::Keep => HistoryOp::Keep,
         };
+        let origin = match &change.kind {
+            ChangeKind::Shift { .. } | ChangeKind::Undo => Origin::Change,
+            ChangeKind::Rollback { .. } => Origin::Rollback {
+                routes: next
+                    .rolled_back
+                    .iter()
+                    .map(|&ri| table.config.routes[ri].name.to_string())
+                    .collect(),
+            },
+            ChangeKind::RampStep { route, .. } => Origin::RampStep { route: route.clone() },
+            ChangeKind::FileReload { .. } => Origin::WeightFile,
+            ChangeKind::FleetTable { text, revision } => Origin::Fleet {
+                revision: *revision,
+                text: text.clone(),
+            },
+        };
         let write = Persist {
             weights: next.write.then_some(&table.weights),
             history,
+            origin,
         };
         let persisted = self.store.persist(&table.config, write);
-        let persist_error = match persisted {
-            Ok(()) => None,
-            Err(StoreError::Conflict { current: stored }) if matches!(change.kind, ChangeKind::Shift { .. } | ChangeKind::Undo) => {
+        let taken_back = matches!(change.kind, ChangeKind::Shift { .. } | ChangeKind::Undo);
+        let (fleet_revision, persist_error) = match persisted {
+            Ok(revision) => (revision, None),
+            Err(StoreError::Conflict { current: stored }) if taken_back => {
                 tracing::warn!(who = %change.actor, "the weight table was changed elsewhere meanwhile: the change is taken back");
                 self.make_live(&current);
                 return Err(ChangeError::Conflict { current: stored });
+            }
+            Err(StoreError::Unavailable(why)) if taken_back => {
+                tracing::warn!(who = %change.actor, "the change cannot be stored: it is taken back: {why}");
+                self.make_live(&current);
+                return Err(ChangeError::Unavailable(why));
+            }
+            Err(StoreError::Pending(why)) => {
+                tracing::error!(who = %change.actor, "the change is LIVE ON THIS REPLICA ONLY for now: {why}");
+                (None, Some(why))
             }
             Err(e) => {
                 if reload {
@@ -241,7 +312,7 @@ impl Live {
                 } else {
                     tracing::error!(error = %e, "the change is live but could not be persisted");
                 }
-                Some(e.to_string())
+                (None, Some(e.to_string()))
             }
         };
         // Counted once the change is done, persisted or not.
@@ -256,6 +327,7 @@ impl Live {
             weights: table.weights.named(&table.config),
             persisted: persist_error.is_none(),
             persist_error,
+            fleet_revision,
             installed: true,
         })
     }
@@ -284,7 +356,7 @@ impl Live {
                 if !force {
                     // Offline there is no measured parity: gated routes need the force.
                     let ri = config.route_index(route).ok_or_else(|| ChangeError::UnknownRoute(route.clone()))?;
-                    change::check_parity_gate(config, weights, &next.weights, ri, self.parity.clean_share(route))?;
+                    change::check_parity_gate(config, weights, &next.weights, ri, self.clean_share(route))?;
                 }
             }
             ChangeKind::Rollback { routes, cause } => {
@@ -296,7 +368,11 @@ impl Live {
                 let entry = self
                     .store
                     .last_change(config)
-                    .map_err(ChangeError::History)?
+                    .map_err(|e| match e {
+                        StoreError::Conflict { current } => ChangeError::Conflict { current },
+                        StoreError::Unavailable(why) => ChangeError::Unavailable(why),
+                        e => ChangeError::History(e),
+                    })?
                     .ok_or(ChangeError::NothingToUndo)?;
                 next.weights = Weights::from_named(config, &entry.before).map_err(ChangeError::Stale)?;
                 next.why = format!("undo of: {} at {}", change::describe(&entry.who, &entry.why), entry.time);
@@ -329,21 +405,51 @@ impl Live {
                     return Err(ChangeError::Superseded);
                 }
                 let new_config = Config::parse(&config.path, config_text.clone()).map_err(ChangeError::Config)?;
-                let new_weights = match weights_text {
-                    Some(text) if new_config.weights_path == config.weights_path => {
-                        Weights::parse(&new_config.weights_path, text, &new_config)
+                let new_weights = match &self.fleet {
+                    // The weight file only caches the fleet's table: the
+                    // live weights carry over to the new config.
+                    Some(fleet) => {
+                        if weights_text.is_some() && !fleet.caches(weights_text.as_deref()) {
+                            tracing::warn!(
+                                "fleet mode: the weight file only caches the fleet's table; edits of it are not applied (use `cutover shift`)"
+                            );
+                        }
+                        Weights::from_named(&new_config, &weights.named(config))
                     }
-                    _ => Weights::load(&new_config),
+                    None => match weights_text {
+                        Some(text) if new_config.weights_path == config.weights_path => {
+                            Weights::parse(&new_config.weights_path, text, &new_config)
+                        }
+                        _ => Weights::load(&new_config),
+                    },
                 }
                 .map_err(ChangeError::Config)?;
                 if !force && version_hash(&new_config, &new_weights) == current.version {
                     return Ok(None);
                 }
-                next.why =
-                    change::weight_file_change_reason(&new_config, &weights.named(config), &new_weights, |r| self.parity.clean_share(r));
+                next.why = change::weight_file_change_reason(&new_config, &weights.named(config), &new_weights, |r| self.clean_share(r));
                 next.config = Arc::new(new_config);
                 next.weights = new_weights;
                 next.write = false;
+            }
+            ChangeKind::FleetTable { text, revision } => {
+                if let Some(fleet) = &self.fleet
+                    && fleet.applied_revision().is_some_and(|applied| applied >= *revision)
+                {
+                    return Ok(None);
+                }
+                let source = self
+                    .fleet
+                    .as_ref()
+                    .map_or_else(|| config.weights_path.clone(), |f| f.store.keys().weights.clone().into());
+                let table = Weights::parse(&source, text, config).map_err(|error| ChangeError::Skew {
+                    revision: *revision,
+                    error,
+                })?;
+                // Rollbacks made here that the fleet table does not hold yet stay.
+                let held = self.fleet.as_ref().map(|f| f.held_back(config, *revision)).unwrap_or_default();
+                next.weights = table.rolled_back(config, &held);
+                next.history = HistoryPlan::Keep;
             }
         }
         Ok(Some(next))
@@ -422,7 +528,7 @@ impl Live {
     /// beside the history from before it.
     pub fn last_change(&self) -> Option<HistoryEntry> {
         let _applied = self.change_lock.hold();
-        self.store.last_change(&self.load().config).ok().flatten()
+        self.store.shown_change(&self.load().config)
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -668,7 +774,7 @@ mod tests {
     struct Beaten(NamedWeights);
 
     impl WeightStore for Beaten {
-        fn persist(&self, _: &Config, _: Persist<'_>) -> Result<(), StoreError> {
+        fn persist(&self, _: &Config, _: Persist<'_>) -> Result<Option<i64>, StoreError> {
             Err(StoreError::Conflict { current: self.0.clone() })
         }
 

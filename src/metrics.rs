@@ -1,7 +1,8 @@
 //! Prometheus metrics. Names and labels are part of the product's contract.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 const DURATION_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -26,6 +27,47 @@ pub struct Metrics {
     pub parity_endpoint_mismatches: IntCounterVec,
     pub backend_healthy: IntGaugeVec,
     pub retries: IntCounterVec,
+    /// Fleet mode's metrics; exposed once [`Metrics::register_fleet`] is called.
+    pub fleet: FleetMetrics,
+}
+
+/// Fleet mode's gauges and counters.
+#[derive(Clone)]
+pub struct FleetMetrics {
+    pub weights_revision: IntGauge,
+    pub connected: IntGauge,
+    pub replicas: IntGauge,
+    pub rejected: IntCounterVec,
+    pub pending_writes: IntGauge,
+}
+
+/// The `reason` labels of `cutover_fleet_rejected_total`.
+pub const FLEET_REJECTED_REASONS: [&str; 2] = ["skew", "unreadable"];
+
+impl FleetMetrics {
+    fn new() -> FleetMetrics {
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        FleetMetrics {
+            weights_revision: gauge(
+                "cutover_fleet_weights_revision",
+                "The etcd revision of the fleet weight table this replica applied (0 before it applied one).",
+            ),
+            connected: gauge("cutover_fleet_connected", "1 while this replica's watch on the fleet table in etcd is live, else 0."),
+            replicas: gauge("cutover_fleet_replicas", "Live replicas registered in the fleet, as last listed from etcd."),
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "cutover_fleet_rejected_total",
+                    "Fleet weight tables this replica refused, by reason: skew (the table does not fit this replica's config), unreadable (not text).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            pending_writes: gauge(
+                "cutover_fleet_pending_writes",
+                "Rollbacks live on this replica that are not yet written to etcd (etcd unreachable).",
+            ),
+        }
+    }
 }
 
 impl Metrics {
@@ -168,6 +210,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            fleet: FleetMetrics::new(),
             requests,
             request_duration,
             upstream_errors,
@@ -183,6 +226,25 @@ impl Metrics {
             parity_endpoint_mismatches,
             backend_healthy,
             retries,
+        }
+    }
+
+    /// Exposes the fleet metrics (fleet mode). Called once.
+    pub fn register_fleet(&self) {
+        let f = &self.fleet;
+        for c in [
+            Box::new(f.weights_revision.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(f.connected.clone()),
+            Box::new(f.replicas.clone()),
+            Box::new(f.rejected.clone()),
+            Box::new(f.pending_writes.clone()),
+        ] {
+            if let Err(e) = self.registry.register(c) {
+                tracing::debug!(error = %e, "fleet metric already registered");
+            }
+        }
+        for reason in FLEET_REJECTED_REASONS {
+            f.rejected.with_label_values(&[reason]);
         }
     }
 

@@ -57,56 +57,6 @@ async fn wait_new_weight(proxy: &Proxy, route: &str, value: f64) {
     .await;
 }
 
-/// Requests sent the whole time by several tasks; counts failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(proxy: &Proxy, workers: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..workers)
-            .map(|w| {
-                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-                let url = proxy.url("/api/items");
-                tokio::spawn(async move {
-                    let client = client();
-                    let mut i = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        i += 1;
-                        let req = request(Method::GET, &url, &[("x-user", &format!("load-{w}-{i}"))]);
-                        let ok = match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
-                            Ok(Ok(resp)) => {
-                                let status = resp.status();
-                                http_body_util::BodyExt::collect(resp.into_body()).await.is_ok() && status == StatusCode::OK
-                            }
-                            _ => false,
-                        };
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        if !ok {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { stop, sent, failed, tasks }
-    }
-
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
-    }
-}
-
 /// Writes the weight file the way editors, `cp` and careless scripts do.
 fn rewrite(path: &Path, text: &str, how: usize) {
     match how % 3 {
@@ -140,7 +90,7 @@ async fn two_hundred_rewrites_under_load_drop_nothing_and_reject_the_bad_one() {
         let legacy = Upstream::echo("legacy").await;
         let new = Upstream::echo("new").await;
         let proxy = Proxy::start(&config(&legacy, &new, ""), &weights(0, 30)).await;
-        let load = Load::start(&proxy, 4);
+        let load = Load::start(proxy.url("/api/items"), 4);
         let path = proxy.path("weights.yaml");
         let probe = client();
         let mut previous = 0;
@@ -747,7 +697,7 @@ async fn weight_edits_apply_while_a_log_in_the_same_folder_is_written_without_pa
         let config = config(&legacy, &new, "").replace("access_log: { path: \"off\" }", "access_log: { path: access.log }");
         let proxy = Proxy::start(&config, &weights(0, 0)).await;
         // A line in access.log, beside the weight file, every 20 ms or so.
-        let load = Load::start(&proxy, 1);
+        let load = Load::start(proxy.url("/api/items"), 1);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(std::fs::metadata(proxy.path("access.log")).unwrap().len() > 0);
         rewrite(&proxy.path("weights.yaml"), &weights(100, 0), 0);

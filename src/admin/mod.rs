@@ -1,6 +1,7 @@
 //! The admin listener: metrics, health, and the control API.
 
 mod access;
+mod fleet;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -95,6 +96,10 @@ async fn route(
             let table = live.load();
             json_response(StatusCode::OK, &json!(table.weights.named(&table.config)))
         }
+        (&Method::GET, "/admin/fleet") => fleet::fleet(live).await,
+        (&Method::GET, "/admin/parity") if query_param(&parts.uri, "fleet").is_some_and(|v| v == "true" || v == "1") => {
+            fleet::parity(live, query_param(&parts.uri, "route").as_deref()).await
+        }
         (&Method::GET, "/admin/parity") => {
             let table = live.load();
             let wanted = query_param(&parts.uri, "route");
@@ -134,7 +139,7 @@ async fn route(
             .await
         }
         (&Method::POST, "/admin/undo") => mutate(live, peer, parts, body, |who, _why, _body| Ok(Change::undo(who))).await,
-        (_, "/" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo" | "/admin/parity") => {
+        (_, "/" | "/admin/status" | "/admin/weights" | "/admin/rollback" | "/admin/undo" | "/admin/parity" | "/admin/fleet") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
@@ -150,8 +155,8 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// either block changes its hash: tests/dashboard checks these and prints
 /// the right values.
 const DASHBOARD_CSP: &str = "default-src 'none'; \
-     script-src 'sha256-xGJyF1LEeRoVqCiJI5FGuqqxihkc1oVeuhzsgL6lpsk='; \
-     style-src 'sha256-aqs+cORMmc58Ba744/j3B26pePDYYpAgNFNpeNCEFo8='; \
+     script-src 'sha256-VeAOSuRSlc6qnLCXbwPx7u+jparsOZD9Znt6PJNT3mk='; \
+     style-src 'sha256-iK9sBJhX3Z1J5jTI8qqy2n12dVLXyMNc5Un/OFaKXUs='; \
      connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn dashboard() -> AdminResponse {
@@ -183,8 +188,10 @@ fn refused(e: &ChangeError) -> AdminResponse {
         | ChangeError::NothingToUndo
         | ChangeError::ChangedMeanwhile { .. }
         | ChangeError::Conflict { .. }
+        | ChangeError::Skew { .. }
         | ChangeError::Superseded => StatusCode::CONFLICT,
         ChangeError::History(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ChangeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     let mut body = json!({ "error": e.to_string() });
     if let ChangeError::Conflict { current } = e {
@@ -363,6 +370,7 @@ fn status(live: &Live, guard: &Guard) -> Value {
             "why": e.why,
         })),
         "routes": routes,
+        "fleet": live.fleet().map(|f| f.view()),
     })
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Every change of the live weights — an operator's shift, rollback or undo
 //! (admin API, dashboard, CLI, offline CLI), the guard's rollback and each
-//! step of its ramp, an edit of the weight file — is a [`Change`], applied
+//! step of its ramp, an edit of the weight file, a new fleet table from
+//! etcd — is a [`Change`], applied
 //! by one function, [`crate::live::Live::apply`]: it computes the next
 //! table from the live one (the parity gate included), makes it live, then
 //! persists it through a [`WeightStore`] and answers [`Changed`] or a
@@ -16,12 +17,14 @@ use serde::Serialize;
 use crate::config::{ConfigError, NamedWeights};
 
 pub use plan::{CHANGE_WARNING, check_parity_gate, ramp_step, select_routes, shift, weight_file_change_reason};
-pub use store::{FileStore, HistoryOp, Persist, StoreError, WeightStore};
+pub use store::{FileStore, HistoryOp, Origin, Persist, StoreError, WeightStore};
 
 /// The actor of the guard's changes.
 pub const GUARD: &str = "guard";
 /// The actor of edits of the weight file.
 pub const WEIGHT_FILE: &str = "weight file";
+/// The actor of tables the fleet published in etcd.
+pub const FLEET: &str = "fleet";
 
 /// One change of the live weights.
 #[derive(Debug, Clone)]
@@ -64,6 +67,10 @@ pub enum ChangeKind {
         /// Install even when the files compile to the live table.
         force: bool,
     },
+    /// The fleet's table as etcd holds it at `revision` (fleet mode),
+    /// checked against this replica's config like a weight file. Routes
+    /// rolled back here and not yet in the fleet table stay rolled back.
+    FleetTable { text: String, revision: i64 },
 }
 
 /// The routes a rollback names.
@@ -140,6 +147,10 @@ impl Change {
         )
     }
 
+    pub fn fleet_table(text: String, revision: i64) -> Change {
+        Change::new(FLEET, ChangeKind::FleetTable { text, revision })
+    }
+
     fn new(actor: impl Into<String>, kind: ChangeKind) -> Change {
         Change {
             kind,
@@ -174,6 +185,7 @@ impl Change {
             ChangeKind::RampStep { step, of, .. } => format!("{} (ramp step {step}/{of})", reason.unwrap_or(GUARD)),
             ChangeKind::Undo => "undo".to_string(),
             ChangeKind::FileReload { .. } => "weight file changed".to_string(),
+            ChangeKind::FleetTable { revision, .. } => format!("fleet table revision {revision}"),
         }
     }
 }
@@ -189,6 +201,9 @@ pub struct Changed {
     pub persisted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persist_error: Option<String>,
+    /// Fleet mode: the etcd revision of the fleet table holding the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_revision: Option<i64>,
     /// False when a file reload found the files already live: nothing was installed.
     #[serde(skip)]
     pub installed: bool,
@@ -230,6 +245,13 @@ pub enum ChangeError {
     /// The weight file changed again after the reload read it.
     #[error("the weight file changed again after it was read")]
     Superseded,
+    /// The shared store cannot take the change now; nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fleet table naming what this replica's config lacks, or otherwise
+    /// not a valid table for it: config skew. It is kept out whole.
+    #[error("the fleet table at revision {revision} does not fit this replica's config (config skew): {error}")]
+    Skew { revision: i64, error: ConfigError },
 }
 
 /// A change as one line, naming who made it once: `shift api by

@@ -21,6 +21,17 @@ use cutover::live::Live;
 use cutover::metrics::Metrics;
 use cutover::report::{ParityReport, markdown};
 
+/// Whether to wait until every replica of the fleet applied a change.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Wait {
+    /// Fleet mode: return once every live replica serves the change; fail naming the replicas that do not.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "wait")]
+    pub timeout: u64,
+}
+
 /// How to reach the proxy.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
@@ -37,7 +48,7 @@ pub struct Target {
 }
 
 /// Where a command is carried out.
-enum Mode {
+pub(super) enum Mode {
     Api(AdminClient),
     File(Config),
 }
@@ -61,11 +72,11 @@ fn actor() -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-fn file_actor() -> String {
+pub(super) fn file_actor() -> String {
     actor().map_or_else(|| "cli".to_string(), |a| format!("cli ({a})"))
 }
 
-async fn connect(target: &Target) -> anyhow::Result<Mode> {
+pub(super) async fn connect(target: &Target) -> anyhow::Result<Mode> {
     let config = Config::load(&target.config);
     let admin = match (target.admin, &config) {
         (Some(addr), _) => addr,
@@ -116,6 +127,11 @@ async fn connect(target: &Target) -> anyhow::Result<Mode> {
 async fn carry_out(target: &Target, change: Change, method: Method, path: &str, body: Value) -> anyhow::Result<Value> {
     match connect(target).await? {
         Mode::Api(client) => client.call(method, path, Some(body)).await,
+        Mode::File(config) if config.fleet.is_some() => bail!(
+            "no replica answers at {}: in fleet mode a change goes through a running replica (any one: --admin ADDR), \
+             since the weight file only caches the fleet table",
+            target.admin.map_or_else(|| config.admin.addr.to_string(), |a| a.to_string())
+        ),
         Mode::File(config) => {
             let weights = Weights::load(&config).map_err(|e| anyhow!("{e}"))?;
             let live = Live::new(config, weights, Arc::new(Metrics::new()));
@@ -125,7 +141,7 @@ async fn carry_out(target: &Target, change: Change, method: Method, path: &str, 
     }
 }
 
-pub async fn shift(target: Target, route: String, weights: Vec<(String, f64)>, force: bool) -> anyhow::Result<()> {
+pub async fn shift(target: Target, route: String, weights: Vec<(String, f64)>, force: bool, wait: Wait) -> anyhow::Result<()> {
     let body: serde_json::Map<String, Value> = weights.iter().map(|(b, w)| (b.clone(), json!(w))).collect();
     let path = if force {
         format!("/admin/weights/{route}?force=true")
@@ -134,10 +150,11 @@ pub async fn shift(target: Target, route: String, weights: Vec<(String, f64)>, f
     };
     let change = Change::shift(file_actor(), route, weights, force);
     let changed = carry_out(&target, change, Method::PUT, &path, Value::Object(body)).await?;
-    report(&changed)
+    report(&changed)?;
+    super::fleet::wait(&target, &changed, wait).await
 }
 
-pub async fn rollback(target: Target, routes: Vec<String>, all: bool, reason: Option<String>) -> anyhow::Result<()> {
+pub async fn rollback(target: Target, routes: Vec<String>, all: bool, reason: Option<String>, wait: Wait) -> anyhow::Result<()> {
     if routes.is_empty() && !all {
         bail!("name the routes to roll back, or pass --all");
     }
@@ -147,7 +164,7 @@ pub async fn rollback(target: Target, routes: Vec<String>, all: bool, reason: Op
     let changed = carry_out(&target, change, Method::POST, "/admin/rollback", body).await?;
     report(&changed)?;
     println!("rolled back in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
-    Ok(())
+    super::fleet::wait(&target, &changed, wait).await
 }
 
 pub async fn undo(target: Target) -> anyhow::Result<()> {
@@ -155,7 +172,10 @@ pub async fn undo(target: Target) -> anyhow::Result<()> {
     report(&changed)
 }
 
-pub async fn status(target: Target) -> anyhow::Result<()> {
+pub async fn status(target: Target, fleet: bool) -> anyhow::Result<()> {
+    if fleet {
+        return super::fleet::status(&target).await;
+    }
     match connect(&target).await? {
         Mode::Api(client) => {
             let status = client.call(Method::GET, "/admin/status", None).await?;
@@ -164,6 +184,9 @@ pub async fn status(target: Target) -> anyhow::Result<()> {
         Mode::File(config) => {
             let weights = Weights::load(&config).map_err(|e| anyhow!("{e}"))?;
             println!("proxy: not running; weights from {}", config.weights_path.display());
+            if config.fleet.is_some() {
+                println!("(fleet mode: this file caches the fleet table as this replica last applied it)");
+            }
             for (route, per_backend) in weights.named(&config) {
                 let parts: Vec<String> = per_backend.iter().map(|(b, w)| format!("{b} {w}%")).collect();
                 println!("  {route:<16} {}", parts.join("  "));
@@ -184,7 +207,13 @@ pub enum Format {
     Markdown,
 }
 
-pub async fn parity(target: Target, route: Option<String>, format: Format, examples: bool) -> anyhow::Result<()> {
+pub async fn parity(target: Target, route: Option<String>, format: Format, examples: bool, fleet: bool) -> anyhow::Result<()> {
+    if fleet {
+        if format == Format::Markdown || examples {
+            bail!("--fleet sums the counts of every replica: it prints them as text or --json only");
+        }
+        return super::fleet::parity(&target, route, format == Format::Json).await;
+    }
     let Mode::Api(client) = connect(&target).await? else {
         bail!("parity is measured by the running proxy, and it is not reachable");
     };
@@ -457,9 +486,12 @@ fn report(changed: &Value) -> anyhow::Result<()> {
         }
     }
     println!("version {}", changed["version"].as_str().unwrap_or("?"));
+    if let Some(revision) = changed["fleet_revision"].as_i64() {
+        println!("fleet table revision {revision}");
+    }
     if changed["persisted"] == json!(false) {
         eprintln!(
-            "WARNING: the change is live but was NOT written to the weight file: {}",
+            "WARNING: the change is live but was NOT persisted: {}",
             changed["persist_error"].as_str().unwrap_or("unknown error")
         );
     }
@@ -492,6 +524,7 @@ pub fn render_status(status: &Value) -> String {
             let _ = writeln!(out, "last reload: ok at {}", reload["time"].as_str().unwrap_or("?"));
         }
     }
+    super::fleet::render_status_line(&mut out, &status["fleet"]);
     if let Some(change) = status["last_change"].as_object() {
         let text = |k: &str| change.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
         let (why, who) = (text("why"), text("who"));
@@ -560,14 +593,14 @@ pub fn render_status(status: &Value) -> String {
     out
 }
 
-struct AdminClient {
+pub(super) struct AdminClient {
     addr: SocketAddr,
     token: Option<String>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 impl AdminClient {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.addr))

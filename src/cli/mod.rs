@@ -2,6 +2,7 @@
 
 mod check;
 mod control;
+mod fleet;
 mod import;
 mod ready;
 mod replay;
@@ -78,6 +79,8 @@ enum Command {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
+        wait: control::Wait,
+        #[command(flatten)]
         target: control::Target,
     },
     /// Parity report: how the backends' answers differ, by kind and JSON path, with samples.
@@ -93,6 +96,9 @@ enum Command {
         /// Also print, per endpoint and difference, the last requests that showed it.
         #[arg(long)]
         examples: bool,
+        /// Fleet mode: sum the counts of every live replica.
+        #[arg(long)]
+        fleet: bool,
         #[command(flatten)]
         target: control::Target,
     },
@@ -109,6 +115,8 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
+        wait: control::Wait,
+        #[command(flatten)]
         target: control::Target,
     },
     /// Restore the weight table from before the last change.
@@ -118,9 +126,15 @@ enum Command {
     },
     /// Live weights, request and error rates, health, the guard, last reload and last change.
     Status {
+        /// Fleet mode: every live replica, the fleet table revision it serves, and whether the fleet converged.
+        #[arg(long)]
+        fleet: bool,
         #[command(flatten)]
         target: control::Target,
     },
+    /// Fleet mode: manage the fleet's weight table in etcd.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Convert an nginx config into cutover.yaml and weights.yaml; lists what was not converted.
     #[command(name = "import-nginx")]
     ImportNginx {
@@ -130,6 +144,19 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Overwrite existing files in the output folder.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Write the local weight file to etcd as the fleet's table, when the fleet has none.
+    Seed {
+        /// Config file: its `fleet:` section names etcd, its weight file is written.
+        #[arg(short, long, default_value = "config/cutover.yaml")]
+        config: PathBuf,
+        /// Overwrite the fleet's table if it has one.
         #[arg(long)]
         force: bool,
     },
@@ -171,29 +198,34 @@ pub fn main() -> ExitCode {
             route,
             weights,
             force,
+            wait,
             target,
-        } => control::block_on(control::shift(target, route, weights, force)),
+        } => control::block_on(control::shift(target, route, weights, force, wait)),
         Command::Parity {
             route,
             json,
             format,
             examples,
+            fleet,
             target,
         } => control::block_on(control::parity(
             target,
             route,
             if json { control::Format::Json } else { format },
             examples,
+            fleet,
         )),
         Command::Replay(args) => runtime().and_then(|rt| rt.block_on(replay::run(args))),
         Command::Rollback {
             routes,
             all,
             reason,
+            wait,
             target,
-        } => control::block_on(control::rollback(target, routes, all, reason)),
+        } => control::block_on(control::rollback(target, routes, all, reason, wait)),
         Command::Undo { target } => control::block_on(control::undo(target)),
-        Command::Status { target } => control::block_on(control::status(target)),
+        Command::Status { fleet, target } => control::block_on(control::status(target, fleet)),
+        Command::Fleet(FleetCommand::Seed { config, force }) => control::block_on(fleet::seed(&config, force)),
         Command::ImportNginx { file, output, force } => import::run(&file, output.as_deref(), force),
     };
     match result {

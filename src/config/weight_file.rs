@@ -47,6 +47,12 @@ impl WeightFile {
 /// The text of a weight file for `weights`, one line per route with more
 /// than one backend, with `comments` where they belong.
 pub fn render(config: &Config, weights: &Weights, comments: &Comments) -> String {
+    render_routes(config, weights, comments, |_, _| true)
+}
+
+/// Like [`render`], with only the routes for which `keep(route index,
+/// route name)` holds.
+pub fn render_routes(config: &Config, weights: &Weights, comments: &Comments, keep: impl Fn(usize, &str) -> bool) -> String {
     // Comments stay comments, whatever text a caller hands in.
     fn push_lines(out: &mut String, lines: &[String]) {
         for line in lines.iter().flat_map(|l| l.split(['\n', '\r'])) {
@@ -59,7 +65,8 @@ pub fn render(config: &Config, weights: &Weights, comments: &Comments) -> String
     }
     let mut out = String::new();
     push_lines(&mut out, &comments.header);
-    let named = weights.named(config);
+    let mut named = weights.named(config);
+    named.retain(|name, _| config.route_index(name).is_some_and(|ri| keep(ri, name)));
     for (name, per_backend) in &named {
         if let Some(above) = comments.above.get(name) {
             push_lines(&mut out, above);

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
 use crate::config::ConfigError;
+use crate::fleet::Fleet;
 use crate::guard::Guard;
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -67,8 +68,14 @@ impl Running {
 
 /// Loads `config_path`, binds every listener and the admin listener, and serves.
 pub async fn start(config_path: &Path) -> Result<Running, StartError> {
-    let (config, weights) = Live::read_files(config_path)?;
     let metrics = Arc::new(Metrics::new());
+    let config = crate::config::Config::load(config_path)?;
+    // Fleet mode: the weight file caches the fleet table (see docs/FLEET.md).
+    let fleet = config.fleet.clone().map(|settings| Fleet::new(&settings, &config, &metrics));
+    let weights = match &fleet {
+        Some(fleet) => fleet.startup_weights(&config)?,
+        None => crate::config::Weights::load(&config)?,
+    };
     let access_log = AccessLog::start(&config.access_log, metrics.clone())
         .map_err(StartError::AccessLog)?
         .map(Arc::new);
@@ -87,7 +94,10 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     check_open_file_limit(config.listeners.len(), settings.max_connections);
 
     crate::upstream::pool::set_serving_threads(settings.workers);
-    let live = Arc::new(Live::new(config, weights, metrics.clone()));
+    let live = Arc::new(match fleet {
+        Some(fleet) => Live::with_fleet(config, weights, metrics.clone(), fleet),
+        None => Live::new(config, weights, metrics.clone()),
+    });
     let proxy = Arc::new(Proxy {
         live: live.clone(),
         access_log: access_log.clone(),
@@ -161,8 +171,17 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     tokio::spawn(sample_rates(live.clone(), shutdown.clone()));
     live.start_health_checks();
     tokio::spawn(publish_health(live.clone(), shutdown.clone()));
-    tokio::spawn(guard.run(shutdown.clone()));
+    tokio::spawn(guard.clone().run(shutdown.clone()));
     tokio::spawn(close_expired_backend_connections(live.clone(), shutdown.clone()));
+    let fleet_task = crate::fleet::spawn(&live, &guard, admin_addr, &shutdown);
+    if let Some(fleet) = live.fleet() {
+        // Serve the fleet's table rather than a stale cache when etcd
+        // answers at once; when it does not, the cache serves.
+        let limit = live.load().config.fleet.as_ref().map_or(Duration::ZERO, |f| f.request_timeout);
+        if !fleet.settled_within(limit).await {
+            tracing::warn!("the fleet table was not read within {limit:?}: serving the weight file's copy until it is");
+        }
+    }
     live.set_ready(true);
     // Logged once ready: whoever waits for this line (an operator, a
     // supervisor, the tests) may probe `/readyz` and get 200 at once.
@@ -182,6 +201,9 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
                     remaining = tracker.len(),
                     "drain deadline passed; closing the remaining connections"
                 );
+            }
+            if let Some(task) = fleet_task {
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
             }
             admin_task.abort();
             stopped.cancel();

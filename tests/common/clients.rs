@@ -1,5 +1,7 @@
 //! HTTP clients: a pooled hyper client, requests, and responses read whole.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -100,4 +102,62 @@ pub async fn h2c(addr: std::net::SocketAddr) -> (hyper::client::conn::http2::Sen
             let _ = conn.await;
         }),
     )
+}
+
+/// Requests sent the whole time by several tasks, each with its own
+/// `x-user`; counts those that failed (no 200, or not within 5 s).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `workers` tasks sending GET `url` one after the other.
+    pub fn start(url: String, workers: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..workers)
+            .map(|w| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let client = client();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let req = request(Method::GET, &url, &[("x-user", &format!("load-{w}-{i}"))]);
+                        let ok = match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+                            Ok(Ok(resp)) => {
+                                let status = resp.status();
+                                resp.into_body().collect().await.is_ok() && status == StatusCode::OK
+                            }
+                            _ => false,
+                        };
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, sent, failed, tasks }
+    }
+
+    /// Requests sent so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops the tasks; returns (sent, failed).
+    pub async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
 }

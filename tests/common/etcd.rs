@@ -142,6 +142,18 @@ impl EtcdCluster {
         self.wait_healthy().await;
     }
 
+    /// Starts every stopped member again at once (a cluster whose quorum
+    /// is down answers only once enough members are back) and waits until
+    /// the cluster is healthy.
+    pub async fn restart_stopped(&mut self) {
+        for member in 0..self.members.len() {
+            if self.members[member].child.is_none() {
+                self.spawn(member);
+            }
+        }
+        self.wait_healthy().await;
+    }
+
     /// Waits until every running member answers as healthy (30 s at most).
     pub async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
