@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::etcd::EtcdCluster;
 use common::within;
+use cutover::config::fleet::ClientIdentity;
 use cutover::config::weight_file::{HISTORY_LEN, HistoryEntry};
-use cutover::fleet::config::ClientIdentity;
 use cutover::fleet::{
     EtcdAuth, EtcdTls, FleetSettings, FleetStore, FleetTable, FleetWatch, HistoryEdit, ReplicaInfo, SeedError, WatchEvent, WriteError,
 };

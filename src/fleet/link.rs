@@ -104,7 +104,7 @@ impl Fleet {
                 "no weight file yet: serving every route on its stable backend until the fleet table arrives"
             );
             let all_stable = Weights::all_stable(config);
-            if let Err(e) = crate::config::WeightFile::of(config).write_with(config, &all_stable, &Default::default()) {
+            if let Err(e) = crate::config::WeightFile::of(config).write(config, &all_stable) {
                 tracing::warn!(error = %e, "cannot write the weight file that caches the fleet table");
             }
             all_stable

@@ -34,8 +34,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The `fleet:` section, as the config compiles it.
-pub use crate::config::fleet as config;
 pub use crate::config::fleet::{EtcdAuth, EtcdTls, FleetSettings};
 pub use link::{Fleet, Rejected};
 pub use registry::{Registration, ReplicaInfo};

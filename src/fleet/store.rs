@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse};
 
-use super::config::FleetSettings;
 use super::{FleetError, FleetTable, Keys, SeedError, WriteError};
+use crate::config::fleet::FleetSettings;
 use crate::config::weight_file::{HISTORY_LEN, HistoryEntry};
 
 /// How many times a write is tried again when only the history moved under it.
