@@ -31,6 +31,7 @@ pub mod proxy;
 pub mod rates;
 pub mod reload;
 pub mod replay;
+pub mod replica;
 pub mod report;
 pub mod routing;
 pub mod server;

@@ -104,7 +104,7 @@ pub async fn parity(live: &Live, wanted: Option<&str>) -> AdminResponse {
 
 /// One route's counts over the fleet; this replica's own are taken now.
 fn route_parity(fleet: &Fleet, live: &Live, route: &str, replicas: &[ReplicaInfo]) -> Value {
-    let own = ParityCounts::local(live, route);
+    let own = crate::replica::report::local_parity(live, route);
     let mut per_replica = vec![(fleet.replica_id().to_string(), own)];
     per_replica.extend(
         replicas

@@ -13,12 +13,12 @@
 //! - `{prefix}/replicas/{id}`: a replica's [`ReplicaInfo`] as JSON, bound to
 //!   a lease so it disappears when the replica stops renewing it.
 //!
-//! A running replica's side is [`Fleet`]: the follower applies each fleet
-//! table through [`crate::live::Live::apply`], the [`FleetWeightStore`]
-//! writes changes with compare-and-swap (rollbacks are held and written
-//! once etcd takes them), and the reporter keeps the registration current.
+//! A running replica's side is [`Fleet`], beneath `Live`: its state, and
+//! the [`FleetWeightStore`] that writes changes with compare-and-swap
+//! (rollbacks are held and written once etcd takes them). The tasks that
+//! drive `Live` from the fleet table and keep the registration current sit
+//! above it, in `crate::replica`.
 
-mod follow;
 mod link;
 pub mod pending;
 mod registry;
@@ -27,12 +27,7 @@ mod store;
 mod watch;
 mod writer;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 pub use crate::config::fleet::{EtcdAuth, EtcdTls, FleetSettings};
 pub use link::{Fleet, Rejected};
@@ -41,26 +36,6 @@ pub use report::{Convergence, ParityCounts};
 pub use store::{FleetState, FleetStore, HistoryEdit};
 pub use watch::{FleetWatch, WatchEvent};
 pub use writer::{FleetWeightStore, Held, render_fleet};
-
-use crate::guard::Guard;
-use crate::live::Live;
-
-/// Starts fleet mode's tasks for a running replica (when its config has a
-/// `fleet:` section): following the fleet table, writing held rollbacks,
-/// and keeping the replica registered. The returned task ends once the
-/// replica has left the fleet after `shutdown`.
-pub fn spawn(live: &Arc<Live>, guard: &Arc<Guard>, admin: SocketAddr, shutdown: &CancellationToken) -> Option<JoinHandle<()>> {
-    let fleet = live.fleet()?.clone();
-    tokio::spawn(follow::follow(fleet.clone(), live.clone(), shutdown.clone()));
-    tokio::spawn(writer::keep_writing(fleet.clone(), live.clone(), shutdown.clone()));
-    Some(tokio::spawn(report::keep_reporting(
-        fleet,
-        live.clone(),
-        guard.clone(),
-        admin,
-        shutdown.clone(),
-    )))
-}
 
 /// The weight table as stored in etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]

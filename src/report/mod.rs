@@ -4,6 +4,7 @@
 //! ([`markdown`]) that `cutover parity` and `cutover replay` both write.
 
 pub mod markdown;
+pub mod replay;
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::mirror::parity::Parity;
-use crate::replay::ReplaySummary;
+use replay::ReplaySummary;
 
 /// Difference rows listed per route.
 pub const TOP_PATHS: usize = 25;

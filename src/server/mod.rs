@@ -173,7 +173,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     tokio::spawn(publish_health(live.clone(), shutdown.clone()));
     tokio::spawn(guard.clone().run(shutdown.clone()));
     tokio::spawn(close_expired_backend_connections(live.clone(), shutdown.clone()));
-    let fleet_task = crate::fleet::spawn(&live, &guard, admin_addr, &shutdown);
+    let fleet_task = crate::replica::spawn(&live, &guard, admin_addr, &shutdown);
     if let Some(fleet) = live.fleet() {
         // Serve the fleet's table rather than a stale cache when etcd
         // answers at once; when it does not, the cache serves.

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::link::Rejected;
-use super::{Fleet, FleetTable, WatchEvent};
 use crate::change::{Change, ChangeError};
+use crate::fleet::{Fleet, FleetTable, Rejected, WatchEvent};
 use crate::live::Live;
 
 /// Follows the fleet table until `shutdown`.
