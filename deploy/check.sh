@@ -184,6 +184,13 @@ systemd_unit() {
   # It only warns (exit 0) about unknown keys and the like: any output fails.
   [ -z "$out" ] || { echo "$out"; return 1; }
   echo "ok: systemd-analyze verify"
+  # Fleet mode's drop-in, read from cutover.service.d/ beside the unit.
+  mkdir -p "$WORK/systemd/cutover.service.d"
+  cp "$DEPLOY/systemd/fleet.conf" "$WORK/systemd/cutover.service.d/"
+  out=$(systemd-analyze verify "$unit" 2>&1) || { echo "$out"; return 1; }
+  [ -z "$out" ] || { echo "$out"; return 1; }
+  echo "ok: systemd-analyze verify, with the fleet drop-in"
+  rm -r "$WORK/systemd/cutover.service.d"
   if systemd-analyze security --help 2>/dev/null | grep -q -- --offline; then
     systemd-analyze security --offline=true --threshold=25 "$unit" | tail -n 1 || return 1
   fi
@@ -211,6 +218,16 @@ unit_settings() {
   [ "$missing" = 0 ] && echo "ok: hardening settings present; TimeoutStopSec ${stop}s > drain ${drain}s"
 }
 step "systemd unit settings" unit_settings
+fleet_dropin() {
+  # shellcheck disable=SC2016 # ${CUTOVER_REPLICA_ID} is literal text in the config
+  grep -q '^#     replica_id: ${CUTOVER_REPLICA_ID}$' "$DEPLOY/systemd/fleet.conf" &&
+    grep -q '^Environment=CUTOVER_REPLICA_ID=' "$DEPLOY/systemd/fleet.conf" &&
+    grep -q '^EnvironmentFile=-/etc/cutover/fleet.env$' "$DEPLOY/systemd/fleet.conf" &&
+    grep -Eq '^CUTOVER_REPLICA_ID=[A-Za-z0-9_.:-]+$' "$DEPLOY/systemd/fleet.env" ||
+    { echo "fleet.conf and fleet.env must set CUTOVER_REPLICA_ID, the replica_id of the config they show"; return 1; }
+  echo "ok: the fleet drop-in sets CUTOVER_REPLICA_ID (host name, or fleet.env)"
+}
+step "systemd fleet drop-in" fleet_dropin
 
 # ---------------------------------------------------------------------- Docker
 step "Dockerfile" kit dockerfile
