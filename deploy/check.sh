@@ -3,12 +3,14 @@
 #   - Prometheus: promtool check config / check rules / test rules
 #   - Grafana: the dashboard's JSON, its metrics and the PromQL of its queries
 #   - Kubernetes: every manifest parses, the Deployment is wired as documented,
-#     and the ConfigMap's own config passes `cutover check`
+#     and the ConfigMap's own config passes `cutover check`; the same for the
+#     fleet-mode kit in deploy/kubernetes/fleet/ (etcd StatefulSet, seed Job)
 #   - rollback.sh against a stand-in kubectl
 #   - systemd: systemd-analyze verify and security (when systemd-analyze exists)
 #   - Docker: the Dockerfile read for mistakes (Docker itself is not needed)
 #
 #   deploy/check.sh
+#   CUTOVER=target/debug/cutover deploy/check.sh    # use that build, no release build
 #
 # Installs what is missing: promtool (Debian's prometheus package) and PyYAML
 # (into the virtualenv target/deploy-venv when python3 has none).
@@ -103,13 +105,35 @@ step "grafana dashboard" grafana
 # ------------------------------------------------------------------ Kubernetes
 step "kubernetes manifests" kit kubernetes
 
+# The cutover binary the checks run: $CUTOVER when given (a build of this
+# tree), else a release build, made by the first check that needs it.
+CUTOVER=${CUTOVER:-}
+cutover() {
+  if [ -z "$CUTOVER" ]; then
+    cargo build --release --quiet || return 1
+    CUTOVER=$ROOT/target/release/cutover
+  fi
+  "$CUTOVER" "$@"
+}
+
 configmap_config() {
   mkdir -p "$WORK/configmap"
   kit extract "$WORK/configmap" &&
-    cargo run --release --quiet -- check -c "$WORK/configmap/cutover.yaml"
+    cutover check -c "$WORK/configmap/cutover.yaml"
 }
 step "cutover check on the ConfigMap's config" configmap_config
-CUTOVER=$ROOT/target/release/cutover
+
+step "kubernetes fleet manifests" kit kubernetes-fleet
+
+# The fleet ConfigMap's cutover.yaml, with its weight file (an emptyDir in the
+# pod) pointed at the seed Job's table. `cutover check` reads the fleet
+# section without contacting etcd; replica_id needs POD_NAME, as in the pod.
+fleet_configmap_config() {
+  mkdir -p "$WORK/fleet"
+  kit extract-fleet "$WORK/fleet" &&
+    POD_NAME=cutover-check cutover check -c "$WORK/fleet/cutover.yaml"
+}
+step "cutover check on the fleet ConfigMap's config" fleet_configmap_config
 
 rollback_script() {
   local state=$WORK/fake-kube bin=$WORK/fake-bin out=$WORK/rollback.out
@@ -160,6 +184,13 @@ systemd_unit() {
   # It only warns (exit 0) about unknown keys and the like: any output fails.
   [ -z "$out" ] || { echo "$out"; return 1; }
   echo "ok: systemd-analyze verify"
+  # Fleet mode's drop-in, read from cutover.service.d/ beside the unit.
+  mkdir -p "$WORK/systemd/cutover.service.d"
+  cp "$DEPLOY/systemd/fleet.conf" "$WORK/systemd/cutover.service.d/"
+  out=$(systemd-analyze verify "$unit" 2>&1) || { echo "$out"; return 1; }
+  [ -z "$out" ] || { echo "$out"; return 1; }
+  echo "ok: systemd-analyze verify, with the fleet drop-in"
+  rm -r "$WORK/systemd/cutover.service.d"
   if systemd-analyze security --help 2>/dev/null | grep -q -- --offline; then
     systemd-analyze security --offline=true --threshold=25 "$unit" | tail -n 1 || return 1
   fi
@@ -187,6 +218,16 @@ unit_settings() {
   [ "$missing" = 0 ] && echo "ok: hardening settings present; TimeoutStopSec ${stop}s > drain ${drain}s"
 }
 step "systemd unit settings" unit_settings
+fleet_dropin() {
+  # shellcheck disable=SC2016 # ${CUTOVER_REPLICA_ID} is literal text in the config
+  grep -q '^#     replica_id: ${CUTOVER_REPLICA_ID}$' "$DEPLOY/systemd/fleet.conf" &&
+    grep -q '^Environment=CUTOVER_REPLICA_ID=' "$DEPLOY/systemd/fleet.conf" &&
+    grep -q '^EnvironmentFile=-/etc/cutover/fleet.env$' "$DEPLOY/systemd/fleet.conf" &&
+    grep -Eq '^CUTOVER_REPLICA_ID=[A-Za-z0-9_.:-]+$' "$DEPLOY/systemd/fleet.env" ||
+    { echo "fleet.conf and fleet.env must set CUTOVER_REPLICA_ID, the replica_id of the config they show"; return 1; }
+  echo "ok: the fleet drop-in sets CUTOVER_REPLICA_ID (host name, or fleet.env)"
+}
+step "systemd fleet drop-in" fleet_dropin
 
 # ---------------------------------------------------------------------- Docker
 step "Dockerfile" kit dockerfile

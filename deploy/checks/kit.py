@@ -42,7 +42,9 @@ def duration_seconds(text):
 def known_metrics():
     """Metric names from the table in docs/OPERATIONS.md: the contract."""
     doc = (ROOT / "docs" / "OPERATIONS.md").read_text()
-    names = set(re.findall(r"^\| `(cutover_[a-z_]+)`", doc, re.M))
+    names = set()
+    for first_cell in re.findall(r"^\| (`cutover_[^|]*)\|", doc, re.M):  # a row may name several
+        names |= set(re.findall(r"`(cutover_[a-z_]+)`", first_cell))
     check(len(names) >= 10, "could not read the metric table of docs/OPERATIONS.md")
     histograms = {n for n in names if n.endswith("_seconds")}
     for h in histograms:
@@ -57,9 +59,9 @@ def metrics_in(expr):
 # ---------------------------------------------------------------- kubernetes
 
 
-def load_manifests():
+def load_manifests(folder=K8S):
     docs = {}
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         with open(path) as f:
             for doc in yaml.safe_load_all(f):
                 if doc is None:
@@ -88,14 +90,30 @@ def cmd_kubernetes():
     config = yaml.safe_load(cm["data"]["cutover.yaml"])
     yaml.safe_load(cm["data"]["weights.yaml"])
 
+    labels = dep["spec"]["selector"]["matchLabels"]
+    for other in (svc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"]):
+        check(other == labels, "Service and PodDisruptionBudget select the Deployment's pods")
+    check(pdb["apiVersion"] == "policy/v1", "PodDisruptionBudget is policy/v1")
+    svc_ports = svc["spec"]["ports"]
+    admin_port = int(config["admin"]["addr"].rsplit(":", 1)[1])
+    public_port = int(config["listeners"][0]["addr"].rsplit(":", 1)[1])
+    check(any(p.get("targetPort") in ("http", public_port) for p in svc_ports), "the Service targets the public port")
+    check(not any(p.get("targetPort") in ("admin", admin_port) for p in svc_ports), "the Service does not expose the admin port")
+
+    _, _, files, _ = check_proxy_deployment(dep, cm, config)
+    check(config["weights_file"] in files, "the weight file is in the mounted folder")
+    print("ok: kubernetes manifests")
+
+
+def check_proxy_deployment(dep, cm, config):
+    """The checks every cutover Deployment passes, file or fleet mode.
+    Returns its container, its pod spec, the files of its read-only config
+    folder, and that folder's path."""
     spec = dep["spec"]
     pod = spec["template"]["spec"]
     check(spec["replicas"] == 3, "3 replicas")
     labels = spec["selector"]["matchLabels"]
     check(all(spec["template"]["metadata"]["labels"].get(k) == v for k, v in labels.items()), "the selector matches the pod labels")
-    for other in (svc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"]):
-        check(other == labels, "Service and PodDisruptionBudget select the Deployment's pods")
-    check(pdb["apiVersion"] == "policy/v1", "PodDisruptionBudget is policy/v1")
 
     (container,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -105,9 +123,6 @@ def cmd_kubernetes():
     check(ports.get("http") == public_port, f"container port 'http' is the config's listener port {public_port}")
     check(not config["admin"]["addr"].startswith("127."), "the admin API listens on the pod IP (probes, Prometheus)")
     check(config["admin"].get("token_file"), "a non-loopback admin API has a token")
-    svc_ports = svc["spec"]["ports"]
-    check(any(p.get("targetPort") in ("http", public_port) for p in svc_ports), "the Service targets the public port")
-    check(not any(p.get("targetPort") in ("admin", admin_port) for p in svc_ports), "the Service does not expose the admin port")
 
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container[probe]["httpGet"]
@@ -151,7 +166,6 @@ def cmd_kubernetes():
         if "secret" in s:
             files |= {i["path"] for i in s["secret"]["items"]}
     check(config_path.name in files, f"{config_path.name} is in the mounted folder")
-    check(config["weights_file"] in files, "the weight file is in the mounted folder")
     check(config["admin"]["token_file"] in files, "the admin token file is in the mounted folder")
     print("  config folder: " + ", ".join(sorted(files)) + f" at {config_path.parent}")
 
@@ -160,7 +174,116 @@ def cmd_kubernetes():
         host = re.sub(r"^\w+://", "", backend["url"]).split("/")[0].rsplit(":", 1)[0]
         check(not re.fullmatch(r"[\d.]+|\[.*\]|localhost", host), f"backend {name} is addressed by a service name, not {host}")
         print(f"  backend {name}: {backend['url']}")
-    print("ok: kubernetes manifests")
+    return container, pod, files, config_path.parent
+
+
+def pod_env_from_field(container, field):
+    """The names of the container's variables set from the pod's `field`."""
+    return {e["name"] for e in container.get("env", []) if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == field}
+
+
+def cmd_kubernetes_fleet():
+    """deploy/kubernetes/fleet/: etcd, the fleet-mode Deployment and its
+    ConfigMap (only cutover.yaml), and the seed Job."""
+    docs = load_manifests(K8S / "fleet")
+    for (kind, name), (file, _) in docs.items():
+        print(f"  fleet/{file}: {kind}/{name} parses")
+    base = load_manifests()
+    svc, pdb = find(base, "Service"), find(base, "PodDisruptionBudget")
+
+    # etcd: a headless Service and a StatefulSet of 3 members with stable names.
+    sts = find(docs, "StatefulSet")
+    etcd_svc = docs[("Service", sts["spec"]["serviceName"])][1]
+    check(etcd_svc["spec"].get("clusterIP") == "None", "the etcd Service is headless")
+    check(etcd_svc["spec"].get("publishNotReadyAddresses") is True, "etcd members resolve before they are ready")
+    members = sts["spec"]["replicas"]
+    check(members == 3, "3 etcd members")
+    check(sts["spec"].get("podManagementPolicy") == "Parallel", "etcd members start together (podManagementPolicy: Parallel)")
+    labels = sts["spec"]["selector"]["matchLabels"]
+    check(etcd_svc["spec"]["selector"] == labels, "the etcd Service selects the StatefulSet's pods")
+    check(all(sts["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in labels.items()), "the etcd selector matches its pod labels")
+    etcd_pdbs = [d for (k, _), (_, d) in docs.items() if k == "PodDisruptionBudget"]
+    check(any(p["spec"]["selector"]["matchLabels"] == labels and p["spec"].get("maxUnavailable") == 1 for p in etcd_pdbs), "a PodDisruptionBudget keeps etcd's quorum")
+    (etcd,) = sts["spec"]["template"]["spec"]["containers"]
+    check({"POD_NAME"} <= pod_env_from_field(etcd, "metadata.name"), "etcd's POD_NAME comes from the downward API")
+    check("POD_NAMESPACE" in pod_env_from_field(etcd, "metadata.namespace"), "etcd's POD_NAMESPACE comes from the downward API")
+    flags = dict(a.split("=", 1) for a in etcd["args"])
+    svc_ports = {p["name"]: p["port"] for p in etcd_svc["spec"]["ports"]}
+    ctr_ports = {p["name"]: p["containerPort"] for p in etcd["ports"]}
+    check(svc_ports.get("client") == ctr_ports.get("client") == 2379, "client port 2379 on the Service and the container")
+    check(svc_ports.get("peer") == ctr_ports.get("peer") == 2380, "peer port 2380 on the Service and the container")
+    sts_name, svc_name = sts["metadata"]["name"], etcd_svc["metadata"]["name"]
+    dns = f"{svc_name}.$(POD_NAMESPACE).svc.cluster.local"
+    check(flags.get("--name") == "$(POD_NAME)", "each member is named after its pod")
+    expected = ",".join(f"{sts_name}-{i}=http://{sts_name}-{i}.{dns}:2380" for i in range(members))
+    check(flags.get("--initial-cluster") == expected, f"--initial-cluster names every member by its stable DNS name: {expected}")
+    check(flags.get("--initial-advertise-peer-urls") == f"http://$(POD_NAME).{dns}:2380", "each member advertises its own peer URL")
+    check(flags.get("--advertise-client-urls") == f"http://$(POD_NAME).{dns}:2379", "each member advertises its own client URL")
+    check(flags.get("--initial-cluster-state") == "new", "--initial-cluster-state new")
+    for flag in ("--listen-peer-urls", "--listen-client-urls"):
+        check(flags.get(flag, "").startswith("http://0.0.0.0:"), f"{flag} on every interface")
+    data_dir = Path(flags["--data-dir"])
+    claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
+    check(any(m["name"] in claims and data_dir.is_relative_to(m["mountPath"]) for m in etcd["volumeMounts"]), "etcd's data dir is on its PersistentVolumeClaim")
+    print(f"  etcd: {members} members {sts_name}-0..{members - 1} via headless Service {svc_name}, data on PVCs")
+
+    # The proxy: the same checks as file mode, plus the fleet wiring.
+    cm = docs[("ConfigMap", "cutover-config")][1]
+    dep = find(docs, "Deployment")
+    check(set(cm["data"]) == {"cutover.yaml"}, "the fleet ConfigMap holds only cutover.yaml")
+    config = yaml.safe_load(cm["data"]["cutover.yaml"])
+    dep_labels = dep["spec"]["selector"]["matchLabels"]
+    check(svc["spec"]["selector"] == dep_labels and pdb["spec"]["selector"]["matchLabels"] == dep_labels, "deploy/kubernetes/service.yaml and pdb.yaml select the fleet Deployment's pods")
+    container, pod, _, config_dir = check_proxy_deployment(dep, cm, config)
+    fleet = config["fleet"]
+    check(fleet["replica_id"] == "${POD_NAME}", "replica_id is ${POD_NAME}")
+    check("POD_NAME" in pod_env_from_field(container, "metadata.name"), "POD_NAME comes from the downward API")
+    for url in fleet["etcd"]["endpoints"]:
+        m = re.fullmatch(rf"http://({sts_name}-(\d+)\.)?{svc_name}\.[a-z0-9-]+\.svc\.cluster\.local:(\d+)", url)
+        check(m and int(m.group(3)) == 2379 and (m.group(2) is None or int(m.group(2)) < members), f"etcd endpoint {url} is a member of {svc_name}")
+    check(len(fleet["etcd"]["endpoints"]) == members, "every etcd member is an endpoint")
+    weights = Path(config["weights_file"])
+    check(weights.is_absolute() and not weights.is_relative_to(config_dir), "the weight file (the fleet table's cache) is outside the read-only config folder")
+    (state,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == weights.parent]
+    check(not state.get("readOnly"), "the weight file's folder is writable")
+    (state_volume,) = [v for v in pod["volumes"] if v["name"] == state["name"]]
+    check("emptyDir" in state_volume, "the weight file's folder is an emptyDir")
+    print(f"  fleet: replica_id ${{POD_NAME}}, etcd {svc_name}, cache {weights} on an emptyDir")
+
+    # The seed Job: the same config, the seed table at the weight file's path.
+    job = find(docs, "Job")
+    jpod = job["spec"]["template"]["spec"]
+    (seed,) = jpod["containers"]
+    check(seed["image"] == container["image"], "the seed Job runs the proxy's image")
+    check(seed["args"] == ["fleet", "seed", "-c", str(config_dir / "cutover.yaml")], "the Job runs `cutover fleet seed -c` on the replicas' config")
+    check("POD_NAME" in pod_env_from_field(seed, "metadata.name"), "the Job sets POD_NAME (replica_id)")
+    mounts = {Path(m["mountPath"]): m["name"] for m in seed["volumeMounts"]}
+    volumes = {v["name"]: v for v in jpod["volumes"]}
+    (config_mount,) = [m["name"] for m in container["volumeMounts"] if Path(m["mountPath"]) == config_dir]
+    (config_volume,) = [v for v in pod["volumes"] if v["name"] == config_mount]
+    check(volumes[mounts[config_dir]] == config_volume, "the Job mounts the same config folder as the replicas")
+    seed_cm_name = volumes[mounts[weights.parent]]["configMap"]["name"]
+    seed_cm = docs[("ConfigMap", seed_cm_name)][1]
+    check(weights.name in seed_cm["data"], f"the seed ConfigMap holds {weights.name}")
+    print(f"  seed: Job {job['metadata']['name']} writes ConfigMap {seed_cm_name}'s {weights.name} to etcd")
+    print("ok: kubernetes fleet manifests")
+
+
+def cmd_extract_fleet(dest):
+    """Writes the fleet ConfigMap's cutover.yaml into dest with its weight
+    file pointed at the seed table (written beside it), and a stand-in token."""
+    dest = Path(dest)
+    docs = load_manifests(K8S / "fleet")
+    text = docs[("ConfigMap", "cutover-config")][1]["data"]["cutover.yaml"]
+    config = yaml.safe_load(text)
+    weights = Path(config["weights_file"])
+    line = f"weights_file: {weights}"
+    check(text.count(line) == 1, f"cutover.yaml has one line {line!r}")
+    (dest / "cutover.yaml").write_text(text.replace(line, f"weights_file: {weights.name}"))
+    seed = find({k: v for k, v in docs.items() if k[1] != "cutover-config"}, "ConfigMap")
+    (dest / weights.name).write_text(seed["data"][weights.name])
+    (dest / config["admin"]["token_file"]).write_text("stand-in-token\n")
+    print(f"  extracted cutover.yaml (weights_file {weights} -> {weights.name}) and the seed table to {dest}")
 
 
 def cmd_extract(dest):
