@@ -182,3 +182,26 @@ fn every_shipped_main_config_passes_check() {
         assert!(checked.iter().any(|c| c == shipped), "{shipped} was not checked: {checked:?}");
     }
 }
+
+/// A fleet replica's weight file only caches the fleet's table: before its
+/// first start there is none, and `check` passes (saying so); in file mode a
+/// missing weight file is an error.
+#[test]
+fn a_missing_weight_file_is_fine_for_a_fleet_replica_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("cutover.yaml");
+    std::fs::write(&config_path, CONFIG).unwrap();
+    let (ok, _, stderr) = check(&config_path);
+    assert!(!ok, "file mode needs its weight file: {stderr}");
+
+    let fleet =
+        format!("{CONFIG}fleet:\n  etcd:\n    endpoints: [\"http://127.0.0.1:2379\"]\n    prefix: /cutover/test\n  replica_id: a\n");
+    std::fs::write(&config_path, fleet).unwrap();
+    let (ok, stdout, stderr) = check(&config_path);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("no weight file yet"), "{stderr}");
+    assert!(
+        stdout.contains("legacy          100%"),
+        "every route on its stable backend:\n{stdout}"
+    );
+}

@@ -6,7 +6,17 @@ use cutover::config::{Config, Weights, format_percent};
 
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let weights = Weights::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A fleet replica's weight file only caches the fleet's table: before
+    // its first start there is none, and it starts on the stable backends.
+    let weights = if config.fleet.is_some() && !config.weights_path.exists() {
+        eprintln!(
+            "note: no weight file yet at {}; in fleet mode the replica starts every route on its stable backend and follows the fleet table",
+            config.weights_path.display()
+        );
+        Weights::all_stable(&config)
+    } else {
+        Weights::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?
+    };
     print!("{}", describe(&config, &weights));
     Ok(())
 }
