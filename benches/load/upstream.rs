@@ -7,8 +7,11 @@
 //! HTTP/1.1 keep-alive (and HTTP/2 prior knowledge, for a direct h2 ceiling)
 //! on a multi-threaded tokio runtime.
 //!
-//! Usage: `bench-upstream ADDR [ADDR ...]`, e.g.
+//! Usage: `bench-upstream [--addr-header] ADDR [ADDR ...]`, e.g.
 //! `cargo run --release --example bench-upstream -- 127.0.0.1:19101 127.0.0.1:19102`.
+//! With `--addr-header` every response also carries `x-upstream: ADDR`, the
+//! listening address that answered, so a client can tell which backend a
+//! proxy chose for each request.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -35,22 +38,29 @@ struct Counters {
     served: Vec<AtomicU64>,
 }
 
+const ADDR_HEADER: &str = "x-upstream";
+
 fn main() -> std::io::Result<()> {
-    let addrs: Vec<SocketAddr> = std::env::args()
-        .skip(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let addr_header = args.first().is_some_and(|a| a == "--addr-header");
+    if addr_header {
+        args.remove(0);
+    }
+    let addrs: Vec<SocketAddr> = args
+        .iter()
         .map(|a| a.parse().unwrap_or_else(|e| panic!("invalid address {a:?}: {e}")))
         .collect();
     if addrs.is_empty() {
-        eprintln!("usage: bench-upstream ADDR [ADDR ...]");
+        eprintln!("usage: bench-upstream [--addr-header] ADDR [ADDR ...]");
         std::process::exit(2);
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(addrs))
+        .block_on(serve(addrs, addr_header))
 }
 
-async fn serve(addrs: Vec<SocketAddr>) -> std::io::Result<()> {
+async fn serve(addrs: Vec<SocketAddr>, addr_header: bool) -> std::io::Result<()> {
     let small = Bytes::from_static(SMALL);
     let big = Bytes::from(vec![b'x'; BIG_LEN]);
     let counters = Arc::new(Counters {
@@ -60,9 +70,11 @@ async fn serve(addrs: Vec<SocketAddr>) -> std::io::Result<()> {
     let mut tasks = Vec::new();
     for (index, addr) in addrs.into_iter().enumerate() {
         let listener = TcpListener::bind(addr).await?;
-        eprintln!("bench-upstream listening addr={}", listener.local_addr()?);
+        let local = listener.local_addr()?;
+        eprintln!("bench-upstream listening addr={local}");
+        let tag = addr_header.then(|| HeaderValue::from_str(&local.to_string()).expect("an address is a header value"));
         let (small, big, counters) = (small.clone(), big.clone(), counters.clone());
-        tasks.push(tokio::spawn(accept_loop(listener, index, small, big, counters)));
+        tasks.push(tokio::spawn(accept_loop(listener, index, tag, small, big, counters)));
     }
     for task in tasks {
         task.await.expect("accept loop panicked")?;
@@ -70,7 +82,14 @@ async fn serve(addrs: Vec<SocketAddr>) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, index: usize, small: Bytes, big: Bytes, counters: Arc<Counters>) -> std::io::Result<()> {
+async fn accept_loop(
+    listener: TcpListener,
+    index: usize,
+    tag: Option<HeaderValue>,
+    small: Bytes,
+    big: Bytes,
+    counters: Arc<Counters>,
+) -> std::io::Result<()> {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let (stream, _) = match listener.accept().await {
@@ -82,7 +101,7 @@ async fn accept_loop(listener: TcpListener, index: usize, small: Bytes, big: Byt
             }
         };
         let _ = stream.set_nodelay(true);
-        let (small, big, counters, builder) = (small.clone(), big.clone(), counters.clone(), builder.clone());
+        let (small, big, counters, builder, tag) = (small.clone(), big.clone(), counters.clone(), builder.clone(), tag.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let body = match req.uri().path() {
@@ -95,6 +114,9 @@ async fn accept_loop(listener: TcpListener, index: usize, small: Bytes, big: Byt
                 };
                 let mut resp = Response::new(Full::new(body));
                 resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                if let Some(tag) = &tag {
+                    resp.headers_mut().insert(HeaderName::from_static(ADDR_HEADER), tag.clone());
+                }
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
