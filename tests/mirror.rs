@@ -29,29 +29,6 @@ fn config(legacy: &Upstream, new: &Upstream, mirror: &str) -> String {
     )
 }
 
-async fn parity(proxy: &Proxy) -> Value {
-    let resp = get(&proxy.admin_url("/admin/parity?route=api")).await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    resp.json()["routes"][0].clone()
-}
-
-/// Waits until the route has `n` mirror outcomes of any kind.
-async fn wait_outcomes(proxy: &Proxy, n: u64) -> Value {
-    eventually(Duration::from_secs(15), Duration::from_millis(20), async || {
-        let report = parity(proxy).await;
-        let total: u64 = report["outcomes"]
-            .as_object()
-            .map(|o| o.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0);
-        if total >= n {
-            Ok(report)
-        } else {
-            Err(format!("only {total} of {n} mirror outcomes: {report:#}"))
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_shadow_never_slows_the_primary_or_grows_memory() {
     within(90, async {

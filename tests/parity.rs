@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
 
 use common::*;
 use http::{Method, Request, Response, StatusCode};
@@ -87,28 +86,6 @@ fn config(legacy: &Upstream, new: &Upstream, compare: &str) -> String {
         legacy.url(),
         new.url()
     )
-}
-
-async fn parity(proxy: &Proxy) -> Value {
-    let resp = get(&proxy.admin_url("/admin/parity?route=api")).await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    resp.json()["routes"][0].clone()
-}
-
-async fn wait_outcomes(proxy: &Proxy, n: u64) -> Value {
-    eventually(Duration::from_secs(15), Duration::from_millis(20), async || {
-        let report = parity(proxy).await;
-        let total: u64 = report["outcomes"]
-            .as_object()
-            .map(|o| o.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0);
-        if total >= n {
-            Ok(report)
-        } else {
-            Err(format!("only {total} of {n} outcomes: {report:#}"))
-        }
-    })
-    .await
 }
 
 fn row<'a>(rows: &'a Value, kind: &str, path: &str) -> Option<&'a Value> {

@@ -219,13 +219,7 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        let text = "listeners: [{name: p, addr: '127.0.0.1:0'}]\n\
-                    backends: {legacy: {url: 'http://127.0.0.1:1'}, new: {url: 'http://127.0.0.1:2'}, third: {url: 'http://127.0.0.1:3'}}\n\
-                    routes:\n\
-                    - {name: api, match: {path_prefix: /api/}, backends: {legacy: {}, new: {}}}\n\
-                    - {name: three, match: {path_prefix: /t/}, backends: {legacy: {}, new: {}, third: {}}}\n\
-                    - {name: default, backends: {legacy: {}}}\n";
-        Config::parse(Path::new("/tmp/cutover.yaml"), text.to_string()).unwrap()
+        crate::config::test_config()
     }
 
     #[test]

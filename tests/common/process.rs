@@ -327,3 +327,27 @@ pub fn sample_peak_rss(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHand
         peak
     })
 }
+
+/// The parity report of route `api`, as `/admin/parity` gives it.
+pub async fn parity(proxy: &Proxy) -> Value {
+    let resp = get(&proxy.admin_url("/admin/parity?route=api")).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    resp.json()["routes"][0].clone()
+}
+
+/// Waits until route `api` has `n` mirror outcomes of any kind; its report.
+pub async fn wait_outcomes(proxy: &Proxy, n: u64) -> Value {
+    eventually(Duration::from_secs(15), Duration::from_millis(20), async || {
+        let report = parity(proxy).await;
+        let total: u64 = report["outcomes"]
+            .as_object()
+            .map(|o| o.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        if total >= n {
+            Ok(report)
+        } else {
+            Err(format!("only {total} of {n} mirror outcomes: {report:#}"))
+        }
+    })
+    .await
+}
