@@ -248,7 +248,7 @@ fn paginated(items: usize, renamed: bool) -> serde_json::Value {
 /// The parity comparison of two JSON documents (parse both, compare shapes),
 /// at 10 KB and 1 MB: the work done per mirrored request off the primary path.
 fn bench_compare(c: &mut Criterion) {
-    use cutover::mirror::compare::{Captured, CompareRules, compare};
+    use cutover::compare::{Captured, CompareRules, compare};
     let mut group = c.benchmark_group("compare_json");
     for (label, items) in [("10KB", 50usize), ("1MB", 5000)] {
         let left = serde_json::to_vec(&paginated(items, false)).unwrap();
@@ -258,7 +258,7 @@ fn bench_compare(c: &mut Criterion) {
         let side = |body: Vec<u8>| Captured {
             status: 200,
             headers: headers.clone(),
-            body: cutover::mirror::compare::Body::Bytes(body.into()),
+            body: cutover::compare::Body::Bytes(body.into()),
         };
         let (l, r) = (side(left.clone()), side(right));
         group.throughput(criterion::Throughput::Bytes((left.len() * 2) as u64));

@@ -18,6 +18,7 @@ pub mod access_log;
 pub mod admin;
 pub mod change;
 pub mod clock;
+pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod fleet;

@@ -4,7 +4,7 @@
 //! itself has no difference, and whether two documents differ in shape does
 //! not depend on which side each is on.
 
-use cutover::mirror::compare::{CompareRules, compare_json};
+use cutover::compare::{CompareRules, compare_json};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -16,9 +16,9 @@ use super::{
     AcceptRule, AccessLogSettings, Admin, AdminHost, BackendSpec, Config, ForceHeader, ForceToken, GuardSpec, HealthCheckSpec, Listener,
     LogTarget, MirrorSpec, PassiveSpec, RetrySpec, Rewrite, RouteBackend, RouteSpec, ServerSettings, Sticky,
 };
-use crate::mirror::compare::{CompareRules, Kind, PathPattern};
-use crate::mirror::endpoint::{Endpoints, Template};
-use crate::mirror::redact::Redactor;
+use crate::compare::endpoint::{Endpoints, Template};
+use crate::compare::redact::Redactor;
+use crate::compare::{CompareRules, Kind, PathPattern};
 use crate::routing::{HeaderMatch, HostMatch, Matcher, PathMatch};
 
 pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {

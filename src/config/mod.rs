@@ -260,33 +260,33 @@ pub struct MirrorSpec {
     pub max_body_bytes: usize,
     pub max_in_flight: usize,
     pub timeout: Duration,
-    pub rules: crate::mirror::compare::CompareRules,
+    pub rules: crate::compare::CompareRules,
     /// Share of mirrored safe requests also sent to the primary twice, to learn noise.
     pub noise_sample: f64,
     pub accept: Vec<AcceptRule>,
     /// Hides secrets in what parity stores: the built-in names and value
     /// patterns, and the route's `redact` names.
-    pub redact: crate::mirror::redact::Redactor,
+    pub redact: crate::compare::redact::Redactor,
     pub compare_max_bytes: usize,
     /// Names the endpoint of each compared request (`compare.endpoints`, else learned).
-    pub endpoints: crate::mirror::endpoint::Endpoints,
+    pub endpoints: crate::compare::endpoint::Endpoints,
     pub min_clean_share: Option<f64>,
 }
 
 /// A known difference, reported apart until it expires.
 #[derive(Debug, Clone)]
 pub struct AcceptRule {
-    pub path: crate::mirror::compare::PathPattern,
+    pub path: crate::compare::PathPattern,
     /// `path` as written, for reports.
     pub pattern: String,
-    pub kind: crate::mirror::compare::Kind,
+    pub kind: crate::compare::Kind,
     pub reason: String,
     /// Last day the rule holds.
     pub until: Option<time::Date>,
 }
 
 impl AcceptRule {
-    pub fn covers(&self, kind: crate::mirror::compare::Kind, path: &str, today: time::Date) -> bool {
+    pub fn covers(&self, kind: crate::compare::Kind, path: &str, today: time::Date) -> bool {
         self.kind == kind && self.path.covers(path) && self.until.is_none_or(|d| today <= d)
     }
 }

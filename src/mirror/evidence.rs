@@ -7,9 +7,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::ser::SerializeStruct;
 
-use super::compare::Difference;
-use super::parity::MAX_PATH_CHARS;
-use super::redact::{REDACTED, Redactor};
+use crate::compare::redact::{REDACTED, Redactor};
+use crate::compare::{Difference, MAX_PATH_CHARS};
 
 /// Examples kept per difference row.
 pub const EXAMPLES: usize = 3;
@@ -100,7 +99,7 @@ pub fn shown_path(path: &str, query: Option<&str>, redactor: &Redactor) -> Strin
             }
         }
     }
-    super::compare::truncate(&out, MAX_PATH_CHARS)
+    crate::compare::truncate(&out, MAX_PATH_CHARS)
 }
 
 /// `%5F`-style escapes and `+` undone, for judging a parameter's name.

@@ -9,13 +9,8 @@
 //! The forwarding path meets the mirror through one call, [`shadow`]; the
 //! shadow's request is built by [`request_for`], as the primary's is.
 
-pub mod compare;
-pub mod decode;
-pub mod endpoint;
 pub mod evidence;
-pub mod json;
 pub mod parity;
-pub mod redact;
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -33,11 +28,11 @@ use tokio::sync::{Semaphore, oneshot};
 use tower::Service;
 use tower::limit::ConcurrencyLimit;
 
+use crate::compare::{self, Body, Captured, CompareRules};
 use crate::config::{MirrorSpec, RouteSpec};
 use crate::metrics::ShadowOutcome;
 use crate::table::Table;
 use crate::upstream::{Failure, FailureKind, RequestBody, Tap, Target, origin_form, request_for, within};
-use compare::{Body, Captured, CompareRules};
 use parity::{Exchange, Parity};
 
 /// Marks shadow requests so a backend can skip side effects.

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::compare::{Difference, Kind, MORE, truncate};
-use super::endpoint::{Endpoint, MAX_LEARNED, OTHER};
 use super::evidence::{EXAMPLES, Example, ExampleRequest};
-use super::redact::Redactor;
+use crate::compare::endpoint::{Endpoint, MAX_LEARNED, OTHER};
+use crate::compare::redact::Redactor;
+use crate::compare::{Difference, Kind, MAX_PATH_CHARS, MAX_VALUE_CHARS, MORE, truncate};
 use crate::config::{AcceptRule, MirrorSpec, ParityLogSettings};
 
 mod report;
@@ -37,11 +37,6 @@ pub const MAX_PATHS: usize = 2000;
 /// Entries dropped at once when a route tracks [`MAX_PATHS`]: ranking them
 /// all once per this many new paths keeps a stream of new paths cheap.
 const EVICTED: usize = MAX_PATHS / 8;
-/// Characters of a path (JSON pointer, request path, request id) kept;
-/// longer ones are cut, and paths cut alike share an entry.
-pub const MAX_PATH_CHARS: usize = 200;
-/// Characters of a value kept.
-pub const MAX_VALUE_CHARS: usize = 80;
 /// (kind, path) entries tracked per endpoint; beyond, the least seen is dropped.
 pub const MAX_ENDPOINT_PATHS: usize = 25;
 /// Endpoints in a report, the worst first, and rows shown for each.
@@ -764,7 +759,9 @@ mod tests {
             assert_eq!(judgement.endpoint, expected);
         }
         let configured = MirrorSpec {
-            endpoints: super::super::endpoint::Endpoints::new(vec![super::super::endpoint::Template::parse("/api/users/{user}/").unwrap()]),
+            endpoints: crate::compare::endpoint::Endpoints::new(vec![
+                crate::compare::endpoint::Template::parse("/api/users/{user}/").unwrap(),
+            ]),
             ..self::spec()
         };
         let judgement = parity.record("api", &configured, &exchange("/api/users/1/", "c"), Vec::new());

@@ -5,8 +5,8 @@
 //!
 //! Paths are JSON pointers with `*` standing for "any array element":
 //! `/results/*/id`. Bodies are compared as the application meant them: see
-//! [`super::decode`] for `Content-Encoding` and media types, and
-//! [`super::json`] for JSON documents.
+//! [`decode`] for `Content-Encoding` and media types, and
+//! [`json`] for JSON documents.
 
 use std::fmt;
 
@@ -14,9 +14,20 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::decode::{self, Decoded, TooLarge};
-use super::json::collect_json;
-pub use super::json::compare_json;
+pub mod decode;
+pub mod endpoint;
+pub mod json;
+pub mod redact;
+
+use decode::{Decoded, TooLarge};
+use json::collect_json;
+
+/// Characters of a path (JSON pointer, request path, request id) kept;
+/// longer ones are cut, and paths cut alike share an entry.
+pub const MAX_PATH_CHARS: usize = 200;
+/// Characters of a value kept.
+pub const MAX_VALUE_CHARS: usize = 80;
+pub use json::compare_json;
 
 /// What differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

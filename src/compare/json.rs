@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Number, Value};
 
-use super::compare::{CompareRules, Difference, Differences, Kind, truncate};
-use super::parity::MAX_VALUE_CHARS;
+use super::MAX_VALUE_CHARS;
+use super::{CompareRules, Difference, Differences, Kind, truncate};
 
 /// Compares two JSON documents under `rules`, listing differences as
-/// [`compare`](super::compare::compare) does.
+/// [`compare`](super::compare) does.
 pub fn compare_json(left: &Value, right: &Value, rules: &CompareRules) -> Vec<Difference> {
     let mut out = Differences::new();
     collect_json(left, right, rules, &mut out);
@@ -354,7 +354,7 @@ fn value_diff(path: &str, left: String, right: String) -> Difference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mirror::compare::{MAX_DIFFERENCES, MORE, PathPattern};
+    use crate::compare::{MAX_DIFFERENCES, MORE, PathPattern};
     use serde_json::json;
 
     fn rules() -> CompareRules {

@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::compare::{Difference, Kind};
+use super::{Difference, Kind};
 
 /// What stands for a hidden value.
 pub const REDACTED: &str = "[redacted]";
@@ -243,7 +243,7 @@ mod tests {
             "\"Basic dXNlcjpwYXNzd29yZA==\"",
             &format!("\"{jwt}\""),
             // Cut where samples cut values.
-            &super::super::compare::truncate(&format!("\"{jwt}\""), 80),
+            &super::super::truncate(&format!("\"{jwt}\""), 80),
             "\"sk_live_4eC39HqLyjWDarjtT1zdp7dc\"",
             "\"sk_test_4eC39HqLyjWDarjtT1zdp7dc\"",
             "\"rk_live_4eC39HqLyjWDarjtT1zdp7dc\"",

@@ -4,7 +4,7 @@
 //! from the path, with id-like segments (numbers, UUIDs, long hex, long
 //! tokens mixing letters and digits) standing as `{id}`.
 
-use super::parity::MAX_PATH_CHARS;
+use super::MAX_PATH_CHARS;
 use super::redact::Redactor;
 
 /// Endpoints learned per route; requests of any further one count as [`OTHER`].
@@ -111,7 +111,7 @@ fn learned(path: &str) -> String {
         }
     }
     let out = Redactor::hide_credentials(&out);
-    super::compare::truncate(&out, MAX_PATH_CHARS)
+    super::truncate(&out, MAX_PATH_CHARS)
 }
 
 /// Whether a path segment names one resource among many rather than a

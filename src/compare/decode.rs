@@ -118,10 +118,7 @@ pub fn decode(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Decoded
         match Coding::parse(name) {
             Some(coding) => stack.push(coding),
             None => {
-                return Ok(Decoded::Undecodable(format!(
-                    "unknown coding {}",
-                    super::compare::truncate(name, 40)
-                )));
+                return Ok(Decoded::Undecodable(format!("unknown coding {}", super::truncate(name, 40))));
             }
         }
     }
