@@ -281,7 +281,7 @@ fn bench_compare(c: &mut Criterion) {
 fn bench_compare_decoded(c: &mut Criterion) {
     use std::io::Write;
 
-    use cutover::mirror::compare::{Body, Captured, CompareRules, compare};
+    use cutover::compare::{Body, Captured, CompareRules, compare};
     use flate2::Compression;
     use flate2::write::GzEncoder;
 
