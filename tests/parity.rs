@@ -171,21 +171,7 @@ async fn a_gzipped_answer_is_compared_decoded_and_grouped_by_endpoint_with_examp
             metric_value(&metrics, "cutover_parity_endpoint_mismatches_total", &labels),
             Some(21.0)
         );
-        let mut promtool = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("promtool (Debian package `prometheus`) must be installed");
-        promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-        let checked = promtool.wait_with_output().unwrap();
-        assert!(
-            checked.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&checked.stdout),
-            String::from_utf8_lossy(&checked.stderr)
-        );
+        promtool_check(&metrics);
     })
     .await;
 }

@@ -361,12 +361,7 @@ mod tests {
         CompareRules::default()
     }
 
-    fn paths(diffs: &[Difference]) -> Vec<(Kind, &str, &str, &str)> {
-        diffs
-            .iter()
-            .map(|d| (d.kind, d.path.as_str(), d.left.as_str(), d.right.as_str()))
-            .collect()
-    }
+    use crate::compare::rows as paths;
 
     #[test]
     fn array_order_and_length_do_not_count_in_shape_mode() {

@@ -444,6 +444,15 @@ pub fn truncate(s: &str, max: usize) -> String {
     t
 }
 
+/// Differences as `(kind, path, left, right)` rows, for the tests' asserts.
+#[cfg(test)]
+pub(crate) fn rows(diffs: &[Difference]) -> Vec<(Kind, &str, &str, &str)> {
+    diffs
+        .iter()
+        .map(|d| (d.kind, d.path.as_str(), d.left.as_str(), d.right.as_str()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,12 +461,7 @@ mod tests {
         CompareRules::default()
     }
 
-    fn paths(diffs: &[Difference]) -> Vec<(Kind, &str, &str, &str)> {
-        diffs
-            .iter()
-            .map(|d| (d.kind, d.path.as_str(), d.left.as_str(), d.right.as_str()))
-            .collect()
-    }
+    use super::rows as paths;
 
     #[test]
     fn status_headers_and_non_json_bodies() {
