@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side load comparison: cutover, nginx and haproxy in front of one
-# shared upstream, plus the upstream alone ("direct", the ceiling).
+# shared upstream, plus the upstream alone ("direct", the ceiling) and the
+# least a hyper proxy can do ("floor", benches/load/floor.rs: one header
+# added, no routing, pool, metrics or logging), which tells cutover's own
+# cost from hyper's.
 #
 #   benches/load/compare.sh [OUT.md]
 #
@@ -8,9 +11,13 @@
 #   ROUNDS [3]          rounds; each round runs every proxy in turn (A B C A B C ...)
 #   DURATION [10s]      length of each load run
 #   OUT [benches/load/results.md]   the Markdown report (the first argument wins)
-#   SCENARIOS ["small small-h2 64k sticky routes1000 idle"]; with small,
+#   SCENARIOS ["small small-h2 64k sticky routes1000 tls idle"]; with small,
 #                       each proxy's routes1000 run follows its small run, and
-#                       the report divides the two round by round; also available:
+#                       the report divides the two round by round; small and
+#                       64k also run the floor; tls runs HTTPS keep-alive
+#                       (ECDSA P-256) and a new connection with a full
+#                       handshake per request (ECDSA P-256 and RSA-2048), and,
+#                       with idle, idle TLS connections; also available:
 #                       mirror (every request shadowed to the other backend;
 #                       cutover and nginx, haproxy has no built-in mirroring;
 #                       each mirrored run follows a run of the same proxy
@@ -31,14 +38,15 @@
 #                       other backend; cutover and nginx only) or routes1000
 #                       (the routes1000 scenario's 1,000 routes)
 #   IDLE_COUNTS ["1000 10000"]      idle keep-alive connection counts
+#   TLS_IDLE_COUNTS ["1000"]        idle TLS connection counts (tls and idle)
 #   DIRECT_SCENARIOS ["small"]  scenarios that also load the upstream alone
 #                       (64k, small-h2 too for their ceilings; each adds ROUNDS runs,
 #                       and the defaults are sized to finish within 10 minutes)
 #   CONNS [50] WRK_THREADS [2] H2_STREAMS [10]
-#   BASE_PORT [19100]   every port used is BASE_PORT + 1..59 on 127.0.0.1
+#   BASE_PORT [19100]   every port used is BASE_PORT + 1..49 on 127.0.0.1
 #   KEEP_WORKDIR [0]    1 keeps the generated configs and raw outputs
 #
-# Needs: Debian's nginx, haproxy, wrk, nghttp2-client (installed when missing),
+# Needs: Debian's nginx, haproxy, wrk, nghttp2-client, openssl (installed when missing),
 # python3, cargo. Everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -56,8 +64,9 @@ case "$OUT" in
     /*) ;;
     *) if [ -n "${1:-}" ]; then OUT="$INVOKED_FROM/$OUT"; else OUT="$ROOT/$OUT"; fi ;;
 esac
-SCENARIOS=${SCENARIOS:-"small small-h2 64k sticky routes1000 idle"}
+SCENARIOS=${SCENARIOS:-"small small-h2 64k sticky routes1000 tls idle"}
 IDLE_COUNTS=${IDLE_COUNTS:-"1000 10000"}
+TLS_IDLE_COUNTS=${TLS_IDLE_COUNTS:-"1000"}
 DIRECT_SCENARIOS=${DIRECT_SCENARIOS:-"small"}
 CONNS=${CONNS:-50}
 WRK_THREADS=${WRK_THREADS:-2}
@@ -87,6 +96,7 @@ install_missing() {
     command -v wrk >/dev/null 2>&1 || packages+=(wrk)
     command -v h2load >/dev/null 2>&1 || packages+=(nghttp2-client)
     command -v curl >/dev/null 2>&1 || packages+=(curl)
+    command -v openssl >/dev/null 2>&1 || packages+=(openssl)
     command -v ss >/dev/null 2>&1 || packages+=(iproute2)
     command -v python3 >/dev/null 2>&1 || packages+=(python3)
     if [[ " $SCENARIOS " == *" instructions "* ]]; then
@@ -116,10 +126,11 @@ MAX_IDLE=$(printf '%s\n' $IDLE_COUNTS 0 | sort -n | tail -1)
 [ "$NOFILE" -ge $((MAX_IDLE + 500)) ] ||
     log "warning: ulimit -n is $NOFILE; the $MAX_IDLE-connection test may fail"
 
-log "building cutover and the upstream (release)"
-cargo build --release --quiet --bin cutover --example bench-upstream
+log "building cutover, the upstream and the floor (release)"
+cargo build --release --quiet --bin cutover --example bench-upstream --example bench-floor
 CUTOVER="$ROOT/target/release/cutover"
 UPSTREAM="$ROOT/target/release/examples/bench-upstream"
+FLOOR="$ROOT/target/release/examples/bench-floor"
 
 # --------------------------------------------------------------- processes
 
@@ -230,13 +241,16 @@ wait_http() {
 P_LEGACY=$((BASE_PORT + 1))
 P_NEW=$((BASE_PORT + 2))
 # Per proxy: +0 small (HTTP/1.1), +1 small (h2c), +2 64k, +3 sticky, +4 routes1000, +5 idle,
-# +6 mirror.
-declare -A BASE=([cutover]=$((BASE_PORT + 10)) [nginx]=$((BASE_PORT + 20)) [haproxy]=$((BASE_PORT + 30)))
+# +6 mirror, +7 instructions, +8 HTTPS with ECDSA P-256, +9 HTTPS with RSA-2048.
+declare -A BASE=([cutover]=$((BASE_PORT + 10)) [nginx]=$((BASE_PORT + 20)) [haproxy]=$((BASE_PORT + 30))
+    [floor]=$((BASE_PORT + 40)))
 PROXIES=(cutover nginx haproxy)
+# The scenarios the floor runs: it speaks HTTP/1.1 only, to one backend.
+FLOOR_SCENARIOS="small 64k"
 
 all_ports=("$P_LEGACY" "$P_NEW")
-for proxy in "${PROXIES[@]}"; do
-    for off in 0 1 2 3 4 5 6 7; do all_ports+=($((BASE[$proxy] + off))); done
+for proxy in "${PROXIES[@]}" floor; do
+    for off in 0 1 2 3 4 5 6 7 8 9; do all_ports+=($((BASE[$proxy] + off))); done
 done
 for p in "${all_ports[@]}"; do
     port_free "$p" || die "port $p on 127.0.0.1 is in use (set BASE_PORT to move the whole range)"
@@ -250,14 +264,15 @@ done
 # shellcheck source=benches/load/cutover_config.sh
 source "$HERE/cutover_config.sh"
 
-# $1 = instance, $2 = kind (base|sticky|routes1000|mirror), $3 = port, $4 = optional h2 port
+# $1 = instance, $2 = kind (base|sticky|routes1000|mirror), $3 = port, $4 = optional h2 port,
+# $5 = optional certificate (CERT.crt and CERT.key: the port serves HTTPS)
 cutover_config() {
-    write_cutover_config "$WORK/$1" "$2" "$3" "$P_LEGACY" "$P_NEW" "$WORKERS" "${4:-}"
+    write_cutover_config "$WORK/$1" "$2" "$3" "$P_LEGACY" "$P_NEW" "$WORKERS" "${4:-}" "${5:-}"
     echo "$WORK/$1/cutover.yaml"
 }
 
 nginx_config() {
-    local dir="$WORK/$1" kind=$2 port=$3 h2=${4:-}
+    local dir="$WORK/$1" kind=$2 port=$3 h2=${4:-} cert=${5:-}
     mkdir -p "$dir"
     local target=pool
     {
@@ -318,7 +333,13 @@ EOF
 EOF
         fi
         echo "    server {"
-        echo "        listen 127.0.0.1:$port;"
+        if [ -n "$cert" ]; then
+            echo "        listen 127.0.0.1:$port ssl;"
+            echo "        ssl_certificate $cert.crt;"
+            echo "        ssl_certificate_key $cert.key;"
+        else
+            echo "        listen 127.0.0.1:$port;"
+        fi
         [ -n "$h2" ] && echo "        listen 127.0.0.1:$h2 http2;"
         if [ "$kind" = routes1000 ]; then
             for i in $(seq -w 0 999); do
@@ -338,7 +359,7 @@ EOF
 }
 
 haproxy_config() {
-    local dir="$WORK/$1" kind=$2 port=$3 h2=${4:-}
+    local dir="$WORK/$1" kind=$2 port=$3 h2=${4:-} cert=${5:-} scheme=http
     mkdir -p "$dir"
     {
         cat <<EOF
@@ -358,11 +379,18 @@ defaults
     http-reuse always
     option forwardfor
 frontend fe
-    bind 127.0.0.1:$port
 EOF
+        if [ -n "$cert" ]; then
+            # haproxy reads the certificate and its key from one PEM file.
+            cat "$cert.crt" "$cert.key" >"$dir/site.pem"
+            echo "    bind 127.0.0.1:$port ssl crt $dir/site.pem"
+            scheme=https
+        else
+            echo "    bind 127.0.0.1:$port"
+        fi
         [ -n "$h2" ] && echo "    bind 127.0.0.1:$h2 proto h2"
+        echo "    http-request set-header X-Forwarded-Proto $scheme"
         cat <<'EOF'
-    http-request set-header X-Forwarded-Proto http
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
     unique-id-header X-Request-Id
@@ -388,29 +416,35 @@ EOF
     echo "$dir/haproxy.cfg"
 }
 
-# $1 proxy, $2 instance, $3 kind, $4 port, $5 optional h2 port
+# $1 proxy (or floor), $2 instance, $3 kind, $4 port, $5 optional h2 port,
+# $6 optional certificate (HTTPS)
 start_proxy() {
-    local proxy=$1 name=$2 kind=$3 port=$4 h2=${5:-} cfg
+    local proxy=$1 name=$2 kind=$3 port=$4 h2=${5:-} cert=${6:-} cfg scheme=http
+    [ -n "$cert" ] && scheme=https
     case "$proxy" in
+        floor)
+            mkdir -p "$WORK/$name"
+            "$FLOOR" "127.0.0.1:$port" "127.0.0.1:$P_LEGACY" "$WORKERS" >"$WORK/$name/out.log" 2>&1 &
+            ;;
         cutover)
-            cfg=$(cutover_config "$name" "$kind" "$port" "$h2")
+            cfg=$(cutover_config "$name" "$kind" "$port" "$h2" "$cert")
             RUST_LOG=warn "$CUTOVER" run -c "$cfg" >"$WORK/$name/out.log" 2>&1 &
             ;;
         nginx)
-            cfg=$(nginx_config "$name" "$kind" "$port" "$h2")
+            cfg=$(nginx_config "$name" "$kind" "$port" "$h2" "$cert")
             nginx -t -q -p "$WORK/$name" -e "$WORK/$name/error.log" -c "$cfg" >"$WORK/$name/check.log" 2>&1 ||
                 die "nginx rejects $cfg: $(cat "$WORK/$name/check.log")"
             nginx -p "$WORK/$name" -e "$WORK/$name/error.log" -c "$cfg" -g 'daemon off;' >"$WORK/$name/out.log" 2>&1 &
             ;;
         haproxy)
-            cfg=$(haproxy_config "$name" "$kind" "$port" "$h2")
+            cfg=$(haproxy_config "$name" "$kind" "$port" "$h2" "$cert")
             haproxy -c -q -f "$cfg" >"$WORK/$name/check.log" 2>&1 ||
                 die "haproxy rejects $cfg: $(cat "$WORK/$name/check.log")"
             haproxy -db -f "$cfg" >"$WORK/$name/out.log" 2>&1 &
             ;;
     esac
     PID[$name]=$!
-    wait_http "http://127.0.0.1:$port/small" ||
+    wait_http "$scheme://127.0.0.1:$port/small" --insecure ||
         die "$name did not come up on port $port: $(tail -5 "$WORK/$name/out.log")"
     if [ -n "$h2" ]; then
         wait_http "http://127.0.0.1:$h2/small" --http2-prior-knowledge ||
@@ -482,9 +516,11 @@ measure() {
 
 has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
-# The targets of a load scenario: the proxies, then the upstream alone if asked.
+# The targets of a load scenario: the proxies, the floor where it can run
+# the scenario, then the upstream alone if asked.
 targets_of() {
     echo "${PROXIES[@]}"
+    [[ " $FLOOR_SCENARIOS " == *" $1 "* ]] && echo floor
     [[ " $DIRECT_SCENARIOS " == *" $1 "* ]] && echo direct
     return 0
 }
@@ -497,10 +533,34 @@ PID[upstream]=$!
 wait_http "http://127.0.0.1:$P_LEGACY/small" || die "the upstream did not start"
 wait_http "http://127.0.0.1:$P_NEW/small" || die "the upstream did not start"
 
+# Self-signed certificates for the tls scenario, one per key type.
+CERTS="$WORK/certs"
+if has_scenario tls; then
+    mkdir -p "$CERTS"
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$CERTS/ecdsa.key" -out "$CERTS/ecdsa.crt" 2>/dev/null ||
+        die "openssl cannot make an ECDSA certificate"
+    openssl req -x509 -new -nodes -newkey rsa:2048 -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$CERTS/rsa.key" -out "$CERTS/rsa.crt" 2>/dev/null ||
+        die "openssl cannot make an RSA certificate"
+fi
+
+for scenario in $FLOOR_SCENARIOS; do
+    if has_scenario "$scenario"; then
+        case "$scenario" in
+            small) start_proxy floor floor-small base "${BASE[floor]}" ;;
+            64k) start_proxy floor floor-64k base "$((BASE[floor] + 2))" ;;
+        esac
+    fi
+done
 for proxy in "${PROXIES[@]}"; do
     b=${BASE[$proxy]}
     if has_scenario small || has_scenario small-h2 || has_scenario counts || has_scenario mirror; then
         start_proxy "$proxy" "$proxy-small" base "$b" "$((b + 1))"
+    fi
+    if has_scenario tls; then
+        start_proxy "$proxy" "$proxy-tls-ecdsa" base "$((b + 8))" "" "$CERTS/ecdsa"
+        start_proxy "$proxy" "$proxy-tls-rsa" base "$((b + 9))" "" "$CERTS/rsa"
     fi
     has_scenario 64k && start_proxy "$proxy" "$proxy-64k" base "$((b + 2))"
     has_scenario sticky && start_proxy "$proxy" "$proxy-sticky" sticky "$((b + 3))"
@@ -541,7 +601,13 @@ for proxy in "${PROXIES[@]}"; do
     has_scenario sticky && check_body "http://127.0.0.1:$((b + 3))/small" 100 "--cookie sessionid=u1"
     has_scenario routes1000 && check_body "http://127.0.0.1:$((b + 4))/small" 100
     [ -n "${PID[$proxy-mirror]:-}" ] && check_body "http://127.0.0.1:$((b + 6))/small" 100
+    if has_scenario tls; then
+        check_body "https://127.0.0.1:$((b + 8))/small" 100 --insecure
+        check_body "https://127.0.0.1:$((b + 9))/small" 100 --insecure
+    fi
 done
+has_scenario small && check_body "http://127.0.0.1:${BASE[floor]}/small" 100
+has_scenario 64k && check_body "http://127.0.0.1:$((BASE[floor] + 2))/64k" 65536
 
 # ----------------------------------------------------------------- rounds
 
@@ -556,7 +622,7 @@ for round in $(seq "$ROUNDS"); do
                 # 1,000 routes right after 1 route, on the same proxy: the
                 # machine drifts by more than the cost being measured
                 # between scenarios minutes apart.
-                if has_scenario routes1000; then
+                if has_scenario routes1000 && [ "$t" != floor ]; then
                     measure routes1000 "$t" "$round" "$t-routes1000" "http://127.0.0.1:$((BASE[$t] + 4))/small" wrk
                 fi
             fi
@@ -583,6 +649,19 @@ for round in $(seq "$ROUNDS"); do
     if has_scenario sticky; then
         for t in "${PROXIES[@]}"; do
             measure sticky "$t" "$round" "$t-sticky" "http://127.0.0.1:$((BASE[$t] + 3))/small" wrk sticky.lua
+        done
+    fi
+    if has_scenario tls; then
+        for t in "${PROXIES[@]}"; do
+            measure tls "$t" "$round" "$t-tls-ecdsa" "https://127.0.0.1:$((BASE[$t] + 8))/small" wrk
+        done
+        for key in ecdsa rsa; do
+            off=8
+            [ "$key" = rsa ] && off=9
+            for t in "${PROXIES[@]}"; do
+                measure "tls-handshake-$key" "$t" "$round" "$t-tls-$key" \
+                    "https://127.0.0.1:$((BASE[$t] + off))/small" wrk close.lua
+            done
         done
     fi
     if has_scenario mirror; then
@@ -656,7 +735,9 @@ printf 'target\trequests\tinstructions\tby_crate\n' >"$INSTR"
 : >"$INSTR_TOP"
 if has_scenario instructions; then
     log "counting instructions per request under callgrind ($INSTR_REQUESTS requests per proxy)"
-    for t in "${PROXIES[@]}"; do
+    instr_targets=("${PROXIES[@]}")
+    [ "$INSTR_KIND" = base ] && instr_targets+=(floor)
+    for t in "${instr_targets[@]}"; do
         inst="$t-instr"
         port=$((BASE[$t] + 7))
         mkdir -p "$WORK/$inst"
@@ -676,6 +757,9 @@ if has_scenario instructions; then
             haproxy)
                 cfg=$(WORKERS=1 && haproxy_config "$inst" "$INSTR_KIND" "$port")
                 cmd=(haproxy -db -f "$cfg")
+                ;;
+            floor)
+                cmd=("$FLOOR" "127.0.0.1:$port" "127.0.0.1:$P_LEGACY" 1)
                 ;;
         esac
         RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$cg" "${cmd[@]}" >"$WORK/$inst/out.log" 2>&1 &
@@ -699,43 +783,57 @@ if has_scenario instructions; then
 fi
 
 # The load-test instances are done; stop them so the idle test has the CPU.
-for proxy in "${PROXIES[@]}"; do
-    for s in small 64k sticky routes1000 mirror; do stop_instance "$proxy-$s"; done
+for proxy in "${PROXIES[@]}" floor; do
+    for s in small 64k sticky routes1000 mirror tls-ecdsa tls-rsa; do stop_instance "$proxy-$s"; done
 done
 
 # ------------------------------------------------------------------- idle
 
+# $1 proxy, $2 connection count, $3 optional certificate (TLS connections).
+idle_run() {
+    local proxy=$1 n=$2 cert=${3:-} inst="$1-idle" port=$((BASE[$1] + 5)) rss0 rss1 established client label=$1
+    local tls_flag=() scheme=http
+    if [ -n "$cert" ]; then
+        tls_flag=(--tls)
+        scheme=https
+        label="$proxy (TLS)"
+    fi
+    start_proxy "$proxy" "$inst" base "$port" "" "$cert"
+    for _ in $(seq 20); do curl -fsS --insecure -o /dev/null "$scheme://127.0.0.1:$port/small"; done
+    sleep 0.5
+    rss0=$(kv rss_kb "$(proc_sample "$inst")")
+    local ready="$WORK/idle-ready" release="$WORK/idle-release"
+    rm -f "$ready" "$release"
+    python3 "$HERE/idleconns.py" --timeout 120 "${tls_flag[@]}" 127.0.0.1 "$port" "$n" "$ready" "$release" \
+        >"$WORK/idle-client.log" 2>&1 &
+    client=$!
+    BG_PIDS+=("$client")
+    for _ in $(seq 1200); do
+        [ -s "$ready" ] && break
+        kill -0 "$client" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -s "$ready" ] || die "idle client failed against $label: $(tail -3 "$WORK/idle-client.log")"
+    rss1=$(settled_rss "$inst")
+    established=$(ss -Htn state established "( sport = :$port )" | wc -l)
+    touch "$release"
+    wait "$client" 2>/dev/null || true
+    printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$n" "$rss0" "$rss1" "$established" >>"$IDLE"
+    log "  $label, $n idle: RSS $((rss0 / 1024)) MB -> $((rss1 / 1024)) MB, $(awk -v a="$rss0" -v b="$rss1" -v n="$n" 'BEGIN { printf "%.1f", (b - a) / n }') KB/conn, $established held"
+    stop_instance "$inst"
+}
+
 if has_scenario idle; then
     log "idle keep-alive connections: ${IDLE_COUNTS// /, }"
     for n in $IDLE_COUNTS; do
-        for proxy in "${PROXIES[@]}"; do
-            inst="$proxy-idle"
-            port=$((BASE[$proxy] + 5))
-            start_proxy "$proxy" "$inst" base "$port"
-            for _ in $(seq 20); do curl -fsS -o /dev/null "http://127.0.0.1:$port/small"; done
-            sleep 0.5
-            rss0=$(kv rss_kb "$(proc_sample "$inst")")
-            ready="$WORK/idle-ready" release="$WORK/idle-release"
-            rm -f "$ready" "$release"
-            python3 "$HERE/idleconns.py" --timeout 120 127.0.0.1 "$port" "$n" "$ready" "$release" \
-                >"$WORK/idle-client.log" 2>&1 &
-            client=$!
-            BG_PIDS+=("$client")
-            for _ in $(seq 1200); do
-                [ -s "$ready" ] && break
-                kill -0 "$client" 2>/dev/null || break
-                sleep 0.1
-            done
-            [ -s "$ready" ] || die "idle client failed against $proxy: $(tail -3 "$WORK/idle-client.log")"
-            rss1=$(settled_rss "$inst")
-            established=$(ss -Htn state established "( sport = :$port )" | wc -l)
-            touch "$release"
-            wait "$client" 2>/dev/null || true
-            printf '%s\t%s\t%s\t%s\t%s\n' "$proxy" "$n" "$rss0" "$rss1" "$established" >>"$IDLE"
-            log "  $proxy, $n idle: RSS $((rss0 / 1024)) MB -> $((rss1 / 1024)) MB, $(awk -v a="$rss0" -v b="$rss1" -v n="$n" 'BEGIN { printf "%.1f", (b - a) / n }') KB/conn, $established held"
-            stop_instance "$inst"
-        done
+        for proxy in "${PROXIES[@]}"; do idle_run "$proxy" "$n"; done
     done
+    if has_scenario tls; then
+        log "idle TLS connections (ECDSA P-256): ${TLS_IDLE_COUNTS// /, }"
+        for n in $TLS_IDLE_COUNTS; do
+            for proxy in "${PROXIES[@]}"; do idle_run "$proxy" "$n" "$CERTS/ecdsa"; done
+        done
+    fi
 fi
 
 # ------------------------------------------------------------------ report
@@ -747,13 +845,15 @@ ELAPSED=$(($(date +%s) - START_TIME))
     echo "kernel=$(uname -r)"
     echo "rounds=$ROUNDS"
     echo "duration=$DURATION"
-    echo "wrk=wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency (keep-alive)"
+    echo "wrk=wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency (keep-alive; the handshake scenarios send Connection: close)"
     echo "h2load=h2load -c$CONNS -m$H2_STREAMS -t$WRK_THREADS -D $DURATION (h2c prior knowledge)"
     echo "instr_kind=$INSTR_KIND"
     echo "workers=$WORKERS (cutover: serving threads, server.workers; nginx: worker_processes; haproxy: nbthread)"
     echo "cutover=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet -- src 2>/dev/null || echo ' (+ uncommitted changes in src/)'), release build"
     echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo "haproxy=$(haproxy -v | head -1 | awk '{ print $3 }')"
+    echo "floor=benches/load/floor.rs (hyper $(cargo tree -q -i hyper -e normal --depth 0 2>/dev/null | awk '{ print $2 }' | head -1))"
+    has_scenario tls && echo "tls=$(openssl version | awk '{ print "OpenSSL " $2 }') for nginx, haproxy and wrk; rustls for cutover"
     echo "elapsed=$((ELAPSED / 60)) min $((ELAPSED % 60)) s (until the report)"
     echo "load=$START_LOAD at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15-minute load averages; above ~0.5 at the start means something else was running)"
 } >"$WORK/meta.txt"

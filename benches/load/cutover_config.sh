@@ -1,17 +1,22 @@
 # shellcheck shell=bash
 # Sourced by compare.sh and profile.sh: cutover's config for a load scenario.
 #
-#   write_cutover_config DIR KIND PORT P_LEGACY P_NEW WORKERS [H2_PORT]
+#   write_cutover_config DIR KIND PORT P_LEGACY P_NEW WORKERS [H2_PORT] [CERT]
 #
 # KIND is base | sticky | routes1000 | mirror. Writes DIR/cutover.yaml and
 # DIR/weights.yaml: one route `main` over the two upstream ports, split 90/10
-# (mirror: all to legacy, every request mirrored to new).
+# (mirror: all to legacy, every request mirrored to new). With CERT, PORT
+# serves HTTPS with CERT.crt and CERT.key.
 write_cutover_config() {
-    local dir=$1 kind=$2 port=$3 p_legacy=$4 p_new=$5 workers=$6 h2=${7:-}
+    local dir=$1 kind=$2 port=$3 p_legacy=$4 p_new=$5 workers=$6 h2=${7:-} cert=${8:-}
     mkdir -p "$dir"
     {
         echo "listeners:"
-        echo "  - { name: public, addr: \"127.0.0.1:$port\" }"
+        if [ -n "$cert" ]; then
+            echo "  - { name: public, addr: \"127.0.0.1:$port\", tls: { certs: [ { cert: \"$cert.crt\", key: \"$cert.key\" } ] } }"
+        else
+            echo "  - { name: public, addr: \"127.0.0.1:$port\" }"
+        fi
         [ -n "$h2" ] && echo "  - { name: h2c, addr: \"127.0.0.1:$h2\" }"
         echo "admin: { addr: \"127.0.0.1:0\" }"
         echo "weights_file: weights.yaml"

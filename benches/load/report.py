@@ -20,7 +20,8 @@ import statistics
 from benchlib import arg_parser, run
 
 PROXIES = ["cutover", "nginx", "haproxy"]
-TARGETS = PROXIES + ["direct"]
+# `floor`: the least a hyper proxy does (benches/load/floor.rs); `direct`: no proxy.
+TARGETS = PROXIES + ["floor", "direct"]
 
 SCENARIOS = [
     ("small", "HTTP/1.1, 100-byte response, 1 route, 90/10 split (random / weighted)"),
@@ -28,6 +29,11 @@ SCENARIOS = [
     ("64k", "HTTP/1.1, 65,536-byte response, 1 route, 90/10 split"),
     ("sticky", "HTTP/1.1, 100-byte response, 90/10 split sticky on a `sessionid` cookie (10,000 users)"),
     ("routes1000", "HTTP/1.1, 100-byte response, 1,000 non-matching prefix routes before the matching one"),
+    ("tls", "HTTPS keep-alive (ECDSA P-256 certificate), 100-byte response, 1 route, 90/10 split"),
+    ("tls-handshake-ecdsa", "HTTPS, a new connection with a full TLS handshake for every request "
+     "(`Connection: close`), ECDSA P-256 certificate: req/s is handshakes per second"),
+    ("tls-handshake-rsa", "HTTPS, a new connection with a full TLS handshake for every request "
+     "(`Connection: close`), RSA-2048 certificate: req/s is handshakes per second"),
     ("mirror-off", "HTTP/1.1, 100-byte response, the `small` setup of each mirroring proxy, measured "
      "just before each of its mirrored runs: the baseline of the cost of parity"),
     ("mirror", "HTTP/1.1, 100-byte response, all traffic to legacy and every request mirrored to new "
@@ -213,6 +219,7 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
         w("")
     if any(t == "cutover" for (_, t) in summary):
         ratios(w, summary)
+        rounds_table(w, by_key)
         cpu_budget(w, summary)
     routes_cost(w, by_key)
     parity_cost(w, by_key)
@@ -235,24 +242,28 @@ def ratios(w, summary):
     w("")
     w(
         "req/s above 1 means cutover is faster; p99 and CPU/request below 1 mean "
-        "cutover is better. `direct` is the ceiling (no proxy)."
+        "cutover is better. `floor` is the least a hyper proxy does (one header added, no "
+        "routing, pool, metrics or logging): below 1 against it is cutover's own cost. "
+        "`direct` is the ceiling (no proxy)."
     )
     w("")
-    w("| scenario | req/s vs nginx | req/s vs haproxy | req/s vs direct | p99 vs nginx | p99 vs haproxy | CPU/req vs nginx | CPU/req vs haproxy |")
-    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    w("| scenario | req/s vs nginx | req/s vs haproxy | req/s vs floor | req/s vs direct | p99 vs nginx | p99 vs haproxy | CPU/req vs nginx | CPU/req vs haproxy |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for scenario, _ in SCENARIOS:
         c = summary.get((scenario, "cutover"))
         if not c:
             continue
         n = summary.get((scenario, "nginx"), {})
         h = summary.get((scenario, "haproxy"), {})
+        f = summary.get((scenario, "floor"), {})
         d = summary.get((scenario, "direct"), {})
         w(
-            "| %s | %s | %s | %s | %s | %s | %s | %s |"
+            "| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
             % (
                 scenario,
                 ratio(c["rps"], n.get("rps")),
                 ratio(c["rps"], h.get("rps")),
+                ratio(c["rps"], f.get("rps")),
                 ratio(c["rps"], d.get("rps")),
                 ratio(c["p99_us"], n.get("p99_us")),
                 ratio(c["p99_us"], h.get("p99_us")),
@@ -260,6 +271,48 @@ def ratios(w, summary):
                 ratio(c["cpu_us_per_req"], h.get("cpu_us_per_req")),
             )
         )
+    w("")
+
+
+def rounds_table(w, by_key):
+    """cutover's rate and p99 against each peer's in the same round: the
+    medians hide how often cutover is ahead."""
+    lines = []
+    for scenario, _ in SCENARIOS:
+        ours = {r["round"]: r for r in by_key.get((scenario, "cutover"), [])}
+        if not ours:
+            continue
+        for peer in ["nginx", "haproxy", "floor"]:
+            theirs = {r["round"]: r for r in by_key.get((scenario, peer), [])}
+            both = sorted(set(ours) & set(theirs), key=int)
+            if not both:
+                continue
+            rps = [quotient(num(ours[r]["rps"]), num(theirs[r]["rps"])) for r in both]
+            p99 = [quotient(num(ours[r]["p99_us"]), num(theirs[r]["p99_us"])) for r in both]
+            lines.append(
+                "| %s | %s | %s | %d of %d | %s | %d of %d |"
+                % (
+                    scenario,
+                    peer,
+                    " / ".join("–" if q is None else "%.2f" % q for q in rps),
+                    sum(1 for q in rps if q is not None and q >= 1.0),
+                    len(both),
+                    " / ".join("–" if q is None else "%.2f" % q for q in p99),
+                    sum(1 for q in p99 if q is not None and q <= 1.0),
+                    len(both),
+                )
+            )
+    if not lines:
+        return
+    w("## Round by round")
+    w("")
+    w("cutover ÷ peer in each round (the runs of a round follow one another): req/s (at or above 1: "
+      "cutover as fast or faster) and p99 (at or below 1: cutover's tail as short or shorter).")
+    w("")
+    w("| scenario | peer | req/s, per round | rounds ≥ 1 | p99, per round | rounds ≤ 1 |")
+    w("| --- | --- | --- | ---: | --- | ---: |")
+    for line in lines:
+        w(line)
     w("")
 
 
@@ -500,8 +553,8 @@ def instructions_table(w, instr_rows, top_rows=(), kind="base"):
         "every proxy's CPU time here) is not in it." % what
     )
     w("")
-    w("| target | requests | instructions per request | vs nginx | vs haproxy |")
-    w("| --- | ---: | ---: | ---: | ---: |")
+    w("| target | requests | instructions per request | vs nginx | vs haproxy | vs floor |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: |")
     per = {}
     for r in instr_rows:
         n = num(r["requests"])
@@ -509,8 +562,9 @@ def instructions_table(w, instr_rows, top_rows=(), kind="base"):
     for r in instr_rows:
         t = r["target"]
         w(
-            "| %s | %s | %s | %s | %s |"
-            % (t, "{:,}".format(int(num(r["requests"]))), fmt(per[t], 0), ratio(per[t], per.get("nginx")), ratio(per[t], per.get("haproxy")))
+            "| %s | %s | %s | %s | %s | %s |"
+            % (t, "{:,}".format(int(num(r["requests"]))), fmt(per[t], 0), ratio(per[t], per.get("nginx")),
+               ratio(per[t], per.get("haproxy")), ratio(per[t], per.get("floor")))
         )
     w("")
     for r in instr_rows:

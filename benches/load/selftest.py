@@ -164,13 +164,17 @@ def test_report():
     for line in [
         # Medians of three rounds, then cutover ÷ peer.
         "| cutover | 80,216 | 0.58 | 1.80 | 4.54 | 12.7 | 37.7 | 10.0 | 0 | 3 |",
-        "| small | 0.90 | 0.94 | 0.37 | 1.18 | 1.01 | 1.16 | 1.02 |",
+        "| small | 0.90 | 0.94 | 0.94 | 0.37 | 1.18 | 1.01 | 1.16 | 1.02 |",
+        # Round by round: cutover's rate ÷ the floor's, and its p99 ÷ nginx's.
+        "| small | floor | 0.95 / 0.93 / 0.96 | 0 of 3 | 1.06 / 0.97 / 1.22 | 1 of 3 |",
+        "| small | nginx | 0.97 / 0.90 / 0.91 | 0 of 3 | 0.83 / 0.96 / 1.47 | 2 of 3 |",
         "| cutover | 80,216 | 5.4 | 7.2 | 12.7 | 11.8 | 24.5 | 0.309 |",
         "| cutover | 1.02 / 0.96 / 1.03 | 1.02 | 1.04 | 1.01 |",
         "| cutover | 0.58 / 0.59 / 0.57 | 0.58 | 1.79 | 1.73 | 5.4 | 4.3 | 7.2 |",
         "| cutover | 10,000 | 10.5 | 32.3 | 2.2 | 10000 |",
         "| nginx | 44,615 | 6.62 | 2.00 | 2.00 | 0.62 | 0.00 | 4.00 | 4.00 | 0.00 |",
-        "| cutover | 20,000 | 33,275 | 1.23 | 0.78 |",
+        "| cutover | 20,000 | 33,275 | 1.23 | 0.78 | 1.11 |",
+        "| floor | 20,000 | 30,076 | 1.11 | 0.71 | 1.00 |",
         "| haproxy | not available: HAProxy 2.6 mirrors traffic only through an external SPOE agent "
         "(spoa-mirror), which Debian does not ship | | | | | | | | |",
     ]:
