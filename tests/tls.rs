@@ -97,6 +97,8 @@ struct Handshake {
     leaf: Vec<u8>,
     alpn: Option<Vec<u8>>,
     version: rustls::ProtocolVersion,
+    kind: Option<rustls::HandshakeKind>,
+    suite: Option<rustls::CipherSuite>,
     stream: tokio_rustls::client::TlsStream<TcpStream>,
 }
 
@@ -112,6 +114,8 @@ async fn handshake(addr: std::net::SocketAddr, sni: &str, config: Arc<rustls::Cl
         leaf: conn.peer_certificates().unwrap()[0].to_vec(),
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         version: conn.protocol_version().unwrap(),
+        kind: conn.handshake_kind(),
+        suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
         stream,
     }
 }
@@ -207,6 +211,40 @@ async fn sni_alpn_versions_and_forwarded_proto() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_resume_with_tickets_and_aes_128_is_preferred() {
+    within(60, async {
+        let ca = Ca::new();
+        let app = Upstream::echo("app").await;
+        let (proxy, _, _) = start_tls_proxy(&ca, &app.url(), "").await;
+        // rustls' client lists AES-256-GCM first, as OpenSSL's does.
+        let config = client_config(&ca, &[b"http/1.1"], &[&rustls::version::TLS13]);
+        let mut kinds = Vec::new();
+        for i in 0..3 {
+            let h = handshake(proxy.addr(), "site-a.example", config.clone()).await;
+            assert_eq!(
+                h.suite,
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+                "the server's order wins"
+            );
+            kinds.push(h.kind);
+            // The ticket arrives after the handshake: reading the answer takes it in.
+            assert_eq!(get_over(h, &format!("/resume/{i}"), "site-a.example").await.0, StatusCode::OK);
+        }
+        use rustls::HandshakeKind::{Full, Resumed};
+        assert_eq!(
+            kinds,
+            [Some(Full), Some(Resumed), Some(Resumed)],
+            "each connection's ticket resumes the next"
+        );
+
+        let tls12 = client_config(&ca, &[b"http/1.1"], &[&rustls::version::TLS12]);
+        let h = handshake(proxy.addr(), "site-a.example", tls12).await;
+        assert_eq!(h.suite, Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256));
     })
     .await;
 }

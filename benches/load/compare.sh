@@ -15,9 +15,11 @@
 #                       each proxy's routes1000 run follows its small run, and
 #                       the report divides the two round by round; small and
 #                       64k also run the floor; tls runs HTTPS keep-alive
-#                       (ECDSA P-256) and a new connection with a full
-#                       handshake per request (ECDSA P-256 and RSA-2048), and,
-#                       with idle, idle TLS connections; also available:
+#                       (ECDSA P-256), a new connection per request resuming
+#                       its TLS session (wrk), a new connection per request
+#                       with a full handshake (ECDSA P-256 and RSA-2048;
+#                       benches/load/handshake.rs), and, with idle, idle TLS
+#                       connections; also available:
 #                       mirror (every request shadowed to the other backend;
 #                       cutover and nginx, haproxy has no built-in mirroring;
 #                       each mirrored run follows a run of the same proxy
@@ -127,10 +129,11 @@ MAX_IDLE=$(printf '%s\n' $IDLE_COUNTS 0 | sort -n | tail -1)
     log "warning: ulimit -n is $NOFILE; the $MAX_IDLE-connection test may fail"
 
 log "building cutover, the upstream and the floor (release)"
-cargo build --release --quiet --bin cutover --example bench-upstream --example bench-floor
+cargo build --release --quiet --bin cutover --example bench-upstream --example bench-floor --example bench-handshake
 CUTOVER="$ROOT/target/release/cutover"
 UPSTREAM="$ROOT/target/release/examples/bench-upstream"
 FLOOR="$ROOT/target/release/examples/bench-floor"
+HANDSHAKE="$ROOT/target/release/examples/bench-handshake"
 
 # --------------------------------------------------------------- processes
 
@@ -337,6 +340,8 @@ EOF
             echo "        listen 127.0.0.1:$port ssl;"
             echo "        ssl_certificate $cert.crt;"
             echo "        ssl_certificate_key $cert.key;"
+            # The default of nginx 1.23.4 and later (1.22 leaves TLS 1.3 out).
+            echo "        ssl_protocols TLSv1.2 TLSv1.3;"
         else
             echo "        listen 127.0.0.1:$port;"
         fi
@@ -471,7 +476,8 @@ upstream_counts() {
             index($1, l) { a = $2 } index($1, n) { b = $2 } END { print a + 0, b + 0 }'
 }
 
-# $1 scenario, $2 target, $3 round, $4 instance, $5 url, $6 client (wrk|h2), $7 wrk script
+# $1 scenario, $2 target, $3 round, $4 instance, $5 url, $6 client (wrk|h2|handshake),
+# $7 wrk script
 measure() {
     local scenario=$1 target=$2 round=$3 inst=$4 url=$5 client=$6 script=${7:-stats.lua}
     local raw="$WORK/raw-$scenario-$target-$round.txt" h2log="$WORK/h2-$scenario-$target-$round.log"
@@ -480,12 +486,14 @@ measure() {
     p0=$(proc_sample "$inst")
     if [ "$client" = wrk ]; then
         wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$HERE/$script" "$url" >"$raw" 2>&1 || true
+    elif [ "$client" = handshake ]; then
+        "$HANDSHAKE" "$url" "$CONNS" "${DURATION%s}" "$WRK_THREADS" >"$raw" 2>&1 || true
     else
         h2load -c"$CONNS" -m"$H2_STREAMS" -t"$WRK_THREADS" -D "$DURATION" --log-file="$h2log" "$url" >"$raw" 2>&1 || true
     fi
     p1=$(proc_sample "$inst")
     after=$(upstream_counts)
-    if [ "$client" = wrk ]; then
+    if [ "$client" != h2 ]; then
         stats=$(python3 "$HERE/loadstats.py" wrk "$raw" 2>/dev/null) ||
             die "wrk failed for $scenario/$target: $(tail -3 "$raw")"
     else
@@ -655,12 +663,15 @@ for round in $(seq "$ROUNDS"); do
         for t in "${PROXIES[@]}"; do
             measure tls "$t" "$round" "$t-tls-ecdsa" "https://127.0.0.1:$((BASE[$t] + 8))/small" wrk
         done
+        for t in "${PROXIES[@]}"; do
+            measure tls-resume "$t" "$round" "$t-tls-ecdsa" "https://127.0.0.1:$((BASE[$t] + 8))/small" wrk close.lua
+        done
         for key in ecdsa rsa; do
             off=8
             [ "$key" = rsa ] && off=9
             for t in "${PROXIES[@]}"; do
                 measure "tls-handshake-$key" "$t" "$round" "$t-tls-$key" \
-                    "https://127.0.0.1:$((BASE[$t] + off))/small" wrk close.lua
+                    "https://127.0.0.1:$((BASE[$t] + off))/small" handshake
             done
         done
     fi
@@ -845,7 +856,8 @@ ELAPSED=$(($(date +%s) - START_TIME))
     echo "kernel=$(uname -r)"
     echo "rounds=$ROUNDS"
     echo "duration=$DURATION"
-    echo "wrk=wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency (keep-alive; the handshake scenarios send Connection: close)"
+    echo "wrk=wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency (keep-alive; tls-resume sends Connection: close)"
+    has_scenario tls && echo "handshake=bench-handshake URL $CONNS ${DURATION%s} $WRK_THREADS (rustls client, no resumption, Connection: close)"
     echo "h2load=h2load -c$CONNS -m$H2_STREAMS -t$WRK_THREADS -D $DURATION (h2c prior knowledge)"
     echo "instr_kind=$INSTR_KIND"
     echo "workers=$WORKERS (cutover: serving threads, server.workers; nginx: worker_processes; haproxy: nbthread)"
@@ -853,7 +865,7 @@ ELAPSED=$(($(date +%s) - START_TIME))
     echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo "haproxy=$(haproxy -v | head -1 | awk '{ print $3 }')"
     echo "floor=benches/load/floor.rs (hyper $(cargo tree -q -i hyper -e normal --depth 0 2>/dev/null | awk '{ print $2 }' | head -1))"
-    has_scenario tls && echo "tls=$(openssl version | awk '{ print "OpenSSL " $2 }') for nginx, haproxy and wrk; rustls for cutover"
+    has_scenario tls && echo "tls=TLS 1.2 and 1.3 everywhere; $(openssl version | awk '{ print "OpenSSL " $2 }') for nginx, haproxy and wrk; rustls (ring) for cutover and bench-handshake"
     echo "elapsed=$((ELAPSED / 60)) min $((ELAPSED % 60)) s (until the report)"
     echo "load=$START_LOAD at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15-minute load averages; above ~0.5 at the start means something else was running)"
 } >"$WORK/meta.txt"

@@ -30,10 +30,12 @@ SCENARIOS = [
     ("sticky", "HTTP/1.1, 100-byte response, 90/10 split sticky on a `sessionid` cookie (10,000 users)"),
     ("routes1000", "HTTP/1.1, 100-byte response, 1,000 non-matching prefix routes before the matching one"),
     ("tls", "HTTPS keep-alive (ECDSA P-256 certificate), 100-byte response, 1 route, 90/10 split"),
-    ("tls-handshake-ecdsa", "HTTPS, a new connection with a full TLS handshake for every request "
-     "(`Connection: close`), ECDSA P-256 certificate: req/s is handshakes per second"),
-    ("tls-handshake-rsa", "HTTPS, a new connection with a full TLS handshake for every request "
-     "(`Connection: close`), RSA-2048 certificate: req/s is handshakes per second"),
+    ("tls-resume", "HTTPS, a new connection for every request (`Connection: close`) resuming the "
+     "client's TLS session (wrk does): req/s is resumed handshakes per second"),
+    ("tls-handshake-ecdsa", "HTTPS, a new connection for every request with a full TLS handshake "
+     "(bench-handshake: rustls, no resumption), ECDSA P-256 certificate: req/s is handshakes per second"),
+    ("tls-handshake-rsa", "HTTPS, a new connection for every request with a full TLS handshake "
+     "(bench-handshake: rustls, no resumption), RSA-2048 certificate: req/s is handshakes per second"),
     ("mirror-off", "HTTP/1.1, 100-byte response, the `small` setup of each mirroring proxy, measured "
      "just before each of its mirrored runs: the baseline of the cost of parity"),
     ("mirror", "HTTP/1.1, 100-byte response, all traffic to legacy and every request mirrored to new "
@@ -149,10 +151,13 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
         ("duration", "duration per run"),
         ("wrk", "HTTP/1.1 load"),
         ("h2load", "HTTP/2 load"),
+        ("handshake", "full TLS handshakes"),
+        ("tls", "TLS"),
         ("workers", "proxy worker threads / processes"),
         ("cutover", "cutover"),
         ("nginx", "nginx"),
         ("haproxy", "haproxy"),
+        ("floor", "floor"),
         ("elapsed", "script wall time"),
         ("load", "machine load"),
     ]:
