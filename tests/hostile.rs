@@ -688,6 +688,42 @@ async fn slowloris_clients_are_disconnected_after_header_read_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_head_after_a_kept_alive_request_is_disconnected_too() {
+    within(60, async {
+        let (proxy, rec, _) = start().await;
+        let addr = proxy.addr();
+        let (after_answer, pipelined) = tokio::join!(
+            // The next head begins once the first request is answered.
+            drip(
+                addr,
+                b"GET /first HTTP/1.1\r\nHost: app\r\n\r\n",
+                b"GET /slow HTTP/1.1\r\nX-Slow: abcdefgh"
+            ),
+            // It arrives with the first request, then trickles.
+            drip(
+                addr,
+                b"GET /first HTTP/1.1\r\nHost: app\r\n\r\nGET /slow HTTP/1.1\r\nX-",
+                b"abcdefgh"
+            ),
+        );
+        for (what, (closed_after, got)) in [("after an answer", &after_answer), ("pipelined", &pipelined)] {
+            let text = String::from_utf8_lossy(got);
+            assert!(text.starts_with("HTTP/1.1 200"), "{what}: the first request is answered: {text}");
+            let after = closed_after.unwrap_or_else(|| panic!("{what}: still connected after 8 s"));
+            assert!(
+                after >= Duration::from_millis(900) && after < Duration::from_secs(4),
+                "{what}: closed after {after:?} with header_read_timeout 1s"
+            );
+        }
+        settle().await;
+        let uris: Vec<String> = rec.requests().into_iter().map(|r| r.uri).collect();
+        assert_eq!(uris, ["/first", "/first"]);
+        assert_alive(&proxy, "/after").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_request_bodies_get_408() {
     within(60, async {
         let (proxy, rec, _) = start().await;

@@ -68,6 +68,12 @@ impl ConnInfo {
         }
     }
 
+    /// Bytes of the next request have arrived and it has not begun: its
+    /// head is still arriving.
+    pub fn is_receiving_head(&self) -> bool {
+        self.is_quiet() && self.next_started.load(Ordering::Relaxed)
+    }
+
     /// The request body was read to its end.
     pub fn body_read(&self) {
         self.unsettled.store(false, Ordering::Relaxed);

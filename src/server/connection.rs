@@ -57,7 +57,10 @@ pub(super) struct ConnTimeouts {
 
 /// How client connections are served, for both protocols.
 pub(super) struct ConnBuilders {
+    /// Client connections: their head deadline is [`drive_http1`]'s.
     http1: http1::Builder,
+    /// The admin listener's connections: hyper's own head deadline.
+    admin_http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     /// `server.max_headers`: hyper applies it to HTTP/1.1 heads only.
     max_headers: usize,
@@ -70,14 +73,18 @@ impl ConnBuilders {
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
-            // Without a timer hyper ignores header_read_timeout, and slow
-            // clients hold connections forever. The timer starts with a
-            // request's first bytes: between requests the connection is
-            // parked and only `idle_timeout` applies.
-            .header_read_timeout(settings.header_read_timeout)
+            // hyper would arm a timer for every request head, allocated and
+            // registered as it starts waiting for the head; the deadline is
+            // kept by `drive_http1` instead, armed only for a head that does
+            // not arrive whole.
+            .header_read_timeout(None)
             .max_buf_size(settings.max_header_bytes)
             .max_headers(settings.max_headers)
             .keep_alive(true);
+        let mut admin_http1 = http1.clone();
+        // Without a timer hyper ignores header_read_timeout, and slow
+        // clients would hold admin connections forever.
+        admin_http1.header_read_timeout(settings.header_read_timeout);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
@@ -85,15 +92,16 @@ impl ConnBuilders {
             .max_concurrent_streams(256);
         ConnBuilders {
             http1,
+            admin_http1,
             http2,
             max_headers: settings.max_headers,
             max_header_bytes: settings.max_header_bytes,
         }
     }
 
-    /// The HTTP/1.1 settings, which the admin listener shares.
-    pub(super) fn http1(&self) -> &http1::Builder {
-        &self.http1
+    /// The HTTP/1.1 settings of the admin listener.
+    pub(super) fn admin_http1(&self) -> &http1::Builder {
+        &self.admin_http1
     }
 }
 
@@ -335,7 +343,11 @@ async fn serve_http1<S, Svc>(
         let watch = io.watch.clone();
         // Boxed: a parked connection then holds no room for hyper's state.
         let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
-        match Box::pin(drive_http1(connection, conn, &watch, park_after, cancelled.as_mut())).await {
+        let timers = Http1Timers {
+            park_after,
+            head: timeouts.handshake,
+        };
+        match Box::pin(drive_http1(connection, conn, &watch, timers, cancelled.as_mut())).await {
             Some(parts) => {
                 io = parts.io.into_inner();
                 io.rewind(parts.read_buf);
@@ -346,14 +358,25 @@ async fn serve_http1<S, Svc>(
     }
 }
 
+/// The deadlines [`drive_http1`] keeps.
+#[derive(Clone, Copy)]
+struct Http1Timers {
+    /// Quiet this long between requests, the connection is parked.
+    park_after: Duration,
+    /// A request head must be whole this long after its first bytes were
+    /// seen (`header_read_timeout`).
+    head: Duration,
+}
+
 /// Runs one hyper HTTP/1.1 connection until it ends (`None`) or goes quiet
 /// between requests: then it is taken apart and its socket, with any bytes
-/// already read, handed back to be parked.
+/// already read, handed back to be parked. A request head that has begun
+/// and is not whole within `timers.head` ends the connection.
 async fn drive_http1<S, Svc>(
     mut connection: http1::UpgradeableConnection<TokioIo<ClientIo<S>>, Svc>,
     conn: &ConnInfo,
     watch: &IoWatch,
-    park_after: Duration,
+    timers: Http1Timers,
     cancelled: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
 ) -> Option<Parts<S, Svc>>
 where
@@ -363,17 +386,32 @@ where
     enum Step {
         Ended(hyper::Result<()>),
         Quiet,
+        SlowHead,
         Shutdown,
     }
-    let park_timer = tokio::time::sleep(park_after);
-    tokio::pin!(park_timer);
+    // One timer, for whichever deadline applies: parking when the
+    // connection waits between requests, the head's while one arrives.
+    let timer = tokio::time::sleep(timers.park_after);
+    tokio::pin!(timer);
     let mut quiet_since = None;
+    let mut head_armed = false;
     let step = tokio::select! {
         biased;
         step = poll_fn(|cx| {
             if let Poll::Ready(result) = Pin::new(&mut connection).poll(cx) {
                 return Poll::Ready(Step::Ended(result));
             }
+            // A head arriving whole becomes a request within the poll that
+            // read it: only one still incomplete is seen here.
+            if conn.is_receiving_head() {
+                if !head_armed {
+                    head_armed = true;
+                    quiet_since = None;
+                    timer.as_mut().reset(tokio::time::Instant::now() + timers.head);
+                }
+                return timer.as_mut().poll(cx).map(|()| Step::SlowHead);
+            }
+            head_armed = false;
             if !(conn.is_between_requests() && watch.waiting_for_request()) {
                 return Poll::Pending;
             }
@@ -382,12 +420,9 @@ where
             let since = conn.last_active();
             if quiet_since != Some(since) {
                 quiet_since = Some(since);
-                park_timer.as_mut().reset((since + park_after).into());
+                timer.as_mut().reset((since + timers.park_after).into());
             }
-            match park_timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Step::Quiet),
-                Poll::Pending => Poll::Pending,
-            }
+            timer.as_mut().poll(cx).map(|()| Step::Quiet)
         }) => step,
         _ = cancelled => Step::Shutdown,
     };
@@ -396,6 +431,10 @@ where
             if let Err(e) = result {
                 tracing::debug!(peer = %conn.peer, error = %e, "client connection ended with an error");
             }
+            None
+        }
+        Step::SlowHead => {
+            tracing::debug!(peer = %conn.peer, "no whole request head within header_read_timeout");
             None
         }
         Step::Shutdown => {

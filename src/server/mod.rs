@@ -723,7 +723,7 @@ async fn serve_admin(
             }
         })
     };
-    let connection = builders.http1().serve_connection(TokioIo::new(stream), service);
+    let connection = builders.admin_http1().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let idle_check = tokio::time::sleep(idle);
     tokio::pin!(idle_check);
