@@ -229,6 +229,9 @@ fn may_end_head(bytes: &[u8]) -> bool {
 
 /// Parses one request head at the start of `bytes` as hyper does.
 fn inspect(bytes: &[u8], max_headers: usize) -> Head {
+    if let Some(len) = unframed_head_len(bytes) {
+        return Head::Framed(len, Framing::Length(0));
+    }
     let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut on_heap = Vec::new();
     let slots = if max_headers <= STACK_HEADERS {
@@ -247,6 +250,31 @@ fn inspect(bytes: &[u8], max_headers: usize) -> Head {
         Ok(httparse::Status::Partial) => Head::Partial,
         Err(_) => Head::Unusable,
     }
+}
+
+/// The length of a complete head none of whose lines starts with
+/// `Content-Length` or `Transfer-Encoding` (in any case): it has no body,
+/// and ends at its first empty line. Found by looking at line starts only,
+/// without parsing the head: most requests are such heads. `None` leaves
+/// the head to the parser: it may have a framing field, it starts with the
+/// empty lines hyper skips, or its end has not arrived. A head the parser
+/// would refuse is refused by hyper too, which then reads nothing after it,
+/// so where it ends does not matter.
+fn unframed_head_len(bytes: &[u8]) -> Option<usize> {
+    if matches!(bytes.first(), None | Some(b'\r' | b'\n')) {
+        return None;
+    }
+    let starts_with = |line: &[u8], name: &[u8]| line.get(..name.len()).is_some_and(|start| start.eq_ignore_ascii_case(name));
+    for newline in memchr::memchr_iter(b'\n', bytes) {
+        let line = &bytes[newline + 1..];
+        match line {
+            [b'\n', ..] => return Some(newline + 2),
+            [b'\r', b'\n', ..] => return Some(newline + 3),
+            _ if starts_with(line, b"content-length") || starts_with(line, b"transfer-encoding") => return None,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// How the body of a head with these fields ends; `None` when hyper refuses
@@ -349,6 +377,53 @@ fn hex(b: u8) -> Option<u64> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn heads_found_without_parsing_end_where_the_parser_ends_them() {
+        let lines: &[&[u8]] = &[
+            b"Host: a",
+            b"X-A: 1",
+            b"content-length: 5",
+            b"Content-Length: 0",
+            b"TRANSFER-ENCODING: chunked",
+            b"Transfer-Encodings: x",
+            b"Content-Lengthy: 1",
+            b" Content-Length: 5",
+            b"X: a\rContent-Length: 5",
+            b"Cookie: content-length: 5",
+        ];
+        let mut checked = 0;
+        for ending in [&b"\r\n"[..], b"\n"] {
+            for (i, a) in lines.iter().enumerate() {
+                for b in &lines[i..] {
+                    let head = [&b"GET /x HTTP/1.1"[..], ending, a, ending, b, ending, ending, b"NEXT"].concat();
+                    for cut in 0..=head.len() {
+                        let bytes = &head[..cut];
+                        let Some(len) = unframed_head_len(bytes) else { continue };
+                        checked += 1;
+                        let mut slots = [httparse::EMPTY_HEADER; 8];
+                        let mut req = httparse::Request::new(&mut slots);
+                        match req.parse(bytes) {
+                            Ok(httparse::Status::Complete(n)) => {
+                                assert_eq!(n, len, "{:?}", String::from_utf8_lossy(bytes));
+                                assert_eq!(framing(req.headers), Ok(Some(Framing::Length(0))));
+                            }
+                            // Refused by hyper itself: nothing after it is read.
+                            Err(_) => {}
+                            Ok(httparse::Status::Partial) => panic!("partial: {:?}", String::from_utf8_lossy(bytes)),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 50, "{checked}");
+        assert_eq!(
+            unframed_head_len(b"\r\nGET / HTTP/1.1\r\n\r\n"),
+            None,
+            "leading empty lines go to the parser"
+        );
+        assert_eq!(unframed_head_len(b"GET / HTTP/1.1\r\nHost: a\r\n"), None, "not ended yet");
+    }
+
     fn check_all(pieces: &[&[u8]]) -> Vec<Option<Refusal>> {
         let mut check = FramingCheck::new(8192, 100);
         pieces.iter().map(|p| check.check(p)).collect()
@@ -435,11 +510,18 @@ mod tests {
             None
         );
         assert_eq!(check.expect, Expect::Nothing);
+        // Heads without framing fields are not parsed: one hyper refuses
+        // (a bad method, too many fields) is followed on, harmlessly, as
+        // hyper reads nothing after it; one with a framing field is parsed.
         let mut check = FramingCheck::new(8192, 100);
         assert_eq!(check.check(b"G\0T / HTTP/1.1\r\n\r\n"), None);
+        let mut check = FramingCheck::new(8192, 100);
+        assert_eq!(check.check(b"G\0T / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), None);
         assert_eq!(check.expect, Expect::Nothing);
         let mut check = FramingCheck::new(8192, 2);
         assert_eq!(check.check(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"), None);
+        let mut check = FramingCheck::new(8192, 2);
+        assert_eq!(check.check(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\n\r\n"), None);
         assert_eq!(check.expect, Expect::Nothing);
         let mut check = FramingCheck::new(8192, 100);
         assert_eq!(
