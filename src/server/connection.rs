@@ -117,7 +117,7 @@ impl ClientStream for TcpStream {
     }
 }
 
-impl ClientStream for TlsStream<TcpStream> {
+impl ClientStream for Box<TlsStream<TcpStream>> {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // A parked connection's last read came back empty, so rustls holds
         // no plaintext: new bytes can only come from the socket.

@@ -566,12 +566,15 @@ async fn accept_loop(
                     Box::pin(async move {
                         // Like a plain connection that has sent nothing, a
                         // handshake still under way does not hold the drain.
-                        let accepted = shutdown
-                            .run_until_cancelled(tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)))
-                            .await;
+                        // Boxed, the handshake's state and then the TLS stream
+                        // (rustls' connection is kilobytes): the connection's
+                        // task holds pointers, not room for both, and its
+                        // phases' copies of the stream cost a pointer each.
+                        let handshake = Box::pin(tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)));
+                        let accepted = shutdown.run_until_cancelled(handshake).await;
                         let Some(accepted) = accepted else { return };
                         match accepted {
-                            Ok(Ok(stream)) => connection::serve(stream, conn, proxy, &builders, timeouts, shutdown).await,
+                            Ok(Ok(stream)) => connection::serve(Box::new(stream), conn, proxy, &builders, timeouts, shutdown).await,
                             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
