@@ -924,7 +924,7 @@ async fn same_upstream_and_path_as_the_real_nginx() {
     within(90, async {
         let legacy = Upstream::echo("legacy").await;
         let new = Upstream::echo("new").await;
-        let port = dead_addr().port();
+        let port = free_port();
         let conf = format!(
             r#"events {{ worker_connections 64; }}
 
@@ -995,7 +995,7 @@ async fn precedence_fixture_behaves_as_in_the_real_nginx() {
             conf = conf.replace(&format!("server {addr};"), &format!("server {};", up.addr));
             upstreams.push(up);
         }
-        let port = dead_addr().port();
+        let port = free_port();
         conf = conf.replace("listen 127.0.0.1:8080;", &format!("listen 127.0.0.1:{port};"));
         let conf = format!("events {{}}\nhttp {{\naccess_log off;\n{conf}\n}}\n");
         let both = SideBySide::start(&conf, port).await;

@@ -461,8 +461,18 @@ async fn read_until_closed(stream: &mut TcpStream) {
     }
 }
 
-/// An address with nothing listening on it.
+/// An address with nothing listening on it, for as long as the tests run:
+/// its port stays bound (never listening, so connecting is refused), and no
+/// other test's listener can be given it, as one could a port let go.
 pub fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(socket);
+    addr
+}
+
+/// A port free when asked, for a server a test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
