@@ -554,7 +554,7 @@ if has_scenario tls; then
 fi
 
 for scenario in $FLOOR_SCENARIOS; do
-    if has_scenario "$scenario"; then
+    if has_scenario "$scenario" || { [ "$scenario" = small ] && has_scenario counts; }; then
         case "$scenario" in
             small) start_proxy floor floor-small base "${BASE[floor]}" ;;
             64k) start_proxy floor floor-64k base "$((BASE[floor] + 2))" ;;
@@ -713,7 +713,7 @@ if has_scenario counts; then
     done
     events+=",cutover_bench:malloc,cutover_bench:free,cutover_bench:realloc"
     up_tids=$(ls "/proc/${PID[upstream]}/task" | paste -sd' ')
-    for t in "${PROXIES[@]}"; do
+    for t in "${PROXIES[@]}" floor; do
         inst="$t-small"
         wrk -t"$WRK_THREADS" -c"$CONNS" -d"$((COUNT_SECONDS + 3))s" "http://127.0.0.1:${BASE[$t]}/small" >/dev/null 2>&1 &
         load=$!

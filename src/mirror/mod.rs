@@ -82,7 +82,7 @@ pub fn shadow<'t>(req: &ShadowRequest<'t, '_>, body: RequestBody) -> (RequestBod
     let (Some(spec), Some(live)) = (&route.mirror, &table.routes[req.route].mirror) else {
         return (body, None);
     };
-    if matches!(body, RequestBody::Tapped(..)) {
+    if matches!(&body, RequestBody::Client(client) if client.is_tapped()) {
         return (body, None);
     }
     let content_length = req
@@ -109,9 +109,10 @@ pub fn shadow<'t>(req: &ShadowRequest<'t, '_>, body: RequestBody) -> (RequestBod
             let _ = tx.send((bytes.len() <= spec.max_body_bytes).then(|| bytes.clone()));
             (RequestBody::Full(Some(bytes)), Some(rx))
         }
-        RequestBody::Client(client) if !client.is_end_stream() => {
+        RequestBody::Client(mut client) if !client.is_end_stream() => {
             let (tap, copy) = Tap::new(spec.max_body_bytes);
-            (RequestBody::Tapped(client, tap), Some(copy))
+            client.tap(tap);
+            (RequestBody::Client(client), Some(copy))
         }
         empty => (empty, None),
     };

@@ -57,7 +57,10 @@ impl ConnInfo {
         let settled = req.body().is_end_stream() && !headers::ends_keep_alive(req.version(), req.headers());
         self.unsettled.store(!settled, Ordering::Relaxed);
         self.next_started.store(false, Ordering::Relaxed);
-        ActiveRequest(self.clone())
+        ActiveRequest {
+            conn: self.clone(),
+            ended: None,
+        }
     }
 
     /// Bytes arrived from the client. With no request under way they are
@@ -84,8 +87,8 @@ impl ConnInfo {
         self.unsettled.store(true, Ordering::Relaxed);
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+    fn touch(&self, now: Instant) {
+        let ms = u64::try_from(now.saturating_duration_since(self.accepted).as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -109,11 +112,21 @@ impl ConnInfo {
 
 /// A request in flight on its connection; see [`ConnInfo::begin_request`].
 #[derive(Debug)]
-pub struct ActiveRequest(Arc<ConnInfo>);
+pub struct ActiveRequest {
+    conn: Arc<ConnInfo>,
+    /// When it ended, if the one who ends it already read the clock.
+    ended: Option<Instant>,
+}
 
 impl ActiveRequest {
     pub fn conn(&self) -> &Arc<ConnInfo> {
-        &self.0
+        &self.conn
+    }
+
+    /// The request ends, when dropped, at `now` rather than at a second
+    /// reading of the clock.
+    pub fn ends_at(&mut self, now: Instant) {
+        self.ended = Some(now);
     }
 }
 
@@ -121,14 +134,14 @@ impl std::ops::Deref for ActiveRequest {
     type Target = ConnInfo;
 
     fn deref(&self) -> &ConnInfo {
-        &self.0
+        &self.conn
     }
 }
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
+        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.conn.touch(self.ended.unwrap_or_else(Instant::now));
     }
 }
 

@@ -57,12 +57,12 @@ pub async fn body(body: Incoming, keep: bool, server: &ServerSettings, conn: &Ac
     }
     // The connection learns when the body has been read in full.
     let listener = (!body.is_end_stream()).then(|| conn.conn().clone() as Arc<dyn BodyReadListener>);
-    Ok(RequestBody::Client(ClientBody::new(
+    Ok(RequestBody::Client(Box::new(ClientBody::new(
         body,
         server.max_body_bytes,
         server.body_read_timeout,
         listener,
-    )))
+    ))))
 }
 
 /// The body read whole (empty bodies included), within the body read timeout.

@@ -169,7 +169,11 @@ impl RequestRecord {
 
 impl Drop for RequestRecord {
     fn drop(&mut self) {
-        let elapsed = self.started.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.started);
+        if let Some(request) = &mut self.request {
+            request.ends_at(now);
+        }
         match self.target {
             Some((ri, bi)) => {
                 let route = &self.table.routes[ri];

@@ -141,8 +141,13 @@ pub async fn send(
             Err(failure) => Err(failure),
         };
         record.attempted(backend, Verdict::of(&result));
-        // Matched by reference: the response is moved once, into `Sent`.
-        match kept.take().and_then(|mut next| policy.retry(&mut next, &mut result).map(|_| next)) {
+        // The kept copy is moved only for a failure: an answer is matched
+        // by reference and moved once, into `Sent`.
+        let again = match &result {
+            Err(_) => kept.take().and_then(|mut next| policy.retry(&mut next, &mut result).map(|_| next)),
+            Ok(_) => None,
+        };
+        match again {
             Some(next) if let Err(failure) = &result => {
                 record.retried(backend, *failure, next.backend);
                 kept = policy.clone_request(&next);

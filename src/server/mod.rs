@@ -143,7 +143,10 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
             },
             proxy: proxy.clone(),
             builders: builders.clone(),
-            shutdown: shutdown.clone(),
+            // A token of its own per thread: every connection polls it on
+            // each wake-up, and each poll takes the token's lock; one token
+            // shared by all threads would pass that lock between cores.
+            shutdown: shutdown.child_token(),
             tracker: tracker.clone(),
             stopped: stopped.clone(),
         };

@@ -52,6 +52,8 @@ pub struct ClientBody {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Told once the body has been read to its end.
     listener: Option<Arc<dyn BodyReadListener>>,
+    /// Takes a copy of the bytes for a shadow request.
+    tap: Option<Tap>,
 }
 
 impl ClientBody {
@@ -63,7 +65,17 @@ impl ClientBody {
             idle,
             timer: None,
             listener,
+            tap: None,
         }
+    }
+
+    /// From now on, a copy of the bytes read goes to `tap`.
+    pub fn tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
+    }
+
+    pub fn is_tapped(&self) -> bool {
+        self.tap.is_some()
     }
 
     fn ended(&mut self) {
@@ -77,6 +89,26 @@ impl ClientBody {
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let frame = ready!(self.poll_limited(cx));
+        if let Some(tap) = &mut self.tap {
+            match &frame {
+                Some(Ok(f)) => {
+                    if let Some(data) = f.data_ref() {
+                        tap.data(data);
+                    }
+                    // The client may never be polled again once it reports the end.
+                    if self.inner.is_end_stream() {
+                        tap.finish();
+                    }
+                }
+                Some(Err(_)) => {}
+                None => tap.finish(),
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn poll_limited(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 self.received += frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -106,11 +138,12 @@ impl ClientBody {
     }
 }
 
-/// The body sent to a backend: the client's, the client's with a copy taken
-/// for a shadow request, or one held in memory.
+/// The body sent to a backend: the client's (a copy taken for a shadow
+/// request, if tapped), or one held in memory.
 pub enum RequestBody {
-    Client(ClientBody),
-    Tapped(ClientBody, Tap),
+    /// Boxed: a request is moved several times on its way to the backend,
+    /// and most carry no body to stream.
+    Client(Box<ClientBody>),
     Full(Option<Bytes>),
 }
 
@@ -123,7 +156,7 @@ impl RequestBody {
     pub fn try_clone(&self) -> Option<RequestBody> {
         match self {
             RequestBody::Full(bytes) => Some(RequestBody::Full(bytes.clone())),
-            RequestBody::Client(_) | RequestBody::Tapped(..) => None,
+            RequestBody::Client(_) => None,
         }
     }
 }
@@ -135,37 +168,20 @@ impl Body for RequestBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             RequestBody::Client(body) => body.poll_frame(cx),
-            RequestBody::Tapped(body, tap) => {
-                let frame = ready!(body.poll_frame(cx));
-                match &frame {
-                    Some(Ok(f)) => {
-                        if let Some(data) = f.data_ref() {
-                            tap.data(data);
-                        }
-                        // The client may never be polled again once it reports the end.
-                        if body.is_end_stream() {
-                            tap.finish();
-                        }
-                    }
-                    Some(Err(_)) => {}
-                    None => tap.finish(),
-                }
-                Poll::Ready(frame)
-            }
             RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(body) | RequestBody::Tapped(body, _) => body.is_end_stream(),
+            RequestBody::Client(body) => body.is_end_stream(),
             RequestBody::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(body) | RequestBody::Tapped(body, _) => body.inner.size_hint(),
+            RequestBody::Client(body) => body.inner.size_hint(),
             RequestBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
