@@ -379,7 +379,12 @@ impl ShadowJob {
             again: again.and_then(Result::ok),
             feeds_guard: self.feeds_guard,
         };
-        comparison.judge(spec.timeout).await
+        // Most comparisons run here and now: the comparison is not moved
+        // into a future first.
+        match comparison.inline() {
+            true => comparison.run_caught(),
+            false => comparison.judge_elsewhere(spec.timeout).await,
+        }
     }
 
     fn failed(&self, failure: &Failure) -> ShadowOutcome {
@@ -486,19 +491,21 @@ struct Comparison {
 }
 
 impl Comparison {
-    /// Compares on the serving thread when the bodies are small and not
-    /// compressed, else on the blocking pool once a compare slot frees up
-    /// within `wait`: decoding may inflate a small body up to the limit.
-    async fn judge(self, wait: Duration) -> ShadowOutcome {
+    /// Whether to compare on the serving thread: the bodies are small and
+    /// not compressed. Else [`Comparison::judge_elsewhere`]: decoding may
+    /// inflate a small body up to the limit.
+    fn inline(&self) -> bool {
         let answers = || {
             [Some(&self.primary_answer), Some(&self.shadow_answer), self.again.as_ref()]
                 .into_iter()
                 .flatten()
         };
         let size: usize = answers().map(|c| c.body.len()).sum();
-        if size <= INLINE_COMPARE_BYTES && !answers().any(Captured::is_encoded) {
-            return self.run_caught();
-        }
+        size <= INLINE_COMPARE_BYTES && !answers().any(Captured::is_encoded)
+    }
+
+    /// Compares on the blocking pool once a compare slot frees up within `wait`.
+    async fn judge_elsewhere(self, wait: Duration) -> ShadowOutcome {
         let Some(Ok(slot)) = within(wait, pin!(COMPARE_SLOTS.acquire())).await else {
             return ShadowOutcome::Skipped;
         };
