@@ -14,16 +14,18 @@ use http::{Method, Response};
 use serde_json::{Value, json};
 
 /// Answers as a small book API; `new` renamed `author` and serves `year`
-/// as a string. `generated_at` differs on every answer of either side.
+/// as a string. `generated_at` differs on every answer of either side, and
+/// between the sides (each counts its own answers, so the count alone could
+/// match across them).
 fn book_api(new: bool) -> impl Fn(&Recorded, usize) -> Response<Body> + Send + Sync + 'static {
     move |req, n| {
         let path = req.uri.split('?').next().unwrap_or("");
         let body = if let Some(id) = path.strip_prefix("/api/books/").and_then(|r| r.strip_suffix('/')) {
             let id: u64 = id.parse().unwrap_or(0);
             if new {
-                json!({"id": id, "title": "Dune", "author_name": "Frank Herbert", "year": "1965", "generated_at": format!("t{n}")})
+                json!({"id": id, "title": "Dune", "author_name": "Frank Herbert", "year": "1965", "generated_at": format!("new-t{n}")})
             } else {
-                json!({"id": id, "title": "Dune", "author": "Frank Herbert", "year": 1965, "generated_at": format!("t{n}")})
+                json!({"id": id, "title": "Dune", "author": "Frank Herbert", "year": 1965, "generated_at": format!("legacy-t{n}")})
             }
         } else if path == "/api/status/" {
             json!({"status": "ok"})
