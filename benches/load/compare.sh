@@ -26,7 +26,7 @@
 #                       unmirrored, `mirror-off`, and the report gives the
 #                       share of the rate kept, round by round),
 #                       counts (system calls and malloc calls per request of
-#                       each proxy under the small load, counted with perf;
+#                       each proxy and the floor under the small load, counted with perf;
 #                       needs root or perf_event access, and slows the proxies
 #                       while counting)
 #                       instructions (user-space instructions per proxied
