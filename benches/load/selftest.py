@@ -8,8 +8,8 @@ on the real outputs kept in benches/load/testdata/ (see its README.md):
 wrk and h2load runs, /proc files, `perf stat` and `perf script` output, a
 callgrind dump, and the raw rows of a full compare.sh run for the report.
 idleconns.py is run against a small keep-alive server on 127.0.0.1. Also
-checks that every tool has --help and that the shell scripts call only
-tools that exist. Standard library only; no build, no load generated.
+checks that every tool has --help and that the shell scripts parse and call
+only tools that exist. Standard library only; no build, no load generated.
 Prints one line per check and exits 1 if any failed.
 """
 
@@ -245,6 +245,12 @@ def test_scripts_call_existing_tools():
         check("%s calls only tools that exist (%s)" % (script, ", ".join(sorted(called))), called and not missing, str(missing))
 
 
+def test_scripts_parse():
+    for script in sorted(f for f in os.listdir(HERE) if f.endswith(".sh")):
+        run = subprocess.run(["bash", "-n", os.path.join(HERE, script)], capture_output=True, text=True)
+        check("%s parses (bash -n)" % script, run.returncode == 0, run.stderr.strip())
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__.strip().splitlines()[0],
@@ -253,7 +259,7 @@ def main():
     )
     parser.parse_args()
     for test in [test_help, test_loadstats, test_procstat, test_syscounts, test_instructions,
-                 test_perfsummary, test_report, test_idleconns, test_scripts_call_existing_tools]:
+                 test_perfsummary, test_report, test_idleconns, test_scripts_call_existing_tools, test_scripts_parse]:
         test()
     if failures:
         print("%d check(s) failed" % len(failures))
