@@ -86,15 +86,24 @@ impl Endpoints {
     pub fn of(&self, method: &str, path: &str) -> Endpoint {
         match self.templates.iter().find(|t| t.matches(path)) {
             Some(t) => Endpoint {
-                name: format!("{method} {}", t.text),
+                name: named(method, &t.text),
                 configured: true,
             },
             None => Endpoint {
-                name: format!("{method} {}", learned(path)),
+                name: named(method, &learned(path)),
                 configured: false,
             },
         }
     }
+}
+
+/// `METHOD path`. Built without `format!`: it runs for every comparison.
+fn named(method: &str, path: &str) -> String {
+    let mut name = String::with_capacity(method.len() + 1 + path.len());
+    name.push_str(method);
+    name.push(' ');
+    name.push_str(path);
+    name
 }
 
 /// `path` with its id-like segments as `{id}`, credentials hidden, cut at
@@ -110,7 +119,10 @@ fn learned(path: &str) -> String {
             break;
         }
     }
-    let out = Redactor::hide_credentials(&out);
+    let out = Redactor::hide_credentials_in(out);
+    if out.chars().count() <= MAX_PATH_CHARS {
+        return out;
+    }
     super::truncate(&out, MAX_PATH_CHARS)
 }
 

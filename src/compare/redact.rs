@@ -122,6 +122,14 @@ impl Redactor {
         CREDENTIAL.replace_all(text, REDACTED).into_owned()
     }
 
+    /// [`Redactor::hide_credentials`], keeping `text` itself when it holds none.
+    pub fn hide_credentials_in(text: String) -> String {
+        match CREDENTIAL.replace_all(&text, REDACTED) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(hidden) => hidden,
+        }
+    }
+
     /// The difference as it may be stored and shown.
     pub fn redact(&self, mut d: Difference) -> Difference {
         let secret = self.secret_path(&d.path);

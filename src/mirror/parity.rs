@@ -331,20 +331,21 @@ impl RouteParity {
     }
 
     /// The endpoint `endpoint` counts under, tracked from now on: itself,
-    /// or [`OTHER`] once [`MAX_LEARNED`] endpoints were learned.
-    fn endpoint(&mut self, endpoint: &Endpoint, now: Instant) -> &mut EndpointStat {
-        let name = if self.endpoints.contains_key(&endpoint.name) || endpoint.configured {
-            endpoint.name.as_str()
-        } else if self.learned < MAX_LEARNED {
+    /// or [`OTHER`] once [`MAX_LEARNED`] endpoints were learned; and
+    /// whether it is itself. An endpoint already tracked (the usual case)
+    /// costs two lookups.
+    fn endpoint(&mut self, endpoint: &Endpoint, now: Instant) -> (&mut EndpointStat, bool) {
+        let tracked = self.endpoints.contains_key(&endpoint.name);
+        let learns = !tracked && !endpoint.configured && self.learned < MAX_LEARNED;
+        let itself = tracked || endpoint.configured || learns;
+        if learns {
             self.learned += 1;
-            endpoint.name.as_str()
-        } else {
-            OTHER
-        };
-        if !self.endpoints.contains_key(name) {
+        }
+        let name = if itself { endpoint.name.as_str() } else { OTHER };
+        if !tracked && !self.endpoints.contains_key(name) {
             self.endpoints.insert(name.to_string(), EndpointStat::new(now));
         }
-        self.endpoints.get_mut(name).expect("inserted above")
+        (self.endpoints.get_mut(name).expect("inserted above"), itself)
     }
 
     /// The entry of (kind, path), made when new. Making one may drop others
@@ -540,8 +541,9 @@ impl Parity {
                     path: super::evidence::shown_path(path, query, &spec.redact),
                 })
             });
-            r.endpoint(&endpoint, now).record(&judged, clean, request.as_ref(), now);
-            let endpoint = match r.endpoints.contains_key(&endpoint.name) {
+            let (stat, itself) = r.endpoint(&endpoint, now);
+            stat.record(&judged, clean, request.as_ref(), now);
+            let endpoint = match itself {
                 true => endpoint.name,
                 false => OTHER.to_string(),
             };
