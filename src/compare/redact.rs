@@ -119,7 +119,7 @@ impl Redactor {
 
     /// `text` with whatever looks like a credential replaced.
     pub fn hide_credentials(text: &str) -> String {
-        CREDENTIAL.replace_all(text, REDACTED).into_owned()
+        Redactor::hide_credentials_in(text.to_string())
     }
 
     /// [`Redactor::hide_credentials`], keeping `text` itself when it holds none.
