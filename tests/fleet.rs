@@ -160,14 +160,19 @@ fn watch_weight(replica: &Proxy, route: &'static str, stop: Arc<AtomicBool>) -> 
     let url = replica.admin_url("/admin/weights");
     tokio::spawn(async move {
         let mut seen = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
+        loop {
+            // Read once more after `stop`: the caller stops us once it has seen
+            // the last value, which this loop may not have sampled yet.
+            let stopping = stop.load(Ordering::Relaxed);
             let share = get(&url).await.json()[route]["new"].as_f64().unwrap();
             if seen.last() != Some(&share) {
                 seen.push(share);
             }
+            if stopping {
+                return seen;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        seen
     })
 }
 
