@@ -358,6 +358,78 @@ async fn serve_http1<S, Svc>(
     }
 }
 
+/// The park deadline of [`drive_http1`]'s timer, moved lazily: each request
+/// pushes the deadline later, but the timer is only reset once it has
+/// fired early (at most once per `park_after` on a busy connection), not
+/// after every request, and polled once after each reset. Between the
+/// polls its registration holds the task's waker, which never changes:
+/// the connection is served by one task from start to end.
+#[derive(Default)]
+struct ParkTimer {
+    /// The timer was polled since its last reset, so its firing wakes the task.
+    polled: bool,
+}
+
+impl ParkTimer {
+    /// Ready once the connection has been quiet until `due`.
+    fn poll(&mut self, mut timer: Pin<&mut tokio::time::Sleep>, due: tokio::time::Instant, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if timer.is_elapsed() {
+                if timer.deadline() >= due {
+                    return Poll::Ready(());
+                }
+                // It fired for an earlier request's end.
+                timer.as_mut().reset(due);
+                self.polled = false;
+            } else if !self.polled || timer.deadline() > due {
+                // Armed for something else (a head's deadline, or the
+                // connection's start): from now on it is the park deadline.
+                if timer.deadline() != due {
+                    timer.as_mut().reset(due);
+                }
+                self.polled = false;
+            }
+            if self.polled {
+                return Poll::Pending;
+            }
+            self.polled = true;
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// The shutdown token, as [`drive_http1`] polls it on each wake-up. Each
+/// poll of the token takes its lock, so it is polled once to register the
+/// task's waker, and again only once [`begin_shutdown`] has said that a
+/// shutdown has begun.
+struct ShutdownWatch<'a, 'b> {
+    cancelled: Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'b>>,
+    polled: bool,
+}
+
+impl ShutdownWatch<'_, '_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.polled && !SHUTDOWN_BEGUN.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        self.polled = true;
+        self.cancelled.as_mut().poll(cx)
+    }
+}
+
+/// Set before any server in the process cancels its shutdown token; never cleared.
+static SHUTDOWN_BEGUN: AtomicBool = AtomicBool::new(false);
+
+/// Cancels `token`, the shutdown token of a server's connections. Every
+/// cancellation of such a token goes through here: an HTTP/1.1 connection
+/// polls its token only once this has been called ([`ShutdownWatch`]).
+pub(super) fn begin_shutdown(token: &CancellationToken) {
+    SHUTDOWN_BEGUN.store(true, Ordering::Release);
+    token.cancel();
+}
+
 /// The deadlines [`drive_http1`] keeps.
 #[derive(Clone, Copy)]
 struct Http1Timers {
@@ -393,39 +465,36 @@ where
     // connection waits between requests, the head's while one arrives.
     let timer = tokio::time::sleep(timers.park_after);
     tokio::pin!(timer);
-    let mut quiet_since = None;
+    let mut park = ParkTimer::default();
     let mut head_armed = false;
-    let step = tokio::select! {
-        biased;
-        step = poll_fn(|cx| {
-            if let Poll::Ready(result) = Pin::new(&mut connection).poll(cx) {
-                return Poll::Ready(Step::Ended(result));
+    let mut shutdown = ShutdownWatch { cancelled, polled: false };
+    let step = poll_fn(|cx| {
+        if let Poll::Ready(result) = Pin::new(&mut connection).poll(cx) {
+            return Poll::Ready(Step::Ended(result));
+        }
+        if shutdown.poll(cx).is_ready() {
+            return Poll::Ready(Step::Shutdown);
+        }
+        // A head arriving whole becomes a request within the poll that
+        // read it: only one still incomplete is seen here.
+        if conn.is_receiving_head() {
+            if !head_armed {
+                head_armed = true;
+                park = ParkTimer::default();
+                timer.as_mut().reset(tokio::time::Instant::now() + timers.head);
             }
-            // A head arriving whole becomes a request within the poll that
-            // read it: only one still incomplete is seen here.
-            if conn.is_receiving_head() {
-                if !head_armed {
-                    head_armed = true;
-                    quiet_since = None;
-                    timer.as_mut().reset(tokio::time::Instant::now() + timers.head);
-                }
-                return timer.as_mut().poll(cx).map(|()| Step::SlowHead);
-            }
-            head_armed = false;
-            if !(conn.is_between_requests() && watch.waiting_for_request()) {
-                return Poll::Pending;
-            }
-            // Quiet since the last request ended: park once that has
-            // lasted `park_after`.
-            let since = conn.last_active();
-            if quiet_since != Some(since) {
-                quiet_since = Some(since);
-                timer.as_mut().reset((since + timers.park_after).into());
-            }
-            timer.as_mut().poll(cx).map(|()| Step::Quiet)
-        }) => step,
-        _ = cancelled => Step::Shutdown,
-    };
+            return timer.as_mut().poll(cx).map(|()| Step::SlowHead);
+        }
+        head_armed = false;
+        if !(conn.is_between_requests() && watch.waiting_for_request()) {
+            return Poll::Pending;
+        }
+        // Quiet since the last request ended: park once that has lasted
+        // `park_after`.
+        let due = (conn.last_active() + timers.park_after).into();
+        park.poll(timer.as_mut(), due, cx).map(|()| Step::Quiet)
+    })
+    .await;
     match step {
         Step::Ended(result) => {
             if let Err(e) = result {
@@ -670,5 +739,31 @@ mod tests {
             }
             assert_eq!(all, [&served[..], framing::NOT_A_REQUEST].concat());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_parked_once_quiet_for_park_after_since_its_last_request() {
+        use tokio::time::{Instant, advance, timeout};
+        let park_after = Duration::from_millis(100);
+        let timer = tokio::time::sleep(park_after);
+        tokio::pin!(timer);
+        let mut park = ParkTimer::default();
+        // A request ends every 30 ms for 300 ms: the deadline moves on each
+        // time, and the timer (first due at 100 ms) fires early and re-arms.
+        let mut last_end = Instant::now();
+        for _ in 0..10 {
+            let due = last_end + park_after;
+            let polled = poll_fn(|cx| Poll::Ready(park.poll(timer.as_mut(), due, cx))).await;
+            assert!(polled.is_pending(), "parked {:?} after the last request", last_end.elapsed());
+            advance(Duration::from_millis(30)).await;
+            last_end = Instant::now();
+        }
+        // Then quiet: woken by the timer, park_after after the last request.
+        let due = last_end + park_after;
+        timeout(Duration::from_secs(5), poll_fn(|cx| park.poll(timer.as_mut(), due, cx)))
+            .await
+            .expect("the timer wakes the connection");
+        let quiet = last_end.elapsed();
+        assert!(quiet >= park_after && quiet <= park_after + Duration::from_millis(2), "{quiet:?}");
     }
 }

@@ -57,7 +57,7 @@ pub struct Running {
 impl Running {
     /// Stops accepting and drains in-flight requests (up to the drain deadline).
     pub fn begin_shutdown(&self) {
-        self.shutdown.cancel();
+        connection::begin_shutdown(&self.shutdown);
     }
 
     /// Resolves once every listener has stopped and draining has finished.
