@@ -246,7 +246,8 @@ fn paginated(items: usize, renamed: bool) -> serde_json::Value {
 }
 
 /// The parity comparison of two JSON documents (parse both, compare shapes),
-/// at 10 KB and 1 MB: the work done per mirrored request off the primary path.
+/// at 10 KB and 1 MB: the work done per mirrored request off the primary path;
+/// and of two identical answers, which are not parsed.
 fn bench_compare(c: &mut Criterion) {
     use cutover::compare::{Captured, CompareRules, compare};
     let mut group = c.benchmark_group("compare_json");
@@ -271,6 +272,15 @@ fn bench_compare(c: &mut Criterion) {
                 b.iter(|| compare(black_box(&l), black_box(&r), &rules))
             });
         }
+        // Both sides answered the same bytes, as they do once parity holds.
+        let same = side(left.clone());
+        let rules = CompareRules {
+            values: true,
+            ..CompareRules::default()
+        };
+        group.bench_function(BenchmarkId::new("identical", label), |b| {
+            b.iter(|| compare(black_box(&l), black_box(&same), &rules))
+        });
     }
     group.finish();
 }

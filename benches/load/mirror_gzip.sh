@@ -14,7 +14,8 @@
 # Loopback only; everything it starts is stopped on exit.
 #
 # Environment: ROUNDS [3], DURATION [5s], WRK_THREADS [2], CONNS [50],
-# BASE_PORT [19400] (uses BASE_PORT+1 .. BASE_PORT+21).
+# BASE_PORT [19400] (uses BASE_PORT+1 .. BASE_PORT+21), CUTOVER [the
+# release build, built first] (another build to measure instead).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -65,8 +66,14 @@ wait_http() {
     return 1
 }
 
-log "building cutover and the upstream (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin cutover --example bench-upstream)
+if [ -n "${CUTOVER:-}" ]; then
+    log "building the upstream (release); cutover: $CUTOVER"
+    (cd "$ROOT" && cargo build --release --quiet --example bench-upstream)
+else
+    log "building cutover and the upstream (release)"
+    (cd "$ROOT" && cargo build --release --quiet --bin cutover --example bench-upstream)
+fi
+CUTOVER=${CUTOVER:-$ROOT/target/release/cutover}
 
 "$ROOT/target/release/examples/bench-upstream" --gzip "127.0.0.1:$P_LEGACY" "127.0.0.1:$P_NEW" 2>"$WORK/upstream.log" &
 PIDS+=($!)
@@ -79,7 +86,7 @@ for kind in plain mirror; do
     # A fixed admin port, to read the parity report; both serve everything from legacy.
     sed -i "s/^admin: .*/admin: { addr: \"127.0.0.1:${ADMIN[$kind]}\" }/" "$WORK/$kind/cutover.yaml"
     echo "main: { legacy: 100, new: 0 }" >"$WORK/$kind/weights.yaml"
-    (cd "$WORK/$kind" && RUST_LOG=warn exec "$ROOT/target/release/cutover" run -c cutover.yaml >out.log 2>&1) &
+    (cd "$WORK/$kind" && RUST_LOG=warn exec "$CUTOVER" run -c cutover.yaml >out.log 2>&1) &
     PIDS+=($!)
     wait_http "http://127.0.0.1:${PORT[$kind]}/json/plain" || die "cutover ($kind) did not come up: $(tail -5 "$WORK/$kind/out.log")"
 done
