@@ -3,7 +3,9 @@
 # shared upstream, plus the upstream alone ("direct", the ceiling) and the
 # least a hyper proxy can do ("floor", benches/load/floor.rs: one header
 # added, no routing, pool, metrics or logging), which tells cutover's own
-# cost from hyper's.
+# cost from hyper's, and the same with an HTTP/1 codec of its own ("native",
+# benches/load/floor_native.rs: httparse, Content-Length framing only), which
+# tells what hyper's codec costs.
 #
 #   benches/load/compare.sh [OUT.md]
 #
@@ -14,7 +16,7 @@
 #   SCENARIOS ["small small-h2 64k sticky routes1000 tls idle"]; with small,
 #                       each proxy's routes1000 run follows its small run, and
 #                       the report divides the two round by round; small and
-#                       64k also run the floor; tls runs HTTPS keep-alive
+#                       64k also run both floors; tls runs HTTPS keep-alive
 #                       (ECDSA P-256), a new connection per request resuming
 #                       its TLS session (wrk), a new connection per request
 #                       with a full handshake (ECDSA P-256 and RSA-2048;
@@ -26,7 +28,7 @@
 #                       unmirrored, `mirror-off`, and the report gives the
 #                       share of the rate kept, round by round),
 #                       counts (system calls and malloc calls per request of
-#                       each proxy and the floor under the small load, counted with perf;
+#                       each proxy and both floors under the small load, counted with perf;
 #                       needs root or perf_event access, and slows the proxies
 #                       while counting)
 #                       instructions (user-space instructions per proxied
@@ -45,7 +47,7 @@
 #                       (64k, small-h2 too for their ceilings; each adds ROUNDS runs,
 #                       and the defaults are sized to finish within 10 minutes)
 #   CONNS [50] WRK_THREADS [2] H2_STREAMS [10]
-#   BASE_PORT [19100]   every port used is BASE_PORT + 1..49 on 127.0.0.1
+#   BASE_PORT [19100]   every port used is BASE_PORT + 1..59 on 127.0.0.1
 #   KEEP_WORKDIR [0]    1 keeps the generated configs and raw outputs
 #
 # Needs: Debian's nginx, haproxy, wrk, nghttp2-client, openssl (installed when missing),
@@ -128,11 +130,14 @@ MAX_IDLE=$(printf '%s\n' $IDLE_COUNTS 0 | sort -n | tail -1)
 [ "$NOFILE" -ge $((MAX_IDLE + 500)) ] ||
     log "warning: ulimit -n is $NOFILE; the $MAX_IDLE-connection test may fail"
 
-log "building cutover, the upstream and the floor (release)"
-cargo build --release --quiet --bin cutover --example bench-upstream --example bench-floor --example bench-handshake
+log "building cutover, the upstream and the floors (release)"
+cargo build --release --quiet --bin cutover --example bench-upstream --example bench-floor --example bench-floor-native \
+    --example bench-handshake
 CUTOVER="$ROOT/target/release/cutover"
 UPSTREAM="$ROOT/target/release/examples/bench-upstream"
-FLOOR="$ROOT/target/release/examples/bench-floor"
+declare -A FLOOR_BIN=([floor]="$ROOT/target/release/examples/bench-floor"
+    [native]="$ROOT/target/release/examples/bench-floor-native")
+FLOORS=(floor native)
 HANDSHAKE="$ROOT/target/release/examples/bench-handshake"
 
 # --------------------------------------------------------------- processes
@@ -246,13 +251,13 @@ P_NEW=$((BASE_PORT + 2))
 # Per proxy: +0 small (HTTP/1.1), +1 small (h2c), +2 64k, +3 sticky, +4 routes1000, +5 idle,
 # +6 mirror, +7 instructions, +8 HTTPS with ECDSA P-256, +9 HTTPS with RSA-2048.
 declare -A BASE=([cutover]=$((BASE_PORT + 10)) [nginx]=$((BASE_PORT + 20)) [haproxy]=$((BASE_PORT + 30))
-    [floor]=$((BASE_PORT + 40)))
+    [floor]=$((BASE_PORT + 40)) [native]=$((BASE_PORT + 50)))
 PROXIES=(cutover nginx haproxy)
-# The scenarios the floor runs: it speaks HTTP/1.1 only, to one backend.
+# The scenarios the floors run: they speak HTTP/1.1 only, to one backend.
 FLOOR_SCENARIOS="small 64k"
 
 all_ports=("$P_LEGACY" "$P_NEW")
-for proxy in "${PROXIES[@]}" floor; do
+for proxy in "${PROXIES[@]}" "${FLOORS[@]}"; do
     for off in 0 1 2 3 4 5 6 7 8 9; do all_ports+=($((BASE[$proxy] + off))); done
 done
 for p in "${all_ports[@]}"; do
@@ -427,9 +432,9 @@ start_proxy() {
     local proxy=$1 name=$2 kind=$3 port=$4 h2=${5:-} cert=${6:-} cfg scheme=http
     [ -n "$cert" ] && scheme=https
     case "$proxy" in
-        floor)
+        floor | native)
             mkdir -p "$WORK/$name"
-            "$FLOOR" "127.0.0.1:$port" "127.0.0.1:$P_LEGACY" "$WORKERS" >"$WORK/$name/out.log" 2>&1 &
+            "${FLOOR_BIN[$proxy]}" "127.0.0.1:$port" "127.0.0.1:$P_LEGACY" "$WORKERS" >"$WORK/$name/out.log" 2>&1 &
             ;;
         cutover)
             cfg=$(cutover_config "$name" "$kind" "$port" "$h2" "$cert")
@@ -524,11 +529,11 @@ measure() {
 
 has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
-# The targets of a load scenario: the proxies, the floor where it can run
+# The targets of a load scenario: the proxies, the floors where they can run
 # the scenario, then the upstream alone if asked.
 targets_of() {
     echo "${PROXIES[@]}"
-    [[ " $FLOOR_SCENARIOS " == *" $1 "* ]] && echo floor
+    [[ " $FLOOR_SCENARIOS " == *" $1 "* ]] && echo "${FLOORS[@]}"
     [[ " $DIRECT_SCENARIOS " == *" $1 "* ]] && echo direct
     return 0
 }
@@ -555,10 +560,12 @@ fi
 
 for scenario in $FLOOR_SCENARIOS; do
     if has_scenario "$scenario" || { [ "$scenario" = small ] && has_scenario counts; }; then
-        case "$scenario" in
-            small) start_proxy floor floor-small base "${BASE[floor]}" ;;
-            64k) start_proxy floor floor-64k base "$((BASE[floor] + 2))" ;;
-        esac
+        for f in "${FLOORS[@]}"; do
+            case "$scenario" in
+                small) start_proxy "$f" "$f-small" base "${BASE[$f]}" ;;
+                64k) start_proxy "$f" "$f-64k" base "$((BASE[$f] + 2))" ;;
+            esac
+        done
     fi
 done
 for proxy in "${PROXIES[@]}"; do
@@ -614,8 +621,10 @@ for proxy in "${PROXIES[@]}"; do
         check_body "https://127.0.0.1:$((b + 9))/small" 100 --insecure
     fi
 done
-has_scenario small && check_body "http://127.0.0.1:${BASE[floor]}/small" 100
-has_scenario 64k && check_body "http://127.0.0.1:$((BASE[floor] + 2))/64k" 65536
+for f in "${FLOORS[@]}"; do
+    has_scenario small && check_body "http://127.0.0.1:${BASE[$f]}/small" 100
+    has_scenario 64k && check_body "http://127.0.0.1:$((BASE[$f] + 2))/64k" 65536
+done
 
 # ----------------------------------------------------------------- rounds
 
@@ -630,7 +639,7 @@ for round in $(seq "$ROUNDS"); do
                 # 1,000 routes right after 1 route, on the same proxy: the
                 # machine drifts by more than the cost being measured
                 # between scenarios minutes apart.
-                if has_scenario routes1000 && [ "$t" != floor ]; then
+                if has_scenario routes1000 && [[ " ${PROXIES[*]} " == *" $t "* ]]; then
                     measure routes1000 "$t" "$round" "$t-routes1000" "http://127.0.0.1:$((BASE[$t] + 4))/small" wrk
                 fi
             fi
@@ -713,7 +722,7 @@ if has_scenario counts; then
     done
     events+=",cutover_bench:malloc,cutover_bench:free,cutover_bench:realloc"
     up_tids=$(ls "/proc/${PID[upstream]}/task" | paste -sd' ')
-    for t in "${PROXIES[@]}" floor; do
+    for t in "${PROXIES[@]}" "${FLOORS[@]}"; do
         inst="$t-small"
         wrk -t"$WRK_THREADS" -c"$CONNS" -d"$((COUNT_SECONDS + 3))s" "http://127.0.0.1:${BASE[$t]}/small" >/dev/null 2>&1 &
         load=$!
@@ -747,7 +756,7 @@ printf 'target\trequests\tinstructions\tby_crate\n' >"$INSTR"
 if has_scenario instructions; then
     log "counting instructions per request under callgrind ($INSTR_REQUESTS requests per proxy)"
     instr_targets=("${PROXIES[@]}")
-    [ "$INSTR_KIND" = base ] && instr_targets+=(floor)
+    [ "$INSTR_KIND" = base ] && instr_targets+=("${FLOORS[@]}")
     for t in "${instr_targets[@]}"; do
         inst="$t-instr"
         port=$((BASE[$t] + 7))
@@ -769,8 +778,8 @@ if has_scenario instructions; then
                 cfg=$(WORKERS=1 && haproxy_config "$inst" "$INSTR_KIND" "$port")
                 cmd=(haproxy -db -f "$cfg")
                 ;;
-            floor)
-                cmd=("$FLOOR" "127.0.0.1:$port" "127.0.0.1:$P_LEGACY" 1)
+            floor | native)
+                cmd=("${FLOOR_BIN[$t]}" "127.0.0.1:$port" "127.0.0.1:$P_LEGACY" 1)
                 ;;
         esac
         RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$cg" "${cmd[@]}" >"$WORK/$inst/out.log" 2>&1 &
@@ -794,7 +803,7 @@ if has_scenario instructions; then
 fi
 
 # The load-test instances are done; stop them so the idle test has the CPU.
-for proxy in "${PROXIES[@]}" floor; do
+for proxy in "${PROXIES[@]}" "${FLOORS[@]}"; do
     for s in small 64k sticky routes1000 mirror tls-ecdsa tls-rsa; do stop_instance "$proxy-$s"; done
 done
 
@@ -864,6 +873,7 @@ ELAPSED=$(($(date +%s) - START_TIME))
     echo "cutover=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet -- src 2>/dev/null || echo ' (+ uncommitted changes in src/)'), release build"
     echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo "haproxy=$(haproxy -v | head -1 | awk '{ print $3 }')"
+    echo "native=benches/load/floor_native.rs (httparse $(cargo tree -q -i httparse -e normal --depth 0 2>/dev/null | awk '{ print $2 }' | head -1))"
     echo "floor=benches/load/floor.rs (hyper $(cargo tree -q -i hyper -e normal --depth 0 2>/dev/null | awk '{ print $2 }' | head -1))"
     has_scenario tls && echo "tls=TLS 1.2 and 1.3 everywhere; $(openssl version | awk '{ print "OpenSSL " $2 }') for nginx, haproxy and wrk; rustls (ring) for cutover and bench-handshake"
     echo "elapsed=$((ELAPSED / 60)) min $((ELAPSED % 60)) s (until the report)"

@@ -20,8 +20,9 @@ import statistics
 from benchlib import arg_parser, run
 
 PROXIES = ["cutover", "nginx", "haproxy"]
-# `floor`: the least a hyper proxy does (benches/load/floor.rs); `direct`: no proxy.
-TARGETS = PROXIES + ["floor", "direct"]
+# `floor`: the least a hyper proxy does (benches/load/floor.rs); `native`: the
+# same with an HTTP/1 codec of its own (benches/load/floor_native.rs); `direct`: no proxy.
+TARGETS = PROXIES + ["floor", "native", "direct"]
 
 SCENARIOS = [
     ("small", "HTTP/1.1, 100-byte response, 1 route, 90/10 split (random / weighted)"),
@@ -158,6 +159,7 @@ def report(results_tsv, idle_tsv, meta_file, out_md, counts_tsv=None, notes_tsv=
         ("nginx", "nginx"),
         ("haproxy", "haproxy"),
         ("floor", "floor"),
+        ("native", "native floor"),
         ("elapsed", "script wall time"),
         ("load", "machine load"),
     ]:
@@ -249,7 +251,9 @@ def ratios(w, summary):
         "req/s above 1 means cutover is faster; p99 and CPU/request below 1 mean "
         "cutover is better. `floor` is the least a hyper proxy does (one header added, no "
         "routing, pool, metrics or logging): below 1 against it is cutover's own cost. "
-        "`direct` is the ceiling (no proxy)."
+        "`native` is that floor with an HTTP/1 codec of its own in place of hyper's "
+        "(`httparse`, `Content-Length` framing only, no checks): the floor ÷ `native` is "
+        "what hyper's codec costs. `direct` is the ceiling (no proxy)."
     )
     w("")
     w("| scenario | req/s vs nginx | req/s vs haproxy | req/s vs floor | req/s vs direct | p99 vs nginx | p99 vs haproxy | CPU/req vs nginx | CPU/req vs haproxy |")
@@ -287,7 +291,7 @@ def rounds_table(w, by_key):
         ours = {r["round"]: r for r in by_key.get((scenario, "cutover"), [])}
         if not ours:
             continue
-        for peer in ["nginx", "haproxy", "floor"]:
+        for peer in ["nginx", "haproxy", "floor", "native"]:
             theirs = {r["round"]: r for r in by_key.get((scenario, peer), [])}
             both = sorted(set(ours) & set(theirs), key=int)
             if not both:
@@ -558,8 +562,8 @@ def instructions_table(w, instr_rows, top_rows=(), kind="base"):
         "every proxy's CPU time here) is not in it." % what
     )
     w("")
-    w("| target | requests | instructions per request | vs nginx | vs haproxy | vs floor |")
-    w("| --- | ---: | ---: | ---: | ---: | ---: |")
+    w("| target | requests | instructions per request | vs nginx | vs haproxy | vs floor | vs native floor |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     per = {}
     for r in instr_rows:
         n = num(r["requests"])
@@ -567,9 +571,9 @@ def instructions_table(w, instr_rows, top_rows=(), kind="base"):
     for r in instr_rows:
         t = r["target"]
         w(
-            "| %s | %s | %s | %s | %s | %s |"
+            "| %s | %s | %s | %s | %s | %s | %s |"
             % (t, "{:,}".format(int(num(r["requests"]))), fmt(per[t], 0), ratio(per[t], per.get("nginx")),
-               ratio(per[t], per.get("haproxy")), ratio(per[t], per.get("floor")))
+               ratio(per[t], per.get("haproxy")), ratio(per[t], per.get("floor")), ratio(per[t], per.get("native")))
         )
     w("")
     for r in instr_rows:

@@ -173,8 +173,9 @@ def test_report():
         "| cutover | 0.58 / 0.59 / 0.57 | 0.58 | 1.79 | 1.73 | 5.4 | 4.3 | 7.2 |",
         "| cutover | 10,000 | 10.5 | 32.3 | 2.2 | 10000 |",
         "| nginx | 44,615 | 6.62 | 2.00 | 2.00 | 0.62 | 0.00 | 4.00 | 4.00 | 0.00 |",
-        "| cutover | 20,000 | 33,275 | 1.23 | 0.78 | 1.11 |",
-        "| floor | 20,000 | 30,076 | 1.11 | 0.71 | 1.00 |",
+        "| cutover | 20,000 | 33,275 | 1.23 | 0.78 | 1.11 | 5.31 |",
+        "| floor | 20,000 | 30,076 | 1.11 | 0.71 | 1.00 | 4.80 |",
+        "| native | 20,000 | 6,268 | 0.23 | 0.15 | 0.21 | 1.00 |",
         "| haproxy | not available: HAProxy 2.6 mirrors traffic only through an external SPOE agent "
         "(spoa-mirror), which Debian does not ship | | | | | | | | |",
     ]:
