@@ -875,7 +875,7 @@ ELAPSED=$(($(date +%s) - START_TIME))
     echo "haproxy=$(haproxy -v | head -1 | awk '{ print $3 }')"
     echo "native=benches/load/floor_native.rs (httparse $(cargo tree -q -i httparse -e normal --depth 0 2>/dev/null | awk '{ print $2 }' | head -1))"
     echo "floor=benches/load/floor.rs (hyper $(cargo tree -q -i hyper -e normal --depth 0 2>/dev/null | awk '{ print $2 }' | head -1))"
-    has_scenario tls && echo "tls=TLS 1.2 and 1.3 everywhere; $(openssl version | awk '{ print "OpenSSL " $2 }') for nginx, haproxy and wrk; rustls (ring) for cutover and bench-handshake"
+    has_scenario tls && echo "tls=TLS 1.2 and 1.3 everywhere; $(openssl version | awk '{ print "OpenSSL " $2 }') for nginx, haproxy and wrk; rustls (aws-lc-rs) for cutover and bench-handshake"
     echo "elapsed=$((ELAPSED / 60)) min $((ELAPSED % 60)) s (until the report)"
     echo "load=$START_LOAD at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15-minute load averages; above ~0.5 at the start means something else was running)"
 } >"$WORK/meta.txt"
