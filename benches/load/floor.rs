@@ -22,58 +22,18 @@ use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+
+#[path = "floor_threads.rs"]
+mod floor_threads;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn main() -> std::io::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 2 {
-        eprintln!("usage: bench-floor LISTEN UPSTREAM [WORKERS]");
-        std::process::exit(2);
-    }
-    let parse = |a: &str| a.parse::<SocketAddr>().unwrap_or_else(|e| panic!("invalid address {a:?}: {e}"));
-    let listen = parse(&args[0]);
-    let upstream = parse(&args[1]);
-    let workers: usize = match args.get(2) {
-        Some(n) => n.parse().unwrap_or_else(|e| panic!("invalid worker count {n:?}: {e}")),
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let threads: Vec<_> = (0..workers)
-        .map(|_| {
-            let socket = reuseport_socket(listen)?;
-            Ok(std::thread::spawn(move || serve_thread(socket, upstream)))
-        })
-        .collect::<std::io::Result<_>>()?;
-    for t in threads {
-        t.join().expect("a serving thread panicked")?;
-    }
-    Ok(())
-}
-
-fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
-}
-
-fn serve_thread(socket: std::net::TcpListener, upstream: SocketAddr) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let listener = TcpListener::from_std(socket)?;
-        loop {
-            let (stream, peer) = listener.accept().await?;
-            stream.set_nodelay(true)?;
-            tokio::spawn(serve_connection(stream, peer, upstream));
-        }
-    })
+    floor_threads::run("bench-floor", serve_connection)
 }
 
 /// The upstream connection of one client connection, opened on first use.

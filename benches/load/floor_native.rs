@@ -20,65 +20,27 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const MAX_HEADERS: usize = 64;
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY_READ: u64 = 256 * 1024;
 
+#[path = "floor_threads.rs"]
+mod floor_threads;
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 2 {
-        eprintln!("usage: bench-floor-native LISTEN UPSTREAM [WORKERS]");
-        std::process::exit(2);
-    }
-    let parse = |a: &str| a.parse::<SocketAddr>().unwrap_or_else(|e| panic!("invalid address {a:?}: {e}"));
-    let listen = parse(&args[0]);
-    let upstream = parse(&args[1]);
-    let workers: usize = match args.get(2) {
-        Some(n) => n.parse().unwrap_or_else(|e| panic!("invalid worker count {n:?}: {e}")),
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let threads: Vec<_> = (0..workers)
-        .map(|_| {
-            let socket = reuseport_socket(listen)?;
-            Ok(std::thread::spawn(move || serve_thread(socket, upstream)))
-        })
-        .collect::<Result<_>>()?;
-    for t in threads {
-        t.join().expect("a serving thread panicked")?;
-    }
-    Ok(())
+    floor_threads::run("bench-floor-native", serve_connection)
 }
 
-fn reuseport_socket(addr: SocketAddr) -> Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
-}
-
-fn serve_thread(socket: std::net::TcpListener, upstream: SocketAddr) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let listener = TcpListener::from_std(socket)?;
-        loop {
-            let (stream, peer) = listener.accept().await?;
-            stream.set_nodelay(true)?;
-            tokio::spawn(async move {
-                let mut conn = Connection::new(stream, peer, upstream);
-                if conn.serve().await.is_err() {
-                    let _ = conn
-                        .client
-                        .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .await;
-                }
-            });
-        }
-    })
+async fn serve_connection(client: TcpStream, peer: SocketAddr, upstream: SocketAddr) {
+    let mut conn = Connection::new(client, peer, upstream);
+    if conn.serve().await.is_err() {
+        let _ = conn
+            .client
+            .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+    }
 }
 
 /// How a message's body is framed.
