@@ -145,31 +145,19 @@ impl Connection {
         head.push(b' ');
         head.extend_from_slice(req.path.expect("complete").as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut close = req.version == Some(0);
-        let mut body = Framing::Length(0);
-        let mut host = false;
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                body = Framing::Length(content_length(h.value)?);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                return Err(Error::new(ErrorKind::Unsupported, "chunked request bodies"));
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                close |= h.value.eq_ignore_ascii_case(b"close");
-                continue;
-            } else if is_hop_by_hop(h.name) {
-                continue;
-            }
-            host |= h.name.eq_ignore_ascii_case("host");
-            push_header(head, h.name.as_bytes(), h.value);
-        }
-        if !host {
+        let fields = copy_fields(req.headers, head)?;
+        if !fields.host {
             return Err(Error::new(ErrorKind::InvalidData, "no Host"));
         }
         push_header(head, b"x-forwarded-for", self.forwarded_for.as_bytes());
         head.extend_from_slice(b"\r\n");
-        let head_only = method == "HEAD";
+        let request = Request {
+            body: Framing::Length(fields.length.unwrap_or(0)),
+            close: fields.close || req.version == Some(0),
+            head_only: method == "HEAD",
+        };
         self.from_client.advance(head_len);
-        Ok(Some(Request { body, close, head_only }))
+        Ok(Some(request))
     }
 }
 
@@ -205,21 +193,9 @@ fn response_head(buf: &[u8], head: &mut Vec<u8>, head_only: bool) -> Result<Opti
     head.push(b' ');
     head.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    let mut body = Framing::UntilClose;
-    let mut close = res.version == Some(0);
-    for h in res.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            body = Framing::Length(content_length(h.value)?);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(Error::new(ErrorKind::Unsupported, "chunked response bodies"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            close |= h.value.eq_ignore_ascii_case(b"close");
-            continue;
-        } else if is_hop_by_hop(h.name) {
-            continue;
-        }
-        push_header(head, h.name.as_bytes(), h.value);
-    }
+    let fields = copy_fields(res.headers, head)?;
+    let mut body = fields.length.map_or(Framing::UntilClose, Framing::Length);
+    let close = fields.close || res.version == Some(0);
     if head_only || code == 204 || code == 304 {
         body = Framing::Length(0);
     }
@@ -229,6 +205,38 @@ fn response_head(buf: &[u8], head: &mut Vec<u8>, head_only: bool) -> Result<Opti
         body,
         close: close || matches!(body, Framing::UntilClose),
     }))
+}
+
+/// What the framing fields of a head said.
+struct Fields {
+    length: Option<u64>,
+    close: bool,
+    host: bool,
+}
+
+/// Copies a head's fields to `head`, all but the hop-by-hop ones, and reads
+/// the framing ones on the way.
+fn copy_fields(fields: &[httparse::Header<'_>], head: &mut Vec<u8>) -> Result<Fields> {
+    let mut read = Fields {
+        length: None,
+        close: false,
+        host: false,
+    };
+    for h in fields {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            read.length = Some(content_length(h.value)?);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(Error::new(ErrorKind::Unsupported, "chunked bodies"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            read.close |= h.value.eq_ignore_ascii_case(b"close");
+            continue;
+        } else if is_hop_by_hop(h.name) {
+            continue;
+        }
+        read.host |= h.name.eq_ignore_ascii_case("host");
+        push_header(head, h.name.as_bytes(), h.value);
+    }
+    Ok(read)
 }
 
 /// Copies `len` body bytes from `buffered` (what has arrived), then `from`, to `to`.
