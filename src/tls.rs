@@ -7,6 +7,8 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+// The one place the crypto library is chosen.
+use rustls::crypto::aws_lc_rs as crypto;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -33,7 +35,7 @@ fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsError {
 pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let _ = crypto::default_provider().install_default();
     });
 }
 
@@ -71,7 +73,7 @@ pub fn load(source: &CertSource) -> Result<CertifiedKey, TlsError> {
         return Err(file_error(&source.cert, "no certificate found"));
     }
     let key = PrivateKeyDer::from_pem_file(&source.key).map_err(|e| file_error(&source.key, e))?;
-    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| file_error(&source.key, e))?;
+    let signing = crypto::sign::any_supported_type(&key).map_err(|e| file_error(&source.key, e))?;
     let certified = CertifiedKey::new(chain, signing);
     certified
         .keys_match()
@@ -181,7 +183,7 @@ pub fn spawn_cert_reloader(resolver: Arc<CertResolver>, shutdown: CancellationTo
 ///   ticket, and each ticket costs both sides work.
 pub fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
     install_crypto_provider();
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut provider = crypto::default_provider();
     provider.cipher_suites.sort_by_key(|suite| is_aes_256(suite.suite()));
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
@@ -191,7 +193,7 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ignore_client_order = true;
     config.send_tls13_tickets = 1;
-    match rustls::crypto::aws_lc_rs::Ticketer::new() {
+    match crypto::Ticketer::new() {
         Ok(ticketer) => config.ticketer = ticketer,
         Err(e) => tracing::warn!(error = %e, "no TLS session tickets: resuming through the session cache only"),
     }
