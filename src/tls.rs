@@ -72,13 +72,35 @@ pub fn load(source: &CertSource) -> Result<CertifiedKey, TlsError> {
     if chain.is_empty() {
         return Err(file_error(&source.cert, "no certificate found"));
     }
-    let key = PrivateKeyDer::from_pem_file(&source.key).map_err(|e| file_error(&source.key, e))?;
+    let key = load_key(&source.key)?;
     let signing = crypto::sign::any_supported_type(&key).map_err(|e| file_error(&source.key, e))?;
     let certified = CertifiedKey::new(chain, signing);
     certified
         .keys_match()
         .map_err(|e| file_error(&source.key, format!("does not match {}: {e}", source.cert.display())))?;
     Ok(certified)
+}
+
+/// Reads a private key, naming what is wrong with a file that holds none
+/// cutover can use: a passphrase-protected key is the usual one at 3 a.m.
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_error(path, key_problem(&pem, e)))
+}
+
+fn key_problem(pem: &[u8], error: rustls_pki_types::pem::Error) -> String {
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED") {
+        return "the private key is encrypted with a passphrase, which cutover cannot ask for: \
+                write it out unencrypted (`openssl pkey -in KEY -out PLAIN.key`) and keep that file readable by cutover alone"
+            .to_string();
+    }
+    match error {
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            "no private key found: expected a PEM block BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY".to_string()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Picks a certificate by SNI; the first is the default. Reloadable.
@@ -239,4 +261,63 @@ pub fn client_config(tls: Option<&BackendTls>) -> Result<rustls::ClientConfig, T
         }
     }
     Ok(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENCRYPTED_PKCS8: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAi3jTKPUIdfaQICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEAQIEEH0QokiEdDf3LtDYdILolWkEgZDU
+n2sM+udI1m7IK11PCgAsWB5wNKRM8QHH6mlXt7CxW4Xnu6RD5MOPkiR4XFcP6THJ
+OM3ETifhPWEnE0WtCmkv//nj4yOiooWltNQirgH98VyqP5BsQEHxHtJAsJ3iXtUY
+SJzDWQ/r6L7qA9QtVSocqQYjwctQ9lZ5tjHdPHfNN/naCCC2g7AqnyySY1mwt28=
+-----END ENCRYPTED PRIVATE KEY-----
+";
+    const ENCRYPTED_SEC1: &str = "-----BEGIN EC PRIVATE KEY-----
+Proc-Type: 4,ENCRYPTED
+DEK-Info: AES-128-CBC,0F9F3A0F3769CA13711635BD5C5B6BD3
+
+2XCuh20DRARSJqduIHSm+dLYgJAgJUsklsr31KaHURGKUajYk5VOIliVSK0JQQmK
+nXj91tz3CnGqM8JGqn7D4k6ul2b3lXm/UZqDCAd/R+e4AynPGxoB9Mg5ZUyNWiuE
+aj++CCLhPTzIz7Ly64dcJ0Wz2IPUCfr0BhOEgK4UuXw=
+-----END EC PRIVATE KEY-----
+";
+
+    fn key_error(pem: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.key");
+        std::fs::write(&path, pem).unwrap();
+        load_key(&path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_encrypted_key_is_named_as_such() {
+        for pem in [ENCRYPTED_PKCS8, ENCRYPTED_SEC1] {
+            let error = key_error(pem);
+            assert!(error.contains("site.key: the private key is encrypted"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_key_says_what_was_expected() {
+        let certificate_only = rcgen::generate_simple_self_signed(vec!["a.example".to_string()])
+            .unwrap()
+            .cert
+            .pem();
+        for pem in ["", "not a key", certificate_only.as_str()] {
+            let error = key_error(pem);
+            assert!(error.contains("no private key found: expected a PEM block"), "{pem:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_plain_key_loads() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.key");
+        std::fs::write(&path, key.serialize_pem()).unwrap();
+        assert!(load_key(&path).is_ok());
+    }
 }
