@@ -704,6 +704,76 @@ async fn idle_backend_connections_are_closed_after_pool_idle_timeout_without_fur
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_above_pool_max_idle_reuses_its_connections_and_the_surplus_is_closed_at_rest() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    const BURST: usize = 20;
+    within(60, async {
+        // A backend slow enough for a burst's requests to be in flight at
+        // once, counting the connections it accepts and sees closed.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let closed = std::sync::Arc::new(AtomicUsize::new(0));
+        let (accepts, closes) = (accepted.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                accepts.fetch_add(1, Ordering::SeqCst);
+                let closes = closes.clone();
+                tokio::spawn(async move {
+                    while read_head(&mut stream).await.is_some() {
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    }
+                    closes.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let proxy = Proxy::start(
+            &one_route_config(
+                "server: { workers: 2 }\n",
+                &[(
+                    "app",
+                    format!("{{ url: \"http://{addr}\", pool_max_idle: 2, pool_idle_timeout: 30s }}"),
+                )],
+            ),
+            "all: { app: 100 }\n",
+        )
+        .await;
+        // Bursts back to back, each of BURST requests at once: the second and
+        // third find the first's connections idle and take them again.
+        for _ in 0..3 {
+            let burst: Vec<_> = (0..BURST)
+                .map(|i| tokio::spawn(get_owned(proxy.url(&format!("/burst/{i}")))))
+                .collect();
+            for request in burst {
+                assert_eq!(request.await.unwrap(), StatusCode::OK);
+            }
+        }
+        let opened = accepted.load(Ordering::SeqCst);
+        assert!(
+            opened <= BURST + BURST / 2,
+            "three bursts of {BURST} opened {opened} backend connections: the pool closed a burst's connections only to open them again"
+        );
+        // At rest, the surplus over pool_max_idle goes long before the idle timeout.
+        eventually(Duration::from_secs(5), Duration::from_millis(100), async || {
+            let open = accepted.load(Ordering::SeqCst) - closed.load(Ordering::SeqCst);
+            match open {
+                // pool_max_idle, shared out over the two serving threads.
+                0..=2 => Ok(()),
+                _ => Err(format!("{open} idle backend connections are still open, pool_max_idle is 2")),
+            }
+        })
+        .await;
+    })
+    .await;
+}
+
+async fn get_owned(url: String) -> StatusCode {
+    get(&url).await.status
+}
+
 /// Two backends, legacy serving everyone, with `new` mirrored (and legacy
 /// never asked twice to learn noise); `route_extra` is added to the route.
 /// A recording backend that answers with the request body, its length in

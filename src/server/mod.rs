@@ -175,7 +175,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     live.start_health_checks();
     tokio::spawn(publish_health(live.clone(), shutdown.clone()));
     tokio::spawn(guard.clone().run(shutdown.clone()));
-    tokio::spawn(close_expired_backend_connections(live.clone(), shutdown.clone()));
+    tokio::spawn(trim_idle_backend_connections(live.clone(), shutdown.clone()));
     let fleet_task = crate::replica::spawn(&live, &guard, admin_addr, &shutdown);
     if let Some(fleet) = live.fleet() {
         // Serve the fleet's table rather than a stale cache when etcd
@@ -388,7 +388,7 @@ async fn publish_health(live: Arc<Live>, shutdown: CancellationToken) {
     }
 }
 
-async fn close_expired_backend_connections(live: Arc<Live>, shutdown: CancellationToken) {
+async fn trim_idle_backend_connections(live: Arc<Live>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -396,7 +396,7 @@ async fn close_expired_backend_connections(live: Arc<Live>, shutdown: Cancellati
             _ = every.tick() => {
                 for route in live.load().routes.iter() {
                     for backend in route.backends.iter() {
-                        backend.client.close_expired_idle();
+                        backend.client.trim_idle();
                     }
                 }
             }

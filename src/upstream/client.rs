@@ -36,9 +36,9 @@ impl BackendClient {
             .unwrap_or(Err(Failure::Backend(FailureKind::Timeout)))
     }
 
-    /// Closes idle keep-alive connections past `pool_idle_timeout`.
-    pub fn close_expired_idle(&self) {
-        self.pool.close_expired();
+    /// Closes idle keep-alive connections past `pool_idle_timeout`, and the oldest beyond `pool_max_idle`.
+    pub fn trim_idle(&self) {
+        self.pool.trim_idle();
     }
 
     /// Idle keep-alive connections to this backend.

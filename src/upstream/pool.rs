@@ -205,6 +205,11 @@ impl Pool {
         None
     }
 
+    /// Keeps a connection that has just finished an exchange. Beyond
+    /// `max_idle` it is kept too, until the next [`Pool::trim_idle`]:
+    /// closed at once, each would be opened again by the burst's next
+    /// requests, and that churn leaves a closed socket in TIME_WAIT per
+    /// connection until the local ports run out.
     fn checkin(&self, sender: SendRequest<RequestBody>) {
         if sender.is_closed() || self.max_idle == 0 {
             return;
@@ -212,8 +217,7 @@ impl Pool {
         let now = Instant::now();
         let mut idle = self.shard();
         let expired = self.expired(&idle, now);
-        let over = (idle.len() - expired + 1).saturating_sub(self.max_idle);
-        idle.drain(..expired + over);
+        idle.drain(..expired);
         idle.push(Idle { sender, since: now });
     }
 
@@ -234,16 +238,17 @@ impl Pool {
         idle.iter().take_while(|e| now.duration_since(e.since) >= self.idle_timeout).count()
     }
 
-    /// Closes idle connections past the idle timeout. Checkout and checkin
-    /// only look when the backend is used: without this, the connections
-    /// of a burst would stay open, and their buffers allocated, until the
-    /// next request.
-    pub fn close_expired(&self) {
+    /// Closes idle connections past the idle timeout, and the oldest beyond
+    /// `max_idle`. Checkout and checkin only look when the backend is used:
+    /// without this, the connections of a burst would stay open, and their
+    /// buffers allocated, until the next request.
+    pub fn trim_idle(&self) {
         let now = Instant::now();
         for shard in &self.shards {
             let mut idle = shard.lock().unwrap_or_else(|e| e.into_inner());
             let expired = self.expired(&idle, now);
-            idle.drain(..expired);
+            let over = (idle.len() - expired).saturating_sub(self.max_idle);
+            idle.drain(..expired + over);
         }
     }
 
