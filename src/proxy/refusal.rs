@@ -61,6 +61,7 @@ impl Refusal {
                 Failure::Backend(FailureKind::Protocol | FailureKind::Body) => {
                     format!("bad gateway: backend {backend} sent an invalid response\n")
                 }
+                Failure::Local => format!("service unavailable: no local port or file descriptor free to connect to backend {backend}\n"),
             },
         }
     }

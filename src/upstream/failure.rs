@@ -55,6 +55,8 @@ pub enum ClientFault {
 pub enum Fault {
     Client,
     Backend,
+    /// cutover's own: it ran out of something of its host's.
+    Local,
 }
 
 /// A failed exchange with a backend, and whose fault it was.
@@ -62,6 +64,10 @@ pub enum Fault {
 pub enum Failure {
     Backend(FailureKind),
     Client(ClientFault),
+    /// No connection could be opened for want of a free local port or file
+    /// descriptor. It says nothing of the backend: counted against it, it
+    /// would eject a healthy backend and move its share of the split.
+    Local,
 }
 
 impl Failure {
@@ -69,6 +75,7 @@ impl Failure {
         match self {
             Failure::Backend(_) => Fault::Backend,
             Failure::Client(_) => Fault::Client,
+            Failure::Local => Fault::Local,
         }
     }
 
@@ -77,6 +84,7 @@ impl Failure {
         match self {
             Failure::Backend(FailureKind::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Failure::Backend(_) => StatusCode::BAD_GATEWAY,
+            Failure::Local => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Client(ClientFault::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::Client(ClientFault::BodyStalled) => StatusCode::REQUEST_TIMEOUT,
             Failure::Client(ClientFault::BodyBroken | ClientFault::BadTarget) => StatusCode::BAD_REQUEST,
@@ -123,18 +131,20 @@ impl Verdict {
     }
 
     /// Whether the exchange says anything about the backend: a client's
-    /// broken, oversized or stalled request does not.
+    /// broken, oversized or stalled request does not, nor cutover running
+    /// out of local ports.
     pub fn judges_backend(self) -> bool {
-        self.fault() != Some(Fault::Client)
+        !matches!(self.fault(), Some(Fault::Client | Fault::Local))
     }
 
     /// The status the `code` label of `cutover_requests_total` and the
-    /// guard's windows count: the backend's, the one a client at fault was
-    /// refused with, or `None` ("error") when the backend gave no answer.
+    /// guard's windows count: the backend's, the one cutover refused with
+    /// when the fault was the client's or its own, or `None` ("error") when
+    /// the backend gave no answer.
     pub fn status(self) -> Option<u16> {
         match self {
             Verdict::Answered(status) => Some(status),
-            Verdict::Failed(Failure::Client(fault)) => Some(Failure::Client(fault).status().as_u16()),
+            Verdict::Failed(failure @ (Failure::Client(_) | Failure::Local)) => Some(failure.status().as_u16()),
             Verdict::Failed(Failure::Backend(_)) | Verdict::Abandoned => None,
         }
     }
@@ -180,6 +190,7 @@ mod tests {
             (Failure::Client(ClientFault::BodyStalled), 408, Fault::Client, false),
             (Failure::Client(ClientFault::BodyBroken), 400, Fault::Client, false),
             (Failure::Client(ClientFault::BadTarget), 400, Fault::Client, false),
+            (Failure::Local, 503, Fault::Local, false),
         ];
         for (failure, status, fault, retryable) in cases {
             assert_eq!(failure.status().as_u16(), status, "{failure:?}");
@@ -223,6 +234,7 @@ mod tests {
                 false,
                 None,
             ),
+            (Verdict::Failed(Failure::Local), Some(503), false, false, None),
             (Verdict::Abandoned, None, true, true, None),
         ];
         for (verdict, status, judges, backends_fault, kind) in cases {

@@ -14,6 +14,7 @@
 
 use std::cell::Cell;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -59,7 +60,7 @@ impl Connector {
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((&*self.host, self.port)))
             .await
             .map_err(|_| CONNECT)?
-            .map_err(|_| CONNECT)?;
+            .map_err(|e| connect_failure(&e, &self.host, self.port))?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => handshake(tcp).await,
@@ -84,6 +85,30 @@ pub fn bare_host(authority: &http::uri::Authority) -> &str {
 }
 
 const CONNECT: Failure = Failure::Backend(FailureKind::Connect);
+
+/// Whose fault a failed connect is. Out of local ports (every one in use
+/// or in TIME_WAIT towards this backend) or file descriptors, the host is
+/// at fault, not the backend; said at most once a second, since it then
+/// fails every new connection.
+fn connect_failure(error: &std::io::Error, host: &str, port: u16) -> Failure {
+    if !matches!(
+        error.raw_os_error(),
+        Some(libc::EADDRNOTAVAIL | libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    ) {
+        return CONNECT;
+    }
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    let now = crate::clock::now_secs();
+    if LAST_WARNED.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(
+            backend = %format_args!("{host}:{port}"),
+            %error,
+            "cannot open a backend connection: this host is out of local ports or file descriptors \
+             (widen net.ipv4.ip_local_port_range, raise the open-file limit, or keep more idle connections with pool_max_idle)"
+        );
+    }
+    Failure::Local
+}
 
 async fn handshake<T>(io: T) -> Result<SendRequest<RequestBody>, Failure>
 where
@@ -302,5 +327,22 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_local_ports_or_descriptors_is_not_the_backends_failure() {
+        for errno in [libc::EADDRNOTAVAIL, libc::EMFILE, libc::ENFILE] {
+            let error = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(connect_failure(&error, "127.0.0.1", 8000), Failure::Local, "{error}");
+        }
+        for errno in [libc::ECONNREFUSED, libc::ENETUNREACH, libc::EHOSTUNREACH] {
+            let error = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(connect_failure(&error, "127.0.0.1", 8000), CONNECT, "{error}");
+        }
     }
 }
