@@ -84,6 +84,37 @@ async fn an_unhealthy_backends_users_move_and_come_back() {
 }
 
 #[tokio::test]
+async fn a_backend_named_by_host_name_is_reached_and_a_name_that_does_not_resolve_fails_like_a_dead_backend() {
+    within(60, async {
+        let legacy = Upstream::echo("legacy").await;
+        // `localhost` may list ::1 first, where nothing listens: the next address is tried.
+        let by_name = format!("http://localhost:{}", legacy.addr.port());
+        let proxy = Proxy::start(
+            &config(
+                &by_name,
+                "http://cutover-no-such-backend.invalid:8000",
+                ", connect_timeout: 2s, passive_health: { consecutive_failures: 3, cool_off: 30s }",
+                "",
+            ),
+            "api: { legacy: 50, new: 50 }\n",
+        )
+        .await;
+        let seen = backends_of(&proxy, &users_on_new(10, 50)).await;
+        assert!(seen.iter().all(|(s, b)| *s == 200 && b == "legacy"), "{seen:?}");
+        let metrics = proxy.metrics().await;
+        let connect_errors = [("route", "api"), ("backend", "new"), ("kind", "connect")];
+        assert_eq!(
+            metric_value(&metrics, "cutover_upstream_errors_total", &connect_errors),
+            Some(3.0),
+            "{metrics}"
+        );
+        proxy.wait_metric("cutover_backend_healthy", &[("backend", "new")], 0.0).await;
+        proxy.wait_metric("cutover_backend_healthy", &[("backend", "legacy")], 1.0).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_dead_backend_is_retried_then_ejected_and_posts_are_not_retried() {
     within(60, async {
         let legacy = Upstream::echo("legacy").await;

@@ -3,6 +3,7 @@
 //!
 //! - [`client`]: [`BackendClient`], one backend's client (pool, TLS, head timeout);
 //! - [`pool`]: its keep-alive connections and the response body that returns them;
+//! - [`resolve`]: the addresses of its host, looked up off the request path;
 //! - [`body`]: the bodies sent to a backend, the client's read with limits;
 //! - [`tap`]: a bounded copy of a body as it streams, for comparisons;
 //! - [`target`]: the request a backend is sent (target, `Host`, framing);
@@ -14,6 +15,7 @@ pub mod client;
 pub mod deadline;
 pub mod failure;
 pub mod pool;
+pub mod resolve;
 pub mod tap;
 pub mod target;
 

@@ -13,6 +13,7 @@
 //! thread would turn every request into two cross-core wake-ups.
 
 use std::cell::Cell;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,12 +31,13 @@ use tokio::net::TcpStream;
 
 use super::body::RequestBody;
 use super::failure::{Failure, FailureKind, classify};
+use super::resolve::Addresses;
 
 /// Where and how connections are made.
 pub struct Connector {
-    /// Host (without IPv6 brackets) and port to connect to.
-    host: Box<str>,
-    port: u16,
+    /// The backend's name, for messages.
+    backend: Arc<str>,
+    addresses: Addresses,
     connect_timeout: Duration,
     /// For `https://` backends: the client configuration and the name sent in SNI.
     tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
@@ -43,24 +45,23 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(
+        backend: Arc<str>,
         authority: &http::uri::Authority,
         default_port: u16,
         connect_timeout: Duration,
         tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
     ) -> Connector {
+        let port = authority.port_u16().unwrap_or(default_port);
         Connector {
-            host: bare_host(authority).into(),
-            port: authority.port_u16().unwrap_or(default_port),
+            addresses: Addresses::new(backend.clone(), bare_host(authority), port),
+            backend,
             connect_timeout,
             tls,
         }
     }
 
     async fn connect(&self) -> Result<SendRequest<RequestBody>, Failure> {
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((&*self.host, self.port)))
-            .await
-            .map_err(|_| CONNECT)?
-            .map_err(|e| connect_failure(&e, &self.host, self.port))?;
+        let tcp = self.connect_tcp().await?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => handshake(tcp).await,
@@ -76,6 +77,30 @@ impl Connector {
             }
         }
     }
+
+    /// A TCP connection to the first of the host's addresses that takes
+    /// one, all within the connect timeout.
+    async fn connect_tcp(&self) -> Result<TcpStream, Failure> {
+        let attempt = async {
+            let mut last = io::Error::other("no addresses");
+            for addr in self.addresses.to_connect().await? {
+                match TcpStream::connect(addr).await {
+                    Ok(tcp) => return Ok(tcp),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        };
+        let failure = match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => connect_failure(&e, &self.backend),
+            Err(_) => CONNECT,
+        };
+        if failure == CONNECT {
+            self.addresses.all_failed();
+        }
+        Err(failure)
+    }
 }
 
 /// The authority's host, without the brackets of an IPv6 address.
@@ -90,7 +115,7 @@ const CONNECT: Failure = Failure::Backend(FailureKind::Connect);
 /// or in TIME_WAIT towards this backend) or file descriptors, the host is
 /// at fault, not the backend; said at most once a second, since it then
 /// fails every new connection.
-fn connect_failure(error: &std::io::Error, host: &str, port: u16) -> Failure {
+fn connect_failure(error: &std::io::Error, backend: &str) -> Failure {
     if !matches!(
         error.raw_os_error(),
         Some(libc::EADDRNOTAVAIL | libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -101,7 +126,7 @@ fn connect_failure(error: &std::io::Error, host: &str, port: u16) -> Failure {
     let now = crate::clock::now_secs();
     if LAST_WARNED.swap(now, Ordering::Relaxed) != now {
         tracing::warn!(
-            backend = %format_args!("{host}:{port}"),
+            backend,
             %error,
             "cannot open a backend connection: this host is out of local ports or file descriptors \
              (widen net.ipv4.ip_local_port_range, raise the open-file limit, or keep more idle connections with pool_max_idle)"
@@ -338,11 +363,11 @@ mod tests {
     fn running_out_of_local_ports_or_descriptors_is_not_the_backends_failure() {
         for errno in [libc::EADDRNOTAVAIL, libc::EMFILE, libc::ENFILE] {
             let error = std::io::Error::from_raw_os_error(errno);
-            assert_eq!(connect_failure(&error, "127.0.0.1", 8000), Failure::Local, "{error}");
+            assert_eq!(connect_failure(&error, "legacy"), Failure::Local, "{error}");
         }
         for errno in [libc::ECONNREFUSED, libc::ENETUNREACH, libc::EHOSTUNREACH] {
             let error = std::io::Error::from_raw_os_error(errno);
-            assert_eq!(connect_failure(&error, "127.0.0.1", 8000), CONNECT, "{error}");
+            assert_eq!(connect_failure(&error, "legacy"), CONNECT, "{error}");
         }
     }
 }
