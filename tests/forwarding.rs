@@ -309,6 +309,62 @@ async fn slow_responses_are_streamed_not_buffered() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_stalls_is_cut_off_after_body_timeout_and_a_slow_steady_one_is_not() {
+    within(30, async {
+        // Promises 100,000 bytes, sends 1,000, then neither sends nor closes.
+        let stalling = raw_backend(
+            |_| {
+                let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+                r.extend_from_slice(&[b'x'; 1000]);
+                r
+            },
+            true,
+        )
+        .await;
+        // A chunk every 300 ms for 2.4 s: longer than body_timeout in all, never idle that long.
+        let steady = Upstream::with("steady", |_req| async {
+            let ticks = futures_util::stream::unfold(0, |n| async move {
+                (n < 8).then_some(())?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Some((Ok::<_, BoxError>(Frame::data(Bytes::from("tick,"))), n + 1))
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(ticks)))
+        })
+        .await;
+        let proxy = Proxy::start(
+            &one_route_config(
+                "",
+                &[
+                    ("stalling", format!("{{ url: \"http://{stalling}\", body_timeout: 1s }}")),
+                    ("steady", format!("{{ url: \"{}\", body_timeout: 1s }}", steady.url())),
+                ],
+            ),
+            "",
+        )
+        .await;
+        let ask = |backend: &str| format!("GET /x HTTP/1.1\r\nHost: app\r\nX-Backend: {backend}\r\nConnection: close\r\n\r\n");
+
+        let cut = exchange_for(proxy.addr(), ask("stalling").as_bytes(), Duration::from_secs(10)).await;
+        assert!(cut.closed, "the client was left hanging on a stalled body");
+        assert_eq!(cut.status(), Some(200));
+        assert_eq!(cut.body().len(), 1000, "the body is cut where the backend stopped");
+        assert!(
+            cut.elapsed >= Duration::from_secs(1) && cut.elapsed < Duration::from_secs(4),
+            "cut off after {:?}, body_timeout is 1s",
+            cut.elapsed
+        );
+        let stall = [("route", "all"), ("backend", "stalling"), ("kind", "body")];
+        proxy.wait_metric("cutover_upstream_errors_total", &stall, 1.0).await;
+
+        let whole = exchange_for(proxy.addr(), ask("steady").as_bytes(), Duration::from_secs(10)).await;
+        assert!(whole.closed);
+        assert!(whole.text().ends_with("0\r\n\r\n"), "a steady body ends whole: {}", whole.text());
+        assert_eq!(whole.text().matches("tick,").count(), 8, "{}", whole.text());
+    })
+    .await;
+}
+
 /// A WebSocket echo server; reports the request path of each handshake.
 async fn websocket_upstream() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -244,6 +244,11 @@ fn django_site_keeps_the_app_routes_and_lists_the_rest() {
     assert_eq!(api.url.to_string(), "http://127.0.0.1:8000");
     assert_eq!(default.url.to_string(), "http://127.0.0.1:8000");
     assert_eq!(api.timeout, Duration::from_secs(120));
+    assert_eq!(
+        api.body_timeout,
+        Duration::from_secs(120),
+        "nginx's read timeout bounds each read of the body too"
+    );
     assert_eq!(default.connect_timeout, Duration::from_secs(5));
     assert_eq!(api.host_header, None, "proxy_set_header Host $host is cutover's default");
     assert_eq!(config.server.max_body_bytes, Some(20 << 20), "client_max_body_size 20M");

@@ -140,6 +140,8 @@ pub struct BackendSpec {
     pub url: BackendUrl,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// A response body that sends nothing this long is cut off; zero: never.
+    pub body_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     pub host_header: Option<HeaderValue>,

@@ -247,6 +247,9 @@ pub struct RawBackend {
     #[serde(default = "default_timeout")]
     #[serde(skip_serializing_if = "is_default_timeout")]
     pub timeout: Dur,
+    #[serde(default = "default_body_timeout")]
+    #[serde(skip_serializing_if = "is_default_body_timeout")]
+    pub body_timeout: Dur,
     #[serde(default = "default_pool_idle_timeout")]
     #[serde(skip_serializing_if = "is_default_pool_idle_timeout")]
     pub pool_idle_timeout: Dur,
@@ -329,6 +332,10 @@ fn default_connect_timeout() -> Dur {
 }
 fn default_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(30))
+}
+/// nginx's `proxy_read_timeout`, which applies between two reads of a body too.
+fn default_body_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
 }
 fn default_pool_idle_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(1))
@@ -808,6 +815,7 @@ is_loader_default! {
     is_default_idle_timeout => default_idle_timeout: Dur,
     is_default_connect_timeout => default_connect_timeout: Dur,
     is_default_timeout => default_timeout: Dur,
+    is_default_body_timeout => default_body_timeout: Dur,
     is_default_pool_idle_timeout => default_pool_idle_timeout: Dur,
     is_default_pool_max_idle => default_pool_max_idle: usize,
     is_default_check_interval => default_check_interval: Dur,

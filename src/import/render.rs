@@ -121,8 +121,10 @@ fn backend(b: &BackendPlan) -> Result<RawBackend, ImportError> {
     if let Some(t) = &b.connect_timeout {
         raw.connect_timeout = Dur(t.value);
     }
+    // proxy_read_timeout bounds every wait for the backend: the head and each read of the body.
     if let Some(t) = &b.timeout {
         raw.timeout = Dur(t.value);
+        raw.body_timeout = Dur(t.value);
     }
     Ok(raw)
 }
@@ -140,7 +142,7 @@ fn backend_comments(b: &BackendPlan) -> Vec<String> {
         lines.push(format!("connect_timeout: {}", t.origin()));
     }
     if let Some(t) = &b.timeout {
-        lines.push(format!("timeout: {}", t.origin()));
+        lines.push(format!("timeout, body_timeout: {}", t.origin()));
     }
     lines
 }

@@ -1,11 +1,14 @@
 //! The response body handed to hyper: the backend's streaming body or a short
 //! local one, carrying the [`RequestRecord`] that is counted when the body ends.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use super::record::RequestRecord;
 use crate::upstream::{Tap, UpstreamBody};
@@ -20,14 +23,27 @@ pub struct ResponseBody {
     record: Option<Box<RequestRecord>>,
     /// A bounded copy for the mirror comparison, when the request is mirrored.
     tap: Option<Tap>,
+    /// The backend's `body_timeout`, unless it is off.
+    stall: Option<StallWatch>,
+}
+
+/// Why a response body ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    #[error(transparent)]
+    Backend(#[from] hyper::Error),
+    #[error("the backend's response body sent nothing for {0:?} (body_timeout)")]
+    Stalled(Duration),
 }
 
 impl ResponseBody {
-    pub fn upstream(body: UpstreamBody, record: Box<RequestRecord>, tap: Option<Tap>) -> ResponseBody {
+    /// `body_timeout`: how long the backend's body may send nothing; zero is never.
+    pub fn upstream(body: UpstreamBody, record: Box<RequestRecord>, tap: Option<Tap>, body_timeout: Duration) -> ResponseBody {
         ResponseBody {
             inner: Inner::Upstream(body),
             record: Some(record),
             tap,
+            stall: StallWatch::new(body_timeout),
         }
     }
 
@@ -37,7 +53,24 @@ impl ResponseBody {
             inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
             record,
             tap: None,
+            stall: None,
         }
+    }
+
+    /// Gives up on a backend body that stalled: counted as a broken body.
+    fn stalled(&mut self) -> ResponseBodyError {
+        let limit = self.stall.as_ref().map_or(Duration::ZERO, |s| s.limit);
+        if let Some(record) = &mut self.record {
+            tracing::warn!(
+                backend = record.backend_name(),
+                ?limit,
+                "the backend's response body stalled: cut off (body_timeout)"
+            );
+            record.body_failed();
+        }
+        self.tap = None;
+        self.stall = None;
+        ResponseBodyError::Stalled(limit)
     }
 
     fn count(&mut self, n: usize) {
@@ -61,13 +94,25 @@ impl Drop for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self.get_mut();
         match &mut this.inner {
             Inner::Upstream(body) => {
-                let frame = ready!(Pin::new(body).poll_frame(cx));
+                let frame = match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        let Some(stall) = &mut this.stall else { return Poll::Pending };
+                        if !stall.stalled(cx) {
+                            return Poll::Pending;
+                        }
+                        return Poll::Ready(Some(Err(this.stalled())));
+                    }
+                };
+                if let Some(stall) = &mut this.stall {
+                    stall.progressed = true;
+                }
                 match &frame {
                     Some(Ok(f)) => {
                         if let Some(data) = f.data_ref() {
@@ -90,7 +135,7 @@ impl Body for ResponseBody {
                         }
                     }
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|f| f.map_err(ResponseBodyError::Backend)))
             }
             Inner::Local(bytes) => {
                 let frame = bytes.take();
@@ -115,5 +160,48 @@ impl Body for ResponseBody {
             Inner::Upstream(body) => body.size_hint(),
             Inner::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
+    }
+}
+
+/// Cuts off a backend body that sends nothing for `limit`. Armed only once
+/// the body has to wait, so a body that came with its head costs no timer;
+/// then it ticks every quarter of the limit (a stall is cut off after 1 to
+/// 1.25 times it) rather than being re-armed for every frame.
+struct StallWatch {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A frame arrived since the last tick.
+    progressed: bool,
+    idle_ticks: u8,
+}
+
+impl StallWatch {
+    const TICKS: u8 = 4;
+
+    fn new(limit: Duration) -> Option<StallWatch> {
+        (!limit.is_zero()).then_some(StallWatch {
+            limit,
+            timer: None,
+            progressed: false,
+            idle_ticks: 0,
+        })
+    }
+
+    /// Called while the body waits: true once it has sent nothing for the limit.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let tick = self.limit / u32::from(Self::TICKS);
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(tick)));
+        while timer.as_mut().poll(cx).is_ready() {
+            if std::mem::take(&mut self.progressed) {
+                self.idle_ticks = 0;
+            } else {
+                self.idle_ticks += 1;
+            }
+            if self.idle_ticks >= Self::TICKS {
+                return true;
+            }
+            timer.as_mut().reset(Instant::now() + tick);
+        }
+        false
     }
 }

@@ -73,7 +73,8 @@ impl Proxy {
                 record.hold(conn);
                 let (parts, body) = resp.into_parts();
                 record.answered(parts.status.as_u16());
-                Response::from_parts(parts, ResponseBody::upstream(body, record, tap))
+                let body_timeout = record.body_timeout();
+                Response::from_parts(parts, ResponseBody::upstream(body, record, tap, body_timeout))
             }
             Err(refusal) => {
                 let closes = refusal.ends_connection(had_body);

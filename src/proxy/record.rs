@@ -128,6 +128,19 @@ impl RequestRecord {
         }
     }
 
+    /// The chosen backend's name, for messages.
+    pub fn backend_name(&self) -> &str {
+        self.target
+            .map_or("-", |(ri, bi)| &self.table.config.routes[ri].backends[bi].spec.name)
+    }
+
+    /// The chosen backend's `body_timeout`.
+    pub fn body_timeout(&self) -> Duration {
+        self.target.map_or(Duration::ZERO, |(ri, bi)| {
+            self.table.config.routes[ri].backends[bi].spec.body_timeout
+        })
+    }
+
     /// The backend's response body broke after its head was passed on.
     pub fn body_failed(&mut self) {
         if let Some((_, bi)) = self.target {
