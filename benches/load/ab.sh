@@ -12,7 +12,8 @@
 #
 # Environment (defaults in brackets): ROUNDS [6], DURATION [4s], CONNS [50],
 # WRK_THREADS [2], WORKERS [2], BASE_PORT [19400] (ports BASE_PORT + 1..5 on
-# 127.0.0.1). Needs wrk, curl, python3, cargo.
+# 127.0.0.1), REQ_PATH [small] (64k: the 65,536-byte answer). Needs wrk,
+# curl, python3, cargo.
 set -euo pipefail
 
 [ $# -eq 2 ] || { sed -n '2,15p' "$0"; exit 2; }
@@ -29,6 +30,7 @@ CONNS=${CONNS:-50}
 WRK_THREADS=${WRK_THREADS:-2}
 WORKERS=${WORKERS:-2}
 BASE_PORT=${BASE_PORT:-19400}
+REQ_PATH=${REQ_PATH:-small}
 P_LEGACY=$((BASE_PORT + 1)) P_NEW=$((BASE_PORT + 2))
 declare -A PORT=([before]=$((BASE_PORT + 3)) [after]=$((BASE_PORT + 4)) [floor]=$((BASE_PORT + 5)))
 
@@ -76,7 +78,7 @@ rows="$WORK/rows.tsv"
 for round in $(seq "$ROUNDS"); do
     line="round $round"
     for target in before after floor; do
-        rps=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:${PORT[$target]}/small" |
+        rps=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:${PORT[$target]}/$REQ_PATH" |
             awk '/Requests\/sec/ { print $2 }')
         printf '%s\t%s\t%s\n' "$round" "$target" "$rps" >>"$rows"
         line+="  $target $(printf '%.0f' "$rps")"
