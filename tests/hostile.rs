@@ -688,6 +688,61 @@ async fn slowloris_clients_are_disconnected_after_header_read_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_takes_none_of_a_response_is_cut_off_after_send_timeout_and_a_slow_steady_reader_is_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: usize = 64 << 20;
+    within(60, async {
+        let big = Upstream::with("big", |_req| async { http::Response::new(full(Bytes::from(vec![b'x'; BODY]))) }).await;
+        let mut config = config_head("{ path: off }");
+        config.push_str(&format!(
+            "server: {{ send_timeout: 1s }}\nbackends:\n  big: {{ url: \"{}\" }}\nroutes:\n  - name: all\n    backends: {{ big: {{}} }}\n",
+            big.url()
+        ));
+        let proxy = Proxy::start(&config, "").await;
+        let ask = || async {
+            let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+            stream.write_all(b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+            stream
+        };
+        let mut buf = vec![0u8; 1 << 20];
+
+        // Takes nothing for 4 s, then reads what is left: the end comes far short of the body.
+        let mut stalled = ask().await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let (mut got, mut closed) = (0, false);
+        while let Ok(read) = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf)).await {
+            match read {
+                Ok(0) | Err(_) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => got += n,
+            }
+        }
+        assert!(closed, "a client that took nothing for 4 s is still connected");
+        assert!(got < BODY / 2, "{got} bytes of {BODY} before the end");
+
+        // Takes a little every 100 ms for 3 s: never cut off, though the
+        // proxy's writes wait that long for megabytes of kernel buffers to drain.
+        let mut steady = ask().await;
+        let started = Instant::now();
+        let mut got = 0;
+        while started.elapsed() < Duration::from_secs(3) {
+            let n = steady.read(&mut buf[..16 * 1024]).await.unwrap();
+            assert!(n > 0, "a client reading steadily was cut off after {:?}", started.elapsed());
+            got += n;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(got < BODY, "the reader set the pace");
+        // The kernel would go on delivering what it holds of a connection
+        // cut off meanwhile: ask the proxy whether it still serves it.
+        let open = metric_value(&proxy.metrics().await, "cutover_active_connections", &[("listener", "public")]);
+        assert_eq!(open, Some(1.0), "the steady reader's connection was cut off");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_head_after_a_kept_alive_request_is_disconnected_too() {
     within(60, async {
         let (proxy, rec, _) = start().await;

@@ -74,6 +74,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(64)),
         idle_timeout: raw.server.idle_timeout.0,
+        send_timeout: raw.server.send_timeout.0,
         encoded_slashes: raw.server.encoded_slashes,
         max_connections: raw.server.max_connections,
     };

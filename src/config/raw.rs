@@ -185,6 +185,11 @@ pub struct RawServer {
     #[serde(default = "default_idle_timeout")]
     #[serde(skip_serializing_if = "is_default_idle_timeout")]
     pub idle_timeout: Dur,
+    /// An HTTP/1.1 client that takes none of a response for this long is
+    /// cut off (nginx's `send_timeout`); zero: never.
+    #[serde(default = "default_send_timeout")]
+    #[serde(skip_serializing_if = "is_default_send_timeout")]
+    pub send_timeout: Dur,
     /// `%2F` in a request path: refused (400), decoded to `/`, or kept.
     #[serde(default)]
     #[serde(skip_serializing_if = "is_default")]
@@ -203,6 +208,10 @@ fn default_idle_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(75))
 }
 
+fn default_send_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+
 fn default_body_read_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(60))
 }
@@ -218,6 +227,7 @@ impl Default for RawServer {
             body_read_timeout: default_body_read_timeout(),
             workers: None,
             idle_timeout: default_idle_timeout(),
+            send_timeout: default_send_timeout(),
             encoded_slashes: EncodedSlashes::default(),
             max_connections: default_max_connections(),
         }
@@ -813,6 +823,7 @@ is_loader_default! {
     is_default_drain_timeout => default_drain_timeout: Dur,
     is_default_body_read_timeout => default_body_read_timeout: Dur,
     is_default_idle_timeout => default_idle_timeout: Dur,
+    is_default_send_timeout => default_send_timeout: Dur,
     is_default_connect_timeout => default_connect_timeout: Dur,
     is_default_timeout => default_timeout: Dur,
     is_default_body_timeout => default_body_timeout: Dur,

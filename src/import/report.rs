@@ -166,6 +166,7 @@ pub(super) fn reason_for(name: &str) -> String {
             "cutover retries a request that got no answer once, on another backend of the route (route retry)"
         }
         "proxy_send_timeout" => "cutover has no send timeout (backend timeout is the deadline for the response head)",
+        "send_timeout" => "set server.send_timeout instead: one value for every listener (default 60s, as nginx's)",
         "keepalive" | "keepalive_requests" | "keepalive_timeout" => {
             "cutover keeps idle connections itself (backend pool_max_idle, pool_idle_timeout)"
         }

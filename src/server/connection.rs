@@ -12,9 +12,10 @@
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ pub(super) struct ConnTimeouts {
     pub handshake: Duration,
     /// With no request under way for this long, the connection is closed.
     pub idle: Duration,
+    /// A response the client takes none of for this long ends the
+    /// connection (HTTP/1.1); zero: never.
+    pub send: Duration,
 }
 
 /// How client connections are served, for both protocols.
@@ -109,11 +113,18 @@ impl ConnBuilders {
 pub(super) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Ready once the socket has bytes (or an end) to read.
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The TCP socket underneath.
+    fn socket(&self) -> &TcpStream;
 }
 
 impl ClientStream for TcpStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self
     }
 }
 
@@ -122,6 +133,10 @@ impl ClientStream for Box<TlsStream<TcpStream>> {
         // A parked connection's last read came back empty, so rustls holds
         // no plaintext: new bytes can only come from the socket.
         self.get_ref().0.poll_read_ready(cx)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0
     }
 }
 
@@ -166,7 +181,8 @@ pub(super) async fn serve<S: ClientStream>(
         }
     };
     let framing = (protocol == Protocol::Http1).then(|| FramingCheck::new(builders.max_header_bytes, builders.max_headers));
-    let io = ClientIo::new(stream, first_bytes, conn.clone(), framing);
+    let socket = stream.socket().as_raw_fd();
+    let io = ClientIo::new(stream, first_bytes, conn.clone(), framing).watching_socket(socket);
     let serve_request = {
         let conn = conn.clone();
         move |req: Request<Incoming>| proxy.clone().serve(conn.begin_request(&req), req)
@@ -346,6 +362,7 @@ async fn serve_http1<S, Svc>(
         let timers = Http1Timers {
             park_after,
             head: timeouts.handshake,
+            send: timeouts.send,
         };
         match Box::pin(drive_http1(connection, conn, &watch, timers, cancelled.as_mut())).await {
             Some(parts) => {
@@ -438,6 +455,66 @@ struct Http1Timers {
     /// A request head must be whole this long after its first bytes were
     /// seen (`header_read_timeout`).
     head: Duration,
+    /// `send_timeout`.
+    send: Duration,
+}
+
+/// Ends a connection whose client takes none of a response for
+/// `send_timeout`: a slow reader would otherwise hold its backend
+/// connection (and a worker of a synchronous application server) for as
+/// long as it likes. Its timer is made only once a write has to wait, so a
+/// client that reads costs none. A client that takes bytes the kernel
+/// already holds is making progress too, though no write of ours is: a
+/// send buffer of megabytes drains for a long time before the socket is
+/// writable again.
+struct SendWatch {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Writes done, and bytes the client had yet to take, when the timer was last armed.
+    writes_seen: u64,
+    unsent_seen: Option<u32>,
+}
+
+impl SendWatch {
+    fn new(limit: Duration) -> SendWatch {
+        SendWatch {
+            limit,
+            timer: None,
+            writes_seen: 0,
+            unsent_seen: None,
+        }
+    }
+
+    /// Ready once writes have waited for the limit while the client took nothing.
+    fn poll(&mut self, watch: &IoWatch, cx: &mut Context<'_>) -> Poll<()> {
+        if self.limit.is_zero() || !watch.write_blocked.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        let writes = watch.writes.load(Ordering::Relaxed);
+        if self.timer.is_none() || writes != self.writes_seen {
+            self.writes_seen = writes;
+            self.arm(watch.unsent());
+        }
+        while let Some(timer) = &mut self.timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            let unsent = watch.unsent();
+            match (unsent, self.unsent_seen) {
+                (Some(now), Some(before)) if now < before => self.arm(unsent),
+                _ => return Poll::Ready(()),
+            }
+        }
+        Poll::Pending
+    }
+
+    fn arm(&mut self, unsent: Option<u32>) {
+        self.unsent_seen = unsent;
+        let deadline = tokio::time::Instant::now() + self.limit;
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(deadline),
+            slot => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
 }
 
 /// Runs one hyper HTTP/1.1 connection until it ends (`None`) or goes quiet
@@ -459,6 +536,7 @@ where
         Ended(hyper::Result<()>),
         Quiet,
         SlowHead,
+        SlowReader,
         Shutdown,
     }
     // One timer, for whichever deadline applies: parking when the
@@ -468,12 +546,16 @@ where
     let mut park = ParkTimer::default();
     let mut head_armed = false;
     let mut shutdown = ShutdownWatch { cancelled, polled: false };
+    let mut send = SendWatch::new(timers.send);
     let step = poll_fn(|cx| {
         if let Poll::Ready(result) = Pin::new(&mut connection).poll(cx) {
             return Poll::Ready(Step::Ended(result));
         }
         if shutdown.poll(cx).is_ready() {
             return Poll::Ready(Step::Shutdown);
+        }
+        if send.poll(watch, cx).is_ready() {
+            return Poll::Ready(Step::SlowReader);
         }
         // A head arriving whole becomes a request within the poll that
         // read it: only one still incomplete is seen here.
@@ -504,6 +586,10 @@ where
         }
         Step::SlowHead => {
             tracing::debug!(peer = %conn.peer, "no whole request head within header_read_timeout");
+            None
+        }
+        Step::SlowReader => {
+            tracing::debug!(peer = %conn.peer, "the client took none of the response within send_timeout");
             None
         }
         Step::Shutdown => {
@@ -541,6 +627,12 @@ struct IoWatch {
     read_blocked: AtomicBool,
     /// Bytes were written since the last completed flush.
     unflushed: AtomicBool,
+    /// The latest write or flush had to wait for the client.
+    write_blocked: AtomicBool,
+    /// Writes and flushes done, for [`SendWatch`]; only the connection's task writes it.
+    writes: AtomicU64,
+    /// The client's socket, open while its connection is driven.
+    socket: Option<RawFd>,
     /// A quiet connection is being taken apart: its socket must stay open.
     parking: AtomicBool,
     /// The socket was read or written while parking.
@@ -548,6 +640,25 @@ struct IoWatch {
 }
 
 impl IoWatch {
+    /// Bytes written to the socket that the client has not yet taken.
+    fn unsent(&self) -> Option<u32> {
+        let fd = self.socket?;
+        let mut queued: libc::c_int = 0;
+        // SAFETY: `fd` is the connection's socket, open while the connection
+        // is driven (the only time this is asked); TIOCOUTQ writes one int.
+        let ok = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) } == 0;
+        ok.then(|| u32::try_from(queued).unwrap_or(0))
+    }
+
+    /// Records how a write or flush went.
+    fn wrote<T>(&self, polled: &Poll<io::Result<T>>) {
+        let blocked = polled.is_pending();
+        self.write_blocked.store(blocked, Ordering::Relaxed);
+        if !blocked {
+            self.writes.store(self.writes.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+    }
+
     /// Everything written has been flushed and the client has sent nothing
     /// more: with no request in flight, the connection waits for the next.
     fn waiting_for_request(&self) -> bool {
@@ -587,6 +698,16 @@ impl<S> ClientIo<S> {
             watch: Arc::default(),
             conn,
         }
+    }
+
+    /// Lets the watch ask the kernel how much of the response the client has
+    /// yet to take (`fd` is the stream's socket).
+    fn watching_socket(mut self, fd: RawFd) -> ClientIo<S> {
+        self.watch = Arc::new(IoWatch {
+            socket: Some(fd),
+            ..IoWatch::default()
+        });
+        self
     }
 
     /// Replays `bytes` (a parked connection's start of its next request)
@@ -648,14 +769,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         let this = self.get_mut();
         this.watch.unflushed.store(true, Ordering::Relaxed);
         this.watch.touched();
-        Pin::new(&mut this.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.watch.unflushed.store(true, Ordering::Relaxed);
         this.watch.touched();
-        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.watch.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -665,6 +790,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.watch.wrote(&polled);
         if let Poll::Ready(Ok(())) = polled {
             this.watch.unflushed.store(false, Ordering::Relaxed);
         }

@@ -140,6 +140,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
             timeouts: ConnTimeouts {
                 handshake: settings.header_read_timeout,
                 idle: settings.idle_timeout,
+                send: settings.send_timeout,
             },
             proxy: proxy.clone(),
             builders: builders.clone(),
