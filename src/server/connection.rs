@@ -32,12 +32,14 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 mod framing;
+mod send_watch;
 
 use crate::BoxError;
 use crate::config::ServerSettings;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::{ConnInfo, Proxy};
 use framing::FramingCheck;
+use send_watch::SendWatch;
 
 /// How long an HTTP/1.1 connection waits for its next request before it is
 /// parked. Keep-alive clients under load send their next request well
@@ -457,64 +459,6 @@ struct Http1Timers {
     head: Duration,
     /// `send_timeout`.
     send: Duration,
-}
-
-/// Ends a connection whose client takes none of a response for
-/// `send_timeout`: a slow reader would otherwise hold its backend
-/// connection (and a worker of a synchronous application server) for as
-/// long as it likes. Its timer is made only once a write has to wait, so a
-/// client that reads costs none. A client that takes bytes the kernel
-/// already holds is making progress too, though no write of ours is: a
-/// send buffer of megabytes drains for a long time before the socket is
-/// writable again.
-struct SendWatch {
-    limit: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Writes done, and bytes the client had yet to take, when the timer was last armed.
-    writes_seen: u64,
-    unsent_seen: Option<u32>,
-}
-
-impl SendWatch {
-    fn new(limit: Duration) -> SendWatch {
-        SendWatch {
-            limit,
-            timer: None,
-            writes_seen: 0,
-            unsent_seen: None,
-        }
-    }
-
-    /// Ready once writes have waited for the limit while the client took nothing.
-    fn poll(&mut self, watch: &IoWatch, cx: &mut Context<'_>) -> Poll<()> {
-        if self.limit.is_zero() || !watch.write_blocked.load(Ordering::Relaxed) {
-            return Poll::Pending;
-        }
-        let writes = watch.writes.load(Ordering::Relaxed);
-        if self.timer.is_none() || writes != self.writes_seen {
-            self.writes_seen = writes;
-            self.arm(watch.unsent());
-        }
-        while let Some(timer) = &mut self.timer
-            && timer.as_mut().poll(cx).is_ready()
-        {
-            let unsent = watch.unsent();
-            match (unsent, self.unsent_seen) {
-                (Some(now), Some(before)) if now < before => self.arm(unsent),
-                _ => return Poll::Ready(()),
-            }
-        }
-        Poll::Pending
-    }
-
-    fn arm(&mut self, unsent: Option<u32>) {
-        self.unsent_seen = unsent;
-        let deadline = tokio::time::Instant::now() + self.limit;
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(deadline),
-            slot => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
-    }
 }
 
 /// Runs one hyper HTTP/1.1 connection until it ends (`None`) or goes quiet
