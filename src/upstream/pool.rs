@@ -81,17 +81,24 @@ impl Connector {
     /// A TCP connection to the first of the host's addresses that takes
     /// one, all within the connect timeout.
     async fn connect_tcp(&self) -> Result<TcpStream, Failure> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let attempt = async {
+            let addrs = self.addresses.to_connect().await?;
             let mut last = io::Error::other("no addresses");
-            for addr in self.addresses.to_connect().await? {
-                match TcpStream::connect(addr).await {
-                    Ok(tcp) => return Ok(tcp),
-                    Err(e) => last = e,
+            for (tried, addr) in addrs.iter().enumerate() {
+                // Each address gets an equal share of the time left: one
+                // that drops connects (a stale record) cannot use it all up.
+                let left = u32::try_from(addrs.len() - tried).unwrap_or(u32::MAX);
+                let share = deadline.saturating_duration_since(tokio::time::Instant::now()) / left;
+                match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+                    Ok(Ok(tcp)) => return Ok(tcp),
+                    Ok(Err(e)) => last = e,
+                    Err(_) => last = io::ErrorKind::TimedOut.into(),
                 }
             }
             Err(last)
         };
-        let failure = match tokio::time::timeout(self.connect_timeout, attempt).await {
+        let failure = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(tcp)) => return Ok(tcp),
             Ok(Err(e)) => connect_failure(&e, &self.backend),
             Err(_) => CONNECT,
@@ -358,6 +365,44 @@ impl Body for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+
+    /// A loopback address that never completes a connect: a listener
+    /// whose accept queue is full drops new handshakes.
+    fn dropping_connects() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
+        let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        while queued.len() < 8 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(_) => return (listener, queued, addr),
+            }
+        }
+        panic!("the accept queue of {addr} never filled");
+    }
+
+    #[tokio::test]
+    async fn an_address_that_drops_connects_leaves_time_for_the_next() {
+        let (_listener, _queued, dropping) = dropping_connects();
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connector = Connector {
+            backend: "new".into(),
+            addresses: Addresses::scripted(vec![dropping, good.local_addr().unwrap()]),
+            connect_timeout: Duration::from_secs(2),
+            tls: None,
+        };
+        // Rotation puts the dropping address first every other time.
+        for _ in 0..4 {
+            let tcp = connector
+                .connect_tcp()
+                .await
+                .expect("the good address takes the connect in the time left");
+            assert_eq!(tcp.peer_addr().unwrap(), good.local_addr().unwrap());
+        }
+    }
 
     #[test]
     fn running_out_of_local_ports_or_descriptors_is_not_the_backends_failure() {

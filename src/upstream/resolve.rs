@@ -83,6 +83,16 @@ impl Addresses {
         }
     }
 
+    /// `addrs`, as though a name resolved to them.
+    #[cfg(test)]
+    pub(super) fn scripted(addrs: Vec<SocketAddr>) -> Addresses {
+        let lookup: Lookup = Arc::new(move |_, _| {
+            let addrs = addrs.clone();
+            Box::pin(async move { Ok(addrs) })
+        });
+        Addresses::with_lookup("new".into(), "backend.internal", 80, lookup)
+    }
+
     /// The addresses to try, in order; waits only for a first lookup (or
     /// the next one after a failed first lookup).
     pub async fn to_connect(&self) -> io::Result<Vec<SocketAddr>> {
