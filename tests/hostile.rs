@@ -743,6 +743,92 @@ async fn a_client_that_takes_none_of_a_response_is_cut_off_after_send_timeout_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_whose_client_takes_none_of_its_response_is_reset_after_send_timeout() {
+    use http_body_util::BodyExt;
+    const BODY: usize = 64 << 20;
+    within(60, async {
+        let big = Upstream::with("big", |_req| async { http::Response::new(full(Bytes::from(vec![b'x'; BODY]))) }).await;
+        // 4 MB at once (more than the client's window), then a chunk
+        // every 1.5 s: the backend is slow, not the client.
+        let slow = Upstream::with("slow", |_req| async {
+            let ticks = futures_util::stream::unfold(0, |n| async move {
+                let chunk = match n {
+                    0 => Bytes::from(vec![b'x'; 4 << 20]),
+                    1..=3 => {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        Bytes::from("tick,")
+                    }
+                    _ => return None,
+                };
+                Some((Ok::<_, BoxError>(hyper::body::Frame::data(chunk)), n + 1))
+            });
+            http::Response::new(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(ticks)))
+        })
+        .await;
+        let mut config = config_head("{ path: off }");
+        config.push_str(&format!(
+            "server: {{ send_timeout: 1s }}\nbackends:\n  big: {{ url: \"{}\" }}\n  slow: {{ url: \"{}\" }}\n\
+             routes:\n  - name: slow\n    match: {{ path_prefix: /slow }}\n    backends: {{ slow: {{}} }}\n\
+             \x20 - name: all\n    backends: {{ big: {{}} }}\n",
+            big.url(),
+            slow.url()
+        ));
+        let proxy = Proxy::start(&config, "").await;
+        let (mut sender, _conn) = h2c(proxy.addr()).await;
+        let ask = || {
+            Request::get(format!("http://{}/big", proxy.addr()))
+                .body(full(Bytes::new()))
+                .unwrap()
+        };
+
+        // A client that holds back a moment, then takes all there is while
+        // the backend is slow: not the client's stall, the answer arrives whole.
+        let waiting = sender
+            .send_request(
+                Request::get(format!("http://{}/slow", proxy.addr()))
+                    .body(full(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let whole = waiting
+            .into_body()
+            .collect()
+            .await
+            .expect("a stream waiting on its backend was reset");
+        assert!(whole.to_bytes().ends_with(b"tick,tick,tick,"));
+
+        // Reads nothing for 3 s: the client's window stays shut, and the stream is reset.
+        let stalled = sender.send_request(ask()).await.unwrap();
+        assert_eq!(stalled.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rest = tokio::time::timeout(Duration::from_secs(10), stalled.into_body().collect()).await;
+        assert!(
+            matches!(rest, Ok(Err(_))),
+            "a stream whose client took nothing for 3 s was not reset: {:?}",
+            rest.map(|r| r.map(|b| b.to_bytes().len()))
+        );
+
+        // Reads a little every 100 ms for 3 s, on the same connection: never reset.
+        let steady = sender.send_request(ask()).await.unwrap();
+        let mut body = steady.into_body();
+        let started = Instant::now();
+        let mut got = 0;
+        while started.elapsed() < Duration::from_secs(3) {
+            let frame = body.frame().await.expect("a steady reader's stream ended early");
+            got += frame
+                .expect("a steady reader's stream was reset")
+                .into_data()
+                .map_or(0, |d| d.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(got > 0 && got < BODY, "{got}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_head_after_a_kept_alive_request_is_disconnected_too() {
     within(60, async {
         let (proxy, rec, _) = start().await;

@@ -127,7 +127,7 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Longest a client connection may go without a new request.
     pub idle_timeout: Duration,
-    /// Longest an HTTP/1.1 client may take none of a response; zero: never.
+    /// Longest a client may take none of a response; zero: never.
     pub send_timeout: Duration,
     /// What `%2F` in a request path does; read per request, so a reload applies it.
     pub encoded_slashes: crate::routing::EncodedSlashes,

@@ -185,7 +185,7 @@ pub struct RawServer {
     #[serde(default = "default_idle_timeout")]
     #[serde(skip_serializing_if = "is_default_idle_timeout")]
     pub idle_timeout: Dur,
-    /// An HTTP/1.1 client that takes none of a response for this long is
+    /// A client that takes none of a response for this long is
     /// cut off (nginx's `send_timeout`); zero: never.
     #[serde(default = "default_send_timeout")]
     #[serde(skip_serializing_if = "is_default_send_timeout")]

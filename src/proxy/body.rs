@@ -1,6 +1,7 @@
 //! The response body handed to hyper: the backend's streaming body or a short
 //! local one, carrying the [`RequestRecord`] that is counted when the body ends.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,6 +26,24 @@ pub struct ResponseBody {
     tap: Option<Tap>,
     /// The backend's `body_timeout`, unless it is off.
     stall: Option<StallWatch>,
+}
+
+thread_local! {
+    /// How the last response body polled on this thread answered: `true`
+    /// when it handed over data (and is owed another poll), `false` when it
+    /// waited or ended. Read by the HTTP/2 stream watch around each poll of
+    /// a stream, which holds one body.
+    static LAST_POLL: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Forgets the last poll's answer, before a stream is polled.
+pub fn forget_last_poll() {
+    LAST_POLL.set(None);
+}
+
+/// Whether a response body was polled since [`forget_last_poll`], and whether it handed over data.
+pub fn last_poll() -> Option<bool> {
+    LAST_POLL.get()
 }
 
 /// Why a response body ended early.
@@ -73,31 +92,9 @@ impl ResponseBody {
         ResponseBodyError::Stalled(limit)
     }
 
-    fn count(&mut self, n: usize) {
-        if let Some(record) = &mut self.record {
-            record.sent(n);
-        }
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        // hyper never polls a body that is empty from the start (HEAD, 204,
-        // Content-Length: 0): it is complete all the same.
-        if let (Some(tap), Inner::Upstream(body)) = (&mut self.tap, &self.inner)
-            && body.is_end_stream()
-        {
-            tap.finish();
-        }
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = ResponseBodyError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
-        let this = self.get_mut();
+    /// The next frame of the body, with the stall watch and the record kept.
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
+        let this = self;
         match &mut this.inner {
             Inner::Upstream(body) => {
                 let frame = match Pin::new(body).poll_frame(cx) {
@@ -146,6 +143,35 @@ impl Body for ResponseBody {
                 Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
             }
         }
+    }
+
+    fn count(&mut self, n: usize) {
+        if let Some(record) = &mut self.record {
+            record.sent(n);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper never polls a body that is empty from the start (HEAD, 204,
+        // Content-Length: 0): it is complete all the same.
+        if let (Some(tap), Inner::Upstream(body)) = (&mut self.tap, &self.inner)
+            && body.is_end_stream()
+        {
+            tap.finish();
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = ResponseBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
+        let polled = self.get_mut().poll_inner(cx);
+        LAST_POLL.set(Some(matches!(polled, Poll::Ready(Some(Ok(_))))));
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -25,7 +25,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 mod framing;
 mod send_watch;
+mod stream_watch;
 
 use crate::BoxError;
 use crate::config::ServerSettings;
@@ -40,6 +41,7 @@ use crate::proxy::body::ResponseBody;
 use crate::proxy::{ConnInfo, Proxy};
 use framing::FramingCheck;
 use send_watch::SendWatch;
+use stream_watch::StreamExecutor;
 
 /// How long an HTTP/1.1 connection waits for its next request before it is
 /// parked. Keep-alive clients under load send their next request well
@@ -67,7 +69,7 @@ pub(super) struct ConnBuilders {
     http1: http1::Builder,
     /// The admin listener's connections: hyper's own head deadline.
     admin_http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: http2::Builder<StreamExecutor>,
     /// `server.max_headers`: hyper applies it to HTTP/1.1 heads only.
     max_headers: usize,
     /// `server.max_header_bytes`, for the framing check.
@@ -91,7 +93,9 @@ impl ConnBuilders {
         // Without a timer hyper ignores header_read_timeout, and slow
         // clients would hold admin connections forever.
         admin_http1.header_read_timeout(settings.header_read_timeout);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        let mut http2 = http2::Builder::new(StreamExecutor {
+            limit: settings.send_timeout,
+        });
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
