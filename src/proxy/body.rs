@@ -2,17 +2,16 @@
 //! local one, carrying the [`RequestRecord`] that is counted when the body ends.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::record::RequestRecord;
-use crate::upstream::{Tap, UpstreamBody};
+use crate::upstream::{LazyTimer, Tap, UpstreamBody};
 
 enum Inner {
     Upstream(UpstreamBody),
@@ -195,7 +194,7 @@ impl Body for ResponseBody {
 /// 1.25 times it) rather than being re-armed for every frame.
 struct StallWatch {
     limit: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: LazyTimer,
     /// A frame arrived since the last tick.
     progressed: bool,
     idle_ticks: u8,
@@ -207,7 +206,7 @@ impl StallWatch {
     fn new(limit: Duration) -> Option<StallWatch> {
         (!limit.is_zero()).then_some(StallWatch {
             limit,
-            timer: None,
+            timer: LazyTimer::default(),
             progressed: false,
             idle_ticks: 0,
         })
@@ -216,8 +215,10 @@ impl StallWatch {
     /// Called while the body waits: true once it has sent nothing for the limit.
     fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
         let tick = self.limit / u32::from(Self::TICKS);
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(tick)));
-        while timer.as_mut().poll(cx).is_ready() {
+        if !self.timer.is_armed() {
+            self.timer.arm(Instant::now() + tick);
+        }
+        while self.timer.poll_expired(cx).is_ready() {
             if std::mem::take(&mut self.progressed) {
                 self.idle_ticks = 0;
             } else {
@@ -226,7 +227,7 @@ impl StallWatch {
             if self.idle_ticks >= Self::TICKS {
                 return true;
             }
-            timer.as_mut().reset(Instant::now() + tick);
+            self.timer.arm(Instant::now() + tick);
         }
         false
     }

@@ -1,4 +1,4 @@
-//! Deadlines on futures pinned where they were made.
+//! Deadlines on futures pinned where they were made, and timers made lazily.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -24,4 +24,32 @@ pub async fn within<F: Future>(limit: Duration, mut work: Pin<&mut F>) -> Option
         deadline.as_mut().poll(cx).map(|()| None)
     })
     .await
+}
+
+/// A timer made the first time it is armed and reused after: the watches
+/// on bodies and connections that stall arm one only once something has to
+/// wait, so what flows freely costs no timer.
+#[derive(Default)]
+pub struct LazyTimer(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl LazyTimer {
+    /// Sets the deadline, making the timer if there is none yet.
+    pub fn arm(&mut self, deadline: tokio::time::Instant) {
+        match &mut self.0 {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.0 = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    pub fn is_armed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Ready once the deadline has passed; never while it was never armed.
+    pub fn poll_expired(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
 }

@@ -21,7 +21,7 @@ pub mod target;
 
 pub use body::{BodyReadListener, ClientBody, ClientBodyError, RequestBody};
 pub use client::BackendClient;
-pub use deadline::within;
+pub use deadline::{LazyTimer, within};
 pub use failure::{ClientFault, Failure, FailureKind, Fault, Verdict};
 pub use pool::UpstreamBody;
 pub use tap::Tap;

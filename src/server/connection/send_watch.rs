@@ -1,11 +1,11 @@
 //! The watch on a client that takes none of a response (`send_timeout`).
 
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::IoWatch;
+use crate::upstream::LazyTimer;
 
 /// Ends a connection whose client takes none of a response for
 /// `send_timeout`: a slow reader would otherwise hold its backend
@@ -17,7 +17,7 @@ use super::IoWatch;
 /// writable again.
 pub(super) struct SendWatch {
     limit: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timer: LazyTimer,
     /// Writes done, and bytes the client had yet to take, when the timer was last armed.
     writes_seen: u64,
     unsent_seen: Option<u32>,
@@ -27,7 +27,7 @@ impl SendWatch {
     pub(super) fn new(limit: Duration) -> SendWatch {
         SendWatch {
             limit,
-            timer: None,
+            timer: LazyTimer::default(),
             writes_seen: 0,
             unsent_seen: None,
         }
@@ -39,13 +39,11 @@ impl SendWatch {
             return Poll::Pending;
         }
         let writes = watch.writes.load(Ordering::Relaxed);
-        if self.timer.is_none() || writes != self.writes_seen {
+        if !self.timer.is_armed() || writes != self.writes_seen {
             self.writes_seen = writes;
             self.arm(watch.unsent());
         }
-        while let Some(timer) = &mut self.timer
-            && timer.as_mut().poll(cx).is_ready()
-        {
+        while self.timer.poll_expired(cx).is_ready() {
             let unsent = watch.unsent();
             match (unsent, self.unsent_seen) {
                 (Some(now), Some(before)) if now < before => self.arm(unsent),
@@ -57,10 +55,6 @@ impl SendWatch {
 
     fn arm(&mut self, unsent: Option<u32>) {
         self.unsent_seen = unsent;
-        let deadline = tokio::time::Instant::now() + self.limit;
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(deadline),
-            slot => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
+        self.timer.arm(tokio::time::Instant::now() + self.limit);
     }
 }

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::proxy::body::{forget_last_poll, last_poll};
+use crate::upstream::LazyTimer;
 
 /// Spawns HTTP/2 streams, each watched.
 #[derive(Clone, Copy)]
@@ -33,7 +34,7 @@ where
             stream,
             limit: self.limit,
             owed: false,
-            timer: None,
+            timer: LazyTimer::default(),
         });
     }
 }
@@ -48,7 +49,7 @@ pin_project_lite::pin_project! {
         // The body's last answer was data, and it has not been polled since.
         owed: bool,
         // Made the first time the body is owed a poll.
-        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        timer: LazyTimer,
     }
 }
 
@@ -64,17 +65,10 @@ impl<F: Future<Output = ()>> Future for WatchedStream<F> {
         if let Some(handed_data) = last_poll() {
             *this.owed = handed_data;
             if handed_data {
-                let deadline = tokio::time::Instant::now() + *this.limit;
-                match &mut *this.timer {
-                    Some(timer) => timer.as_mut().reset(deadline),
-                    slot => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                }
+                this.timer.arm(tokio::time::Instant::now() + *this.limit);
             }
         }
-        if *this.owed
-            && let Some(timer) = this.timer
-            && timer.as_mut().poll(cx).is_ready()
-        {
+        if *this.owed && this.timer.poll_expired(cx).is_ready() {
             // Dropping the stream's task resets the stream, and lets its
             // backend connection go.
             tracing::debug!("an HTTP/2 client took none of a response within send_timeout: stream reset");
