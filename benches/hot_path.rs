@@ -194,7 +194,7 @@ fn bench_headers(c: &mut Criterion) {
     group.bench_function("set_forwarded", |b| {
         b.iter(|| {
             let mut h = black_box(&template).clone();
-            set_forwarded(&mut h, &peer, false, "http", host.as_ref());
+            set_forwarded(&mut h, &peer, false, peer.clone(), "http", host.as_ref());
             h
         })
     });
@@ -218,7 +218,7 @@ fn bench_headers(c: &mut Criterion) {
         b.iter(|| {
             let mut h = black_box(&template).clone();
             strip_hop_by_hop(&mut h, false);
-            set_forwarded(&mut h, &peer, false, "http", host.as_ref());
+            set_forwarded(&mut h, &peer, false, peer.clone(), "http", host.as_ref());
             let id = ensure_request_id(&mut h);
             (h, id)
         })

@@ -7,6 +7,7 @@
 #     fleet-mode kit in deploy/kubernetes/fleet/ (etcd StatefulSet, seed Job)
 #   - rollback.sh against a stand-in kubectl
 #   - systemd: systemd-analyze verify and security (when systemd-analyze exists)
+#   - logrotate: a forced rotation with deploy/logrotate/cutover (when logrotate exists)
 #   - Docker: the Dockerfile read for mistakes (Docker itself is not needed)
 #
 #   deploy/check.sh
@@ -228,6 +229,30 @@ fleet_dropin() {
   echo "ok: the fleet drop-in sets CUTOVER_REPLICA_ID (host name, or fleet.env)"
 }
 step "systemd fleet drop-in" fleet_dropin
+
+# ------------------------------------------------------------------- logrotate
+logrotate_config() {
+  local dir=$WORK/logrotate conf out
+  mkdir -p "$dir/log"
+  conf=$dir/cutover
+  # The same rules on a folder of our own, the signal swapped for a marker.
+  sed -e "s|/var/log/cutover|$dir/log|" \
+    -e "s|systemctl kill --signal=USR1 --kill-whom=main cutover.service|touch $dir/signalled|" \
+    "$DEPLOY/logrotate/cutover" >"$conf"
+  chmod 0644 "$conf"
+  grep -q "touch $dir/signalled" "$conf" || { echo "no postrotate signal to cutover"; return 1; }
+  echo "GET / 200" >"$dir/log/access.log"
+  out=$(logrotate --force --state "$dir/state" "$conf" 2>&1) || { echo "$out"; return 1; }
+  [ -z "$out" ] || { echo "$out"; return 1; }
+  [ -s "$dir/log/access.log.1" ] && [ ! -e "$dir/log/access.log" ] && [ -e "$dir/signalled" ] ||
+    { ls -l "$dir/log"; echo "the log was not moved away, or cutover not signalled"; return 1; }
+  echo "ok: logrotate moves the access log away and signals cutover"
+}
+if command -v logrotate >/dev/null 2>&1; then
+  step "logrotate config" logrotate_config
+else
+  skip "logrotate config" "logrotate is not installed"
+fi
 
 # ---------------------------------------------------------------------- Docker
 step "Dockerfile" kit dockerfile

@@ -1,9 +1,12 @@
 //! Access log: nginx's `combined` format, byte for byte, or JSON lines.
 //! Lines are formatted on the request's task and written by one background
-//! thread, so a slow disk never stalls the proxy.
+//! thread, so a slow disk never stalls the proxy. A log file is opened
+//! again on request (SIGUSR1, as nginx does), for logrotate.
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -42,31 +45,50 @@ pub struct Outcome {
 enum Message {
     Line(String),
     Flush(std::sync::mpsc::Sender<()>),
+    /// Wakes the writer to see `reopen`.
+    Reopen,
 }
 
 pub struct AccessLog {
     format: LogFormat,
     queue: SyncSender<Message>,
     metrics: Arc<Metrics>,
+    /// Set to have the writer open its file again; a flag rather than only
+    /// a message, so a full queue cannot lose the request.
+    reopen: Arc<AtomicBool>,
 }
 
 impl AccessLog {
     /// Starts the writer; `None` when logging is off.
     pub fn start(settings: &AccessLogSettings, metrics: Arc<Metrics>) -> std::io::Result<Option<AccessLog>> {
-        let sink: Box<dyn Write + Send> = match &settings.target {
+        let (sink, path): (Box<dyn Write + Send>, _) = match &settings.target {
             LogTarget::Off => return Ok(None),
-            LogTarget::Stdout => Box::new(std::io::stdout()),
-            LogTarget::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+            LogTarget::Stdout => (Box::new(std::io::stdout()), None),
+            LogTarget::File(path) => (Box::new(open_log(path)?), Some(path.clone())),
         };
         let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            out: std::io::BufWriter::with_capacity(64 * 1024, sink),
+            path,
+            reopen: reopen.clone(),
+        };
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, sink))?;
+            .spawn(move || writer.run(rx))?;
         Ok(Some(AccessLog {
             format: settings.format,
             queue,
             metrics,
+            reopen,
         }))
+    }
+
+    /// Has the log file opened again (by its name), once the lines queued
+    /// so far are written: logrotate has moved the old one away.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        let _ = self.queue.try_send(Message::Reopen);
     }
 
     pub fn write(&self, rec: &LogRecord, outcome: &Outcome) {
@@ -88,23 +110,53 @@ impl AccessLog {
     }
 }
 
-fn write_loop(rx: Receiver<Message>, sink: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            match msg {
-                Message::Line(line) => {
-                    let _ = out.write_all(line.as_bytes());
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The background thread's side: the sink, and the file it may open again.
+struct Writer {
+    out: std::io::BufWriter<Box<dyn Write + Send>>,
+    path: Option<PathBuf>,
+    reopen: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Message>) {
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    Message::Line(line) => {
+                        let _ = self.out.write_all(line.as_bytes());
+                    }
+                    Message::Flush(ack) => {
+                        let _ = self.out.flush();
+                        let _ = ack.send(());
+                    }
+                    Message::Reopen => {}
                 }
-                Message::Flush(ack) => {
-                    let _ = out.flush();
-                    let _ = ack.send(());
-                }
+                next = rx.try_recv().ok();
             }
-            next = rx.try_recv().ok();
+            let _ = self.out.flush();
+            if self.reopen.swap(false, Ordering::Acquire) {
+                self.reopen_file();
+            }
         }
-        let _ = out.flush();
+    }
+
+    /// Opens the file by its name again; one that cannot be opened is
+    /// logged and the old one kept: no line is lost for it.
+    fn reopen_file(&mut self) {
+        let Some(path) = &self.path else { return };
+        match open_log(path) {
+            Ok(file) => {
+                let _ = self.out.flush();
+                *self.out.get_mut() = Box::new(file);
+                tracing::info!(file = %path.display(), "access log opened again");
+            }
+            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot open the access log again: writing on to the old file"),
+        }
     }
 }
 

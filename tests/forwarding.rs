@@ -124,6 +124,7 @@ async fn forwarded_headers_request_id_and_host() {
         let seen = resp.seen();
         assert_eq!(seen.header("host").as_deref(), Some("shop.example.com:8080"));
         assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+        assert_eq!(seen.header("x-real-ip").as_deref(), Some("127.0.0.1"));
         assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
         assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("shop.example.com:8080"));
         let id = seen.header("x-request-id").expect("a request id is generated");
@@ -142,12 +143,23 @@ async fn forwarded_headers_request_id_and_host() {
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.example"),
+            ("x-real-ip", "6.6.6.7"),
+            ("x-forwarded-port", "6666"),
+            ("x-forwarded-ssl", "on"),
             ("x-request-id", "req-abc-123"),
             ("host", "shop.example.com"),
         ];
         let resp = send_on(&c, request(Method::GET, &untrusted.url("/p"), spoofed)).await;
         let seen = resp.seen();
         assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            seen.headers("x-real-ip"),
+            ["127.0.0.1"],
+            "a backend that believes X-Real-IP, as it did behind nginx, sees no spoofed one"
+        );
+        for claim in ["x-forwarded-port", "x-forwarded-ssl"] {
+            assert_eq!(seen.header(claim), None, "{claim} from an untrusted client");
+        }
         assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
         assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("shop.example.com"));
         assert_eq!(seen.header("x-request-id").as_deref(), Some("req-abc-123"));
@@ -156,6 +168,12 @@ async fn forwarded_headers_request_id_and_host() {
         // From a trusted proxy the chain is extended and its values kept.
         let seen = send_on(&c, request(Method::GET, &trusted.url("/p"), spoofed)).await.seen();
         assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("6.6.6.6, 127.0.0.1"));
+        assert_eq!(
+            seen.header("x-real-ip").as_deref(),
+            Some("6.6.6.6"),
+            "the client the proxy forwarded for"
+        );
+        assert_eq!(seen.header("x-forwarded-port").as_deref(), Some("6666"), "a trusted proxy's claim");
         assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
         assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("evil.example"));
         // Without a prior value, a trusted peer gets the same treatment as anyone.
@@ -417,6 +435,93 @@ async fn websocket_round_trip() {
             assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(format!("msg {i}")));
         }
         ws.close(None).await.unwrap();
+    })
+    .await;
+}
+
+type ClientSocket = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// A WebSocket session through the proxy to `path`.
+async fn websocket_through(proxy: &Proxy, path: &str) -> ClientSocket {
+    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(format!("ws://{}{path}", proxy.addr()), stream)
+        .await
+        .expect("WebSocket handshake through the proxy");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws
+}
+
+async fn echoes(ws: &mut ClientSocket, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_with_nothing_going_either_way_is_closed_after_tunnel_idle_timeout_and_a_chatty_one_is_not() {
+    within(30, async {
+        let (ws_addr, _paths) = websocket_upstream().await;
+        let backend = format!("{{ url: \"http://{ws_addr}\", tunnel_idle_timeout: 1s }}");
+        let proxy = Proxy::start(&one_route_config("", &[("ws", backend)]), "").await;
+        let mut quiet = websocket_through(&proxy, "/quiet").await;
+        let mut chatty = websocket_through(&proxy, "/chatty").await;
+        let opened = Instant::now();
+        echoes(&mut quiet, "once").await;
+        let chat = async {
+            for i in 0..12 {
+                echoes(&mut chatty, &format!("tick {i}")).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        let closed = async {
+            let end = quiet.next().await;
+            (opened.elapsed(), end)
+        };
+        let ((), (after, end)) = tokio::join!(chat, closed);
+        assert!(
+            matches!(end, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
+            "the quiet session ends: {end:?}"
+        );
+        assert!(
+            after >= Duration::from_millis(950) && after < Duration::from_millis(2500),
+            "closed {after:?} after it opened, its last message at once"
+        );
+        echoes(&mut chatty, "still here after 3 s").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_holds_its_client_connection_and_shutdown_closes_it_at_once() {
+    within(30, async {
+        let (ws_addr, _paths) = websocket_upstream().await;
+        let server = "server: { max_connections: 2, workers: 1, drain_timeout: 60s }\n";
+        let mut proxy = Proxy::start(&one_route_config(server, &[("ws", format!("{{ url: \"http://{ws_addr}\" }}"))]), "").await;
+        let mut first = websocket_through(&proxy, "/a").await;
+        let mut second = websocket_through(&proxy, "/b").await;
+        echoes(&mut first, "a").await;
+        echoes(&mut second, "b").await;
+        let public = [("listener", "public")];
+        proxy.wait_metric("cutover_active_connections", &public, 2.0).await;
+        let mut third = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(
+            closed_within(&mut third, Duration::from_secs(5)).await,
+            "two WebSockets fill max_connections: 2"
+        );
+        first.close(None).await.unwrap();
+        drop(first);
+        proxy.wait_metric("cutover_active_connections", &public, 1.0).await;
+        let mut again = websocket_through(&proxy, "/c").await;
+        echoes(&mut again, "c").await;
+
+        let stopping = Instant::now();
+        proxy.signal("TERM");
+        let end = second.next().await;
+        assert!(matches!(end, None | Some(Err(_))), "{end:?}");
+        assert!(
+            proxy.wait_exit(Duration::from_secs(10)).await.is_some(),
+            "exits without waiting out drain_timeout"
+        );
+        assert!(stopping.elapsed() < Duration::from_secs(10));
     })
     .await;
 }

@@ -249,6 +249,7 @@ fn django_site_keeps_the_app_routes_and_lists_the_rest() {
         Duration::from_secs(120),
         "nginx's read timeout bounds each read of the body too"
     );
+    assert_eq!(api.tunnel_idle_timeout, Duration::from_secs(120), "and a WebSocket's silence");
     assert_eq!(default.connect_timeout, Duration::from_secs(5));
     assert_eq!(api.host_header, None, "proxy_set_header Host $host is cutover's default");
     assert_eq!(config.server.max_body_bytes, Some(20 << 20), "client_max_body_size 20M");
@@ -266,15 +267,15 @@ fn django_site_keeps_the_app_routes_and_lists_the_rest() {
         (30, "listen"), // 443 ssl
         (32, "ssl_certificate"),
         (33, "ssl_certificate_key"),
-        (36, "location"),         // /static/ alias
-        (41, "location"),         // /media/ alias
-        (56, "proxy_set_header"), // X-Real-IP
+        (36, "location"), // /static/ alias
+        (41, "location"), // /media/ alias
     ] {
         assert_listed(&imported, "django.conf", line, directive);
     }
     // Converted directives are not listed.
-    assert_converted(&imported, &[34, 45, 46, 47, 48, 49, 50, 53, 54, 55, 57]);
+    assert_converted(&imported, &[34, 45, 46, 47, 48, 49, 50, 53, 54, 55, 56, 57]);
     assert_note(&imported, &["443", "TLS"]);
+    assert_note(&imported, &["X-Real-IP", "trusted_proxies"]);
     assert!(imported.config.contains("django.conf:45 location /api/"), "{}", imported.config);
     let report = imported.report();
     assert!(report.contains("django.conf:32  ssl_certificate /etc/letsencrypt"), "{report}");

@@ -251,6 +251,36 @@ fn path_entry<'a>(report: &'a Value, kind: &str, path: &str) -> Option<&'a Value
 }
 
 #[tokio::test]
+async fn an_endpoints_first_requests_learn_its_noise_so_a_timestamp_never_counts_as_a_difference() {
+    within(60, async {
+        let stamped = |name: &'static str| {
+            Upstream::with(name, move |_req| async move {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                json_response(name, json!({"id": 1, "at": at.to_string()}))
+            })
+        };
+        let (legacy, new) = (stamped("legacy").await, stamped("new").await);
+        // Sampling alone would ask legacy twice about one request in a thousand.
+        let mirror = "      to: new\n      compare: { mode: values, noise: { sample: 0.001 } }\n";
+        let proxy = Proxy::start(&config(&legacy, &new, mirror), "api: { legacy: 100, new: 0 }\n").await;
+        let client = client();
+        for path in ["/orders/", "/invoices/"] {
+            for _ in 0..8 {
+                send_on(&client, request(Method::GET, &proxy.url(path), &[])).await;
+            }
+        }
+        let report = wait_outcomes(&proxy, 16).await;
+        assert_eq!(report["clean"], 16, "every stamp is noise from the first request on: {report:#}");
+        assert!(report["noise_samples"].as_u64().unwrap() >= 10, "five per endpoint: {report:#}");
+        assert_eq!(path_entry(&report, "value", "/at").unwrap()["verdict"], "noise");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_report_names_planted_differences_noise_and_clean_endpoints() {
     within(60, async {
         let (legacy, new) = planted_pair().await;
@@ -337,20 +367,25 @@ async fn secrets_never_appear_in_samples() {
     .await;
 }
 
+/// Two backends that differ at `/id` in every answer, mirrored, with `parity_log`.
+async fn logging_parity(parity_log: &str) -> (Proxy, Upstream, Upstream) {
+    let legacy = Upstream::with("legacy", |_req| async {
+        json_response("legacy", json!({"id": 1, "name": "x".repeat(300)}))
+    })
+    .await;
+    let new = Upstream::with("new", |_req| async {
+        json_response("new", json!({"id": "1", "name": "x".repeat(300)}))
+    })
+    .await;
+    let text = config(&legacy, &new, "      to: new\n").replace("backends:\n", &format!("parity_log: {parity_log}\nbackends:\n"));
+    let proxy = Proxy::start(&text, "api: { legacy: 100, new: 0 }\n").await;
+    (proxy, legacy, new)
+}
+
 #[tokio::test]
 async fn samples_go_to_a_rotated_parity_log() {
     within(60, async {
-        let legacy = Upstream::with("legacy", |_req| async {
-            json_response("legacy", json!({"id": 1, "name": "x".repeat(300)}))
-        })
-        .await;
-        let new = Upstream::with("new", |_req| async {
-            json_response("new", json!({"id": "1", "name": "x".repeat(300)}))
-        })
-        .await;
-        let text = config(&legacy, &new, "      to: new\n")
-            .replace("backends:\n", "parity_log: { path: parity.jsonl, max_bytes: 4096 }\nbackends:\n");
-        let proxy = Proxy::start(&text, "api: { legacy: 100, new: 0 }\n").await;
+        let (proxy, _legacy, _new) = logging_parity("{ path: parity.jsonl, max_bytes: 4096 }").await;
         let client = client();
         for i in 0..40 {
             send_on(&client, request(Method::GET, &proxy.url(&format!("/item/{i}")), &[])).await;
@@ -374,6 +409,28 @@ async fn samples_go_to_a_rotated_parity_log() {
         assert_eq!(last["route"], "api");
         assert_eq!(last["sample"]["differences"][0]["path"], "/id");
         assert_eq!(last["sample"]["path"], "/item/39");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_parity_log_moved_away_by_logrotate_is_opened_again_on_sigusr1() {
+    within(60, async {
+        let (proxy, _legacy, _new) = logging_parity("{ path: parity.jsonl }").await;
+        let client = client();
+        let (log, moved) = (proxy.path("parity.jsonl"), proxy.path("parity.jsonl.1"));
+        send_on(&client, request(Method::GET, &proxy.url("/item/before"), &[])).await;
+        wait_outcomes(&proxy, 1).await;
+        std::fs::rename(&log, &moved).unwrap();
+        proxy.signal("USR1");
+        // The signal is handled on its own: wait until it was.
+        proxy.wait_stderr(Duration::from_secs(5), |e| e.contains("SIGUSR1")).await;
+        send_on(&client, request(Method::GET, &proxy.url("/item/after"), &[])).await;
+        wait_outcomes(&proxy, 2).await;
+        let old = std::fs::read_to_string(&moved).unwrap();
+        let new = std::fs::read_to_string(&log).expect("a new parity.jsonl");
+        assert!(old.contains("/item/before") && !old.contains("/item/after"), "{old}");
+        assert!(new.contains("/item/after") && !new.contains("/item/before"), "{new}");
     })
     .await;
 }

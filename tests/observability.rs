@@ -370,3 +370,56 @@ async fn requests_are_counted_by_whose_fault_a_failure_was() {
     })
     .await;
 }
+
+/// The lines of a log file so far (none when it does not exist).
+fn log_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_log_moved_away_by_logrotate_is_opened_again_on_sigusr1_and_no_line_is_lost() {
+    within(30, async {
+        let (proxy, _legacy, _new) = observed_proxy("{ format: combined, path: access.log }").await;
+        let (log, moved) = (proxy.path("access.log"), proxy.path("access.log.1"));
+        let c = client();
+        let get = async |path: &str| send_on(&c, request(Method::GET, &proxy.url(path), &[])).await;
+        let has = async |file: &std::path::Path, uri: &str| {
+            eventually(Duration::from_secs(5), Duration::from_millis(20), async || {
+                let lines = log_lines(file);
+                match lines.iter().any(|l| l.contains(uri)) {
+                    true => Ok(()),
+                    false => Err(format!("{uri} not in {}: {lines:#?}", file.display())),
+                }
+            })
+            .await
+        };
+        get("/api/before").await;
+        has(&log, "/api/before").await;
+        // logrotate moves the file; until told, cutover writes on to it.
+        std::fs::rename(&log, &moved).unwrap();
+        get("/api/moved").await;
+        has(&moved, "/api/moved").await;
+        proxy.signal("USR1");
+        // A request sent as the signal lands goes to one file or the other.
+        let mut sent = 2;
+        eventually(Duration::from_secs(5), Duration::from_millis(50), async || {
+            sent += 1;
+            get(&format!("/api/after/{sent}")).await;
+            match log_lines(&log).is_empty() {
+                false => Ok(()),
+                true => Err("nothing written to a new access.log".to_string()),
+            }
+        })
+        .await;
+        has(&log, &format!("/api/after/{sent}")).await;
+        let (old, new) = (log_lines(&moved), log_lines(&log));
+        assert!(old.iter().any(|l| l.contains("/api/before")) && old.iter().any(|l| l.contains("/api/moved")));
+        assert!(new.iter().all(|l| l.contains("/api/after/")), "{new:#?}");
+        assert_eq!(old.len() + new.len(), sent, "every request logged once: {old:#?} {new:#?}");
+    })
+    .await;
+}

@@ -12,11 +12,12 @@
 #
 # Environment (defaults in brackets): ROUNDS [6], DURATION [4s], CONNS [50],
 # WRK_THREADS [2], WORKERS [2], BASE_PORT [19400] (ports BASE_PORT + 1..5 on
-# 127.0.0.1), REQ_PATH [small] (64k: the 65,536-byte answer). Needs wrk,
-# curl, python3, cargo.
+# 127.0.0.1), REQ_PATH [small] (64k: the 65,536-byte answer), KIND [base]
+# (cutover_config.sh's scenario: mirror, mirror-noise ...). Needs wrk, curl,
+# python3, cargo.
 set -euo pipefail
 
-[ $# -eq 2 ] || { sed -n '2,15p' "$0"; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,17p' "$0"; exit 2; }
 BEFORE=$(realpath "$1")
 AFTER=$(realpath "$2")
 for bin in "$BEFORE" "$AFTER"; do
@@ -31,6 +32,7 @@ WRK_THREADS=${WRK_THREADS:-2}
 WORKERS=${WORKERS:-2}
 BASE_PORT=${BASE_PORT:-19400}
 REQ_PATH=${REQ_PATH:-small}
+KIND=${KIND:-base}
 P_LEGACY=$((BASE_PORT + 1)) P_NEW=$((BASE_PORT + 2))
 declare -A PORT=([before]=$((BASE_PORT + 3)) [after]=$((BASE_PORT + 4)) [floor]=$((BASE_PORT + 5)))
 
@@ -66,7 +68,7 @@ wait_up "$P_LEGACY"
 "$ROOT/target/release/examples/bench-floor" "127.0.0.1:${PORT[floor]}" "127.0.0.1:$P_LEGACY" "$WORKERS" >"$WORK/floor.log" 2>&1 &
 PIDS+=($!)
 for side in before after; do
-    write_cutover_config "$WORK/$side" base "${PORT[$side]}" "$P_LEGACY" "$P_NEW" "$WORKERS"
+    write_cutover_config "$WORK/$side" "$KIND" "${PORT[$side]}" "$P_LEGACY" "$P_NEW" "$WORKERS"
     bin=$BEFORE
     [ "$side" = after ] && bin=$AFTER
     RUST_LOG=warn "$bin" run -c "$WORK/$side/cutover.yaml" >"$WORK/$side.log" 2>&1 &

@@ -3,10 +3,11 @@
 #
 #   write_cutover_config DIR KIND PORT P_LEGACY P_NEW WORKERS [H2_PORT] [CERT]
 #
-# KIND is base | sticky | routes1000 | mirror. Writes DIR/cutover.yaml and
-# DIR/weights.yaml: one route `main` over the two upstream ports, split 90/10
-# (mirror: all to legacy, every request mirrored to new). With CERT, PORT
-# serves HTTPS with CERT.crt and CERT.key.
+# KIND is base | sticky | routes1000 | mirror | mirror-noise. Writes
+# DIR/cutover.yaml and DIR/weights.yaml: one route `main` over the two
+# upstream ports, split 90/10 (mirror: all to legacy, every request mirrored
+# to new; mirror-noise: the same, learning noise as configs do by default).
+# With CERT, PORT serves HTTPS with CERT.crt and CERT.key.
 write_cutover_config() {
     local dir=$1 kind=$2 port=$3 p_legacy=$4 p_new=$5 workers=$6 h2=${7:-} cert=${8:-}
     mkdir -p "$dir"
@@ -40,8 +41,9 @@ write_cutover_config() {
         # are compared (the bodies are not JSON); no noise sampling, so the
         # primary is asked once, as nginx does.
         [ "$kind" = mirror ] && echo "    mirror: { to: new, percent: 100, compare: { noise: { sample: 0 } } }"
+        [ "$kind" = mirror-noise ] && echo "    mirror: { to: new, percent: 100 }"
     } >"$dir/cutover.yaml"
-    if [ "$kind" = mirror ]; then
+    if [ "$kind" = mirror ] || [ "$kind" = mirror-noise ]; then
         echo "main: { legacy: 100, new: 0 }" >"$dir/weights.yaml"
     else
         echo "main: { legacy: 90, new: 10 }" >"$dir/weights.yaml"

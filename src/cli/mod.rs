@@ -261,12 +261,14 @@ async fn run(config: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Announces `running` in the ready file, if any; waits for SIGTERM/SIGINT
-/// (drain, then return) and reloads on SIGHUP.
+/// (drain, then return), reloads on SIGHUP and opens the log files again on
+/// SIGUSR1 (nginx's `reopen`, for logrotate).
 async fn serve_until_signalled(running: Running, mut ready: Option<ReadyFile>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     if let Some(ready) = &mut ready {
         ready.announce(&running)?;
     }
@@ -279,6 +281,10 @@ async fn serve_until_signalled(running: Running, mut ready: Option<ReadyFile>) -
                 let live = running.live.clone();
                 // Off the runtime (it reads files); the outcome is reported by `reload`.
                 drop(tokio::task::spawn_blocking(move || live.reload()));
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: opening the log files again");
+                running.reopen_logs();
             }
         }
     }

@@ -268,6 +268,7 @@ fn compile_backends(
             connect_timeout: b.connect_timeout.0,
             timeout: b.timeout.0,
             body_timeout: b.body_timeout.0,
+            tunnel_idle_timeout: b.tunnel_idle_timeout.0,
             pool_idle_timeout: b.pool_idle_timeout.0,
             pool_max_idle: b.pool_max_idle,
             host_header,

@@ -144,6 +144,9 @@ pub struct BackendSpec {
     pub timeout: Duration,
     /// A response body that sends nothing this long is cut off; zero: never.
     pub body_timeout: Duration,
+    /// A protocol-switched connection (WebSocket) with no byte either way
+    /// this long is closed; zero: never.
+    pub tunnel_idle_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     pub host_header: Option<HeaderValue>,

@@ -260,6 +260,9 @@ pub struct RawBackend {
     #[serde(default = "default_body_timeout")]
     #[serde(skip_serializing_if = "is_default_body_timeout")]
     pub body_timeout: Dur,
+    #[serde(default = "default_tunnel_idle_timeout")]
+    #[serde(skip_serializing_if = "is_default_tunnel_idle_timeout")]
+    pub tunnel_idle_timeout: Dur,
     #[serde(default = "default_pool_idle_timeout")]
     #[serde(skip_serializing_if = "is_default_pool_idle_timeout")]
     pub pool_idle_timeout: Dur,
@@ -346,6 +349,10 @@ fn default_timeout() -> Dur {
 /// nginx's `proxy_read_timeout`, which applies between two reads of a body too.
 fn default_body_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(60))
+}
+/// HAProxy's `timeout tunnel` as its documentation suggests it for WebSockets.
+fn default_tunnel_idle_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(3600))
 }
 fn default_pool_idle_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(1))
@@ -827,6 +834,7 @@ is_loader_default! {
     is_default_connect_timeout => default_connect_timeout: Dur,
     is_default_timeout => default_timeout: Dur,
     is_default_body_timeout => default_body_timeout: Dur,
+    is_default_tunnel_idle_timeout => default_tunnel_idle_timeout: Dur,
     is_default_pool_idle_timeout => default_pool_idle_timeout: Dur,
     is_default_pool_max_idle => default_pool_max_idle: usize,
     is_default_check_interval => default_check_interval: Dur,

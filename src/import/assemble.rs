@@ -94,7 +94,7 @@ pub(super) fn assemble(phases: Phases<'_>, report: &mut Report) -> Option<Config
     if backends.iter().any(|b| b.connect_timeout.is_none() || b.timeout.is_none()) {
         report.note(
             "where nginx used its default proxy timeouts (connect 60s, read 60s), the backends keep cutover's \
-             (connect_timeout 2s; timeout 30s, a deadline for the response head; body_timeout 60s between two reads of the body)",
+             (connect_timeout 2s; timeout 30s, a deadline for the response head; body_timeout 60s between two reads of the body; tunnel_idle_timeout 1h for a WebSocket)",
         );
     }
     if !auto_redirects.is_empty() {

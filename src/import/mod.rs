@@ -34,7 +34,7 @@
 //!   name), and so does the generated backend; `$host` / `$http_host` is
 //!   cutover's default (the client's Host).
 //! - `proxy_connect_timeout` / `proxy_read_timeout` → backend
-//!   `connect_timeout` / `timeout` and `body_timeout`. These are per location in nginx and per
+//!   `connect_timeout` / `timeout`, `body_timeout` and `tunnel_idle_timeout`. These are per location in nginx and per
 //!   backend in cutover, so a location with different settings gets its own
 //!   backend (`NAME-for-ROUTE`) for the same server.
 //! - `client_max_body_size` → `server.max_body_bytes`: one limit for all

@@ -121,10 +121,12 @@ fn backend(b: &BackendPlan) -> Result<RawBackend, ImportError> {
     if let Some(t) = &b.connect_timeout {
         raw.connect_timeout = Dur(t.value);
     }
-    // proxy_read_timeout bounds every wait for the backend: the head and each read of the body.
+    // proxy_read_timeout bounds every wait for the backend: the head, each
+    // read of the body, and a WebSocket with nothing coming from it.
     if let Some(t) = &b.timeout {
         raw.timeout = Dur(t.value);
         raw.body_timeout = Dur(t.value);
+        raw.tunnel_idle_timeout = Dur(t.value);
     }
     Ok(raw)
 }
@@ -142,7 +144,7 @@ fn backend_comments(b: &BackendPlan) -> Vec<String> {
         lines.push(format!("connect_timeout: {}", t.origin()));
     }
     if let Some(t) = &b.timeout {
-        lines.push(format!("timeout, body_timeout: {}", t.origin()));
+        lines.push(format!("timeout, body_timeout, tunnel_idle_timeout: {}", t.origin()));
     }
     lines
 }

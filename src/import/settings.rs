@@ -171,9 +171,16 @@ fn proxy_set_header(d: &Directive, s: &mut Settings, report: &mut Report) {
         "upgrade" => value == "$http_upgrade",
         "connection" => matches!(value, "$connection_upgrade" | "upgrade" | "Upgrade" | ""),
         "x-request-id" => value == "$request_id",
+        "x-real-ip" => value == "$remote_addr",
         _ => false,
     };
     if builtin {
+        if lname == "x-real-ip" {
+            report.note(
+                "cutover sets X-Real-IP itself to the client's address, replacing any a client sent; behind a proxy in \
+                 trusted_proxies it is the client that proxy forwarded for (nginx's $remote_addr with the realip module)",
+            );
+        }
         if lname.starts_with("x-forwarded") {
             report.note(
                 "cutover sets X-Forwarded-For, -Proto and -Host itself; it extends a client's X-Forwarded-For only when the \
@@ -183,7 +190,7 @@ fn proxy_set_header(d: &Directive, s: &mut Settings, report: &mut Report) {
         return;
     }
     let reason = if lname == "x-real-ip" {
-        "cutover does not set X-Real-IP: backends can read the client address from X-Forwarded-For"
+        "cutover sets X-Real-IP to the client's address; this value is not that"
     } else {
         "cutover does not add request headers"
     };

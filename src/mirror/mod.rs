@@ -90,19 +90,20 @@ pub fn shadow<'t>(req: &ShadowRequest<'t, '_>, body: RequestBody) -> (RequestBod
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    let (shadow, mut slot, noise) = match admit(spec, route, &live.slots, req.primary, &req.head.method, content_length) {
+    let (shadow, mut slot) = match admit(spec, route, &live.slots, req.primary, &req.head.method, content_length) {
         Admission::No => return (body, None),
         Admission::Refused(outcome) => {
             record_outcome(table, req.parity, req.route, outcome);
             return (body, None);
         }
-        Admission::Yes { shadow, slot, noise } => (shadow, slot, noise),
+        Admission::Yes { shadow, slot } => (shadow, slot),
     };
     // The shadow's own copy of what it needs: the client's bytes are
     // slices of its connection's read buffer, which they would pin.
     let Ok(uri) = origin_form("", req.target.path(&req.head.uri), req.head.uri.query()) else {
         return (body, None);
     };
+    let noise = learns_noise(spec, req.parity, &route.name, &req.head.method, uri.path());
     let (body, body_copy) = match body {
         RequestBody::Full(Some(bytes)) => {
             let (tx, rx) = oneshot::channel();
@@ -171,6 +172,7 @@ pub async fn compare_backends(table: &Arc<Table>, parity: &Arc<Parity>, req: Rep
         record_outcome(table, parity, req.route, ShadowOutcome::Skipped);
         return ShadowOutcome::Skipped;
     };
+    let noise = learns_noise(spec, parity, &route.name, &req.head.method, uri.path());
     let job = ShadowJob {
         table: table.clone(),
         parity: parity.clone(),
@@ -178,7 +180,7 @@ pub async fn compare_backends(table: &Arc<Table>, parity: &Arc<Parity>, req: Rep
         primary: route.stable,
         feeds_guard: false,
         shadow: spec.to,
-        noise: learns_noise(spec, &req.head.method),
+        noise,
         method: req.head.method.clone(),
         headers: req.head.headers.clone(),
         uri,
@@ -209,7 +211,6 @@ enum Admission {
     Yes {
         shadow: usize,
         slot: Slot,
-        noise: bool,
     },
 }
 
@@ -238,16 +239,17 @@ fn admit(
     let Some(slot) = Slot::take(slots) else {
         return Admission::Refused(ShadowOutcome::Dropped);
     };
-    Admission::Yes {
-        shadow,
-        slot,
-        noise: learns_noise(spec, method),
-    }
+    Admission::Yes { shadow, slot }
 }
 
-/// Whether this request is also asked of the primary a second time, to learn noise.
-fn learns_noise(spec: &MirrorSpec, method: &Method) -> bool {
-    method.is_safe() && spec.noise_sample > 0.0 && rand::random::<f64>() < spec.noise_sample
+/// Whether this request to `path` is also asked of the primary a second
+/// time, to learn noise: a `noise.sample` share of safe requests, and each
+/// one of an endpoint still short of its warm-up samples
+/// ([`Parity::lacks_noise`]).
+fn learns_noise(spec: &MirrorSpec, parity: &Parity, route: &str, method: &Method, path: &str) -> bool {
+    method.is_safe()
+        && spec.noise_sample > 0.0
+        && (rand::random::<f64>() < spec.noise_sample || parity.lacks_noise(route, spec, method.as_str(), path))
 }
 
 /// Runs a shadow job in its own task; tower's `ConcurrencyLimit` around it
@@ -535,16 +537,11 @@ impl Comparison {
         let (Ok(primary), Ok(shadow)) = (self.primary_answer.decoded(limit), self.shadow_answer.decoded(limit)) else {
             return ShadowOutcome::Skipped;
         };
-        if let Some(Ok(again)) = self.again.map(|again| again.decoded(limit)) {
-            let noise = compare::compare(&primary, &again, &rules.same_side(primary_is_stable));
-            self.parity.record_noise(&route.name, &spec.redact, noise);
-        }
         let (left, right) = if primary_is_stable {
             (&primary, &shadow)
         } else {
             (&shadow, &primary)
         };
-        let diffs = compare::compare(left, right, rules);
         let names = [&*route.backends[route.stable].spec.name, &*route.backends[spec.to].spec.name];
         let exchange = Exchange {
             method: self.method.as_str(),
@@ -554,6 +551,11 @@ impl Comparison {
             statuses: [left.status, right.status],
             served_by: &route.backends[self.primary].spec.name,
         };
+        if let Some(Ok(again)) = self.again.map(|again| again.decoded(limit)) {
+            let noise = compare::compare(&primary, &again, &rules.same_side(primary_is_stable));
+            self.parity.record_noise(&route.name, spec, &exchange, noise);
+        }
+        let diffs = compare::compare(left, right, rules);
         let judgement = self.parity.record(&route.name, spec, &exchange, diffs);
         if let Some(guard) = &table.routes[self.route].guard
             && self.feeds_guard

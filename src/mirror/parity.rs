@@ -8,7 +8,11 @@
 //! more often than the primary differs from itself (Diffy's rule, below).
 //! Counts decay with a half-life, so the verdicts follow traffic as it changes.
 //! Noise is kept per (kind, path): value noise on a path never hides a type
-//! or shape change there.
+//! or shape change there. It is learned per endpoint, as Diffy does: an
+//! endpoint's differences are weighed against its own noise samples, so the
+//! mix of endpoints in the traffic never makes one endpoint's noise look like
+//! a difference. Until an endpoint has a noise sample of its own, the route's
+//! samples judge it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -39,6 +43,10 @@ pub const MAX_PATHS: usize = 2000;
 const EVICTED: usize = MAX_PATHS / 8;
 /// (kind, path) entries tracked per endpoint; beyond, the least seen is dropped.
 pub const MAX_ENDPOINT_PATHS: usize = 25;
+/// Noise samples an endpoint needs of its own before sampling alone asks
+/// for more: until then every safe request of it learns noise, so its first
+/// comparisons are judged by its own noise, not the route's.
+pub const WARMUP_NOISE_SAMPLES: u64 = 5;
 /// Endpoints in a report, the worst first, and rows shown for each.
 const REPORTED_ENDPOINTS: usize = 50;
 const REPORTED_ENDPOINT_PATHS: usize = 10;
@@ -105,18 +113,21 @@ struct RouteParity {
     requests: u64,
 }
 
-/// The comparisons of one endpoint of a route. Its rows are judged by the
-/// route's verdict on their (kind, path): noise is learned route-wide.
+/// The comparisons of one endpoint of a route, and its noise samples.
 struct EndpointStat {
     compared: u64,
     clean: u64,
     compared_recent: Decaying,
     unclean_recent: Decaying,
+    noise_total: Decaying,
+    noise_compared: u64,
     paths: HashMap<(Kind, String), EndpointPath>,
 }
 
 struct EndpointPath {
     raw: Decaying,
+    noise: Decaying,
+    /// Comparisons that differed here; 0 for a path seen only as noise.
     count: u64,
     left: String,
     right: String,
@@ -131,45 +142,60 @@ impl EndpointStat {
             clean: 0,
             compared_recent: Decaying::new(now),
             unclean_recent: Decaying::new(now),
+            noise_total: Decaying::new(now),
+            noise_compared: 0,
             paths: HashMap::new(),
         }
     }
 
-    fn record(&mut self, judged: &[SampleDifference], clean: bool, request: Option<&Arc<ExampleRequest>>, now: Instant) {
-        self.compared += 1;
-        self.compared_recent.add(1.0, now);
+    /// The row of (kind, path), made when new. Making one drops the least
+    /// seen row, both rates counted, past [`MAX_ENDPOINT_PATHS`].
+    fn row(&mut self, d: &Difference, now: Instant) -> &mut EndpointPath {
+        let key = (d.kind, d.path.clone());
+        if self.paths.len() >= MAX_ENDPOINT_PATHS && !self.paths.contains_key(&key) {
+            let least = self
+                .paths
+                .iter()
+                .map(|(k, p)| (p.raw.get(now) + p.noise.get(now), k))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, k)| k.clone());
+            if let Some(least) = least {
+                self.paths.remove(&least);
+            }
+        }
+        self.paths.entry(key).or_insert_with(|| EndpointPath {
+            raw: Decaying::new(now),
+            noise: Decaying::new(now),
+            count: 0,
+            left: String::new(),
+            right: String::new(),
+            examples: VecDeque::with_capacity(EXAMPLES),
+        })
+    }
+
+    /// The totals that judge this endpoint's rows; `None` until it has a
+    /// noise sample of its own, when the route's judge them.
+    fn totals(&self, now: Instant) -> Option<Totals> {
+        let noise = self.noise_total.get(now);
+        (noise >= 1e-9).then(|| Totals {
+            raw: self.compared_recent.get(now),
+            noise,
+        })
+    }
+
+    fn record_noise(&mut self, diffs: &[(Difference, ())], now: Instant) {
+        self.noise_total.add(1.0, now);
+        self.noise_compared += 1;
+        for (d, ()) in diffs {
+            self.row(d, now).noise.add(1.0, now);
+        }
+    }
+
+    fn record_outcome(&mut self, clean: bool, now: Instant) {
         if clean {
             self.clean += 1;
         } else {
             self.unclean_recent.add(1.0, now);
-        }
-        for j in judged {
-            let d = &j.difference;
-            let key = (d.kind, d.path.clone());
-            if self.paths.len() >= MAX_ENDPOINT_PATHS && !self.paths.contains_key(&key) {
-                let least = self
-                    .paths
-                    .iter()
-                    .min_by(|a, b| a.1.raw.get(now).total_cmp(&b.1.raw.get(now)))
-                    .map(|(k, _)| k.clone());
-                if let Some(least) = least {
-                    self.paths.remove(&least);
-                }
-            }
-            let row = self.paths.entry(key).or_insert_with(|| EndpointPath {
-                raw: Decaying::new(now),
-                count: 0,
-                left: String::new(),
-                right: String::new(),
-                examples: VecDeque::with_capacity(EXAMPLES),
-            });
-            row.raw.add(1.0, now);
-            row.count += 1;
-            row.left.clone_from(&d.left);
-            row.right.clone_from(&d.right);
-            if let Some(request) = request {
-                super::evidence::keep(&mut row.examples, Example::new(request, d));
-            }
         }
     }
 }
@@ -206,6 +232,16 @@ pub struct Exchange<'a> {
     pub backends: [&'a str; 2],
     pub statuses: [u16; 2],
     pub served_by: &'a str,
+}
+
+impl Exchange<'_> {
+    /// The path, and the query if there is one.
+    fn split_path(&self) -> (&str, Option<&str>) {
+        match self.path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (self.path, None),
+        }
+    }
 }
 
 /// What one comparison concluded.
@@ -284,29 +320,25 @@ fn open_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// A route's decayed totals at one instant, which judge its paths.
+/// Decayed totals at one instant, of a route or of one endpoint, which
+/// judge its paths.
 struct Totals {
     raw: f64,
     noise: f64,
 }
 
 impl Totals {
-    /// The share of compared requests that differ at `stat`, and the share
-    /// of noise samples where the primary differed from itself there.
-    fn rates(&self, stat: &PathStat, now: Instant) -> (f64, f64) {
-        let raw = stat.raw.get(now) / self.raw.max(1e-9);
+    /// The share of compared requests that differ at a path counted `raw`
+    /// times, and the share of noise samples, counted `noise` times, where
+    /// the primary differed from itself there.
+    fn rates(&self, raw: &Decaying, noise: &Decaying, now: Instant) -> (f64, f64) {
+        let raw = (raw.get(now) / self.raw.max(1e-9)).min(1.0);
         let noise = if self.noise < 1e-9 {
             0.0
         } else {
-            (stat.noise.get(now) / self.noise).min(1.0)
+            (noise.get(now) / self.noise).min(1.0)
         };
         (raw, noise)
-    }
-
-    /// Diffy's rule, on decayed rates: is this path's difference real?
-    fn significant(&self, stat: &PathStat, now: Instant) -> bool {
-        let (raw, noise) = self.rates(stat, now);
-        significant(raw, noise)
     }
 }
 
@@ -328,6 +360,13 @@ impl RouteParity {
             learned: 0,
             requests: 0,
         }
+    }
+
+    /// The name `endpoint` counts under, as [`RouteParity::endpoint`] would
+    /// have it, without tracking it.
+    fn counted_as<'e>(&self, endpoint: &'e Endpoint) -> &'e str {
+        let itself = endpoint.configured || self.learned < MAX_LEARNED || self.endpoints.contains_key(&endpoint.name);
+        if itself { &endpoint.name } else { OTHER }
     }
 
     /// The endpoint `endpoint` counts under, tracked from now on: itself,
@@ -423,6 +462,14 @@ impl Parity {
         }
     }
 
+    /// Has the parity log opened again by its name before the next sample
+    /// is written: logrotate has moved the old file away.
+    pub fn reopen_log(&self) {
+        if let Some(log) = self.log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            log.file = None;
+        }
+    }
+
     fn log_sample(&self, route: &str, sample: &Sample) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(log) = log.as_mut() {
@@ -442,22 +489,36 @@ impl Parity {
         f(routes.entry(route.to_string()).or_insert_with(|| RouteParity::new(Instant::now())))
     }
 
+    /// Whether the endpoint of a `method` request to `path` (normalised,
+    /// without its query) has fewer than [`WARMUP_NOISE_SAMPLES`] noise
+    /// samples of its own, on route `route`.
+    pub fn lacks_noise(&self, route: &str, spec: &MirrorSpec, method: &str, path: &str) -> bool {
+        let endpoint = spec.endpoints.of(method, path);
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = routes.get(route) else { return true };
+        r.endpoints
+            .get(r.counted_as(&endpoint))
+            .is_none_or(|e| e.noise_compared < WARMUP_NOISE_SAMPLES)
+    }
+
     /// Counts a mirror outcome (compared, dropped, skipped, error).
     pub fn count_outcome(&self, route: &str, outcome: &'static str) {
         self.with_route(route, |r| *r.outcomes.entry(outcome).or_default() += 1);
     }
 
-    /// Learns from two answers of the same backend.
-    pub fn record_noise(&self, route: &str, redactor: &Redactor, diffs: Vec<Difference>) {
+    /// Learns from two answers of the same backend to `exchange`'s request.
+    pub fn record_noise(&self, route: &str, spec: &MirrorSpec, exchange: &Exchange<'_>, diffs: Vec<Difference>) {
         let now = Instant::now();
         // Kept under the same keys as the differences `record` sees.
-        let diffs = unique(diffs.into_iter().map(|d| (stored(d, redactor), ())));
+        let diffs = unique(diffs.into_iter().map(|d| (stored(d, &spec.redact), ())));
+        let endpoint = spec.endpoints.of(exchange.method, exchange.split_path().0);
         self.with_route(route, |r| {
             r.noise_total.add(1.0, now);
             r.noise_compared += 1;
             for (d, ()) in &diffs {
                 r.stat(d.kind, &d.path, now).noise.add(1.0, now);
             }
+            r.endpoint(&endpoint, now).0.record_noise(&diffs, now);
         });
     }
 
@@ -478,10 +539,7 @@ impl Parity {
             let rule = accepted_by(&d);
             (stored(d, &spec.redact), rule)
         }));
-        let (path, query) = match exchange.path.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (exchange.path, None),
-        };
+        let (path, query) = exchange.split_path();
         let endpoint = spec.endpoints.of(exchange.method, path);
         let sample = (!diffs.is_empty()).then(|| Sample {
             time: crate::clock::now_rfc3339(),
@@ -499,20 +557,53 @@ impl Parity {
             r.raw_total.add(1.0, now);
             r.compared += 1;
             r.compared_recent.add(1.0, now);
+            r.requests += 1;
+            let request = sample.as_ref().map(|s| {
+                Arc::new(ExampleRequest {
+                    seq: r.requests,
+                    request_id: s.request_id.clone(),
+                    time: s.time.clone(),
+                    method: s.method.clone(),
+                    path: super::evidence::shown_path(path, query, &spec.redact),
+                })
+            });
             let totals = r.totals(now);
-            let mut judged = Vec::with_capacity(diffs.len());
+            // The route's rates are read at once: recording a later path may drop this one.
+            let route_rated: Vec<(Difference, bool, (f64, f64))> = diffs
+                .into_iter()
+                .map(|(d, rule)| {
+                    let stat = r.stat(d.kind, &d.path, now);
+                    stat.raw.add(1.0, now);
+                    stat.count += 1;
+                    stat.left.clone_from(&d.left);
+                    stat.right.clone_from(&d.right);
+                    stat.accepted = rule.map(|a| a.reason.clone());
+                    let rates = totals.rates(&stat.raw, &stat.noise, now);
+                    (d, rule.is_some(), rates)
+                })
+                .collect();
+            let (stat, itself) = r.endpoint(&endpoint, now);
+            stat.compared += 1;
+            stat.compared_recent.add(1.0, now);
+            let endpoint_totals = stat.totals(now);
+            let mut judged = Vec::with_capacity(route_rated.len());
             let mut mismatched = Vec::new();
-            for (d, rule) in diffs {
-                // Judged at once: recording a later path may drop this one.
-                let stat = r.stat(d.kind, &d.path, now);
-                stat.raw.add(1.0, now);
-                stat.count += 1;
-                stat.left.clone_from(&d.left);
-                stat.right.clone_from(&d.right);
-                stat.accepted = rule.map(|a| a.reason.clone());
-                let verdict = if stat.accepted.is_some() {
+            for (d, accepted, route_rates) in route_rated {
+                let row = stat.row(&d, now);
+                row.raw.add(1.0, now);
+                row.count += 1;
+                row.left.clone_from(&d.left);
+                row.right.clone_from(&d.right);
+                if let Some(request) = &request {
+                    super::evidence::keep(&mut row.examples, Example::new(request, &d));
+                }
+                let (raw, noise) = match &endpoint_totals {
+                    Some(t) => t.rates(&row.raw, &row.noise, now),
+                    None => route_rates,
+                };
+                let verdict = if accepted {
                     Verdict::Accepted
-                } else if totals.significant(stat, now) {
+                } else if significant(raw, noise) {
                     Verdict::Differs
                 } else {
                     Verdict::Noise
@@ -524,6 +615,7 @@ impl Parity {
             }
             mismatched.sort();
             let clean = mismatched.is_empty();
+            stat.record_outcome(clean, now);
             if clean {
                 r.clean += 1;
                 r.clean_recent.add(1.0, now);
@@ -531,18 +623,6 @@ impl Parity {
             for k in &mismatched {
                 *r.mismatched.entry(*k).or_default() += 1;
             }
-            r.requests += 1;
-            let request = sample.as_ref().map(|s| {
-                Arc::new(ExampleRequest {
-                    seq: r.requests,
-                    request_id: s.request_id.clone(),
-                    time: s.time.clone(),
-                    method: s.method.clone(),
-                    path: super::evidence::shown_path(path, query, &spec.redact),
-                })
-            });
-            let (stat, itself) = r.endpoint(&endpoint, now);
-            stat.record(&judged, clean, request.as_ref(), now);
             let endpoint = match itself {
                 true => endpoint.name,
                 false => OTHER.to_string(),
@@ -606,228 +686,4 @@ fn bounded(s: String, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn diffys_rule() {
-        assert!(significant(0.5, 0.0));
-        assert!(!significant(0.5, 0.5), "as noisy as the primary itself");
-        assert!(!significant(0.5, 0.45), "within 20% of the noise");
-        assert!(significant(1.0, 0.5));
-        assert!(!significant(0.0002, 0.0), "too rare to matter");
-    }
-
-    #[test]
-    fn counts_halve_every_half_life() {
-        let t0 = Instant::now();
-        let mut d = Decaying::new(t0);
-        d.add(8.0, t0);
-        assert!((d.get(t0 + HALF_LIFE) - 4.0).abs() < 1e-9);
-        assert!((d.get(t0 + HALF_LIFE * 3) - 1.0).abs() < 1e-9);
-    }
-
-    fn spec() -> MirrorSpec {
-        MirrorSpec {
-            to: 1,
-            share: 1.0,
-            methods: vec![http::Method::GET],
-            max_body_bytes: 1024,
-            max_in_flight: 1,
-            timeout: Duration::from_secs(1),
-            rules: Default::default(),
-            noise_sample: 0.0,
-            accept: Vec::new(),
-            redact: Redactor::default(),
-            compare_max_bytes: 1024,
-            endpoints: Default::default(),
-            min_clean_share: None,
-        }
-    }
-
-    fn exchange<'a>(path: &'a str, request_id: &'a str) -> Exchange<'a> {
-        Exchange {
-            method: "GET",
-            path,
-            request_id,
-            backends: ["legacy", "new"],
-            statuses: [200, 200],
-            served_by: "legacy",
-        }
-    }
-
-    fn absent(path: String) -> Difference {
-        Difference::new(Kind::Shape, path, "number".into(), "absent".into())
-    }
-
-    fn tracked(parity: &Parity, route: &str) -> usize {
-        parity.routes.lock().unwrap()[route].paths.len()
-    }
-
-    #[test]
-    fn a_comparison_with_more_paths_than_are_tracked_is_judged_whole() {
-        let parity = Parity::default();
-        let diffs: Vec<Difference> = (0..MAX_PATHS + 500).map(|i| absent(format!("/k{i}"))).collect();
-        let judgement = parity.record("api", &spec(), &exchange("/x", "1"), diffs);
-        assert_eq!(judgement.mismatched, [Kind::Shape]);
-        assert!(tracked(&parity, "api") <= MAX_PATHS);
-        let report = parity.report("api", 5);
-        assert_eq!(report["samples"][0]["differences"].as_array().unwrap().len(), MAX_PATHS + 500);
-    }
-
-    #[test]
-    fn new_paths_push_out_the_least_seen_ones() {
-        let parity = Parity::default();
-        let spec = spec();
-        for round in 0..40 {
-            let mut diffs: Vec<Difference> = (0..100).map(|i| absent(format!("/round{round}/k{i}"))).collect();
-            diffs.push(absent("/always".into()));
-            parity.record("api", &spec, &exchange("/x", "1"), diffs);
-            assert!(tracked(&parity, "api") <= MAX_PATHS, "round {round}");
-        }
-        let report = parity.report("api", 1);
-        assert_eq!(report["paths"][0]["path"], "/always");
-        assert_eq!(report["paths"][0]["count"], 40);
-    }
-
-    #[test]
-    fn what_is_kept_is_redacted_and_bounded() {
-        let parity = Parity::default();
-        let long_key = "k".repeat(5000);
-        let diffs = vec![
-            Difference::new(
-                Kind::Value,
-                "/user/password_hash/value",
-                "\"pbkdf2_sha256$1\"".into(),
-                "\"pbkdf2_sha256$2\"".into(),
-            ),
-            Difference::new(Kind::Header, "x-note", "v".repeat(5000), "bearer abc123def456".into()),
-            absent(format!("/{long_key}")),
-        ];
-        let request_path = format!("/reset/sk_live_4eC39HqLyjWDarjtT1zdp7dc/{long_key}");
-        parity.record("api", &spec(), &exchange(&request_path, &"r".repeat(5000)), diffs);
-        let report = parity.report("api", 10);
-        let text = report.to_string();
-        for secret in ["pbkdf2", "abc123def456", "sk_live_4eC39"] {
-            assert!(!text.contains(secret), "{secret} in {report:#}");
-        }
-        let sample = &report["samples"][0];
-        assert!(sample["path"].as_str().unwrap().starts_with("/reset/[redacted]/kkk"));
-        for text in [&sample["path"], &sample["request_id"]] {
-            assert!(text.as_str().unwrap().chars().count() <= MAX_PATH_CHARS + 1, "{text}");
-        }
-        for d in sample["differences"].as_array().unwrap() {
-            assert!(d["path"].as_str().unwrap().chars().count() <= MAX_PATH_CHARS + 1);
-            assert!(d["left"].as_str().unwrap().chars().count() <= MAX_VALUE_CHARS + 1);
-        }
-    }
-
-    #[test]
-    fn the_log_is_readable_by_its_owner_only() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let fresh = dir.path().join("fresh.jsonl");
-        let loose = dir.path().join("loose.jsonl");
-        std::fs::write(&loose, "").unwrap();
-        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
-        for path in [fresh, loose] {
-            drop(open_private(&path).unwrap());
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{}", path.display());
-        }
-    }
-
-    #[test]
-    fn endpoints_are_bounded_and_keep_the_last_examples_redacted() {
-        let parity = Parity::default();
-        let spec = spec();
-        let email = |n: usize| Difference {
-            values: Some(Box::new([format!("\"user{n}@example.com\""), "absent".into()])),
-            ..absent("/email".into())
-        };
-        for n in 0..5 {
-            let request_id = format!("r{n}");
-            parity.record("api", &spec, &exchange(&format!("/users/{n}/"), &request_id), vec![email(n)]);
-        }
-        // One endpoint learned above; then 199 more, and the rest are `other`.
-        for n in 0..MAX_LEARNED + 20 {
-            let path = format!("/e{n}/?page=2&token=abc123");
-            let judgement = parity.record("api", &spec, &exchange(&path, "req"), vec![email(n)]);
-            let expected = if n < MAX_LEARNED - 1 {
-                format!("GET /e{n}/")
-            } else {
-                OTHER.to_string()
-            };
-            assert_eq!(judgement.endpoint, expected);
-        }
-        let configured = MirrorSpec {
-            endpoints: crate::compare::endpoint::Endpoints::new(vec![
-                crate::compare::endpoint::Template::parse("/api/users/{user}/").unwrap(),
-            ]),
-            ..self::spec()
-        };
-        let judgement = parity.record("api", &configured, &exchange("/api/users/1/", "c"), Vec::new());
-        assert_eq!(
-            judgement.endpoint, "GET /api/users/{user}/",
-            "configured endpoints are never `other`"
-        );
-        let report = parity.report("api", 10);
-        assert_eq!(report["endpoints_tracked"], MAX_LEARNED + 2);
-        let endpoints = report["endpoints"].as_array().unwrap();
-        assert_eq!(endpoints.len(), REPORTED_ENDPOINTS);
-        let worst = &endpoints[0];
-        assert_eq!(worst["endpoint"], "other", "21 unclean requests: the worst");
-        assert_eq!((worst["compared"].as_u64(), worst["clean"].as_u64()), (Some(21), Some(0)));
-        let users = endpoints.iter().find(|e| e["endpoint"] == "GET /users/{id}/").unwrap();
-        assert_eq!(users["compared"], 5);
-        let row = &users["paths"][0];
-        assert_eq!(
-            (row["kind"].as_str(), row["path"].as_str(), row["count"].as_u64()),
-            (Some("shape"), Some("/email"), Some(5))
-        );
-        let examples = row["examples"].as_array().unwrap();
-        let ids: Vec<&str> = examples.iter().map(|e| e["request_id"].as_str().unwrap()).collect();
-        assert_eq!(ids, ["r4", "r3", "r2"], "the last three, newest first");
-        assert_eq!(examples[0]["left"], "\"user4@example.com\"");
-        assert_eq!(examples[0]["right"], "absent");
-        assert_eq!(examples[0]["path"], "/users/4/");
-        // The route-wide row shows the newest examples of any endpoint.
-        assert_eq!(report["paths"][0]["examples"].as_array().unwrap().len(), EXAMPLES);
-        let other = &endpoints[0]["paths"][0]["examples"][0];
-        assert_eq!(other["path"], format!("/e{}/?page=2&token=[redacted]", MAX_LEARNED + 19));
-        // With `redact: [email]`, the values are hidden in examples too.
-        let redacting = MirrorSpec {
-            redact: Redactor::new(&["email".into()]).unwrap(),
-            ..spec
-        };
-        let parity = Parity::default();
-        parity.record("api", &redacting, &exchange("/users/1/", "x"), vec![email(1)]);
-        let report = parity.report("api", 10);
-        assert!(!report.to_string().contains("example.com"), "{report:#}");
-        assert_eq!(report["endpoints"][0]["paths"][0]["examples"][0]["left"], "[redacted]");
-    }
-
-    #[test]
-    fn endpoint_rows_keep_the_route_verdict_and_their_own_rate() {
-        let parity = Parity::default();
-        let spec = spec();
-        for _ in 0..10 {
-            parity.record("api", &spec, &exchange("/users/1/", "u"), vec![absent("/email".into())]);
-            parity.record("api", &spec, &exchange("/status/", "s"), Vec::new());
-        }
-        let report = parity.report("api", 10);
-        assert_eq!(report["paths"][0]["rate"], 0.5);
-        let endpoints = report["endpoints"].as_array().unwrap();
-        assert_eq!(endpoints[0]["endpoint"], "GET /users/{id}/");
-        assert_eq!(endpoints[0]["paths"][0]["rate"], 1.0);
-        assert_eq!(endpoints[0]["paths"][0]["verdict"], "differs");
-        assert_eq!(endpoints[0]["clean_share"], 0.0);
-        assert_eq!(endpoints[1]["endpoint"], "GET /status/");
-        assert_eq!(
-            (endpoints[1]["clean"].as_u64(), endpoints[1]["clean_share"].as_f64()),
-            (Some(10), Some(1.0))
-        );
-        assert_eq!(endpoints[1]["paths"], serde_json::json!([]));
-        assert_eq!(report["samples"][0]["endpoint"], "GET /users/{id}/");
-    }
-}
+mod tests;

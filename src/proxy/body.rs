@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::Instant;
 
 use super::record::RequestRecord;
-use crate::upstream::{LazyTimer, Tap, UpstreamBody};
+use crate::upstream::{StallWatch, Tap, UpstreamBody};
 
 enum Inner {
     Upstream(UpstreamBody),
@@ -77,7 +76,7 @@ impl ResponseBody {
 
     /// Gives up on a backend body that stalled: counted as a broken body.
     fn stalled(&mut self) -> ResponseBodyError {
-        let limit = self.stall.as_ref().map_or(Duration::ZERO, |s| s.limit);
+        let limit = self.stall.as_ref().map_or(Duration::ZERO, StallWatch::limit);
         if let Some(record) = &mut self.record {
             tracing::warn!(
                 backend = record.backend_name(),
@@ -107,7 +106,7 @@ impl ResponseBody {
                     }
                 };
                 if let Some(stall) = &mut this.stall {
-                    stall.progressed = true;
+                    stall.progressed();
                 }
                 match &frame {
                     Some(Ok(f)) => {
@@ -185,50 +184,5 @@ impl Body for ResponseBody {
             Inner::Upstream(body) => body.size_hint(),
             Inner::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
-    }
-}
-
-/// Cuts off a backend body that sends nothing for `limit`. Armed only once
-/// the body has to wait, so a body that came with its head costs no timer;
-/// then it ticks every quarter of the limit (a stall is cut off after 1 to
-/// 1.25 times it) rather than being re-armed for every frame.
-struct StallWatch {
-    limit: Duration,
-    timer: LazyTimer,
-    /// A frame arrived since the last tick.
-    progressed: bool,
-    idle_ticks: u8,
-}
-
-impl StallWatch {
-    const TICKS: u8 = 4;
-
-    fn new(limit: Duration) -> Option<StallWatch> {
-        (!limit.is_zero()).then_some(StallWatch {
-            limit,
-            timer: LazyTimer::default(),
-            progressed: false,
-            idle_ticks: 0,
-        })
-    }
-
-    /// Called while the body waits: true once it has sent nothing for the limit.
-    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
-        let tick = self.limit / u32::from(Self::TICKS);
-        if !self.timer.is_armed() {
-            self.timer.arm(Instant::now() + tick);
-        }
-        while self.timer.poll_expired(cx).is_ready() {
-            if std::mem::take(&mut self.progressed) {
-                self.idle_ticks = 0;
-            } else {
-                self.idle_ticks += 1;
-            }
-            if self.idle_ticks >= Self::TICKS {
-                return true;
-            }
-            self.timer.arm(Instant::now() + tick);
-        }
-        false
     }
 }

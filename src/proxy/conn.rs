@@ -2,14 +2,15 @@
 //! connection's parking (src/server/connection.rs) share it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http::Request;
 use http::header::HeaderValue;
 
 use super::headers;
+use super::tunnel::Tunnel;
 use crate::upstream::BodyReadListener;
 
 /// The client connection a request arrived on.
@@ -33,6 +34,9 @@ pub struct ConnInfo {
     unsettled: AtomicBool,
     /// Bytes of a request not yet begun have arrived.
     next_started: AtomicBool,
+    /// A protocol switch answered on this connection, spliced once hyper
+    /// hands the connection over.
+    tunnel: Mutex<Option<Tunnel>>,
 }
 
 impl ConnInfo {
@@ -46,6 +50,7 @@ impl ConnInfo {
             in_flight: AtomicU32::new(0),
             unsettled: AtomicBool::new(false),
             next_started: AtomicBool::new(false),
+            tunnel: Mutex::new(None),
         }
     }
 
@@ -95,6 +100,17 @@ impl ConnInfo {
     /// When a request last ended (the accept time before the first).
     pub fn last_active(&self) -> Instant {
         self.accepted + std::time::Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// The connection switches protocols after this response: `tunnel` is
+    /// to be spliced once hyper is done with it.
+    pub fn switches_to(&self, tunnel: Tunnel) {
+        *self.tunnel.lock().unwrap_or_else(|e| e.into_inner()) = Some(tunnel);
+    }
+
+    /// The tunnel the connection switched to, if it did.
+    pub fn take_tunnel(&self) -> Option<Tunnel> {
+        self.tunnel.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// No request is being received or answered.

@@ -8,6 +8,21 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// What other proxies say about the client's connection and cutover does not
+/// set: from an untrusted peer these can only be claims of the client's own,
+/// and backends believe them (Flask's ProxyFix `x_port` and `x_prefix`, a
+/// Django `SECURE_PROXY_SSL_HEADER` naming one of them).
+static CONNECTION_CLAIMS: [HeaderName; 8] = [
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-scheme"),
+    HeaderName::from_static("x-url-scheme"),
+    HeaderName::from_static("front-end-https"),
+];
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -148,20 +163,32 @@ pub fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet
     Some(client)
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host`. Values from a trusted peer are
-/// extended; from anyone else they are replaced, since backends (Django's
-/// `SECURE_PROXY_SSL_HEADER`, Flask's ProxyFix) believe them.
+/// Sets `X-Forwarded-For/-Proto/-Host` and `X-Real-IP`. Forwarded values
+/// from a trusted peer are extended; from anyone else they are replaced,
+/// since backends (Django's `SECURE_PROXY_SSL_HEADER`, Flask's ProxyFix)
+/// believe them, and the other [`CONNECTION_CLAIMS`] removed. `X-Real-IP`
+/// is always `client` ([`client_address`]), as the usual nginx config in
+/// front of Django and Flask sets it (`$remote_addr`): a backend that reads
+/// it must never get the client's own.
 ///
-/// `peer` is the client's address as a header value ([`ip_value`]), made once
-/// per connection rather than formatted on each request.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, peer_trusted: bool, proto: &'static str, host: Option<&HeaderValue>) {
+/// `peer` is the connection's address as a header value ([`ip_value`]), made
+/// once per connection rather than formatted on each request.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: &HeaderValue,
+    peer_trusted: bool,
+    client: HeaderValue,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
     // Which of the names a client may have sent are there, in one pass
     // over the names: a hashed lookup each would cost more on every request.
-    let (mut has_proto, mut has_host, mut has_forwarded) = (false, false, false);
+    let (mut has_proto, mut has_host, mut has_forwarded, mut has_claims) = (false, false, false, false);
     for name in headers.keys() {
         has_proto |= name == X_FORWARDED_PROTO;
         has_host |= name == X_FORWARDED_HOST;
         has_forwarded |= name == header::FORWARDED;
+        has_claims |= !peer_trusted && is_connection_claim(name);
     }
     let xff = match peer_trusted.then(|| joined(headers, &X_FORWARDED_FOR)).flatten() {
         Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.to_str().unwrap_or_default())).ok(),
@@ -170,6 +197,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, peer_trusted: 
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
+    headers.insert(X_REAL_IP.clone(), client);
     if !(peer_trusted && has_proto) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
@@ -183,6 +211,16 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, peer_trusted: 
     if !peer_trusted && has_forwarded {
         headers.remove(header::FORWARDED);
     }
+    if has_claims {
+        for name in &CONNECTION_CLAIMS {
+            headers.remove(name);
+        }
+    }
+}
+
+/// One of [`CONNECTION_CLAIMS`]; most names are told apart by their first byte.
+fn is_connection_claim(name: &HeaderName) -> bool {
+    matches!(name.as_str().as_bytes().first(), Some(b'x' | b'f')) && CONNECTION_CLAIMS.contains(name)
 }
 
 /// `ip` as a header value; IPv4 (the common case) without going through `fmt`.
@@ -335,10 +373,12 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=6.6.6.6"),
         ]);
+        let peer = ip_value("10.0.0.1".parse().unwrap());
         set_forwarded(
             &mut h,
-            &ip_value("10.0.0.1".parse().unwrap()),
+            &peer,
             false,
+            peer.clone(),
             "http",
             Some(&HeaderValue::from_static("example.com")),
         );
@@ -350,9 +390,15 @@ mod tests {
 
     #[test]
     fn forwarded_headers_from_trusted_peers_are_extended() {
-        let mut h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
-        set_forwarded(&mut h, &ip_value("10.0.0.1".parse().unwrap()), true, "http", None);
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "10.0.0.9"),
+        ]);
+        let client = ip_value("1.2.3.4".parse().unwrap());
+        set_forwarded(&mut h, &ip_value("10.0.0.1".parse().unwrap()), true, client, "http", None);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.1");
+        assert_eq!(h.get("x-real-ip").unwrap(), "1.2.3.4", "the client the trusted peer forwarded");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
     }
 
@@ -382,10 +428,32 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "7.7.7.7"),
             ("x-forwarded-host", "evil.example"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-real-ip", "7.7.7.7"),
+            ("x-forwarded-port", "6666"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-prefix", "/evil"),
+            ("front-end-https", "on"),
+            ("x-kept", "yes"),
         ]);
-        set_forwarded(&mut h, &ip_value("10.0.0.1".parse().unwrap()), false, "https", None);
+        let trusted_copy = h.clone();
+        let peer = ip_value("10.0.0.1".parse().unwrap());
+        set_forwarded(&mut h, &peer, false, peer.clone(), "https", None);
+        for claim in ["x-forwarded-port", "x-forwarded-ssl", "x-forwarded-prefix", "front-end-https"] {
+            assert!(h.get(claim).is_none(), "{claim} from an untrusted peer");
+        }
+        assert_eq!(h.get("x-kept").unwrap(), "yes");
+        let mut from_trusted = trusted_copy;
+        set_forwarded(&mut from_trusted, &peer, true, peer.clone(), "https", None);
+        assert_eq!(
+            from_trusted.get("x-forwarded-port").unwrap(),
+            "6666",
+            "a trusted proxy's claims are kept"
+        );
         let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
         assert_eq!(xff, ["10.0.0.1"]);
+        let real: Vec<_> = h.get_all("x-real-ip").iter().collect();
+        assert_eq!(real, ["10.0.0.1"]);
         assert!(h.get("x-forwarded-host").is_none());
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
     }

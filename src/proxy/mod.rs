@@ -167,6 +167,8 @@ impl Proxy {
                 set_pin: choice.set_pin,
                 request_id,
                 client_upgrade,
+                conn,
+                tunnel_idle_timeout: route.backends[sent.backend].spec.tunnel_idle_timeout,
             },
         );
         Ok((resp, tap))

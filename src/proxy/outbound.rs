@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::conn::ActiveRequest;
-use super::headers::{ensure_request_id, set_forwarded, strip_request_headers};
+use super::headers::{client_address, ensure_request_id, ip_value, set_forwarded, strip_request_headers};
 use super::send::RETRY_BODY_LIMIT;
 use crate::config::ServerSettings;
 use crate::upstream::{BodyReadListener, ClientBody, ClientFault, Failure, RequestBody};
@@ -43,7 +43,13 @@ pub fn prepare(req: &mut Request<Incoming>, conn: &ActiveRequest, how: Preparing
     // After choosing: it reads the force header and its token.
     strip_request_headers(headers, how.upgrade);
     let trusted = how.trusted_proxies.iter().any(|net| net.contains(&conn.peer.ip()));
-    set_forwarded(headers, &conn.peer_value, trusted, conn.proto, how.client_host);
+    // Behind a trusted proxy, the client it forwarded for; an unreadable
+    // `X-Forwarded-For` names no one, and the peer is taken instead.
+    let client = trusted
+        .then(|| client_address(headers, conn.peer.ip(), how.trusted_proxies))
+        .flatten()
+        .map_or_else(|| conn.peer_value.clone(), ip_value);
+    set_forwarded(headers, &conn.peer_value, trusted, client, conn.proto, how.client_host);
     let request_id = ensure_request_id(headers);
     (request_id, client_upgrade)
 }

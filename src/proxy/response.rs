@@ -6,8 +6,9 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 
+use super::conn::ConnInfo;
 use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
-use super::tunnel::tunnel;
+use super::tunnel::Tunnel;
 use crate::config::Sticky;
 use crate::upstream::UpstreamBody;
 
@@ -19,12 +20,17 @@ pub struct Finishing<'a> {
     pub request_id: HeaderValue,
     /// The client's side of a protocol switch it asked for.
     pub client_upgrade: Option<OnUpgrade>,
+    /// The client's connection, which becomes the tunnel on a switch.
+    pub conn: &'a ConnInfo,
+    /// The answering backend's `tunnel_idle_timeout`.
+    pub tunnel_idle_timeout: std::time::Duration,
 }
 
 pub fn finish(resp: &mut Response<UpstreamBody>, how: Finishing<'_>) {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching && let Some(client) = how.client_upgrade {
-        tunnel(client, hyper::upgrade::on(&mut *resp));
+        let backend = hyper::upgrade::on(&mut *resp);
+        how.conn.switches_to(Tunnel::new(client, backend, how.tunnel_idle_timeout));
     }
     strip_hop_by_hop(resp.headers_mut(), switching);
     if let (Some(bucket), Sticky::Pin(name)) = (how.set_pin, how.sticky)

@@ -198,7 +198,12 @@ pub(super) async fn serve<S: ClientStream>(
             // Boxed: hyper keeps a slot the size of the request future for
             // the whole life of a connection.
             let service = service_fn(move |req| Box::pin(serve_request(req)));
-            serve_http1(io, service, &conn, &builders.http1, timeouts, &shutdown).await
+            serve_http1(io, service, &conn, &builders.http1, timeouts, &shutdown).await;
+            // Shutdown closes a tunnel at once: it has no request to finish,
+            // and its client reconnects.
+            if let Some(tunnel) = conn.take_tunnel() {
+                shutdown.run_until_cancelled(tunnel.run()).await;
+            }
         }
         Protocol::Http2 => {
             let max_headers = builders.max_headers;

@@ -50,11 +50,20 @@ pub struct Running {
     pub listeners: Vec<(String, SocketAddr)>,
     pub admin_addr: SocketAddr,
     pub live: Arc<Live>,
+    access_log: Option<Arc<AccessLog>>,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// Opens the access and parity log files again by their names (SIGUSR1).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+        self.live.parity.reopen_log();
+    }
+
     /// Stops accepting and drains in-flight requests (up to the drain deadline).
     pub fn begin_shutdown(&self) {
         connection::begin_shutdown(&self.shutdown);
@@ -193,6 +202,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
 
     let done = {
         let live = live.clone();
+        let access_log = access_log.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
@@ -221,6 +231,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         listeners,
         admin_addr,
         live,
+        access_log,
         shutdown,
         done,
     })

@@ -53,3 +53,58 @@ impl LazyTimer {
         }
     }
 }
+
+/// Notices what sends nothing for `limit`: a backend's body, a tunnel.
+/// Armed only once something has to wait, so what flows freely costs no
+/// timer; then it ticks every quarter of the limit (a stall is noticed
+/// after 1 to 1.25 times it) rather than being re-armed for every frame.
+pub struct StallWatch {
+    limit: Duration,
+    timer: LazyTimer,
+    /// Something moved since the last tick.
+    progressed: bool,
+    idle_ticks: u8,
+}
+
+impl StallWatch {
+    const TICKS: u8 = 4;
+
+    /// A watch for `limit`; none for zero, which is never.
+    pub fn new(limit: Duration) -> Option<StallWatch> {
+        (!limit.is_zero()).then_some(StallWatch {
+            limit,
+            timer: LazyTimer::default(),
+            progressed: false,
+            idle_ticks: 0,
+        })
+    }
+
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Something moved.
+    pub fn progressed(&mut self) {
+        self.progressed = true;
+    }
+
+    /// Called while waiting: true once nothing has moved for the limit.
+    pub fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let tick = self.limit / u32::from(Self::TICKS);
+        if !self.timer.is_armed() {
+            self.timer.arm(tokio::time::Instant::now() + tick);
+        }
+        while self.timer.poll_expired(cx).is_ready() {
+            if std::mem::take(&mut self.progressed) {
+                self.idle_ticks = 0;
+            } else {
+                self.idle_ticks += 1;
+            }
+            if self.idle_ticks >= Self::TICKS {
+                return true;
+            }
+            self.timer.arm(tokio::time::Instant::now() + tick);
+        }
+        false
+    }
+}

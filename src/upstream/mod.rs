@@ -8,7 +8,8 @@
 //! - [`tap`]: a bounded copy of a body as it streams, for comparisons;
 //! - [`target`]: the request a backend is sent (target, `Host`, framing);
 //! - [`failure`]: the one failure model, [`Failure`] and [`Verdict`];
-//! - [`deadline`]: [`within`], a deadline on a future pinned in place.
+//! - [`deadline`]: [`within`], a deadline on a future pinned in place, and
+//!   [`StallWatch`], which notices what sends nothing for too long.
 
 pub mod body;
 pub mod client;
@@ -21,7 +22,7 @@ pub mod target;
 
 pub use body::{BodyReadListener, ClientBody, ClientBodyError, RequestBody};
 pub use client::BackendClient;
-pub use deadline::{LazyTimer, within};
+pub use deadline::{LazyTimer, StallWatch, within};
 pub use failure::{ClientFault, Failure, FailureKind, Fault, Verdict};
 pub use pool::UpstreamBody;
 pub use tap::Tap;

@@ -1,7 +1,7 @@
 //! The parity report of a route: its rows, the worst first, its endpoints,
 //! the worst first, each row with its examples.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -20,20 +20,32 @@ impl Parity {
         };
         let compared = r.compared.max(1) as f64;
         let totals = r.totals(now);
+        // A route row differs where one of its endpoints judges it to.
+        let mut by_endpoints: HashMap<&(Kind, String), bool> = HashMap::new();
+        for e in r.endpoints.values() {
+            for (key, p) in e.paths.iter().filter(|(_, p)| p.count > 0) {
+                let differs = r.judge_endpoint_row(e, key, p, &totals, now).verdict == Verdict::Differs;
+                *by_endpoints.entry(key).or_default() |= differs;
+            }
+        }
         let mut paths: Vec<(Rank, &(Kind, String), Row)> = r
             .paths
             .iter()
             .filter(|(_, s)| s.count > 0)
             .map(|(key, s)| {
-                let judged = Judged::of(&totals, s, now);
+                let (rate, noise_rate) = totals.rates(&s.raw, &s.noise, now);
+                let mut judged = Judged::new(rate, noise_rate, s.accepted.as_ref());
+                if let (Some(&differs), None) = (by_endpoints.get(key), &s.accepted) {
+                    judged.verdict = if differs { Verdict::Differs } else { Verdict::Noise };
+                }
                 let row = Row {
                     judged,
-                    rate: judged.rate,
+                    rate,
                     count: s.count,
                     left: &s.left,
                     right: &s.right,
                 };
-                (rank(&key.1, judged.verdict, judged.rate), key, row)
+                (rank(&key.1, judged.verdict, rate), key, row)
             })
             .collect();
         paths.sort_by(|a, b| by_rank(&a.0, &b.0).then_with(|| a.1.cmp(b.1)));
@@ -78,18 +90,10 @@ impl Parity {
                 let mut rows: Vec<(Rank, &(Kind, String), Row)> = e
                     .paths
                     .iter()
+                    .filter(|(_, p)| p.count > 0)
                     .map(|(key, p)| {
                         let rate = (p.raw.get(now) / compared).min(1.0);
-                        // Judged as the route judges the (kind, path): noise is learned route-wide.
-                        let judged = match r.paths.get(key) {
-                            Some(stat) => Judged::of(totals, stat, now),
-                            None => Judged {
-                                verdict: if significant(rate, 0.0) { Verdict::Differs } else { Verdict::Noise },
-                                rate,
-                                noise_rate: 0.0,
-                                accepted: None,
-                            },
-                        };
+                        let judged = r.judge_endpoint_row(e, key, p, totals, now);
                         let row = Row {
                             judged,
                             rate,
@@ -122,25 +126,43 @@ impl Parity {
 #[derive(Clone, Copy)]
 struct Judged<'a> {
     verdict: Verdict,
-    rate: f64,
     noise_rate: f64,
     accepted: Option<&'a String>,
 }
 
 impl<'a> Judged<'a> {
-    fn of(totals: &Totals, s: &'a PathStat, now: Instant) -> Judged<'a> {
-        let (rate, noise_rate) = totals.rates(s, now);
-        let verdict = match (&s.accepted, totals.significant(s, now)) {
+    fn new(rate: f64, noise_rate: f64, accepted: Option<&'a String>) -> Judged<'a> {
+        let verdict = match (accepted, significant(rate, noise_rate)) {
             (Some(_), _) => Verdict::Accepted,
             (None, true) => Verdict::Differs,
             (None, false) => Verdict::Noise,
         };
         Judged {
             verdict,
-            rate,
             noise_rate,
-            accepted: s.accepted.as_ref(),
+            accepted,
         }
+    }
+}
+
+impl RouteParity {
+    /// How endpoint `e` judges its row `key`, as [`Parity::record`] does:
+    /// by its own noise samples, or the route's until it has one.
+    fn judge_endpoint_row<'a>(
+        &'a self,
+        e: &EndpointStat,
+        key: &(Kind, String),
+        p: &EndpointPath,
+        totals: &Totals,
+        now: Instant,
+    ) -> Judged<'a> {
+        let stat = self.paths.get(key);
+        let (rate, noise_rate) = match (e.totals(now), stat) {
+            (Some(own), _) => own.rates(&p.raw, &p.noise, now),
+            (None, Some(s)) => totals.rates(&s.raw, &s.noise, now),
+            (None, None) => ((p.raw.get(now) / e.compared_recent.get(now).max(1e-9)).min(1.0), 0.0),
+        };
+        Judged::new(rate, noise_rate, stat.and_then(|s| s.accepted.as_ref()))
     }
 }
 
