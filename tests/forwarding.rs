@@ -1095,3 +1095,33 @@ async fn reserved_headers_from_clients_reach_neither_primary_nor_shadow() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_interim_responses_are_passed_over_and_its_final_answer_forwarded() {
+    within(30, async {
+        // Early Hints and an unasked-for 100 Continue before each final answer.
+        let backend = raw_backend(
+            |n| {
+                let body = format!("final {n}");
+                format!(
+                    "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n\
+                     HTTP/1.1 100 Continue\r\n\r\n\
+                     HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Final: yes\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            },
+            false,
+        )
+        .await;
+        let proxy = Proxy::start(&one_route_config("", &[("app", format!("{{ url: \"http://{backend}\" }}"))]), "").await;
+        for n in 0..3 {
+            let resp = get(&proxy.url("/page")).await;
+            assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+            assert_eq!(resp.text(), format!("final {n}"));
+            assert_eq!(resp.header("x-final"), Some("yes"));
+            assert_eq!(resp.header("link"), None, "an interim response's fields are not the answer's");
+        }
+    })
+    .await;
+}
