@@ -1125,3 +1125,66 @@ async fn a_backends_interim_responses_are_passed_over_and_its_final_answer_forwa
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_unknown_length_reach_the_backend_with_a_length_up_to_the_read_ahead() {
+    within(60, async {
+        let up = body_echo("body").await;
+        let backend = [("body", format!("{{ url: \"{}\" }}", up.url()))];
+        let proxy = Proxy::start(&one_route_config("server: { unsized_body_buffer_bytes: 1024 }\n", &backend), "").await;
+        let streaming = Proxy::start(&one_route_config("server: { unsized_body_buffer_bytes: 0 }\n", &backend), "").await;
+        let chunked = |body: &str| {
+            format!(
+                "POST /form HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            )
+        };
+        let framing = |req: &Recorded| {
+            let text = |name| req.header(name).unwrap_or_default();
+            (text("content-length"), text("transfer-encoding"))
+        };
+
+        // Within the read-ahead: sent with a length (Django reads no other way).
+        let form = "name=ada&lang=en";
+        let (code, _, _) = parse_raw_response(&raw_exchange(proxy.addr(), chunked(form).as_bytes()).await);
+        assert_eq!(code, 200);
+        let sent = up.wait_for(1).await;
+        assert_eq!(sent[0].body_text(), form);
+        assert_eq!(framing(&sent[0]), (form.len().to_string(), String::new()));
+
+        // HTTP/2 DATA without content-length: the same.
+        up.clear();
+        let (mut sender, _conn) = h2c(proxy.addr()).await;
+        let frames =
+            futures_util::stream::iter(["{\"a\":", "1}"].map(|part| Ok::<_, BoxError>(Frame::data(Bytes::from_static(part.as_bytes())))));
+        let req = Request::post("http://app.example.com/api")
+            .body(BodyExt::boxed(StreamBody::new(frames)))
+            .unwrap();
+        assert_eq!(sender.send_request(req).await.expect("h2 response").status(), StatusCode::OK);
+        let sent = up.wait_for(1).await;
+        assert_eq!(
+            (sent[0].body_text().as_str(), framing(&sent[0])),
+            ("{\"a\":1}", ("7".to_string(), String::new()))
+        );
+
+        // Beyond it: what was read, then the rest, streamed on chunked.
+        up.clear();
+        let large = "x".repeat(5000);
+        let (code, _, _) = parse_raw_response(&raw_exchange(proxy.addr(), chunked(&large).as_bytes()).await);
+        assert_eq!(code, 200);
+        let sent = up.wait_for(1).await;
+        assert_eq!(sent[0].body_text(), large);
+        assert_eq!(framing(&sent[0]), (String::new(), "chunked".to_string()));
+
+        // With no read-ahead, streamed from the first byte.
+        up.clear();
+        let (code, _, _) = parse_raw_response(&raw_exchange(streaming.addr(), chunked(form).as_bytes()).await);
+        assert_eq!(code, 200);
+        let sent = up.wait_for(1).await;
+        assert_eq!(
+            (sent[0].body_text().as_str(), framing(&sent[0])),
+            (form, (String::new(), "chunked".to_string()))
+        );
+    })
+    .await;
+}

@@ -77,6 +77,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
         send_timeout: raw.server.send_timeout.0,
         encoded_slashes: raw.server.encoded_slashes,
         max_connections: raw.server.max_connections,
+        unsized_body_buffer_bytes: raw.server.unsized_body_buffer_bytes,
     };
     if server.workers == 0 || server.workers > 64 {
         errors.push(ConfigError::at(

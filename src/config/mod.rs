@@ -133,6 +133,11 @@ pub struct ServerSettings {
     pub encoded_slashes: crate::routing::EncodedSlashes,
     /// Open client connections allowed on each listener.
     pub max_connections: usize,
+    /// A request body of unknown length (chunked, HTTP/2 without
+    /// `content-length`) is read up to this size first: one that ends within
+    /// it is sent with `Content-Length`, as nginx sends every body, since
+    /// Django and most WSGI servers read a body by its length alone.
+    pub unsized_body_buffer_bytes: u64,
 }
 
 /// A backend as configured; shared by every route that uses it.

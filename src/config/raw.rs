@@ -198,6 +198,15 @@ pub struct RawServer {
     #[serde(default = "default_max_connections")]
     #[serde(skip_serializing_if = "is_default_max_connections")]
     pub max_connections: usize,
+    /// A request body of unknown length read up to this many bytes before
+    /// it is forwarded; 0 streams it at once.
+    #[serde(default = "default_unsized_body_buffer_bytes")]
+    #[serde(skip_serializing_if = "is_default_unsized_body_buffer_bytes")]
+    pub unsized_body_buffer_bytes: u64,
+}
+
+fn default_unsized_body_buffer_bytes() -> u64 {
+    1024 * 1024
 }
 
 fn default_max_connections() -> usize {
@@ -230,6 +239,7 @@ impl Default for RawServer {
             send_timeout: default_send_timeout(),
             encoded_slashes: EncodedSlashes::default(),
             max_connections: default_max_connections(),
+            unsized_body_buffer_bytes: default_unsized_body_buffer_bytes(),
         }
     }
 }
@@ -847,6 +857,7 @@ is_loader_default! {
     is_default_guard_min_requests => default_guard_min_requests: u64,
     is_default_guard_max_ejections => default_guard_max_ejections: u32,
     is_default_max_connections => default_max_connections: usize,
+    is_default_unsized_body_buffer_bytes => default_unsized_body_buffer_bytes: u64,
     is_default_retry_attempts => default_retry_attempts: u32,
     is_default_mirror_percent => default_mirror_percent: f64,
     is_default_mirror_body => default_mirror_body: usize,

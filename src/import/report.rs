@@ -158,7 +158,11 @@ pub(super) fn reason_for(name: &str) -> String {
         }
         "proxy_redirect" => "cutover does not rewrite Location headers",
         n if n.starts_with("gzip") || n.starts_with("brotli") => "cutover does not compress responses",
-        n if n.starts_with("proxy_buffer") || n == "proxy_buffers" || n == "proxy_max_temp_file_size" || n == "proxy_request_buffering" => {
+        "proxy_request_buffering" => {
+            "cutover streams request bodies; one of unknown length (chunked) is read ahead up to \
+             server.unsized_body_buffer_bytes (1 MiB; 0 streams it at once) and, ending within it, sent with Content-Length"
+        }
+        n if n.starts_with("proxy_buffer") || n == "proxy_buffers" || n == "proxy_max_temp_file_size" => {
             "cutover streams bodies both ways without buffering"
         }
         n if n.starts_with("proxy_cache") => "cutover does not cache",

@@ -63,12 +63,15 @@ pub async fn body(body: Incoming, keep: bool, server: &ServerSettings, conn: &Ac
     }
     // The connection learns when the body has been read in full.
     let listener = (!body.is_end_stream()).then(|| conn.conn().clone() as Arc<dyn BodyReadListener>);
-    Ok(RequestBody::Client(Box::new(ClientBody::new(
-        body,
-        server.max_body_bytes,
-        server.body_read_timeout,
-        listener,
-    ))))
+    let unknown_length = !body.is_end_stream() && body.size_hint().exact().is_none();
+    let client = Box::new(ClientBody::new(body, server.max_body_bytes, server.body_read_timeout, listener));
+    if unknown_length && server.unsized_body_buffer_bytes > 0 {
+        // Boxed: only bodies of unknown length pay for the reading's size.
+        return Box::pin(client.read_ahead(server.unsized_body_buffer_bytes))
+            .await
+            .map_err(|e| Failure::Client(e.fault()));
+    }
+    Ok(RequestBody::Client(client))
 }
 
 /// The body read whole (empty bodies included), within the body read timeout.

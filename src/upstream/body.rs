@@ -54,6 +54,8 @@ pub struct ClientBody {
     listener: Option<Arc<dyn BodyReadListener>>,
     /// Takes a copy of the bytes for a shadow request.
     tap: Option<Tap>,
+    /// Bytes read ahead ([`ClientBody::read_ahead`]), sent before the rest.
+    prefix: Option<Bytes>,
 }
 
 impl ClientBody {
@@ -66,6 +68,34 @@ impl ClientBody {
             timer: None,
             listener,
             tap: None,
+            prefix: None,
+        }
+    }
+
+    /// Reads a body of unknown length (chunked, HTTP/2 without
+    /// `content-length`) up to `limit` bytes. One that ends within it is held
+    /// whole, so the backend is sent a `Content-Length` as nginx would send
+    /// it; a longer one streams on after what was read. Trailers are not
+    /// forwarded, as nginx does not.
+    pub async fn read_ahead(mut self: Box<Self>, limit: u64) -> Result<RequestBody, ClientBodyError> {
+        let mut read = bytes::BytesMut::new();
+        loop {
+            match std::future::poll_fn(|cx| self.poll_limited(cx)).await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        read.extend_from_slice(&data);
+                    }
+                    if self.inner.is_end_stream() {
+                        return Ok(RequestBody::full(read.freeze()));
+                    }
+                    if read.len() as u64 > limit {
+                        self.prefix = Some(read.freeze());
+                        return Ok(RequestBody::Client(self));
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(RequestBody::full(read.freeze())),
+            }
         }
     }
 
@@ -85,11 +115,14 @@ impl ClientBody {
     }
 
     pub fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.prefix.is_none() && self.inner.is_end_stream()
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        let frame = ready!(self.poll_limited(cx));
+        let frame = match self.prefix.take() {
+            Some(read) => Some(Ok(Frame::data(read))),
+            None => ready!(self.poll_limited(cx)),
+        };
         if let Some(tap) = &mut self.tap {
             match &frame {
                 Some(Ok(f)) => {
