@@ -1,6 +1,6 @@
 """The book API, rewritten with Django REST Framework."""
 
-from django.http import HttpResponse, HttpResponsePermanentRedirect
+from django.http import HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.utils import timezone
 from rest_framework import generics, serializers
 from rest_framework.exceptions import NotFound
@@ -111,3 +111,9 @@ class Health(APIView):
 
     def get(self, request):
         return Response({"ok": True})
+
+
+def upload(request):
+    """POST /upload/: what Django read of a form body. Django reads a body
+    by its Content-Length alone: sent chunked, it reads nothing."""
+    return JsonResponse({"length": len(request.body), "form": request.POST.dict()})

@@ -4,6 +4,7 @@ from . import api
 
 urlpatterns = [
     path("api/books/", api.BookList.as_view()),
+    path("upload/", api.upload),
     path("api/status/", api.Status.as_view()),
     path("api/users/<int:user_id>/", api.UserDetail.as_view()),
     path("api/cases/key-order/", api.KeyOrder.as_view()),
