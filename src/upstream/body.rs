@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -34,6 +35,36 @@ impl ClientBodyError {
             ClientBodyError::Stalled => ClientFault::BodyStalled,
             ClientBodyError::Broken(_) => ClientFault::BodyBroken,
         }
+    }
+}
+
+/// The most that bodies being read ahead may hold together. A client
+/// can keep a read-ahead waiting by sending slowly; without a bound, many
+/// such clients would hold up to `unsized_body_buffer_bytes` each.
+pub const READ_AHEAD_BUDGET: u64 = 64 * 1024 * 1024;
+
+static READ_AHEAD_HELD: AtomicU64 = AtomicU64::new(0);
+
+/// One read-ahead's share of [`READ_AHEAD_BUDGET`], given back when dropped.
+struct ReadAheadHeld(u64);
+
+impl ReadAheadHeld {
+    /// Holds `total` bytes in all, if the budget has room for the growth.
+    fn grow_to(&mut self, total: u64) -> bool {
+        let more = total.saturating_sub(self.0);
+        let before = READ_AHEAD_HELD.fetch_add(more, Ordering::Relaxed);
+        if before + more > READ_AHEAD_BUDGET {
+            READ_AHEAD_HELD.fetch_sub(more, Ordering::Relaxed);
+            return false;
+        }
+        self.0 = total;
+        true
+    }
+}
+
+impl Drop for ReadAheadHeld {
+    fn drop(&mut self) {
+        READ_AHEAD_HELD.fetch_sub(self.0, Ordering::Relaxed);
     }
 }
 
@@ -75,10 +106,12 @@ impl ClientBody {
     /// Reads a body of unknown length (chunked, HTTP/2 without
     /// `content-length`) up to `limit` bytes. One that ends within it is held
     /// whole, so the backend is sent a `Content-Length` as nginx would send
-    /// it; a longer one streams on after what was read. Trailers are not
-    /// forwarded, as nginx does not.
+    /// it; a longer one streams on after what was read, as does one read
+    /// while every request together holds [`READ_AHEAD_BUDGET`]. Trailers are
+    /// not forwarded, as nginx does not.
     pub async fn read_ahead(mut self: Box<Self>, limit: u64) -> Result<RequestBody, ClientBodyError> {
         let mut read = bytes::BytesMut::new();
+        let mut held = ReadAheadHeld(0);
         loop {
             match std::future::poll_fn(|cx| self.poll_limited(cx)).await {
                 Some(Ok(frame)) => {
@@ -88,7 +121,7 @@ impl ClientBody {
                     if self.inner.is_end_stream() {
                         return Ok(RequestBody::full(read.freeze()));
                     }
-                    if read.len() as u64 > limit {
+                    if read.len() as u64 > limit || !held.grow_to(read.len() as u64) {
                         self.prefix = Some(read.freeze());
                         return Ok(RequestBody::Client(self));
                     }
@@ -217,5 +250,21 @@ impl Body for RequestBody {
             RequestBody::Client(body) => body.inner.size_hint(),
             RequestBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_ahead_beyond_the_shared_budget_is_refused_until_another_gives_its_share_back() {
+        let mut first = ReadAheadHeld(0);
+        assert!(first.grow_to(READ_AHEAD_BUDGET / 2));
+        let mut second = ReadAheadHeld(0);
+        assert!(!second.grow_to(READ_AHEAD_BUDGET / 2 + 1));
+        assert!(second.grow_to(READ_AHEAD_BUDGET / 4), "what fits is held");
+        drop(first);
+        assert!(second.grow_to(READ_AHEAD_BUDGET / 2 + 1));
     }
 }
