@@ -215,9 +215,11 @@ async fn probe(upstream: &BackendClient, check: &HealthCheckSpec) -> bool {
     let Ok(mut req) = Request::get(uri).body(RequestBody::full(bytes::Bytes::new())) else {
         return false;
     };
-    let host = spec
-        .host_header
-        .clone()
+    let host = check
+        .host
+        .as_ref()
+        .or(spec.host_header.as_ref())
+        .cloned()
         .unwrap_or_else(|| header::HeaderValue::from_str(spec.url.authority.as_str()).expect("valid"));
     req.headers_mut().insert(header::HOST, host);
     req.headers_mut()

@@ -1188,3 +1188,58 @@ async fn bodies_of_unknown_length_reach_the_backend_with_a_length_up_to_the_read
     })
     .await;
 }
+
+/// gunicorn and uWSGI are often bound to a Unix socket, and nginx reaches
+/// them there (`proxy_pass http://unix:/run/gunicorn.sock`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_on_a_unix_socket_is_reached_with_its_connection_kept_alive() {
+    within(30, async {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("app.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let service =
+                    hyper::service::service_fn(
+                        |req| async move { Ok::<_, std::convert::Infallible>(echo_response("app".into(), req).await) },
+                    );
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            }
+        });
+        let backend = [("app", format!("{{ url: \"unix:{}\" }}", socket.display()))];
+        let proxy = Proxy::start(&one_route_config("", &backend), "").await;
+        // nginx's spelling, to a socket nobody listens on.
+        let missing = [(
+            "gone",
+            format!("{{ url: \"http://unix:{}\" }}", dir.path().join("gone.sock").display()),
+        )];
+        let down = Proxy::start(&one_route_config("", &missing), "").await;
+
+        let client = client();
+        for n in 0..3 {
+            let path = format!("/api/items/{n}?q=1");
+            let resp = send_on(&client, request(Method::GET, &proxy.url(&path), &[("host", "shop.example")])).await;
+            assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+            let seen = resp.seen();
+            assert_eq!((seen.backend(), seen.uri()), ("app", path.as_str()));
+            // The client's Host, as for any backend; the socket has no name of its own.
+            assert_eq!(seen.header("host").as_deref(), Some("shop.example"));
+            assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one keep-alive connection serves all three"
+        );
+
+        // No socket (the app server is down): a 502 at once, not a wait.
+        let started = Instant::now();
+        let resp = send_on(&client, request(Method::GET, &down.url("/x"), &[])).await;
+        assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.text());
+        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    })
+    .await;
+}

@@ -539,10 +539,10 @@ server {
 #[test]
 fn unsupported_targets_leave_the_location_out_with_a_reason() {
     let text = "
-upstream app { server unix:/run/app.sock; server 127.0.0.1:8000; }
+upstream app { server 127.0.0.1:8000; }
 server {
     listen 80;
-    location /sock/ { proxy_pass http://unix:/run/app.sock:/; }
+    location /tls-sock/ { proxy_pass https://unix:/run/app.sock:/; }
     location /php/ { fastcgi_pass 127.0.0.1:9000; }
     location /vars/ { proxy_pass http://$host$uri; }
     location ~ (?<=a)b { proxy_pass http://app; }
@@ -553,11 +553,51 @@ server {
     let config = validate(&imported);
     assert_eq!(config.routes.len(), 1);
     assert_eq!(backend(&config, "app").url.to_string(), "http://127.0.0.1:8000");
-    for (line, directive) in [(2, "server"), (5, "location"), (6, "location"), (7, "location"), (8, "location")] {
+    for (line, directive) in [(5, "location"), (6, "location"), (7, "location"), (8, "location")] {
         assert_listed(&imported, "odd.conf", line, directive);
     }
     let lookbehind = imported.not_converted.iter().find(|n| n.at.line == 8).unwrap();
     assert!(lookbehind.reason.contains("regex"), "{}", lookbehind.reason);
+    let tls_socket = imported.not_converted.iter().find(|n| n.at.line == 5).unwrap();
+    assert!(tls_socket.reason.contains("unix socket"), "{}", tls_socket.reason);
+}
+
+/// gunicorn's own nginx example, and the `proxy_params` kind of site most
+/// Django deployments run: the app server on a unix socket.
+#[test]
+fn gunicorn_behind_a_unix_socket_becomes_a_unix_backend() {
+    let text = "
+upstream app_server { server unix:/tmp/gunicorn.sock fail_timeout=0; }
+server {
+    listen 80;
+    location / {
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Host $http_host;
+        proxy_redirect off;
+        proxy_pass http://app_server;
+    }
+    location /api/ { proxy_pass http://unix:/run/gunicorn.sock; }
+    location /v2/ { proxy_pass http://unix:/run/api-v2.sock:/v2/; }
+}
+";
+    let imported = import::import_str(Path::new("gunicorn.conf"), text).unwrap();
+    let config = validate(&imported);
+    let app = backend(&config, "app_server");
+    assert_eq!(app.url.to_string(), "unix:/tmp/gunicorn.sock", "{}", imported.config);
+    assert_eq!(app.host_header, None, "the client's Host goes through: {}", imported.config);
+    let api = backend(&config, "gunicorn");
+    assert_eq!(api.url.to_string(), "unix:/run/gunicorn.sock", "{}", imported.config);
+    // nginx sends `Host: localhost` to a socket unless told otherwise.
+    assert_eq!(api.host_header.as_ref().map(|h| h.to_str().unwrap()), Some("localhost"));
+    assert_eq!(route_for(&config, "/api/x", None).as_deref(), Some("api"), "{}", imported.config);
+    let v2 = backend(&config, "api-v2");
+    assert_eq!(v2.url.socket.as_deref(), Some(Path::new("/run/api-v2.sock")), "{}", imported.config);
+    assert!(
+        imported.not_converted.iter().all(|n| !n.reason.contains("unix")),
+        "{:?}",
+        imported.not_converted
+    );
 }
 
 #[test]

@@ -83,6 +83,68 @@ async fn an_unhealthy_backends_users_move_and_come_back() {
     .await;
 }
 
+/// A Django app answers 400 to a Host outside its `ALLOWED_HOSTS`, the
+/// backend's own address included: `health_check.host` names one it takes,
+/// without changing the Host that clients' requests carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_sends_the_host_it_is_given() {
+    within(60, async {
+        let allowed_hosts = |name: &'static str| {
+            Upstream::with(name, move |req: Request<hyper::body::Incoming>| {
+                let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+                let status = if host == "shop.example" {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                async move {
+                    Response::builder()
+                        .status(status)
+                        .header("x-upstream", name)
+                        .body(full(name))
+                        .unwrap()
+                }
+            })
+        };
+        let (legacy, new) = (allowed_hosts("legacy").await, allowed_hosts("new").await);
+        let check = |host: &str| {
+            format!(", health_check: {{ path: /healthz,{host} interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1 }}")
+        };
+        let named = Proxy::start(
+            &config(&legacy.url(), &new.url(), &check(" host: shop.example,"), ""),
+            "api: { legacy: 50, new: 50 }\n",
+        )
+        .await;
+        let unnamed = Proxy::start(&config(&legacy.url(), &new.url(), &check(""), ""), "api: { legacy: 50, new: 50 }\n").await;
+        // Without it, the check sends the URL's host:port, and the app refuses it.
+        unnamed.wait_metric("cutover_backend_healthy", &[("backend", "new")], 0.0).await;
+        // With it, five more checks later, still healthy.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let metrics = named.metrics().await;
+        assert_eq!(
+            metric_value(&metrics, "cutover_backend_healthy", &[("backend", "new")]),
+            Some(1.0),
+            "{metrics}"
+        );
+        // Clients' requests keep their own Host.
+        let c = client();
+        let user = &users_on_new(1, 50)[0];
+        let resp = send_on(
+            &c,
+            request(Method::GET, &named.url("/api/x"), &[("x-user", user), ("host", "shop.example")]),
+        )
+        .await;
+        assert_eq!((resp.status, resp.upstream()), (StatusCode::OK, "new"));
+        let resp = send_on(
+            &c,
+            request(Method::GET, &named.url("/api/x"), &[("x-user", user), ("host", "other.example")]),
+        )
+        .await;
+        assert_eq!((resp.status, resp.upstream()), (StatusCode::BAD_REQUEST, "new"));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_backend_named_by_host_name_is_reached_and_a_name_that_does_not_resolve_fails_like_a_dead_backend() {
     within(60, async {

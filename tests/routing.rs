@@ -394,3 +394,32 @@ async fn forced_requests_stay_out_of_the_guard_unless_it_asks_for_them() {
     })
     .await;
 }
+
+/// A tester forcing `new` while it is down must see it fail, not get
+/// legacy's answer as though `new` had given it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_request_to_a_backend_that_is_down_fails_instead_of_going_elsewhere() {
+    within(30, async {
+        let legacy = Upstream::echo("legacy").await;
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = closed.local_addr().unwrap();
+        drop(closed);
+        let config = format!(
+            "{}backends:\n  legacy: {{ url: \"{}\" }}\n  new: {{ url: \"http://{dead}\" }}\n\
+             routes:\n  - name: api\n    stable: legacy\n    backends: {{ legacy: {{}}, new: {{}} }}\n\
+             \x20   force_header: X-Cutover-Backend\n",
+            config_head("{ path: off }"),
+            legacy.url(),
+        );
+        let proxy = Proxy::start(&config, "api: { legacy: 50, new: 50 }\n").await;
+        let c = client();
+        let forced = send_on(&c, request(Method::GET, &proxy.url("/x"), &[("x-cutover-backend", "new")])).await;
+        assert_eq!(forced.status, StatusCode::BAD_GATEWAY, "{}", forced.text());
+        // Unforced, the same failure is retried on legacy, as before.
+        for i in 0..10 {
+            let resp = send_on(&c, request(Method::GET, &proxy.url(&format!("/y/{i}")), &[])).await;
+            assert_eq!((resp.status, resp.upstream()), (StatusCode::OK, "legacy"));
+        }
+    })
+    .await;
+}

@@ -215,8 +215,19 @@ fn compile_backends(
             if h.interval.0.is_zero() {
                 errors.push(ConfigError::at(at("interval"), "interval must be positive"));
             }
+            let host = match h.host.as_deref().map(HeaderValue::from_str) {
+                Some(Err(_)) => {
+                    errors.push(ConfigError::at(
+                        at("host"),
+                        format!("invalid Host value {:?}", h.host.as_deref().unwrap_or("")),
+                    ));
+                    return None;
+                }
+                host => host.and_then(Result::ok),
+            };
             Some(HealthCheckSpec {
                 path: path?,
+                host,
                 interval: h.interval.0,
                 timeout: h.timeout.0,
                 healthy_threshold: h.healthy_threshold.max(1),

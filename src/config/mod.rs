@@ -166,6 +166,8 @@ pub struct BackendSpec {
 pub struct HealthCheckSpec {
     /// Path and query requested with GET; 2xx and 3xx are healthy.
     pub path: http::uri::PathAndQuery,
+    /// The Host sent, when not the backend's `host_header` or URL host.
+    pub host: Option<HeaderValue>,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u32,

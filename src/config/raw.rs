@@ -294,17 +294,16 @@ pub struct RawBackend {
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     pub path: String,
-    #[serde(default = "default_check_interval")]
-    #[serde(skip_serializing_if = "is_default_check_interval")]
+    /// The Host the check sends; default the backend's `host_header`, else its URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default = "default_check_interval", skip_serializing_if = "is_default_check_interval")]
     pub interval: Dur,
-    #[serde(default = "default_check_timeout")]
-    #[serde(skip_serializing_if = "is_default_check_timeout")]
+    #[serde(default = "default_check_timeout", skip_serializing_if = "is_default_check_timeout")]
     pub timeout: Dur,
-    #[serde(default = "default_healthy_threshold")]
-    #[serde(skip_serializing_if = "is_default_healthy_threshold")]
+    #[serde(default = "default_healthy_threshold", skip_serializing_if = "is_default_healthy_threshold")]
     pub healthy_threshold: u32,
-    #[serde(default = "default_unhealthy_threshold")]
-    #[serde(skip_serializing_if = "is_default_unhealthy_threshold")]
+    #[serde(default = "default_unhealthy_threshold", skip_serializing_if = "is_default_unhealthy_threshold")]
     pub unhealthy_threshold: u32,
 }
 

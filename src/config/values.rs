@@ -89,31 +89,77 @@ impl fmt::Display for Addr {
     }
 }
 
-/// A backend base URL: `http://host:port` with an optional path prefix.
+/// A backend base URL: `http://host:port` with an optional path prefix, or
+/// `unix:/path/to.sock` (nginx's `http://unix:/path/to.sock` too) for HTTP
+/// over a Unix socket, as gunicorn and uWSGI are often bound.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendUrl {
     pub scheme: http::uri::Scheme,
+    /// For a Unix socket, `localhost`: the `Host` a request without one gets.
     pub authority: http::uri::Authority,
     /// Path prefix prepended to every forwarded path, without a trailing slash.
     pub base_path: String,
+    /// The Unix socket connected to instead of `authority`.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
     #[error("{0}")]
     Syntax(#[from] http::uri::InvalidUri),
-    #[error("scheme must be http or https")]
+    #[error("scheme must be http, https or unix")]
     Scheme,
     #[error("a host is required")]
     Host,
     #[error("query strings and fragments are not allowed in a backend URL")]
     Query,
+    #[error("a Unix socket needs an absolute path, as in unix:/run/gunicorn.sock")]
+    SocketPath,
+    #[error("a Unix socket's path is at most 107 bytes long")]
+    SocketPathLength,
+    #[error("TLS over a Unix socket is not supported; use unix:/path")]
+    SocketTls,
+}
+
+/// The longest path a Unix socket address holds (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+impl BackendUrl {
+    /// `unix:/path[:/base]`, the part after the scheme of either spelling.
+    fn unix(rest: &str) -> Result<BackendUrl, UrlError> {
+        if rest.contains(['?', '#']) {
+            return Err(UrlError::Query);
+        }
+        // nginx's spelling gives a base path after a colon: unix:/x.sock:/app
+        let (path, base) = rest.split_once(':').unwrap_or((rest, ""));
+        if !path.starts_with('/') || path.len() < 2 || !(base.is_empty() || base.starts_with('/')) {
+            return Err(UrlError::SocketPath);
+        }
+        if path.len() > MAX_SOCKET_PATH {
+            return Err(UrlError::SocketPathLength);
+        }
+        // The base path must be one a request URI can carry.
+        let base: http::uri::PathAndQuery = if base.is_empty() { "/".parse()? } else { base.parse()? };
+        Ok(BackendUrl {
+            scheme: http::uri::Scheme::HTTP,
+            authority: http::uri::Authority::from_static("localhost"),
+            base_path: base.path().trim_end_matches('/').to_string(),
+            socket: Some(path.into()),
+        })
+    }
 }
 
 impl FromStr for BackendUrl {
     type Err = UrlError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let uri: http::Uri = s.trim().parse()?;
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix("unix:").or_else(|| s.strip_prefix("http://unix:")) {
+            return BackendUrl::unix(rest);
+        }
+        if s.starts_with("https://unix:") {
+            return Err(UrlError::SocketTls);
+        }
+        let uri: http::Uri = s.parse()?;
         let scheme = uri.scheme().cloned().ok_or(UrlError::Scheme)?;
         if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
             return Err(UrlError::Scheme);
@@ -130,6 +176,7 @@ impl FromStr for BackendUrl {
             scheme,
             authority,
             base_path,
+            socket: None,
         })
     }
 }
@@ -138,7 +185,11 @@ display_value!(BackendUrl);
 
 impl fmt::Display for BackendUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+        match &self.socket {
+            Some(path) if self.base_path.is_empty() => write!(f, "unix:{}", path.display()),
+            Some(path) => write!(f, "unix:{}:{}", path.display(), self.base_path),
+            None => write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path),
+        }
     }
 }
 
@@ -237,6 +288,28 @@ mod tests {
     }
 
     #[test]
+    fn unix_socket_urls_take_both_spellings_and_refuse_what_cannot_connect() {
+        let url: BackendUrl = "unix:/run/gunicorn.sock".parse().unwrap();
+        assert_eq!(url.socket.as_deref(), Some(std::path::Path::new("/run/gunicorn.sock")));
+        assert_eq!((url.authority.as_str(), url.base_path.as_str()), ("localhost", ""));
+        let nginx: BackendUrl = "http://unix:/run/gunicorn.sock:/app/".parse().unwrap();
+        assert_eq!(nginx.socket, url.socket);
+        assert_eq!(nginx.base_path, "/app");
+        for (bad, why) in [
+            ("unix:run/gunicorn.sock", "absolute path"),
+            ("unix:", "absolute path"),
+            ("unix:/x.sock:app", "absolute path"),
+            ("unix:/x.sock?a=1", "query strings"),
+            ("https://unix:/x.sock", "TLS over a Unix socket"),
+        ] {
+            let err = bad.parse::<BackendUrl>().unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let long = format!("unix:/{}", "s".repeat(107));
+        assert!(long.parse::<BackendUrl>().unwrap_err().to_string().contains("107 bytes"));
+    }
+
+    #[test]
     fn durations_accept_human_units() {
         assert_eq!("800ms".parse::<Dur>().unwrap().0, Duration::from_millis(800));
         assert_eq!("1m30s".parse::<Dur>().unwrap().0, Duration::from_secs(90));
@@ -260,6 +333,8 @@ mod tests {
         round_trip::<Dur>("1ms 500us", "1ms 500us");
         round_trip::<Addr>("[::]:8080", "[::]:8080");
         round_trip::<BackendUrl>("https://billing.internal:443/base/", "https://billing.internal:443/base");
+        round_trip::<BackendUrl>("http://unix:/run/app.sock:/base/", "unix:/run/app.sock:/base");
+        round_trip::<BackendUrl>("unix:/run/app.sock", "unix:/run/app.sock");
         round_trip::<HeaderNameValue>("X-User-Id", "x-user-id");
         round_trip::<MethodValue>("get", "GET");
         round_trip::<Cidr>("10.0.0.1", "10.0.0.1/32");

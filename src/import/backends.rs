@@ -4,7 +4,7 @@
 //! name, another with different settings is `NAME-for-ROUTE`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -56,8 +56,13 @@ impl Destination {
     /// named after nginx's `$proxy_host` for it.
     pub(super) fn host(host_port: &str, scheme: &str, origin: String) -> Destination {
         let proxy_host = proxy_host_of(host_port, scheme);
+        // A socket is named after its file: unix:/run/gunicorn.sock is gunicorn.
+        let socket_name = host_port
+            .strip_prefix("unix:")
+            .and_then(|path| Path::new(path).file_stem())
+            .map(|stem| stem.to_string_lossy());
         Destination {
-            base: sanitize_name(&proxy_host),
+            base: sanitize_name(socket_name.as_deref().unwrap_or(&proxy_host)),
             url: format!("{scheme}://{host_port}"),
             proxy_host,
             origin,

@@ -50,14 +50,22 @@ impl ProxyPass {
         } else {
             return Err("only http:// and https:// targets are converted".into());
         };
-        let (host, uri) = match rest.find(['/', '$']) {
-            // A variable at the start is the host itself.
-            Some(0) if rest.starts_with('$') => match rest[1..].find(['/', '$']) {
-                Some(i) => rest.split_at(i + 1),
+        let (host, uri) = if let Some(path) = rest.strip_prefix("unix:") {
+            // nginx ends a socket's path with a colon: http://unix:/x.sock:/uri
+            match path.find(':') {
+                Some(i) => (&rest[..5 + i], &path[i + 1..]),
                 None => (rest, ""),
-            },
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
+            }
+        } else {
+            match rest.find(['/', '$']) {
+                // A variable at the start is the host itself.
+                Some(0) if rest.starts_with('$') => match rest[1..].find(['/', '$']) {
+                    Some(i) => rest.split_at(i + 1),
+                    None => (rest, ""),
+                },
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            }
         };
         let (uri, request_uri) = match uri {
             "" => (None, false),
@@ -67,8 +75,8 @@ impl ProxyPass {
             u if u.contains('$') => return Err("variables in the URI part are not converted".into()),
             u => (Some(u.to_string()), false),
         };
-        if host.starts_with("unix:") {
-            return Err("unix sockets are not supported".into());
+        if host.starts_with("unix:") && scheme == "https" {
+            return Err("TLS over a unix socket is not supported".into());
         }
         let target = if let Some(var) = host.strip_prefix('$') {
             let var = var.trim_start_matches('{').trim_end_matches('}');
@@ -107,9 +115,14 @@ pub(super) fn default_port(scheme: &str) -> u16 {
     if scheme == "https" { 443 } else { 80 }
 }
 
-/// `host:port`, with `default` when no port is given; `None` for unix sockets and junk.
+/// `host:port`, with `default` when no port is given, or `unix:/path`;
+/// `None` for junk.
 pub(super) fn normalize_host_port(s: &str, default: u16) -> Option<String> {
-    if s.starts_with("unix:") || s.is_empty() || s.contains('/') || s.contains('$') {
+    if s.starts_with("unix:") {
+        let url = format!("http://{s}").parse::<BackendUrl>().ok()?;
+        return url.base_path.is_empty().then(|| s.to_string());
+    }
+    if s.is_empty() || s.contains('/') || s.contains('$') {
         return None;
     }
     let with_port = if let Some(rest) = s.strip_prefix('[') {
@@ -128,8 +141,12 @@ pub(super) fn normalize_host_port(s: &str, default: u16) -> Option<String> {
     Some(with_port)
 }
 
-/// nginx's `$proxy_host` for a `host:port`: the port is dropped when it is the scheme's default.
+/// nginx's `$proxy_host` for a `host:port`: the port is dropped when it is
+/// the scheme's default; `localhost` for a unix socket.
 pub(super) fn proxy_host_of(host_port: &str, scheme: &str) -> String {
+    if host_port.starts_with("unix:") {
+        return "localhost".into();
+    }
     let default = format!(":{}", default_port(scheme));
     host_port.strip_suffix(default.as_str()).unwrap_or(host_port).to_string()
 }

@@ -182,7 +182,7 @@ fn upstream_server(c: &Directive, report: &mut Report) -> Option<UpstreamServer>
     };
     // Upstream servers default to port 80, whatever the proxy_pass scheme.
     let Some(addr) = normalize_host_port(addr, 80) else {
-        report.skip(c, "not an HTTP host:port cutover can reach (unix sockets are not supported)");
+        report.skip(c, "not an HTTP host:port or unix socket cutover can reach");
         return None;
     };
     let mut weight = 1;

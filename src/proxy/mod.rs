@@ -119,7 +119,8 @@ impl Proxy {
 
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
         let empty_body = req.body().is_end_stream();
-        let policy = RetryPolicy::new(route, live, choice.bucket, req.method(), req.headers(), empty_body, upgrade);
+        let failover = (!choice.forced).then_some(choice.bucket);
+        let policy = RetryPolicy::new(route, live, failover, req.method(), req.headers(), empty_body, upgrade);
         let (request_id, client_upgrade) = outbound::prepare(
             &mut req,
             conn,

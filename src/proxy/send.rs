@@ -1,6 +1,7 @@
 //! Sending, with a retry: a request that got no answer is sent once more, to
 //! another healthy backend of its route (or the same one when it is the
-//! only one), when its method allows it and its body was kept whole.
+//! only one, or the request was forced to it), when its method allows it
+//! and its body was kept whole.
 //!
 //! The policy is a `tower::retry::Policy`: it keeps a copy of the request
 //! ([`Policy::clone_request`]) and, given an attempt's result, says whether
@@ -52,7 +53,9 @@ impl Attempt {
 pub struct RetryPolicy<'a> {
     live: &'a LiveRoute,
     /// The request's bucket: a failover keeps it where the split would.
-    bucket: u16,
+    /// None for a forced request: it is retried only on the backend it
+    /// names, so a tester never gets another backend's answer.
+    bucket: Option<u16>,
     /// Retries left: one for a request that may be retried, else none.
     left: u8,
 }
@@ -64,7 +67,7 @@ impl<'a> RetryPolicy<'a> {
     pub fn new(
         route: &RouteSpec,
         live: &'a LiveRoute,
-        bucket: u16,
+        bucket: Option<u16>,
         method: &Method,
         headers: &HeaderMap,
         empty_body: bool,
@@ -96,10 +99,12 @@ impl Policy<Attempt, Response<UpstreamBody>, Failure> for RetryPolicy<'_> {
             Err(failure) if failure.retryable() && self.left > 0 => {
                 self.left -= 1;
                 let live = self.live;
-                attempt.backend = live
-                    .split
-                    .failover(self.bucket, attempt.backend, |i| live.backends[i].health.is_healthy())
-                    .unwrap_or(attempt.backend);
+                if let Some(bucket) = self.bucket {
+                    attempt.backend = live
+                        .split
+                        .failover(bucket, attempt.backend, |i| live.backends[i].health.is_healthy())
+                        .unwrap_or(attempt.backend);
+                }
                 Some(ready(()))
             }
             _ => None,
@@ -197,7 +202,7 @@ mod tests {
             if let Some(n) = length {
                 headers.insert(http::header::CONTENT_LENGTH, n.parse().unwrap());
             }
-            RetryPolicy::new(route, live, 0, &method, &headers, empty, upgrade).keeps_body()
+            RetryPolicy::new(route, live, Some(0), &method, &headers, empty, upgrade).keeps_body()
         };
         assert!(keeps(api, Method::GET, None, true, false));
         assert!(keeps(api, Method::PUT, Some("65536"), false, false), "a body up to 64 KiB is kept");
@@ -212,7 +217,7 @@ mod tests {
     fn only_a_request_that_reached_no_application_goes_again_once_to_a_healthy_backend() {
         let table = test_table_with(BACKENDS, ROUTES, WEIGHTS);
         let (route, live) = (&table.config.routes[0], &table.routes[0]);
-        let policy = || RetryPolicy::new(route, live, 9_999, &Method::GET, &HeaderMap::new(), true, false);
+        let policy = || RetryPolicy::new(route, live, Some(9_999), &Method::GET, &HeaderMap::new(), true, false);
         let first = attempt(Method::GET, whole(""));
         let failed = |kind| Err::<Response<UpstreamBody>, _>(Failure::Backend(kind));
 
@@ -251,5 +256,11 @@ mod tests {
         assert_eq!(failover(), 0);
         live.backends[0].health.record(false);
         assert_eq!(failover(), 1);
+
+        // A forced request goes again only where it was forced.
+        let mut forced = RetryPolicy::new(route, live, None, &Method::GET, &HeaderMap::new(), true, false);
+        let mut again = forced.clone_request(&first).unwrap();
+        assert!(forced.retry(&mut again, &mut failed(FailureKind::Connect)).is_some());
+        assert_eq!(again.backend, first.backend);
     }
 }

@@ -22,13 +22,7 @@ impl BackendClient {
     pub fn new(spec: Arc<BackendSpec>) -> BackendClient {
         let https = spec.url.scheme == http::uri::Scheme::HTTPS;
         let tls = https.then(|| backend_tls(&spec));
-        let connector = Connector::new(
-            spec.name.clone(),
-            &spec.url.authority,
-            if https { 443 } else { 80 },
-            spec.connect_timeout,
-            tls,
-        );
+        let connector = Connector::new(spec.name.clone(), &spec.url, spec.connect_timeout, tls);
         let pool = Pool::new(connector, spec.pool_max_idle, spec.pool_idle_timeout);
         BackendClient { spec, pool }
     }

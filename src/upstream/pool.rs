@@ -14,6 +14,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,41 +28,58 @@ use hyper::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::body::RequestBody;
 use super::failure::{Failure, FailureKind, classify};
 use super::resolve::Addresses;
+use crate::config::BackendUrl;
 
 /// Where and how connections are made.
 pub struct Connector {
     /// The backend's name, for messages.
     backend: Arc<str>,
-    addresses: Addresses,
+    endpoint: Endpoint,
     connect_timeout: Duration,
     /// For `https://` backends: the client configuration and the name sent in SNI.
     tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
 }
 
+/// Where a backend listens.
+enum Endpoint {
+    Tcp(Addresses),
+    Unix(PathBuf),
+}
+
 impl Connector {
     pub fn new(
         backend: Arc<str>,
-        authority: &http::uri::Authority,
-        default_port: u16,
+        url: &BackendUrl,
         connect_timeout: Duration,
         tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
     ) -> Connector {
-        let port = authority.port_u16().unwrap_or(default_port);
+        let endpoint = match &url.socket {
+            Some(path) => Endpoint::Unix(path.clone()),
+            None => {
+                let default_port = if url.scheme == http::uri::Scheme::HTTPS { 443 } else { 80 };
+                let port = url.authority.port_u16().unwrap_or(default_port);
+                Endpoint::Tcp(Addresses::new(backend.clone(), bare_host(&url.authority), port))
+            }
+        };
         Connector {
-            addresses: Addresses::new(backend.clone(), bare_host(authority), port),
             backend,
+            endpoint,
             connect_timeout,
             tls,
         }
     }
 
     async fn connect(&self) -> Result<SendRequest<RequestBody>, Failure> {
-        let tcp = self.connect_tcp().await?;
+        let addresses = match &self.endpoint {
+            Endpoint::Tcp(addresses) => addresses,
+            Endpoint::Unix(path) => return handshake(self.connect_unix(path).await?).await,
+        };
+        let tcp = self.connect_tcp(addresses).await?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => handshake(tcp).await,
@@ -80,10 +98,10 @@ impl Connector {
 
     /// A TCP connection to the first of the host's addresses that takes
     /// one, all within the connect timeout.
-    async fn connect_tcp(&self) -> Result<TcpStream, Failure> {
+    async fn connect_tcp(&self, addresses: &Addresses) -> Result<TcpStream, Failure> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let attempt = async {
-            let addrs = self.addresses.to_connect().await?;
+            let addrs = addresses.to_connect().await?;
             let mut last = io::Error::other("no addresses");
             for (tried, addr) in addrs.iter().enumerate() {
                 // Each address gets an equal share of the time left: one
@@ -104,9 +122,30 @@ impl Connector {
             Err(_) => CONNECT,
         };
         if failure == CONNECT {
-            self.addresses.all_failed();
+            addresses.all_failed();
         }
         Err(failure)
+    }
+
+    /// A connection to the backend's Unix socket. A missing socket (the
+    /// app server is down) or a full listen queue fails at once.
+    async fn connect_unix(&self, path: &Path) -> Result<UnixStream, Failure> {
+        match tokio::time::timeout(self.connect_timeout, UnixStream::connect(path)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
+                // Not the backend's fault and not passing: the operator must hear of it.
+                static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+                if first_this_second(&LAST_WARNED) {
+                    tracing::warn!(backend = %self.backend, socket = %path.display(), "cannot connect to the backend's socket: permission denied (make it writable by cutover's user)");
+                }
+                Err(CONNECT)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %self.backend, socket = %path.display(), error = %e, "cannot connect to the backend's socket");
+                Err(connect_failure(&e, &self.backend))
+            }
+            Err(_) => Err(CONNECT),
+        }
     }
 }
 
@@ -130,8 +169,7 @@ fn connect_failure(error: &std::io::Error, backend: &str) -> Failure {
         return CONNECT;
     }
     static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
-    let now = crate::clock::now_secs();
-    if LAST_WARNED.swap(now, Ordering::Relaxed) != now {
+    if first_this_second(&LAST_WARNED) {
         tracing::warn!(
             backend,
             %error,
@@ -140,6 +178,13 @@ fn connect_failure(error: &std::io::Error, backend: &str) -> Failure {
         );
     }
     Failure::Local
+}
+
+/// Whether this is the first call this second for `last` (a warning said
+/// at most once a second, when it would otherwise come with every request).
+fn first_this_second(last: &AtomicU64) -> bool {
+    let now = crate::clock::now_secs();
+    last.swap(now, Ordering::Relaxed) != now
 }
 
 async fn handshake<T>(io: T) -> Result<SendRequest<RequestBody>, Failure>
@@ -388,16 +433,12 @@ mod tests {
     async fn an_address_that_drops_connects_leaves_time_for_the_next() {
         let (_listener, _queued, dropping) = dropping_connects();
         let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let connector = Connector {
-            backend: "new".into(),
-            addresses: Addresses::scripted(vec![dropping, good.local_addr().unwrap()]),
-            connect_timeout: Duration::from_secs(2),
-            tls: None,
-        };
+        let addresses = Addresses::scripted(vec![dropping, good.local_addr().unwrap()]);
+        let connector = Connector::new("new".into(), &"http://127.0.0.1:1".parse().unwrap(), Duration::from_secs(2), None);
         // Rotation puts the dropping address first every other time.
         for _ in 0..4 {
             let tcp = connector
-                .connect_tcp()
+                .connect_tcp(&addresses)
                 .await
                 .expect("the good address takes the connect in the time left");
             assert_eq!(tcp.peer_addr().unwrap(), good.local_addr().unwrap());

@@ -89,40 +89,48 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Two free loopback ports for the backends.
-read -r LEGACY_PORT NEW_PORT < <("$PY" -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-')
+# A free loopback port for Flask; Django listens on a Unix socket, as
+# gunicorn is most often bound behind nginx.
+LEGACY_PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+NEW_SOCKET="$WORK/new.sock"
 
-gunicorn() {  # NAME DIR APP PORT
-  "$VENV/bin/gunicorn" --chdir "$2" --bind "127.0.0.1:$4" --workers 1 --threads 8 \
+gunicorn() {  # NAME DIR APP BIND
+  "$VENV/bin/gunicorn" --chdir "$2" --bind "$4" --workers 1 --threads 8 \
     --no-control-socket --access-logfile - "$3" >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
 }
-gunicorn legacy "$E2E/legacy_flask" app:app "$LEGACY_PORT"
-gunicorn new "$E2E/new_drf" bookstore.wsgi "$NEW_PORT"
+gunicorn legacy "$E2E/legacy_flask" app:app "127.0.0.1:$LEGACY_PORT"
+gunicorn new "$E2E/new_drf" bookstore.wsgi "unix:$NEW_SOCKET"
 
-sed -e "s/@LEGACY_PORT@/$LEGACY_PORT/" -e "s/@NEW_PORT@/$NEW_PORT/" "$E2E/cutover.yaml" >"$WORK/cutover.yaml"
+sed -e "s/@LEGACY_PORT@/$LEGACY_PORT/" -e "s|@NEW_SOCKET@|$NEW_SOCKET|" "$E2E/cutover.yaml" >"$WORK/cutover.yaml"
 echo "api: { legacy: 100, new: 0 }" >"$WORK/weights.yaml"
 "$CUTOVER" check -c "$WORK/cutover.yaml" >/dev/null || die "cutover check rejected the config"
 "$CUTOVER" run -c "$WORK/cutover.yaml" --ready-file "$WORK/ready.json" >"$WORK/cutover.out" 2>"$WORK/cutover.log" &
 PIDS+=($!)
 
-# Wait (bounded) for a URL to answer 200.
+# Wait (bounded) for a URL, or a path on a Unix socket (unix:SOCKET:PATH), to answer 200.
 wait_ok() {  # NAME URL
   "$PY" - "$1" "$2" <<'EOF' || die "$1 did not become ready"
-import sys, time, urllib.request
+import http.client, socket, sys, time, urllib.request
 name, url = sys.argv[1], sys.argv[2]
+
+def ok():
+    if not url.startswith("unix:"):
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    path, target = url[5:].rsplit(":", 1)
+    conn = http.client.HTTPConnection("localhost", timeout=2)
+    conn.sock = socket.socket(socket.AF_UNIX)
+    conn.sock.settimeout(2)
+    conn.sock.connect(path)
+    conn.request("GET", target)
+    return conn.getresponse().status == 200
+
 deadline = time.monotonic() + 30
 while True:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            if r.status == 200:
-                break
+        if ok():
+            break
     except OSError:
         pass
     if time.monotonic() > deadline:
@@ -142,9 +150,9 @@ PROXY=$("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print([l["add
 ADMIN=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$WORK/ready.json")
 
 wait_ok "legacy (Flask)" "http://127.0.0.1:$LEGACY_PORT/healthz"
-wait_ok "new (Django REST Framework)" "http://127.0.0.1:$NEW_PORT/healthz"
+wait_ok "new (Django REST Framework)" "unix:$NEW_SOCKET:/healthz"
 wait_ok cutover "http://$ADMIN/readyz"
-say "legacy on 127.0.0.1:$LEGACY_PORT, new on 127.0.0.1:$NEW_PORT, proxy on $PROXY, admin on $ADMIN"
+say "legacy on 127.0.0.1:$LEGACY_PORT, new on unix:$NEW_SOCKET, proxy on $PROXY, admin on $ADMIN"
 
 # --- traffic, then the report ---------------------------------------------
 timeout 60 "$PY" "$E2E/traffic.py" "$PROXY" "$BOOKS" "$STATUS" "$USERS" "$CASES" || die "sending the traffic failed"
