@@ -579,6 +579,7 @@ server {
     }
     location /api/ { proxy_pass http://unix:/run/gunicorn.sock; }
     location /v2/ { proxy_pass http://unix:/run/api-v2.sock:/v2/; }
+    location /legacy/ { include uwsgi_params; uwsgi_pass unix:/run/uwsgi/legacy.sock; }
 }
 ";
     let imported = import::import_str(Path::new("gunicorn.conf"), text).unwrap();
@@ -593,6 +594,13 @@ server {
     assert_eq!(route_for(&config, "/api/x", None).as_deref(), Some("api"), "{}", imported.config);
     let v2 = backend(&config, "api-v2");
     assert_eq!(v2.url.socket.as_deref(), Some(Path::new("/run/api-v2.sock")), "{}", imported.config);
+    // uWSGI's own protocol is not HTTP: the note says how to get HTTP from it.
+    let uwsgi = imported
+        .not_converted
+        .iter()
+        .find(|n| n.at.line == 14 && n.directive == "location")
+        .expect("the uwsgi location is listed");
+    assert!(uwsgi.reason.contains("http-socket"), "{}", uwsgi.reason);
     assert!(
         imported.not_converted.iter().all(|n| !n.reason.contains("unix")),
         "{:?}",

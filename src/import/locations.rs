@@ -87,18 +87,7 @@ pub(super) fn plan_locations(dirs: &[&Directive], server: &Settings, planner: &m
                 match fallback {
                     Some((pp, n)) => (pp, &locs[n].settings, Some(n)),
                     None => {
-                        let what = if l.child_names.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", dedup(&l.child_names).join(", "))
-                        };
-                        planner.report.skip(
-                            l.d,
-                            format!(
-                                "no proxy_pass{what}: cutover only proxies; requests nginx answered here go to the next \
-                                 matching route instead"
-                            ),
-                        );
+                        planner.report.skip(l.d, no_proxy_pass(&l.child_names));
                         continue;
                     }
                 }
@@ -293,4 +282,19 @@ fn location_head(d: &Directive) -> Option<(LocKind, String)> {
         }
         _ => None,
     }
+}
+
+/// Why a location without `proxy_pass` is left out, given its directives' names.
+fn no_proxy_pass(child_names: &[String]) -> String {
+    if child_names.iter().any(|n| n == "uwsgi_pass") {
+        return "uwsgi_pass speaks the uwsgi protocol, which cutover does not: have uWSGI serve HTTP \
+                (`http-socket = /run/app.sock` or `127.0.0.1:8000`) and point a backend at it"
+            .into();
+    }
+    let what = if child_names.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", dedup(child_names).join(", "))
+    };
+    format!("no proxy_pass{what}: cutover only proxies; requests nginx answered here go to the next matching route instead")
 }
