@@ -1247,3 +1247,89 @@ async fn a_backend_on_a_unix_socket_is_reached_with_its_connection_kept_alive() 
     })
     .await;
 }
+
+/// `compression: { gzip: true }`, as nginx's `gzip on`: text a client
+/// accepts gzipped goes gzipped; what is small, compressed already, a range,
+/// `no-transform` or refused goes as the backend sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_gzipped_for_clients_that_take_it_and_only_those() {
+    use std::io::Read;
+    let page = "<p>the same sentence again and again</p>\n".repeat(200);
+    let app = {
+        let page = page.clone();
+        Upstream::with("app", move |req| {
+            let page = page.clone();
+            async move {
+                let answer = |ctype: &str| Response::builder().header("content-type", ctype).header("etag", "\"v1\"");
+                let path = req.uri().path().to_string();
+                match path.as_str() {
+                    "/small" => answer("application/json").body(full("{\"a\": 1}")),
+                    "/png" => answer("image/png").body(full(page)),
+                    "/br" => answer("text/html").header("content-encoding", "br").body(full(page)),
+                    "/fixed" => answer("text/html").header("cache-control", "no-transform").body(full(page)),
+                    // Unknown length, in pieces.
+                    "/stream" => answer("text/plain; charset=utf-8").body(frames(page, 1000)),
+                    _ => answer("text/html; charset=utf-8").header("vary", "Cookie").body(full(page)),
+                }
+                .unwrap()
+            }
+        })
+        .await
+    };
+    let backend = [("app", format!("{{ url: \"{}\" }}", app.url()))];
+    let proxy = Proxy::start(&one_route_config("compression: { gzip: true }\n", &backend), "").await;
+    let plain = Proxy::start(&one_route_config("", &backend), "").await;
+    within(30, async {
+        let fetch = async |proxy: &Proxy, method: Method, path: &str, accept: &str| {
+            let headers: &[(&str, &str)] = if accept.is_empty() { &[] } else { &[("accept-encoding", accept)] };
+            send(request(method, &proxy.url(path), headers)).await
+        };
+        let gunzip = |body: &[u8]| {
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(body)
+                .read_to_string(&mut out)
+                .expect("a whole gzip stream");
+            out
+        };
+
+        for path in ["/page", "/stream"] {
+            let resp = fetch(&proxy, Method::GET, path, "gzip, deflate, br").await;
+            assert_eq!(resp.status, StatusCode::OK);
+            assert_eq!(resp.header("content-encoding"), Some("gzip"), "{path}");
+            assert_eq!(resp.header("content-length"), None, "{path}");
+            assert!(resp.body.len() < page.len() / 10, "{path}: {} bytes", resp.body.len());
+            assert_eq!(gunzip(&resp.body), page, "{path}");
+            assert_eq!(resp.header("etag"), Some("W/\"v1\""), "{path}: the bytes are not the backend's");
+            let vary: Vec<&str> = resp.headers.get_all("vary").iter().map(|v| v.to_str().unwrap()).collect();
+            assert!(vary.contains(&"Accept-Encoding"), "{path}: {vary:?}");
+        }
+        assert_eq!(
+            fetch(&proxy, Method::GET, "/page", "gzip")
+                .await
+                .headers
+                .get_all("vary")
+                .iter()
+                .count(),
+            2
+        );
+
+        // Sent as the backend sent it.
+        for (proxy, method, path, accept) in [
+            (&proxy, Method::GET, "/page", ""),
+            (&proxy, Method::GET, "/page", "br, gzip;q=0"),
+            (&proxy, Method::HEAD, "/page", "gzip"),
+            (&proxy, Method::GET, "/small", "gzip"),
+            (&proxy, Method::GET, "/png", "gzip"),
+            (&proxy, Method::GET, "/fixed", "gzip"),
+            (&plain, Method::GET, "/page", "gzip"),
+        ] {
+            let resp = fetch(proxy, method.clone(), path, accept).await;
+            assert_eq!(resp.status, StatusCode::OK);
+            assert_eq!(resp.header("content-encoding"), None, "{method} {path} {accept:?}");
+            assert_eq!(resp.header("etag"), Some("\"v1\""), "{method} {path} {accept:?}");
+        }
+        let br = fetch(&proxy, Method::GET, "/br", "gzip").await;
+        assert_eq!((br.header("content-encoding"), br.body.len()), (Some("br"), page.len()));
+    })
+    .await;
+}

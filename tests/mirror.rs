@@ -590,3 +590,44 @@ async fn secrets_anywhere_in_a_path_or_shaped_like_credentials_stay_hidden() {
     })
     .await;
 }
+
+/// Gzipping for the client happens after the comparison's copy is taken:
+/// two backends answering alike stay alike, and the client can read its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_gzipped_for_the_client_are_compared_as_the_backends_sent_them() {
+    within(30, async {
+        let json = |name: &'static str| {
+            Upstream::with(name, |_req| async {
+                let items: Vec<String> = (0..100).map(|i| format!("{{\"id\": {i}, \"title\": \"book {i}\"}}")).collect();
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(full(format!("[{}]", items.join(","))))
+                    .unwrap()
+            })
+        };
+        let (legacy, new) = (json("legacy").await, json("new").await);
+        let text = config(&legacy, &new, "      to: new\n      compare: { noise: { sample: 0 } }\n").replacen(
+            "backends:",
+            "compression: { gzip: true }\nbackends:",
+            1,
+        );
+        let proxy = Proxy::start(&text, "api: { legacy: 100, new: 0 }\n").await;
+        let client = client();
+        for i in 0..5 {
+            let resp = send_on(
+                &client,
+                request(Method::GET, &proxy.url(&format!("/books/{i}")), &[("accept-encoding", "gzip")]),
+            )
+            .await;
+            assert_eq!((resp.status, resp.header("content-encoding")), (StatusCode::OK, Some("gzip")));
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&resp.body[..]), &mut body).unwrap();
+            assert!(body.starts_with("[{\"id\": 0"), "{body}");
+        }
+        let compared = [("route", "api"), ("outcome", "compared")];
+        proxy.wait_metric("cutover_mirror_requests_total", &compared, 5.0).await;
+        let metrics = proxy.metrics().await;
+        assert!(!metrics.contains("cutover_parity_mismatches_total{"), "{metrics}");
+    })
+    .await;
+}

@@ -98,6 +98,11 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
         ));
     }
 
+    let compression = raw
+        .compression
+        .as_ref()
+        .and_then(|c| super::compression::compile(c, &pos, &mut errors))
+        .map(Box::new);
     let fleet = raw
         .fleet
         .as_ref()
@@ -123,6 +128,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigError> {
             max_bytes: l.max_bytes.max(4096),
         }),
         server,
+        compression,
         backends,
         route_lookup: crate::routing::RouteIndex::build(routes.iter().map(|r| &r.matcher)),
         routes,

@@ -2,6 +2,7 @@
 //! compiled into typed, checked values. Nothing downstream re-parses them.
 
 mod compile;
+pub mod compression;
 pub mod error;
 pub mod file;
 pub mod fleet;
@@ -42,6 +43,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub parity_log: Option<ParityLogSettings>,
     pub server: ServerSettings,
+    /// Response compression, when on.
+    pub compression: Option<Box<compression::Compression>>,
     pub backends: Vec<Arc<BackendSpec>>,
     pub routes: Vec<RouteSpec>,
     /// Candidate routes by first path segment, for fast first-match lookup.

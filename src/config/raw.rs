@@ -17,8 +17,7 @@ use super::values::{Addr, BackendUrl, Cidr, Dur, HeaderNameValue, MethodValue, P
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
     pub admin: RawAdmin,
@@ -26,20 +25,18 @@ pub struct RawConfig {
     pub weights_file: PathBuf,
     #[serde(default)]
     pub access_log: RawAccessLog,
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<Cidr>,
     /// Optional JSON-lines file of parity samples.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parity_log: Option<RawParityLog>,
-    #[serde(default)]
-    #[serde(skip_serializing_if = "is_default")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub server: RawServer,
-    #[serde(default)]
-    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<super::compression::RawCompression>,
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub backends: IndexMap<String, RawBackend>,
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RawRoute>,
     /// Fleet mode: one weight table for every replica, kept in etcd.
     #[serde(skip_serializing_if = "Option::is_none")]

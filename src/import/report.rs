@@ -157,7 +157,8 @@ pub(super) fn reason_for(name: &str) -> String {
             "cutover does not change response headers"
         }
         "proxy_redirect" => "cutover does not rewrite Location headers",
-        n if n.starts_with("gzip") || n.starts_with("brotli") => "cutover does not compress responses",
+        n if n.starts_with("gzip") => "set compression: { gzip: true, types, min_bytes, level } by hand: one setting for every route",
+        n if n.starts_with("brotli") => "cutover compresses with gzip only (compression: { gzip: true })",
         "proxy_request_buffering" => {
             "cutover streams request bodies; one of unknown length (chunked) is read ahead up to \
              server.unsized_body_buffer_bytes (1 MiB; 0 streams it at once) and, ending within it, sent with Content-Length"

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::compress::Gzip;
 use super::record::RequestRecord;
 use crate::upstream::{StallWatch, Tap, UpstreamBody};
 
@@ -24,6 +25,8 @@ pub struct ResponseBody {
     tap: Option<Tap>,
     /// The backend's `body_timeout`, unless it is off.
     stall: Option<StallWatch>,
+    /// Compresses what the backend sends, when the client gets it gzipped.
+    gzip: Option<Box<Gzip>>,
 }
 
 thread_local! {
@@ -55,12 +58,19 @@ pub enum ResponseBodyError {
 
 impl ResponseBody {
     /// `body_timeout`: how long the backend's body may send nothing; zero is never.
-    pub fn upstream(body: UpstreamBody, record: Box<RequestRecord>, tap: Option<Tap>, body_timeout: Duration) -> ResponseBody {
+    pub fn upstream(
+        body: UpstreamBody,
+        record: Box<RequestRecord>,
+        tap: Option<Tap>,
+        gzip: Option<Box<Gzip>>,
+        body_timeout: Duration,
+    ) -> ResponseBody {
         ResponseBody {
             inner: Inner::Upstream(body),
             record: Some(record),
             tap,
             stall: StallWatch::new(body_timeout),
+            gzip,
         }
     }
 
@@ -71,6 +81,7 @@ impl ResponseBody {
             record,
             tap: None,
             stall: None,
+            gzip: None,
         }
     }
 
@@ -93,6 +104,9 @@ impl ResponseBody {
     /// The next frame of the body, with the stall watch and the record kept.
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self;
+        if let Some(after) = this.gzip.as_mut().and_then(|g| g.after_end()) {
+            return Poll::Ready(after.map(|trailers| Ok(Frame::trailers(trailers))));
+        }
         match &mut this.inner {
             Inner::Upstream(body) => {
                 let frame = match Pin::new(body).poll_frame(cx) {
@@ -107,6 +121,9 @@ impl ResponseBody {
                 };
                 if let Some(stall) = &mut this.stall {
                     stall.progressed();
+                }
+                if this.gzip.is_some() {
+                    return this.compressed(frame);
                 }
                 match &frame {
                     Some(Ok(f)) => {
@@ -143,6 +160,46 @@ impl ResponseBody {
         }
     }
 
+    /// A backend's frame on its way gzipped: data compressed (the tap sees
+    /// it as the backend sent it), and the gzip stream ended before the
+    /// trailers or the end.
+    fn compressed(&mut self, frame: Option<Result<Frame<Bytes>, hyper::Error>>) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
+        let Some(gzip) = &mut self.gzip else {
+            return Poll::Ready(frame.map(|f| f.map_err(ResponseBodyError::Backend)));
+        };
+        let out = match frame {
+            Some(Ok(f)) => match f.into_data() {
+                Ok(data) => {
+                    if let Some(tap) = &mut self.tap {
+                        tap.data(&data);
+                    }
+                    gzip.data(&data)
+                }
+                Err(trailers) => {
+                    if let Some(tap) = &mut self.tap {
+                        tap.finish();
+                    }
+                    gzip.finish(trailers.into_trailers().ok())
+                }
+            },
+            Some(Err(e)) => {
+                if let Some(record) = &mut self.record {
+                    record.body_failed();
+                }
+                self.tap = None;
+                return Poll::Ready(Some(Err(ResponseBodyError::Backend(e))));
+            }
+            None => {
+                if let Some(tap) = &mut self.tap {
+                    tap.finish();
+                }
+                gzip.finish(None)
+            }
+        };
+        self.count(out.len());
+        Poll::Ready(Some(Ok(Frame::data(out))))
+    }
+
     fn count(&mut self, n: usize) {
         if let Some(record) = &mut self.record {
             record.sent(n);
@@ -173,6 +230,9 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if let Some(gzip) = &self.gzip {
+            return gzip.is_done();
+        }
         match &self.inner {
             Inner::Upstream(body) => body.is_end_stream(),
             Inner::Local(bytes) => bytes.is_none(),
@@ -181,6 +241,7 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
+            Inner::Upstream(_) if self.gzip.is_some() => SizeHint::default(),
             Inner::Upstream(body) => body.size_hint(),
             Inner::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }

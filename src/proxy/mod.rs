@@ -21,6 +21,7 @@
 pub mod body;
 pub mod checks;
 pub mod choose;
+pub mod compress;
 pub mod conn;
 pub mod headers;
 pub mod outbound;
@@ -69,12 +70,12 @@ impl Proxy {
         let mut record = Box::new(RequestRecord::new(started, table.clone(), log));
         let had_body = !req.body().is_end_stream();
         let response = match self.forward(&table, &conn, req, &mut record).await {
-            Ok((resp, tap)) => {
+            Ok(Answer { resp, tap, gzip }) => {
                 record.hold(conn);
                 let (parts, body) = resp.into_parts();
                 record.answered(parts.status.as_u16());
                 let body_timeout = record.body_timeout();
-                Response::from_parts(parts, ResponseBody::upstream(body, record, tap, body_timeout))
+                Response::from_parts(parts, ResponseBody::upstream(body, record, tap, gzip, body_timeout))
             }
             Err(refusal) => {
                 let closes = refusal.ends_connection(had_body);
@@ -95,7 +96,7 @@ impl Proxy {
         conn: &ActiveRequest,
         mut req: Request<Incoming>,
         record: &mut RequestRecord,
-    ) -> Result<(Response<UpstreamBody>, Option<Tap>), Refusal> {
+    ) -> Result<Answer, Refusal> {
         let config = &table.config;
         let checked = checks::check(&req, &config.server)?;
         let target = checked.target(req.uri());
@@ -120,6 +121,10 @@ impl Proxy {
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
         let empty_body = req.body().is_end_stream();
         let failover = (!choice.forced).then_some(choice.bucket);
+        let gzip = config
+            .compression
+            .as_ref()
+            .filter(|_| req.method() != http::Method::HEAD && compress::accepts_gzip(req.headers()));
         let policy = RetryPolicy::new(route, live, failover, req.method(), req.headers(), empty_body, upgrade);
         let (request_id, client_upgrade) = outbound::prepare(
             &mut req,
@@ -172,8 +177,18 @@ impl Proxy {
                 tunnel_idle_timeout: route.backends[sent.backend].spec.tunnel_idle_timeout,
             },
         );
-        Ok((resp, tap))
+        let gzip = gzip.and_then(|settings| compress::start(settings, &mut resp));
+        Ok(Answer { resp, tap, gzip })
     }
+}
+
+/// A backend's answer as the client is to get it.
+struct Answer {
+    resp: Response<UpstreamBody>,
+    /// Its copy for the mirror comparison.
+    tap: Option<Tap>,
+    /// Its compressor, when it is sent gzipped.
+    gzip: Option<Box<compress::Gzip>>,
 }
 
 fn capture(conn: &ConnInfo, req: &Request<Incoming>) -> LogRecord {
