@@ -253,13 +253,17 @@ fn django_site_keeps_the_app_routes_and_lists_the_rest() {
     assert_eq!(default.connect_timeout, Duration::from_secs(5));
     assert_eq!(api.host_header, None, "proxy_set_header Host $host is cutover's default");
     assert_eq!(config.server.max_body_bytes, Some(20 << 20), "client_max_body_size 20M");
+    let gzip = config.compression.as_ref().expect("gzip on");
+    assert!(
+        gzip.compresses(b"text/html") && !gzip.compresses(b"application/json"),
+        "nginx's gzip_types: text/html"
+    );
     // Listeners: 80 and 443 (plain: TLS is listed); [::]:80 folds into 0.0.0.0:80.
     let addrs: Vec<String> = config.listeners.iter().map(|l| l.addr.to_string()).collect();
     assert_eq!(addrs, vec!["0.0.0.0:80", "0.0.0.0:443"]);
     for (line, directive) in [
         (3, "user"),
         (7, "events"),
-        (15, "gzip"),
         (18, "server"), // max_fails / fail_timeout
         (19, "keepalive"),
         (24, "listen"), // [::]:80
@@ -273,7 +277,7 @@ fn django_site_keeps_the_app_routes_and_lists_the_rest() {
         assert_listed(&imported, "django.conf", line, directive);
     }
     // Converted directives are not listed.
-    assert_converted(&imported, &[34, 45, 46, 47, 48, 49, 50, 53, 54, 55, 56, 57]);
+    assert_converted(&imported, &[15, 34, 45, 46, 47, 48, 49, 50, 53, 54, 55, 56, 57]);
     assert_note(&imported, &["443", "TLS"]);
     assert_note(&imported, &["X-Real-IP", "trusted_proxies"]);
     assert!(imported.config.contains("django.conf:45 location /api/"), "{}", imported.config);
@@ -1082,4 +1086,52 @@ async fn precedence_fixture_behaves_as_in_the_real_nginx() {
         assert_eq!(served.len(), 4, "every upstream was reached: {rows:?}");
     })
     .await;
+}
+
+#[test]
+fn gzip_becomes_compression_for_every_route_with_the_exceptions_noted() {
+    let text = "
+http {
+    gzip on;
+    gzip_types text/css application/json application/javascript;
+    gzip_min_length 256;
+    gzip_comp_level 5;
+    gzip_vary on;
+    server {
+        listen 80;
+        location / { proxy_pass http://127.0.0.1:8000; }
+        location /downloads/ { gzip off; proxy_pass http://127.0.0.1:8000; }
+    }
+}
+";
+    let imported = import::import_str(Path::new("gzip.conf"), text).unwrap();
+    let config = validate(&imported);
+    let compression = config.compression.as_ref().expect("gzip on becomes compression");
+    assert_eq!((compression.min_bytes, compression.level), (256, flate2::Compression::new(5)));
+    // nginx always compresses text/html besides gzip_types.
+    for (ctype, gzipped) in [
+        ("text/html; charset=utf-8", true),
+        ("application/json", true),
+        ("text/css", true),
+        ("image/png", false),
+    ] {
+        assert_eq!(compression.compresses(ctype.as_bytes()), gzipped, "{ctype}");
+    }
+    assert!(imported.config.contains("# gzip.conf:3 gzip on"), "{}", imported.config);
+    let notes = imported.notes.join("\n");
+    assert!(notes.contains("location /downloads/: nginx does not gzip here"), "{notes}");
+    let vary = imported
+        .not_converted
+        .iter()
+        .find(|n| n.directive == "gzip_vary")
+        .expect("gzip_vary is listed");
+    assert!(vary.reason.contains("Vary: Accept-Encoding"), "{}", vary.reason);
+
+    // Without gzip on, nothing is compressed.
+    let plain = import::import_str(
+        Path::new("plain.conf"),
+        "server { listen 80; location / { proxy_pass http://127.0.0.1:8000; } }",
+    )
+    .unwrap();
+    assert!(validate(&plain).compression.is_none());
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use super::yaml::Positions;
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCompression {
     #[serde(default)]

@@ -10,16 +10,21 @@
 use indexmap::IndexMap;
 use std::collections::HashSet;
 
+use crate::config::compression::RawCompression;
+
 use super::backends::{BackendPlan, Backends};
 use super::certs::{CertFiles, TlsPair};
 use super::nginx::Pos;
 use super::report::Report;
 use super::routes::RoutePlan;
 use super::servers::{Listen, ServerName, ServerPlan};
+use super::settings::Sourced;
 use super::upstreams::Upstreams;
 
 /// nginx's default `client_max_body_size`.
 const NGINX_BODY_LIMIT: u64 = 1 << 20;
+/// nginx's default `gzip_min_length`.
+const NGINX_GZIP_MIN_LENGTH: u64 = 20;
 
 /// Everything `cutover.yaml` and `weights.yaml` are written from.
 #[derive(Debug)]
@@ -29,6 +34,8 @@ pub(super) struct ConfigPlan {
     pub(super) routes: Vec<NamedRoute>,
     /// `server.max_body_bytes`, and the nginx line it came from.
     pub(super) body_limit: Option<(u64, String)>,
+    /// `compression`, and the nginx lines it came from.
+    pub(super) compression: Option<(RawCompression, Vec<String>)>,
 }
 
 #[derive(Debug)]
@@ -105,11 +112,13 @@ pub(super) fn assemble(phases: Phases<'_>, report: &mut Report) -> Option<Config
         ));
     }
     let body_limit = body_limit(&routes, report);
+    let compression = compression(&routes, report);
     Some(ConfigPlan {
         listeners,
         backends,
         routes,
         body_limit,
+        compression,
     })
 }
 
@@ -254,6 +263,36 @@ fn listeners(servers: &[ServerPlan], defaults: &DefaultServers, certs: &mut Cert
         });
     }
     out
+}
+
+/// nginx gzips per location, cutover for every route or none: on when a
+/// converted route has `gzip on`, with that route's types, length and level.
+fn compression(routes: &[NamedRoute], report: &mut Report) -> Option<(RawCompression, Vec<String>)> {
+    let on = |r: &&NamedRoute| r.plan.gzip.on.as_ref().is_some_and(|on| on.value);
+    let first = routes.iter().find(on)?;
+    let g = &first.plan.gzip;
+    for r in routes.iter().filter(|r| r.plan.gzip != *g) {
+        let what = if on(&r) { "gzips with other settings" } else { "does not gzip" };
+        report.note(format!(
+            "{} {}: nginx {what} here; cutover's compression, taken from {} {}, covers every route",
+            r.plan.at, r.plan.loc_text, first.plan.at, first.plan.loc_text
+        ));
+    }
+    // nginx always compresses text/html, whatever gzip_types says.
+    let mut types = vec!["text/html".to_string()];
+    types.extend(g.types.iter().flat_map(|t| t.value.iter()).filter(|t| *t != "text/html").cloned());
+    let raw = RawCompression {
+        gzip: true,
+        level: g.level.as_ref().map_or(1, |l| l.value),
+        min_bytes: g.min_length.as_ref().map_or(NGINX_GZIP_MIN_LENGTH, |l| l.value),
+        types,
+    };
+    let origin = [g.on.as_ref().map(Sourced::origin), g.types.as_ref().map(Sourced::origin)]
+        .into_iter()
+        .chain([g.min_length.as_ref().map(Sourced::origin), g.level.as_ref().map(Sourced::origin)])
+        .flatten()
+        .collect();
+    Some((raw, origin))
 }
 
 /// One request body limit for every route: nginx sets it per location,

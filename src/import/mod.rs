@@ -40,6 +40,10 @@
 //! - `client_max_body_size` → `server.max_body_bytes`: one limit for all
 //!   routes, the largest in effect for any converted location (nginx's
 //!   default 1m where none is set); smaller ones are listed.
+//! - `gzip on` with `gzip_types`, `gzip_min_length`, `gzip_comp_level` →
+//!   `compression`: one setting for all routes, from the first converted
+//!   location that gzips; locations that differ are noted.
+//! - `unix:` sockets in `proxy_pass` and upstream `server`s → `unix:` backends.
 //! - `listen ... ssl` with `ssl_certificate` / `ssl_certificate_key` → a
 //!   listener with `tls: { certs }` (absolute paths, the default server's
 //!   first), when the files load here as `cutover check` will load them;

@@ -54,6 +54,10 @@ pub(super) fn config_file(source: &Path, plan: &ConfigPlan, notes: &[String]) ->
         config.server.max_body_bytes = Some(*bytes);
         comments.add(&["server", "max_body_bytes"], [why.clone()]);
     }
+    if let Some((compression, origin)) = &plan.compression {
+        config.compression = Some(compression.clone());
+        comments.add(&["compression"], origin.clone());
+    }
     for b in &plan.backends {
         config.backends.insert(b.name.clone(), backend(b)?);
         comments.add(&["backends", &b.name], backend_comments(b));

@@ -157,7 +157,12 @@ pub(super) fn reason_for(name: &str) -> String {
             "cutover does not change response headers"
         }
         "proxy_redirect" => "cutover does not rewrite Location headers",
-        n if n.starts_with("gzip") => "set compression: { gzip: true, types, min_bytes, level } by hand: one setting for every route",
+        "gzip_vary" => "cutover always adds Vary: Accept-Encoding to what it gzips",
+        "gzip_static" => "cutover does not serve files: requests nginx served from disk must be served by a backend",
+        n if n.starts_with("gzip") => {
+            "cutover's compression has gzip, gzip_types, gzip_min_length and gzip_comp_level only; it gzips answers to proxied \
+             requests (Via) too"
+        }
         n if n.starts_with("brotli") => "cutover compresses with gzip only (compression: { gzip: true })",
         "proxy_request_buffering" => {
             "cutover streams request bodies; one of unknown length (chunked) is read ahead up to \

@@ -8,7 +8,7 @@ use super::locations::LocKind;
 use super::nginx::{Directive, Pos};
 use super::proxy_pass::{ProxyPass, ProxyTarget, TargetId, default_port, normalize_host_port};
 use super::report::Report;
-use super::settings::{Settings, Sourced};
+use super::settings::{GzipSettings, Settings, Sourced};
 use super::upstreams::{StickyBy, Upstreams, key_has_literal_text, sticky_for_key};
 
 /// A route before host matching and naming.
@@ -31,6 +31,8 @@ pub(super) struct RoutePlan {
     pub(super) mirror: Option<String>,
     /// The location's `client_max_body_size`, if one applies (else nginx's default).
     pub(super) body_limit: Option<Sourced<u64>>,
+    /// The gzip directives in effect for the location.
+    pub(super) gzip: GzipSettings,
     /// The nginx lines the route came from.
     pub(super) comments: Vec<String>,
     /// The nginx lines its weights came from.
@@ -112,6 +114,7 @@ impl RoutePlanner<'_> {
             sticky: None,
             mirror: None,
             body_limit: settings.body_limit.clone(),
+            gzip: settings.gzip.clone(),
             comments: vec![format!("{} {}", loc.at, loc.text()), format!("{} {}", pp.at, pp.text())],
             weight_comments: Vec::new(),
         };

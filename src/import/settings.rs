@@ -1,6 +1,6 @@
 //! The proxy settings nginx inherits from `http` to `server` to `location`:
-//! timeouts, the Host sent upstream, mirrors, the request body limit and the
-//! TLS of https backends. Each level starts from its parent's settings and
+//! timeouts, the Host sent upstream, mirrors, the request body limit, gzip
+//! and the TLS of https backends. Each level starts from its parent's settings and
 //! overrides what it writes itself.
 
 use std::time::Duration;
@@ -32,6 +32,16 @@ impl<T> Sourced<T> {
     }
 }
 
+/// nginx's gzip directives in effect at a level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct GzipSettings {
+    pub(super) on: Option<Sourced<bool>>,
+    /// `gzip_types`, lowercase (nginx adds `text/html` to them).
+    pub(super) types: Option<Sourced<Vec<String>>>,
+    pub(super) min_length: Option<Sourced<u64>>,
+    pub(super) level: Option<Sourced<u32>>,
+}
+
 /// What a location sends as Host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) enum HostSetting {
@@ -61,6 +71,7 @@ pub(super) struct Settings {
     pub(super) ssl_trusted: Option<Sourced<String>>,
     /// `proxy_ssl_name` with a literal value.
     pub(super) ssl_name: Option<Sourced<String>>,
+    pub(super) gzip: GzipSettings,
 }
 
 impl Settings {
@@ -113,6 +124,22 @@ impl Settings {
                     Some(name) if d.args.len() == 1 && !name.contains('$') => s.ssl_name = Some(Sourced::new(name.to_string(), d)),
                     _ => report.skip(d, "cutover sends the URL's host or a fixed tls.server_name; this value is neither"),
                 },
+                "gzip" => match d.arg(0) {
+                    Some(v @ ("on" | "off")) if d.args.len() == 1 => s.gzip.on = Some(Sourced::new(v == "on", d)),
+                    _ => report.skip(d, "invalid gzip"),
+                },
+                "gzip_types" => {
+                    let types = d.args.iter().map(|a| a.text.to_ascii_lowercase()).collect();
+                    s.gzip.types = Some(Sourced::new(types, d));
+                }
+                "gzip_min_length" => match d.arg(0).and_then(parse_nginx_size) {
+                    Some(n) if d.args.len() == 1 => s.gzip.min_length = Some(Sourced::new(n, d)),
+                    _ => report.skip(d, "not a size nginx would accept"),
+                },
+                "gzip_comp_level" => match d.arg(0).and_then(|l| l.parse::<u32>().ok()) {
+                    Some(l) if d.args.len() == 1 && (1..=9).contains(&l) => s.gzip.level = Some(Sourced::new(l, d)),
+                    _ => report.skip(d, "not a level from 1 to 9"),
+                },
                 // cutover always sends SNI to https backends.
                 "proxy_ssl_server_name" => {}
                 // cutover speaks HTTP/1.1 to backends, with keep-alive.
@@ -141,6 +168,10 @@ pub(super) fn is_setting(name: &str) -> bool {
             | "proxy_ssl_trusted_certificate"
             | "proxy_ssl_name"
             | "proxy_ssl_server_name"
+            | "gzip"
+            | "gzip_types"
+            | "gzip_min_length"
+            | "gzip_comp_level"
     )
 }
 
