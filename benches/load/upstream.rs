@@ -7,14 +7,16 @@
 //! HTTP/1.1 keep-alive (and HTTP/2 prior knowledge, for a direct h2 ceiling)
 //! on a multi-threaded tokio runtime.
 //!
-//! Usage: `bench-upstream [--addr-header] [--gzip] ADDR [ADDR ...]`, e.g.
+//! Usage: `bench-upstream [--addr-header] [--gzip | --json] ADDR [ADDR ...]`, e.g.
 //! `cargo run --release --example bench-upstream -- 127.0.0.1:19101 127.0.0.1:19102`.
 //! With `--addr-header` every response also carries `x-upstream: ADDR`, the
 //! listening address that answered, so a client can tell which backend a
 //! proxy chose for each request. With `--gzip`, `/json` answers a fixed
 //! ~10 KB JSON document (also on `/json/ANYTHING`), gzip-compressed (once, at start) with
 //! `Content-Encoding: gzip` when the request accepts gzip, as it is otherwise:
-//! a backend that compresses its answers, as most applications do.
+//! a backend that compresses its answers, as most applications do. With
+//! `--json`, the same document, never compressed: a backend that leaves
+//! compression to the proxy in front of it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +28,7 @@ use std::io::Write;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, VARY};
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, VARY};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -40,17 +42,19 @@ const SMALL: &[u8] = b"cutover benchmark upstream: a small fixed response body o
 const _: () = assert!(SMALL.len() == 100);
 const BIG_LEN: usize = 65_536;
 
-/// The `/json` answers of `--gzip`: the document as it is and gzip-compressed.
+/// The `/json` answers of `--gzip` and `--json`: the document as it is and gzip-compressed.
 #[derive(Clone)]
 struct Json {
     plain: Bytes,
     gzip: Bytes,
+    /// Gzipped when the request accepts it (`--gzip`), else always plain (`--json`).
+    compresses: bool,
 }
 
 impl Json {
     /// A DRF-style paginated list of 50 objects, about 10 KB; the `sku`
     /// values vary as ids do, so it compresses about as real JSON does.
-    fn new() -> Json {
+    fn new(compresses: bool) -> Json {
         let results: Vec<serde_json::Value> = (0..50u64)
             .map(|i| {
                 serde_json::json!({
@@ -69,23 +73,9 @@ impl Json {
         Json {
             plain: plain.into(),
             gzip: gzip.into(),
+            compresses,
         }
     }
-}
-
-/// Whether `Accept-Encoding` lists gzip (or `*`) with a weight above zero.
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let coding = parts.next().unwrap_or("");
-            let refused = parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0)));
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
-        })
 }
 
 struct Counters {
@@ -102,13 +92,14 @@ fn main() -> std::io::Result<()> {
         found.map(|i| args.remove(i)).is_some()
     };
     let addr_header = flag("--addr-header");
-    let json = flag("--gzip").then(Json::new);
+    let compresses = flag("--gzip");
+    let json = (compresses || flag("--json")).then(|| Json::new(compresses));
     let addrs: Vec<SocketAddr> = args
         .iter()
         .map(|a| a.parse().unwrap_or_else(|e| panic!("invalid address {a:?}: {e}")))
         .collect();
     if addrs.is_empty() {
-        eprintln!("usage: bench-upstream [--addr-header] [--gzip] ADDR [ADDR ...]");
+        eprintln!("usage: bench-upstream [--addr-header] [--gzip | --json] ADDR [ADDR ...]");
         std::process::exit(2);
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -178,7 +169,7 @@ async fn accept_loop(
                     (path, Some(json)) if path == "/json" || path.starts_with("/json/") => {
                         counters.served[index].fetch_add(1, Ordering::Relaxed);
                         content_type = "application/json";
-                        gzipped = accepts_gzip(req.headers());
+                        gzipped = json.compresses && cutover::proxy::compress::accepts_gzip(req.headers());
                         if gzipped { json.gzip.clone() } else { json.plain.clone() }
                     }
                     (path, _) => {

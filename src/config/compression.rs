@@ -11,7 +11,7 @@ use super::yaml::Positions;
 pub struct RawCompression {
     #[serde(default)]
     pub gzip: bool,
-    /// zlib's level, 1 (fastest, nginx's default) to 9.
+    /// zlib's level, 1 (fastest, nginx's default) to 9; 1 and 2 compress alike.
     #[serde(default = "default_level")]
     pub level: u32,
     /// Answers with a smaller `Content-Length` are sent as they are.
@@ -85,7 +85,10 @@ pub fn compile(raw: &RawCompression, pos: &Positions, errors: &mut Vec<ConfigErr
         }
     }
     raw.gzip.then(|| Compression {
-        level: flate2::Compression::new(raw.level.clamp(1, 9)),
+        // zlib-rs's level 1 is zlib-ng's quick strategy: on JSON some 40%
+        // more bytes than zlib's level 1, the level nginx means by 1. Its
+        // level 2 is zlib's level 1 (no lazy matches), so 1 starts there.
+        level: flate2::Compression::new(raw.level.clamp(2, 9)),
         min_bytes: raw.min_bytes,
         types: raw
             .types
