@@ -42,29 +42,14 @@ done
 # shellcheck source=benches/load/cutover_config.sh
 source "$HERE/cutover_config.sh"
 
-WORK=$(mktemp -d /tmp/cutover-ab.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-wait_up() {
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$1/small" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "ab.sh: nothing answers on port $1" >&2
-    tail -n 5 "$WORK"/*.log >&2 || true
-    exit 1
-}
+# shellcheck source=benches/load/scratch.sh
+source "$ROOT/benches/load/scratch.sh"
+start_scratch ab
 
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --example bench-upstream --example bench-floor
 "$ROOT/target/release/examples/bench-upstream" "127.0.0.1:$P_LEGACY" "127.0.0.1:$P_NEW" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
-wait_up "$P_LEGACY"
+wait_up "$P_LEGACY" small
 "$ROOT/target/release/examples/bench-floor" "127.0.0.1:${PORT[floor]}" "127.0.0.1:$P_LEGACY" "$WORKERS" >"$WORK/floor.log" 2>&1 &
 PIDS+=($!)
 for side in before after; do
@@ -74,7 +59,7 @@ for side in before after; do
     RUST_LOG=warn "$bin" run -c "$WORK/$side/cutover.yaml" >"$WORK/$side.log" 2>&1 &
     PIDS+=($!)
 done
-for target in before after floor; do wait_up "${PORT[$target]}"; done
+for target in before after floor; do wait_up "${PORT[$target]}" small; done
 
 rows="$WORK/rows.tsv"
 for round in $(seq "$ROUNDS"); do

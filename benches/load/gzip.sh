@@ -32,29 +32,14 @@ for tool in wrk curl python3 cargo nginx; do
     command -v "$tool" >/dev/null || { echo "gzip.sh: needs $tool" >&2; exit 2; }
 done
 
-WORK=$(mktemp -d /tmp/cutover-gzip.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-wait_up() {
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$1/json" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "gzip.sh: nothing answers on port $1" >&2
-    tail -n 5 "$WORK"/*.log >&2 || true
-    exit 1
-}
+# shellcheck source=benches/load/scratch.sh
+source "$ROOT/benches/load/scratch.sh"
+start_scratch gzip
 
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin cutover --example bench-upstream
 "$ROOT/target/release/examples/bench-upstream" --json "127.0.0.1:$P_UP" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
-wait_up "$P_UP"
+wait_up "$P_UP" json
 
 cat >"$WORK/cutover.yaml" <<EOF
 listeners: [ { name: public, addr: "127.0.0.1:${PORT[cutover]}" } ]
@@ -101,7 +86,7 @@ http {
 EOF
 nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
 PIDS+=($!)
-for target in cutover nginx; do wait_up "${PORT[$target]}"; done
+for target in cutover nginx; do wait_up "${PORT[$target]}" json; done
 
 # Both answer gzip that decodes to the upstream's document.
 curl -fsS -o "$WORK/plain.json" "http://127.0.0.1:$P_UP/json"
