@@ -183,6 +183,21 @@ fn every_shipped_main_config_passes_check() {
     }
 }
 
+#[test]
+fn check_shows_what_is_gzipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("cutover.yaml");
+    std::fs::write(
+        &config_path,
+        format!("{CONFIG}compression: {{ gzip: true, min_bytes: 512, types: [application/json] }}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("weights.yaml"), WEIGHTS).unwrap();
+    let (ok, stdout, stderr) = check(&config_path);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("compression: gzip from 512 bytes: application/json"), "{stdout}");
+}
+
 /// A fleet replica's weight file only caches the fleet's table: before its
 /// first start there is none, and `check` passes (saying so); in file mode a
 /// missing weight file is an error.

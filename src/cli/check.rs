@@ -36,6 +36,9 @@ fn describe(config: &Config, weights: &Weights) -> String {
         "no token"
     };
     let _ = writeln!(out, "admin:     {} ({token})", config.admin.addr);
+    if let Some(compression) = &config.compression {
+        let _ = writeln!(out, "compression: {compression}");
+    }
     let _ = writeln!(out, "\nroutes (first match wins):");
     for (ri, route) in config.routes.iter().enumerate() {
         let _ = writeln!(out, "{:>3}. {}  match: {}", ri + 1, route.name, route.matcher);

@@ -71,6 +71,17 @@ impl Compression {
     }
 }
 
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let types = if self.any_type {
+            "every type".to_string()
+        } else {
+            self.types.join(", ")
+        };
+        write!(f, "gzip from {} bytes: {types}", self.min_bytes)
+    }
+}
+
 /// The compiled section; `None` when gzip is off.
 pub fn compile(raw: &RawCompression, pos: &Positions, errors: &mut Vec<ConfigError>) -> Option<Compression> {
     if !(1..=9).contains(&raw.level) {
