@@ -61,27 +61,5 @@ for side in before after; do
 done
 for target in before after floor; do wait_up "${PORT[$target]}" small; done
 
-rows="$WORK/rows.tsv"
-for round in $(seq "$ROUNDS"); do
-    line="round $round"
-    for target in before after floor; do
-        rps=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:${PORT[$target]}/$REQ_PATH" |
-            awk '/Requests\/sec/ { print $2 }')
-        printf '%s\t%s\t%s\n' "$round" "$target" "$rps" >>"$rows"
-        line+="  $target $(printf '%.0f' "$rps")"
-    done
-    echo "$line"
-done
-
-python3 - "$rows" <<'EOF'
-import statistics, sys
-rate = {}
-for line in open(sys.argv[1]):
-    round_, target, rps = line.split()
-    rate.setdefault(target, []).append(float(rps))
-med = {t: statistics.median(v) for t, v in rate.items()}
-per_round = statistics.median(a / b for a, b in zip(rate["after"], rate["before"]))
-print("median req/s: before %.0f, after %.0f, floor %.0f" % (med["before"], med["after"], med["floor"]))
-print("after / before: %.3f (median of the rounds' ratios)" % per_round)
-print("before / floor: %.3f, after / floor: %.3f" % (med["before"] / med["floor"], med["after"] / med["floor"]))
-EOF
+rounds "$REQ_PATH" "" before after floor
+ratios after/before before/floor after/floor

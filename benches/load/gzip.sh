@@ -100,26 +100,5 @@ for target in cutover nginx; do
 done
 echo "answer: $(stat -c %s "$WORK/plain.json") bytes of JSON; gzipped by cutover ${BYTES[cutover]} bytes, by nginx ${BYTES[nginx]}"
 
-rows="$WORK/rows.tsv"
-for round in $(seq "$ROUNDS"); do
-    line="round $round"
-    for target in cutover nginx; do
-        rps=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -H 'Accept-Encoding: gzip' "http://127.0.0.1:${PORT[$target]}/json" |
-            awk '/Requests\/sec/ { print $2 }')
-        printf '%s\t%s\t%s\n' "$round" "$target" "$rps" >>"$rows"
-        line+="  $target $(printf '%.0f' "$rps")"
-    done
-    echo "$line"
-done
-
-python3 - "$rows" <<'EOF'
-import statistics, sys
-rate = {}
-for line in open(sys.argv[1]):
-    _, target, rps = line.split()
-    rate.setdefault(target, []).append(float(rps))
-med = {t: statistics.median(v) for t, v in rate.items()}
-ratios = [c / n for c, n in zip(rate["cutover"], rate["nginx"])]
-print("median req/s: cutover %.0f, nginx %.0f" % (med["cutover"], med["nginx"]))
-print("cutover / nginx: %.2f (per round: %s)" % (statistics.median(ratios), " / ".join("%.2f" % r for r in ratios)))
-EOF
+rounds json "Accept-Encoding: gzip" cutover nginx
+ratios cutover/nginx
