@@ -122,16 +122,10 @@ impl ResponseBody {
                 if let Some(stall) = &mut this.stall {
                     stall.progressed();
                 }
-                if this.gzip.is_some() {
-                    return this.compressed(frame);
-                }
                 match &frame {
                     Some(Ok(f)) => {
-                        if let Some(data) = f.data_ref() {
-                            this.count(data.len());
-                            if let Some(tap) = &mut this.tap {
-                                tap.data(data);
-                            }
+                        if let (Some(data), Some(tap)) = (f.data_ref(), &mut this.tap) {
+                            tap.data(data);
                         }
                     }
                     Some(Err(_)) => {
@@ -147,6 +141,14 @@ impl ResponseBody {
                         }
                     }
                 }
+                // The tap has seen the backend's bytes; the client may get them gzipped.
+                let frame = match &mut this.gzip {
+                    Some(gzip) => gzip.encode(frame),
+                    None => frame,
+                };
+                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+                    this.count(data.len());
+                }
                 Poll::Ready(frame.map(|f| f.map_err(ResponseBodyError::Backend)))
             }
             Inner::Local(bytes) => {
@@ -158,46 +160,6 @@ impl ResponseBody {
                 Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
             }
         }
-    }
-
-    /// A backend's frame on its way gzipped: data compressed (the tap sees
-    /// it as the backend sent it), and the gzip stream ended before the
-    /// trailers or the end.
-    fn compressed(&mut self, frame: Option<Result<Frame<Bytes>, hyper::Error>>) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
-        let Some(gzip) = &mut self.gzip else {
-            return Poll::Ready(frame.map(|f| f.map_err(ResponseBodyError::Backend)));
-        };
-        let out = match frame {
-            Some(Ok(f)) => match f.into_data() {
-                Ok(data) => {
-                    if let Some(tap) = &mut self.tap {
-                        tap.data(&data);
-                    }
-                    gzip.data(&data)
-                }
-                Err(trailers) => {
-                    if let Some(tap) = &mut self.tap {
-                        tap.finish();
-                    }
-                    gzip.finish(trailers.into_trailers().ok())
-                }
-            },
-            Some(Err(e)) => {
-                if let Some(record) = &mut self.record {
-                    record.body_failed();
-                }
-                self.tap = None;
-                return Poll::Ready(Some(Err(ResponseBodyError::Backend(e))));
-            }
-            None => {
-                if let Some(tap) = &mut self.tap {
-                    tap.finish();
-                }
-                gzip.finish(None)
-            }
-        };
-        self.count(out.len());
-        Poll::Ready(Some(Ok(Frame::data(out))))
     }
 
     fn count(&mut self, n: usize) {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use flate2::{Compress, FlushCompress, Status};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
+use http_body::Frame;
 
 use crate::config::compression::Compression;
 
@@ -147,14 +148,28 @@ impl Gzip {
         }
     }
 
+    /// A backend's frame as the client gets it: data compressed, and the
+    /// end (or the trailers, held back until after it) ending the gzip stream.
+    pub fn encode<E>(&mut self, frame: Option<Result<Frame<Bytes>, E>>) -> Option<Result<Frame<Bytes>, E>> {
+        let out = match frame {
+            Some(Ok(f)) => match f.into_data() {
+                Ok(data) => self.data(&data),
+                Err(trailers) => self.finish(trailers.into_trailers().ok()),
+            },
+            Some(Err(e)) => return Some(Err(e)),
+            None => self.finish(None),
+        };
+        Some(Ok(Frame::data(out)))
+    }
+
     /// `data` compressed and flushed: all of it can be decoded on arrival.
-    pub fn data(&mut self, data: &[u8]) -> Bytes {
+    fn data(&mut self, data: &[u8]) -> Bytes {
         let Some(deflate) = &mut self.deflate else { return Bytes::new() };
         Bytes::from(deflate.run(data, FlushCompress::Sync))
     }
 
     /// The end of the gzip stream, with the trailers to send after it.
-    pub fn finish(&mut self, trailers: Option<HeaderMap>) -> Bytes {
+    fn finish(&mut self, trailers: Option<HeaderMap>) -> Bytes {
         self.trailers = trailers;
         let Some(mut deflate) = self.deflate.take() else {
             return Bytes::new();
