@@ -1333,3 +1333,86 @@ async fn answers_are_gzipped_for_clients_that_take_it_and_only_those() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_backend_serves_its_directory_as_nginx_root_and_alias_do() {
+    within(30, async {
+        let files = tempfile::tempdir().unwrap();
+        let root = files.path().join("static");
+        std::fs::create_dir_all(root.join("css")).unwrap();
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        let css = "body { color: #333 }\n".repeat(100);
+        std::fs::write(root.join("css/site.css"), &css).unwrap();
+        std::fs::write(root.join("docs/index.html"), "<h1>docs</h1>").unwrap();
+        std::fs::write(files.path().join("secret.txt"), "outside the directory").unwrap();
+        let app = Upstream::echo("app").await;
+        let config = format!(
+            "{}compression: {{ gzip: true }}\n\
+             backends:\n  app: {{ url: \"{}\" }}\n  static: {{ url: \"file:{}\" }}\n\
+             routes:\n\
+             \x20 - name: static\n    match: {{ path_prefix: /static/ }}\n\
+             \x20   backends: {{ static: {{ rewrite: {{ prefix: /static/, to: / }} }} }}\n\
+             \x20 - name: app\n    match: {{ path_prefix: / }}\n    backends: {{ app: {{}} }}\n",
+            config_head("{ path: off }"),
+            app.url(),
+            root.display()
+        );
+        let proxy = Proxy::start(&config, "").await;
+
+        let resp = get(&proxy.url("/static/css/site.css")).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(resp.header("content-type"), Some("text/css"));
+        assert_eq!(resp.text(), css);
+        // What cutover adds to every answer, a file's too.
+        assert!(resp.header("x-request-id").is_some());
+        let last_modified = resp.header("last-modified").expect("a file's date").to_string();
+
+        // Its answers are compressed like any backend's, and revalidated.
+        let gzipped = send(request(
+            Method::GET,
+            &proxy.url("/static/css/site.css"),
+            &[("accept-encoding", "gzip")],
+        ))
+        .await;
+        assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+        let fresh = send(request(
+            Method::GET,
+            &proxy.url("/static/css/site.css"),
+            &[("if-modified-since", &last_modified)],
+        ))
+        .await;
+        assert_eq!(fresh.status, StatusCode::NOT_MODIFIED);
+        let head = send(request(Method::HEAD, &proxy.url("/static/css/site.css"), &[])).await;
+        assert_eq!((head.status, head.header("content-length")), (StatusCode::OK, Some("2100")));
+        assert!(head.body.is_empty());
+        let part = send(request(Method::GET, &proxy.url("/static/css/site.css"), &[("range", "bytes=0-3")])).await;
+        assert_eq!((part.status, part.text().as_str()), (StatusCode::PARTIAL_CONTENT, "body"));
+
+        // A directory answers with its index.html, with or without the slash.
+        for path in ["/static/docs/", "/static/docs"] {
+            let resp = get(&proxy.url(path)).await;
+            assert_eq!((resp.status, resp.text().as_str()), (StatusCode::OK, "<h1>docs</h1>"), "{path}");
+        }
+        let missing = get(&proxy.url("/static/css/gone.css")).await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        let post = send(with_body(Method::POST, &proxy.url("/static/css/site.css"), &[], full("x"))).await;
+        assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+
+        // Nothing outside the directory: dot segments are resolved before
+        // routing, so such a request leaves the static route for the app's.
+        for path in ["/static/../secret.txt", "/static/%2e%2e/secret.txt"] {
+            let resp = get(&proxy.url(path)).await;
+            assert_eq!((resp.seen().backend(), resp.seen().uri()), ("app", "/secret.txt"), "{path}");
+        }
+        let encoded = get(&proxy.url("/static/css/..%2f..%2fsecret.txt")).await;
+        assert_eq!(encoded.status, StatusCode::BAD_REQUEST);
+        proxy
+            .wait_metric(
+                "cutover_requests_total",
+                &[("route", "static"), ("backend", "static"), ("code", "2xx")],
+                6.0,
+            )
+            .await;
+    })
+    .await;
+}

@@ -1135,3 +1135,65 @@ http {
     .unwrap();
     assert!(validate(&plain).compression.is_none());
 }
+
+/// Django's and Flask's static files, which nginx serves from disk beside
+/// the app: `alias` and `root` become a file backend where the directory is.
+#[test]
+fn static_file_locations_become_a_file_backend_where_the_directory_is() {
+    let files = tempfile::tempdir().unwrap();
+    let static_dir = files.path().join("static");
+    std::fs::create_dir_all(&static_dir).unwrap();
+    std::fs::write(static_dir.join("icon.ico"), "icon").unwrap();
+    let text = format!(
+        "
+server {{
+    listen 80;
+    location /static/ {{ alias {dir}/; expires 30d; }}
+    location /media/ {{ alias /nonexistent-cutover-import/media/; }}
+    location = /robots.txt {{ root {dir}; }}
+    location = /favicon.ico {{ alias {dir}/icon.ico; }}
+    location / {{ proxy_pass http://127.0.0.1:8000; }}
+}}
+",
+        dir = static_dir.display()
+    );
+    let imported = import::import_str(Path::new("static.conf"), &text).unwrap();
+    let config = validate(&imported);
+    let files_backend = backend(&config, "static");
+    assert_eq!(
+        files_backend.url.directory.as_deref(),
+        Some(static_dir.as_path()),
+        "{}",
+        imported.config
+    );
+    assert_eq!(files_backend.host_header, None);
+    for (path, route, served_as) in [
+        ("/static/css/site.css", "static", "/css/site.css"),
+        ("/robots.txt", "robots-txt", "/robots.txt"),
+        ("/favicon.ico", "favicon-ico", "/icon.ico"),
+    ] {
+        assert_eq!(
+            route_for(&config, path, None).as_deref(),
+            Some(route),
+            "{path}: {}",
+            imported.config
+        );
+        let r = &config.routes[config.route_index(route).unwrap()];
+        assert_eq!(backends_of(&config, route), ["static"]);
+        let rewritten = r.backends[0]
+            .rewrite
+            .as_ref()
+            .map_or(path.to_string(), |rw| rw.apply(path).to_string());
+        assert_eq!(rewritten, served_as, "{path}");
+    }
+    // A directory that is not on this machine stays nginx's to serve, and says so.
+    assert_eq!(route_for(&config, "/media/a.png", None).as_deref(), Some("default"));
+    let media = imported
+        .not_converted
+        .iter()
+        .find(|n| n.at.line == 5 && n.directive == "location")
+        .expect("the /media/ location is listed");
+    assert!(media.reason.contains("not a directory on this machine"), "{}", media.reason);
+    assert_listed(&imported, "static.conf", 4, "expires");
+    assert!(!listed(&imported, "static.conf", 4, "location"), "{}", imported.report());
+}

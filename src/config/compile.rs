@@ -267,6 +267,15 @@ fn compile_backends(
                 "tls settings need an https:// url",
             ));
         }
+        if let Some(dir) = &b.url.directory
+            && !dir.is_dir()
+        {
+            let why = if dir.exists() { "is not a directory" } else { "does not exist" };
+            errors.push(ConfigError::at(
+                pos.value(&["backends", name, "url"]),
+                format!("{} {why}", dir.display()),
+            ));
+        }
         if let Some(t) = &tls {
             if let Err(e) = crate::tls::client_config(Some(t)) {
                 errors.push(ConfigError::at(pos.value(&["backends", name, "tls"]), e.to_string()));

@@ -89,9 +89,10 @@ impl fmt::Display for Addr {
     }
 }
 
-/// A backend base URL: `http://host:port` with an optional path prefix, or
+/// A backend base URL: `http://host:port` with an optional path prefix,
 /// `unix:/path/to.sock` (nginx's `http://unix:/path/to.sock` too) for HTTP
-/// over a Unix socket, as gunicorn and uWSGI are often bound.
+/// over a Unix socket, as gunicorn and uWSGI are often bound, or
+/// `file:/path/to/dir` for files served from a directory, as nginx's `root`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendUrl {
     pub scheme: http::uri::Scheme,
@@ -101,13 +102,15 @@ pub struct BackendUrl {
     pub base_path: String,
     /// The Unix socket connected to instead of `authority`.
     pub socket: Option<std::path::PathBuf>,
+    /// The directory whose files answer instead of a server.
+    pub directory: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
     #[error("{0}")]
     Syntax(#[from] http::uri::InvalidUri),
-    #[error("scheme must be http, https or unix")]
+    #[error("scheme must be http, https, unix or file")]
     Scheme,
     #[error("a host is required")]
     Host,
@@ -119,6 +122,8 @@ pub enum UrlError {
     SocketPathLength,
     #[error("TLS over a Unix socket is not supported; use unix:/path")]
     SocketTls,
+    #[error("a directory needs an absolute path, as in file:/srv/app/static")]
+    DirectoryPath,
 }
 
 /// The longest path a Unix socket address holds (`sun_path` less its NUL).
@@ -145,6 +150,26 @@ impl BackendUrl {
             authority: http::uri::Authority::from_static("localhost"),
             base_path: base.path().trim_end_matches('/').to_string(),
             socket: Some(path.into()),
+            directory: None,
+        })
+    }
+
+    /// `file:/path` or `file:///path`, the part after `file:`.
+    fn directory(rest: &str) -> Result<BackendUrl, UrlError> {
+        if rest.contains(['?', '#']) {
+            return Err(UrlError::Query);
+        }
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if !path.starts_with('/') {
+            return Err(UrlError::DirectoryPath);
+        }
+        let path = path.trim_end_matches('/');
+        Ok(BackendUrl {
+            scheme: http::uri::Scheme::HTTP,
+            authority: http::uri::Authority::from_static("localhost"),
+            base_path: String::new(),
+            socket: None,
+            directory: Some(if path.is_empty() { "/" } else { path }.into()),
         })
     }
 }
@@ -155,6 +180,9 @@ impl FromStr for BackendUrl {
         let s = s.trim();
         if let Some(rest) = s.strip_prefix("unix:").or_else(|| s.strip_prefix("http://unix:")) {
             return BackendUrl::unix(rest);
+        }
+        if let Some(rest) = s.strip_prefix("file:") {
+            return BackendUrl::directory(rest);
         }
         if s.starts_with("https://unix:") {
             return Err(UrlError::SocketTls);
@@ -177,6 +205,7 @@ impl FromStr for BackendUrl {
             authority,
             base_path,
             socket: None,
+            directory: None,
         })
     }
 }
@@ -185,6 +214,9 @@ display_value!(BackendUrl);
 
 impl fmt::Display for BackendUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(dir) = &self.directory {
+            return write!(f, "file:{}", dir.display());
+        }
         match &self.socket {
             Some(path) if self.base_path.is_empty() => write!(f, "unix:{}", path.display()),
             Some(path) => write!(f, "unix:{}:{}", path.display(), self.base_path),
@@ -310,6 +342,23 @@ mod tests {
     }
 
     #[test]
+    fn file_urls_name_an_absolute_directory() {
+        for spelling in ["file:/srv/app/static/", "file:///srv/app/static"] {
+            let url: BackendUrl = spelling.parse().unwrap();
+            assert_eq!(
+                url.directory.as_deref(),
+                Some(std::path::Path::new("/srv/app/static")),
+                "{spelling}"
+            );
+            assert_eq!(url.to_string(), "file:/srv/app/static");
+        }
+        for (bad, why) in [("file:static", "absolute path"), ("file:/srv?a=1", "query strings")] {
+            let err = bad.parse::<BackendUrl>().unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn durations_accept_human_units() {
         assert_eq!("800ms".parse::<Dur>().unwrap().0, Duration::from_millis(800));
         assert_eq!("1m30s".parse::<Dur>().unwrap().0, Duration::from_secs(90));
@@ -335,6 +384,7 @@ mod tests {
         round_trip::<BackendUrl>("https://billing.internal:443/base/", "https://billing.internal:443/base");
         round_trip::<BackendUrl>("http://unix:/run/app.sock:/base/", "unix:/run/app.sock:/base");
         round_trip::<BackendUrl>("unix:/run/app.sock", "unix:/run/app.sock");
+        round_trip::<BackendUrl>("file:///srv/static/", "file:/srv/static");
         round_trip::<HeaderNameValue>("X-User-Id", "x-user-id");
         round_trip::<MethodValue>("get", "GET");
         round_trip::<Cidr>("10.0.0.1", "10.0.0.1/32");

@@ -117,6 +117,8 @@ impl Backends {
             None
         };
         let host_header = match &settings.host {
+            // Files have no Host to be sent.
+            _ if url.starts_with("file:") => None,
             HostSetting::ProxyHost => Some((
                 proxy_host,
                 "nginx's default Host is $proxy_host (no proxy_set_header Host)".to_string(),

@@ -33,6 +33,8 @@ struct Location<'a> {
     proxy_pass: Option<&'a Directive>,
     try_files: Option<&'a Directive>,
     returns: Option<&'a Directive>,
+    /// Its own `alias` or `root`: the directory it serves files from.
+    files: Option<&'a Directive>,
     internal: bool,
     /// Entries for its directives, reported only if it converts.
     child_reports: Vec<NotConverted>,
@@ -87,7 +89,14 @@ pub(super) fn plan_locations(dirs: &[&Directive], server: &Settings, planner: &m
                 match fallback {
                     Some((pp, n)) => (pp, &locs[n].settings, Some(n)),
                     None => {
-                        planner.report.skip(l.d, no_proxy_pass(&l.child_names));
+                        match files_only(l).map(|dir| planner.plan_files(l.d, l.kind, &l.pattern, dir, &l.settings)) {
+                            Some(Ok(plan)) => {
+                                planner.report.extend(&l.child_reports);
+                                plans.push(plan);
+                            }
+                            Some(Err(reason)) => planner.report.skip(l.d, reason),
+                            None => planner.report.skip(l.d, no_proxy_pass(&l.child_names)),
+                        }
                         continue;
                     }
                 }
@@ -149,6 +158,7 @@ fn read_locations<'a>(dirs: &[&'a Directive], server: &Settings, report: &mut Re
             proxy_pass: None,
             try_files: None,
             returns: None,
+            files: None,
             internal: false,
             child_reports: Vec::new(),
             child_names: Vec::new(),
@@ -165,6 +175,7 @@ fn read_locations<'a>(dirs: &[&'a Directive], server: &Settings, report: &mut Re
                     loc.child_names.push(c.name.clone());
                 }
                 "internal" => loc.internal = true,
+                "alias" | "root" => loc.files = Some(c),
                 "location" => report.skip(c, "nested locations are not converted: move it out to the server level"),
                 n if is_setting(n) => {}
                 n => {
@@ -282,6 +293,13 @@ fn location_head(d: &Directive) -> Option<(LocKind, String)> {
         }
         _ => None,
     }
+}
+
+/// The `alias` or `root` of a location that serves only files: no
+/// `try_files` but one that ends in `=404`, as for static files.
+fn files_only<'a>(l: &Location<'a>) -> Option<&'a Directive> {
+    let files_or_404 = l.try_files.is_none_or(|t| t.args.last().is_some_and(|a| a.text == "=404"));
+    l.files.filter(|_| files_or_404)
 }
 
 /// Why a location without `proxy_pass` is left out, given its directives' names.

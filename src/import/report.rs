@@ -140,8 +140,9 @@ pub(super) fn reason_for(name: &str) -> String {
             "cutover verifies https backends against the system roots or tls.ca_file; nothing else is tunable"
         }
         "http2" | "http3" | "quic" => "protocol setting: cutover serves HTTP/1.1 and HTTP/2 (h2c, or ALPN h2 with TLS) on every listener",
-        "root" | "alias" | "index" | "try_files" | "autoindex" | "expires" | "sendfile" | "open_file_cache" => {
-            "cutover does not serve files: requests nginx served from disk must be served by a backend"
+        "root" | "alias" => "a location's own alias or root becomes a file backend; one inherited from the server is not converted",
+        "index" | "try_files" | "autoindex" | "expires" | "sendfile" | "open_file_cache" => {
+            "not converted: cutover's file backends serve a directory's index.html, Last-Modified, ETag and ranges, nothing more"
         }
         "return" | "rewrite" | "error_page" | "if" | "set" | "break" => {
             "cutover does not answer or rewrite requests itself (only a route backend's rewrite: prefix)"

@@ -97,27 +97,7 @@ impl RoutePlanner<'_> {
                 pp.at
             ));
         }
-        let mut plan = RoutePlan {
-            at: loc.at.clone(),
-            loc_text: loc.text(),
-            kind,
-            pattern: pattern.to_string(),
-            matcher: match kind {
-                LocKind::Exact => PathCond::Exact(pattern.to_string()),
-                LocKind::Regex | LocKind::RegexCaseless => PathCond::Regex(regex_for(kind, pattern)),
-                _ => PathCond::Prefix(pattern.to_string()),
-            },
-            base_name: route_base_name(kind, pattern),
-            backends: Vec::new(),
-            weights: None,
-            stable: None,
-            sticky: None,
-            mirror: None,
-            body_limit: settings.body_limit.clone(),
-            gzip: settings.gzip.clone(),
-            comments: vec![format!("{} {}", loc.at, loc.text()), format!("{} {}", pp.at, pp.text())],
-            weight_comments: Vec::new(),
-        };
+        let mut plan = RoutePlan::new(loc, kind, pattern, pp, settings);
         match &target.target {
             ProxyTarget::Upstream(name) => self.upstream_backends(&mut plan, name, &target, rewrite, settings)?,
             ProxyTarget::Host(host) => {
@@ -131,6 +111,70 @@ impl RoutePlanner<'_> {
         if matches!(kind, LocKind::Prefix | LocKind::NoRegex) && pattern.ends_with('/') && pattern.len() > 1 {
             self.auto_redirects.push(pattern.trim_end_matches('/').to_string());
         }
+        Ok(plan)
+    }
+
+    /// The route for a location that serves files from a directory (`root`,
+    /// or `alias` in place of the location's prefix): a file backend, when
+    /// the directory is on this machine, as `cutover check` will look for it.
+    pub(super) fn plan_files(
+        &mut self,
+        loc: &Directive,
+        kind: LocKind,
+        pattern: &str,
+        dir: &Directive,
+        settings: &Settings,
+    ) -> Result<RoutePlan, String> {
+        let Some(path) = dir.arg(0).filter(|p| dir.args.len() == 1 && !p.contains('$')) else {
+            return Err(format!("`{}`: only a literal directory is converted", dir.text()));
+        };
+        let prefix = matches!(kind, LocKind::Exact | LocKind::Prefix | LocKind::NoRegex);
+        if !path.starts_with('/') {
+            return Err(format!(
+                "`{}`: only an absolute directory is converted (nginx resolves this one against its prefix)",
+                dir.text()
+            ));
+        }
+        let mut directory = std::path::Path::new(path);
+        let rewrite = match dir.name.as_str() {
+            // One file for one path: `location = /favicon.ico { alias /srv/static/icon.ico; }`.
+            "alias" if kind == LocKind::Exact && directory.is_file() => {
+                let file = directory.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                directory = directory.parent().unwrap_or(directory);
+                Some((pattern.to_string(), format!("/{file}")))
+            }
+            // The directory stands for the prefix: both end in '/'.
+            "alias" if prefix && pattern.ends_with('/') && path.ends_with('/') => Some((pattern.to_string(), "/".to_string())),
+            "alias" => {
+                return Err(format!(
+                    "`{}`: an alias is converted for a prefix location and directory that both end in '/', or an exact \
+                     location and a file",
+                    dir.text()
+                ));
+            }
+            _ => None,
+        };
+        if !directory.is_dir() {
+            return Err(format!(
+                "`{}`: {path} is not a directory on this machine; import where the files are, or serve them from a backend",
+                dir.text()
+            ));
+        }
+        let path = directory.to_string_lossy();
+        let trimmed = path.trim_end_matches('/');
+        let name = directory
+            .file_name()
+            .map_or_else(|| "files".into(), |n| n.to_string_lossy().into_owned());
+        let dest = Destination {
+            base: super::backends::sanitize_name(&name),
+            url: format!("file:{}", if trimmed.is_empty() { "/" } else { trimmed }),
+            proxy_host: String::new(),
+            origin: format!("{} {}", dir.at, dir.text()),
+        };
+        let id = TargetId::Url(dest.url.clone());
+        let mut plan = RoutePlan::new(loc, kind, pattern, dir, settings);
+        let name = self.backends.add(dest, settings, &plan.base_name, self.report);
+        plan.backends.push(RouteBackendPlan { name, rewrite, target: id });
         Ok(plan)
     }
 
@@ -267,6 +311,33 @@ impl RoutePlanner<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+impl RoutePlan {
+    /// A route for `loc`, whose requests go where `to` (its proxy_pass, alias or root) says, with no backends yet.
+    fn new(loc: &Directive, kind: LocKind, pattern: &str, to: &Directive, settings: &Settings) -> RoutePlan {
+        RoutePlan {
+            at: loc.at.clone(),
+            loc_text: loc.text(),
+            kind,
+            pattern: pattern.to_string(),
+            matcher: match kind {
+                LocKind::Exact => PathCond::Exact(pattern.to_string()),
+                LocKind::Regex | LocKind::RegexCaseless => PathCond::Regex(regex_for(kind, pattern)),
+                _ => PathCond::Prefix(pattern.to_string()),
+            },
+            base_name: route_base_name(kind, pattern),
+            backends: Vec::new(),
+            weights: None,
+            stable: None,
+            sticky: None,
+            mirror: None,
+            body_limit: settings.body_limit.clone(),
+            gzip: settings.gzip.clone(),
+            comments: vec![format!("{} {}", loc.at, loc.text()), format!("{} {}", to.at, to.text())],
+            weight_comments: Vec::new(),
+        }
     }
 }
 

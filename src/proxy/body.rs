@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::compress::Gzip;
 use super::record::RequestRecord;
-use crate::upstream::{StallWatch, Tap, UpstreamBody};
+use crate::upstream::{StallWatch, Tap, UpstreamBody, UpstreamBodyError};
 
 enum Inner {
     Upstream(UpstreamBody),
@@ -51,7 +51,7 @@ pub fn last_poll() -> Option<bool> {
 #[derive(Debug, thiserror::Error)]
 pub enum ResponseBodyError {
     #[error(transparent)]
-    Backend(#[from] hyper::Error),
+    Backend(#[from] UpstreamBodyError),
     #[error("the backend's response body sent nothing for {0:?} (body_timeout)")]
     Stalled(Duration),
 }

@@ -1,4 +1,5 @@
-//! A backend's client: its connection pool, TLS settings and head timeout.
+//! A backend's client: its connection pool, TLS settings and head timeout,
+//! or the directory it serves files from.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -9,41 +10,62 @@ use rustls_pki_types::ServerName;
 use super::body::RequestBody;
 use super::deadline::within;
 use super::failure::{Failure, FailureKind};
+use super::files::Files;
 use super::pool::{Connector, Pool, UpstreamBody, bare_host};
 use crate::config::BackendSpec;
 
 /// Sends requests to one backend over its pool of keep-alive connections.
 pub struct BackendClient {
     pub spec: Arc<BackendSpec>,
-    pool: Arc<Pool>,
+    transport: Transport,
+}
+
+enum Transport {
+    Pool(Arc<Pool>),
+    Files(Files),
 }
 
 impl BackendClient {
     pub fn new(spec: Arc<BackendSpec>) -> BackendClient {
+        if let Some(directory) = &spec.url.directory {
+            let transport = Transport::Files(Files::new(directory));
+            return BackendClient { spec, transport };
+        }
         let https = spec.url.scheme == http::uri::Scheme::HTTPS;
         let tls = https.then(|| backend_tls(&spec));
         let connector = Connector::new(spec.name.clone(), &spec.url, spec.connect_timeout, tls);
         let pool = Pool::new(connector, spec.pool_max_idle, spec.pool_idle_timeout);
-        BackendClient { spec, pool }
+        BackendClient {
+            spec,
+            transport: Transport::Pool(pool),
+        }
     }
 
     /// Sends `req` (origin-form URI, headers prepared) and waits for the
     /// response head, within the backend's `timeout`.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<UpstreamBody>, Failure> {
-        let exchange = pin!(self.pool.send(req));
-        within(self.spec.timeout, exchange)
-            .await
-            .unwrap_or(Err(Failure::Backend(FailureKind::Timeout)))
+        let answered = match &self.transport {
+            Transport::Pool(pool) => within(self.spec.timeout, pin!(pool.send(req))).await,
+            // Boxed: rare next to forwarding, and inline it would size every
+            // request's future for it.
+            Transport::Files(files) => within(self.spec.timeout, Box::pin(async { Ok(files.send(req).await) }).as_mut()).await,
+        };
+        answered.unwrap_or(Err(Failure::Backend(FailureKind::Timeout)))
     }
 
     /// Closes idle keep-alive connections past `pool_idle_timeout`, and the oldest beyond `pool_max_idle`.
     pub fn trim_idle(&self) {
-        self.pool.trim_idle();
+        if let Transport::Pool(pool) = &self.transport {
+            pool.trim_idle();
+        }
     }
 
     /// Idle keep-alive connections to this backend.
     pub fn idle_connections(&self) -> usize {
-        self.pool.idle_count()
+        match &self.transport {
+            Transport::Pool(pool) => pool.idle_count(),
+            Transport::Files(_) => 0,
+        }
     }
 }
 

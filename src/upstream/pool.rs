@@ -32,6 +32,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::body::RequestBody;
 use super::failure::{Failure, FailureKind, classify};
+use super::files::FileBody;
 use super::resolve::Addresses;
 use crate::config::BackendUrl;
 
@@ -328,7 +329,7 @@ impl Pool {
         let slot = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| (self.clone(), sender));
         let mut body = UpstreamBody { inner: None, slot };
         resp.map(|inner| {
-            body.inner = Some(inner);
+            body.inner = Some(Source::Http(inner));
             body.hand_back_if_done();
             body
         })
@@ -360,15 +361,43 @@ impl Pool {
     }
 }
 
-/// A backend's response body; the connection returns to its pool at the end.
+/// A backend's response body: from its connection, which goes back to the
+/// pool once the body has been read to its end, or from a file.
 pub struct UpstreamBody {
-    inner: Option<Incoming>,
+    inner: Option<Source>,
     slot: Option<(Arc<Pool>, SendRequest<RequestBody>)>,
 }
 
+enum Source {
+    Http(Incoming),
+    File(FileBody),
+}
+
+/// Why a backend's response body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBodyError {
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    #[error("reading the file failed: {0}")]
+    File(#[source] io::Error),
+}
+
 impl UpstreamBody {
+    /// No body, from no connection.
+    pub fn empty() -> UpstreamBody {
+        UpstreamBody { inner: None, slot: None }
+    }
+
+    /// The body of a file backend's answer.
+    pub fn file(body: FileBody) -> UpstreamBody {
+        UpstreamBody {
+            inner: Some(Source::File(body)),
+            slot: None,
+        }
+    }
+
     fn hand_back_if_done(&mut self) {
-        if self.inner.as_ref().is_none_or(Body::is_end_stream)
+        if self.is_end_stream()
             && let Some((pool, sender)) = self.slot.take()
         {
             pool.checkin(sender);
@@ -378,13 +407,14 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamBodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(None);
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        let polled = match self.inner.as_mut() {
+            None => return Poll::Ready(None),
+            Some(Source::Http(inner)) => Pin::new(inner).poll_frame(cx).map_err(UpstreamBodyError::Http),
+            Some(Source::File(inner)) => Pin::new(inner).poll_frame(cx).map_err(UpstreamBodyError::File),
         };
-        let polled = Pin::new(inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
                 self.inner = None;
@@ -399,11 +429,19 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match &self.inner {
+            None => true,
+            Some(Source::Http(inner)) => inner.is_end_stream(),
+            Some(Source::File(inner)) => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match &self.inner {
+            None => SizeHint::with_exact(0),
+            Some(Source::Http(inner)) => inner.size_hint(),
+            Some(Source::File(inner)) => inner.size_hint(),
+        }
     }
 }
 
