@@ -44,6 +44,9 @@
 //!   `compression`: one setting for all routes, from the first converted
 //!   location that gzips; locations that differ are noted.
 //! - `unix:` sockets in `proxy_pass` and upstream `server`s → `unix:` backends.
+//! - A location's own `alias` or `root` → a `file:` backend (an `alias` with
+//!   the rewrite that drops the location's prefix), when the directory is
+//!   on this machine, as `cutover check` will look for it.
 //! - `listen ... ssl` with `ssl_certificate` / `ssl_certificate_key` → a
 //!   listener with `tls: { certs }` (absolute paths, the default server's
 //!   first), when the files load here as `cutover check` will load them;
