@@ -3,7 +3,8 @@
 # Framework app (new) behind the release build of cutover, which mirrors every
 # /api/ request to new and compares the answers. The two apps differ in a few
 # planted ways; the parity report must name exactly those, and so must
-# `cutover replay` of an access log of the same traffic (replay_check.py).
+# `cutover replay` of an access log of the same traffic (replay_check.py). Django's
+# collected static files are served from disk by a file backend (static_check.py).
 #
 #   tests/e2e/run.sh
 #
@@ -102,7 +103,10 @@ gunicorn() {  # NAME DIR APP BIND
 gunicorn legacy "$E2E/legacy_flask" app:app "127.0.0.1:$LEGACY_PORT"
 gunicorn new "$E2E/new_drf" bookstore.wsgi "unix:$NEW_SOCKET"
 
-sed -e "s/@LEGACY_PORT@/$LEGACY_PORT/" -e "s|@NEW_SOCKET@|$NEW_SOCKET|" "$E2E/cutover.yaml" >"$WORK/cutover.yaml"
+# Django's static files, gathered as a deployment does.
+STATIC_ROOT="$WORK/static" "$PY" "$E2E/new_drf/manage.py" collectstatic --noinput -v 0 || die "collectstatic failed"
+sed -e "s/@LEGACY_PORT@/$LEGACY_PORT/" -e "s|@NEW_SOCKET@|$NEW_SOCKET|" -e "s|@STATIC_ROOT@|$WORK/static|" \
+  "$E2E/cutover.yaml" >"$WORK/cutover.yaml"
 echo "api: { legacy: 100, new: 0 }" >"$WORK/weights.yaml"
 "$CUTOVER" check -c "$WORK/cutover.yaml" >/dev/null || die "cutover check rejected the config"
 "$CUTOVER" run -c "$WORK/cutover.yaml" --ready-file "$WORK/ready.json" >"$WORK/cutover.out" 2>"$WORK/cutover.log" &
@@ -153,6 +157,9 @@ wait_ok "legacy (Flask)" "http://127.0.0.1:$LEGACY_PORT/healthz"
 wait_ok "new (Django REST Framework)" "unix:$NEW_SOCKET:/healthz"
 wait_ok cutover "http://$ADMIN/readyz"
 say "legacy on 127.0.0.1:$LEGACY_PORT, new on unix:$NEW_SOCKET, proxy on $PROXY, admin on $ADMIN"
+
+# --- static files, from disk ----------------------------------------------
+timeout 60 "$PY" "$E2E/static_check.py" "$PROXY" "$WORK/static" || die "the static files are not served as they are on disk"
 
 # --- traffic, then the report ---------------------------------------------
 timeout 60 "$PY" "$E2E/traffic.py" "$PROXY" "$BOOKS" "$STATUS" "$USERS" "$CASES" || die "sending the traffic failed"

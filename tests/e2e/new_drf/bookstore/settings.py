@@ -10,6 +10,7 @@ DEBUG = False
 ALLOWED_HOSTS = ["*"]
 
 INSTALLED_APPS = [
+    "django.contrib.staticfiles",
     "rest_framework",
 ]
 MIDDLEWARE = [
@@ -20,6 +21,11 @@ MIDDLEWARE = [
 ROOT_URLCONF = "bookstore.urls"
 WSGI_APPLICATION = "bookstore.wsgi.application"
 DATABASES = {}
+
+# `manage.py collectstatic` gathers DRF's assets here; cutover serves them
+# from disk (a `file:` backend), as nginx's `alias` does in front of Django.
+STATIC_URL = "static/"
+STATIC_ROOT = os.environ.get("STATIC_ROOT")
 
 USE_TZ = True
 TIME_ZONE = "UTC"
