@@ -157,6 +157,14 @@ fn bad_scalar_values_point_at_the_value() {
     );
     // A URL with an unsupported scheme: at the quoted value.
     assert_error_at(File::Config, 13, "    url: \"ftp://127.0.0.1:9000\"", (13, 10), "invalid URL");
+    // A listener redirecting to a port that cannot be: at the value.
+    assert_error_at(
+        File::Config,
+        3,
+        "    addr: \"127.0.0.1:0\"\n    redirect_https: 70000",
+        (4, 21),
+        "70000 is not a port",
+    );
     // A file backend's directory that is not there: at the URL.
     assert_error_at(
         File::Config,

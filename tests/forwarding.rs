@@ -1416,3 +1416,61 @@ async fn a_file_backend_serves_its_directory_as_nginx_root_and_alias_do() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_https_listener_sends_clients_to_https_but_lets_acme_challenges_through() {
+    within(30, async {
+        let app = Upstream::echo("app").await;
+        let config = format!(
+            "listeners:\n  - {{ name: public, addr: \"127.0.0.1:0\" }}\n\
+             \x20 - {{ name: http, addr: \"127.0.0.1:0\", redirect_https: true }}\n\
+             \x20 - {{ name: http-8443, addr: \"127.0.0.1:0\", redirect_https: 8443 }}\n\
+             admin: {{ addr: \"127.0.0.1:0\" }}\nweights_file: weights.yaml\naccess_log: {{ path: off }}\n\
+             backends:\n  app: {{ url: \"{}\" }}\nroutes:\n  - {{ name: all, backends: {{ app: {{}} }} }}\n",
+            app.url()
+        );
+        let proxy = Proxy::start(&config, "").await;
+        let http = proxy.listener("http");
+        let on = |addr: std::net::SocketAddr, path: &str| format!("http://{addr}{path}");
+
+        // The client's host, path and query, on https; no backend asked.
+        let resp = send(request(
+            Method::GET,
+            &on(http, "/account/?next=/cart"),
+            &[("host", "shop.example.com")],
+        ))
+        .await;
+        assert_eq!(resp.status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(resp.header("location"), Some("https://shop.example.com/account/?next=/cart"));
+        let resp = send(request(
+            Method::GET,
+            &on(proxy.listener("http-8443"), "/"),
+            &[("host", "shop.example.com:80")],
+        ))
+        .await;
+        assert_eq!(resp.header("location"), Some("https://shop.example.com:8443/"));
+        // A form posted to http:// keeps its method and body on the way.
+        let post = send(with_body(
+            Method::POST,
+            &on(http, "/login/"),
+            &[("host", "shop.example.com")],
+            full("u=1"),
+        ))
+        .await;
+        assert_eq!(post.status, StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(app.hits(), 0, "redirected requests reach no backend");
+
+        // Certificates are renewed over plain HTTP.
+        let acme = get(&on(http, "/.well-known/acme-challenge/token-1")).await;
+        assert_eq!(
+            (acme.status, acme.seen().uri()),
+            (StatusCode::OK, "/.well-known/acme-challenge/token-1")
+        );
+        // Only that folder, not a path that climbs out of it.
+        let climbed = get(&on(http, "/.well-known/acme-challenge/../../admin/")).await;
+        assert_eq!(climbed.status, StatusCode::MOVED_PERMANENTLY);
+        // The other listener serves as before.
+        assert_eq!(get(&proxy.url("/account/")).await.seen().uri(), "/account/");
+    })
+    .await;
+}

@@ -235,7 +235,7 @@ fn django_site_keeps_the_app_routes_and_lists_the_rest() {
     let (imported, config) = import_fixture("django.conf");
     let names: Vec<&str> = config.routes.iter().map(|r| &*r.name).collect();
     assert_eq!(names, vec!["api", "default"]);
-    // Static files were served from disk: cutover sends them to the app.
+    // Static files were served from disk, not here: cutover sends them to the app.
     assert_eq!(route_for(&config, "/static/css/site.css", None).as_deref(), Some("default"));
     assert_eq!(route_for(&config, "/api/orders/", None).as_deref(), Some("api"));
     // Per-location timeouts become backends of the same server.
@@ -258,6 +258,9 @@ fn django_site_keeps_the_app_routes_and_lists_the_rest() {
         gzip.compresses(b"text/html") && !gzip.compresses(b"application/json"),
         "nginx's gzip_types: text/html"
     );
+    // Port 80's server only sent everyone to https: so does its listener.
+    let redirects: Vec<Option<u16>> = config.listeners.iter().map(|l| l.redirect_https).collect();
+    assert_eq!(redirects, [Some(443), None], "{}", imported.config);
     // Listeners: 80 and 443 (plain: TLS is listed); [::]:80 folds into 0.0.0.0:80.
     let addrs: Vec<String> = config.listeners.iter().map(|l| l.addr.to_string()).collect();
     assert_eq!(addrs, vec!["0.0.0.0:80", "0.0.0.0:443"]);
@@ -267,7 +270,6 @@ fn django_site_keeps_the_app_routes_and_lists_the_rest() {
         (18, "server"), // max_fails / fail_timeout
         (19, "keepalive"),
         (24, "listen"), // [::]:80
-        (26, "return"),
         (30, "listen"), // 443 ssl
         (32, "ssl_certificate"),
         (33, "ssl_certificate_key"),
@@ -500,8 +502,35 @@ server {
         backend(&config, &backends_of(&config, "default")[0]).url.to_string(),
         "http://127.0.0.1:8001"
     );
-    assert_listed(&imported, "redirect.conf", 4, "return");
     assert_listed(&imported, "redirect.conf", 5, "location");
+    // The redirect is the whole of port 80's job, and the listener's now.
+    let port_80 = config.listeners.iter().find(|l| l.addr.port() == 80).unwrap();
+    assert_eq!(port_80.redirect_https, Some(443));
+    assert!(!listed(&imported, "redirect.conf", 4, "return"), "{}", imported.report());
+}
+
+/// A redirect that shares its port with servers that proxy, or that only
+/// changes the host over https, stays nginx's.
+#[test]
+fn https_redirects_convert_only_for_a_whole_plain_listener() {
+    let text = "
+server { listen 80; server_name shop.example.com; return 301 https://$server_name:8443$request_uri; }
+server { listen 80; server_name api.example.com; location / { proxy_pass http://127.0.0.1:8000; } }
+server { listen 8081; return 302 https://$host$request_uri; }
+server { listen 8443 ssl; server_name www.example.com; return 301 https://example.com$request_uri; }
+";
+    let imported = import::import_str(Path::new("mixed.conf"), text).unwrap();
+    let config = validate(&imported);
+    let redirect = |port: u16| config.listeners.iter().find(|l| l.addr.port() == port).map(|l| l.redirect_https);
+    assert_eq!(
+        redirect(80),
+        Some(None),
+        "api.example.com is proxied on port 80: {}",
+        imported.config
+    );
+    assert_note(&imported, &["mixed.conf:2", "other servers on 0.0.0.0:80 proxy"]);
+    assert_eq!(redirect(8081), Some(Some(443)));
+    assert_listed(&imported, "mixed.conf", 5, "return");
 }
 
 #[test]

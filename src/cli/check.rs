@@ -28,7 +28,12 @@ fn describe(config: &Config, weights: &Weights) -> String {
     let _ = writeln!(out, "config ok: {}", config.path.display());
     let _ = writeln!(out, "weights:   {}", config.weights_path.display());
     for l in &config.listeners {
-        let _ = writeln!(out, "listener:  {} {}", l.name, l.addr);
+        let redirect = match l.redirect_https {
+            Some(443) => " (redirects to https)".to_string(),
+            Some(port) => format!(" (redirects to https on port {port})"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "listener:  {} {}{redirect}", l.name, l.addr);
     }
     let token = if config.admin.token.is_some() {
         "token required"

@@ -11,6 +11,7 @@ use super::error::ConfigError;
 use super::raw::{
     CompareMode, RawBackend, RawClientNets, RawConfig, RawForceHeader, RawGuard, RawGuardRollback, RawHeaderMatch, RawMirror, RawRoute,
 };
+use super::values::RedirectHttps;
 use super::yaml::{self, Positions};
 use super::{
     AcceptRule, AccessLogSettings, Admin, AdminHost, BackendSpec, Config, ForceHeader, ForceToken, GuardSpec, HealthCheckSpec, Listener,
@@ -175,10 +176,18 @@ fn compile_listeners(raw: &RawConfig, base: &Path, pos: &Positions, errors: &mut
                 })
                 .collect()
         });
+        let redirect_https = l.redirect_https.and_then(RedirectHttps::port);
+        if redirect_https.is_some() && tls.is_some() {
+            errors.push(ConfigError::at(
+                pos.value(&["listeners", &idx, "redirect_https"]),
+                "redirect_https is for a listener without tls",
+            ));
+        }
         out.push(Listener {
             name: l.name.clone(),
             addr: l.addr.0,
             tls,
+            redirect_https,
         });
     }
     out

@@ -59,6 +59,9 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// Certificates when the listener terminates TLS.
     pub tls: Option<Vec<crate::tls::CertSource>>,
+    /// The port of `https://` every request is redirected to, but ACME's
+    /// HTTP challenges (`/.well-known/acme-challenge/`).
+    pub redirect_https: Option<u16>,
 }
 
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::routing::EncodedSlashes;
 
-use super::values::{Addr, BackendUrl, Cidr, Dur, HeaderNameValue, MethodValue, Pattern};
+use super::values::{Addr, BackendUrl, Cidr, Dur, HeaderNameValue, MethodValue, Pattern, RedirectHttps};
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +68,8 @@ pub struct RawListener {
     pub addr: Addr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawListenerTls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_https: Option<RedirectHttps>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -225,6 +225,46 @@ impl fmt::Display for BackendUrl {
     }
 }
 
+/// A listener's `redirect_https`: `true` (to port 443), `false`, or the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RedirectHttps {
+    On(bool),
+    Port(u16),
+}
+
+impl<'de> Deserialize<'de> for RedirectHttps {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = RedirectHttps;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or a port")
+            }
+            fn visit_bool<E: de::Error>(self, on: bool) -> Result<RedirectHttps, E> {
+                Ok(RedirectHttps::On(on))
+            }
+            fn visit_u64<E: de::Error>(self, port: u64) -> Result<RedirectHttps, E> {
+                match u16::try_from(port) {
+                    Ok(port) if port > 0 => Ok(RedirectHttps::Port(port)),
+                    _ => Err(E::custom(format!("{port} is not a port"))),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl RedirectHttps {
+    /// The port redirected to, if the listener redirects.
+    pub fn port(self) -> Option<u16> {
+        match self {
+            RedirectHttps::On(on) => on.then_some(443),
+            RedirectHttps::Port(port) => Some(port),
+        }
+    }
+}
+
 /// A regular expression, compiled once at load.
 #[derive(Debug, Clone)]
 pub struct Pattern(pub regex::Regex);

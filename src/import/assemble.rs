@@ -45,6 +45,8 @@ pub(super) struct ListenerPlan {
     /// The `listen` it came from.
     pub(super) origin: String,
     pub(super) tls: Vec<TlsPair>,
+    /// `redirect_https`: the port, and the `return` it came from.
+    pub(super) to_https: Option<(u16, String)>,
 }
 
 /// A route with its final name and host match.
@@ -91,6 +93,7 @@ pub(super) fn assemble(phases: Phases<'_>, report: &mut Report) -> Option<Config
             addr: "0.0.0.0:8080".into(),
             origin: "no listen address could be converted".into(),
             tls: Vec::new(),
+            to_https: None,
         });
         report.note("no nginx listen address could be converted: the listener is 0.0.0.0:8080");
     }
@@ -259,10 +262,48 @@ fn listeners(servers: &[ServerPlan], defaults: &DefaultServers, certs: &mut Cert
             name,
             addr: addr.to_string(),
             origin: format!("{} {}", listen.at, listen.text),
+            to_https: to_https(addr, servers, report),
             tls,
         });
     }
     out
+}
+
+/// The listener's `redirect_https`, when every server on `addr` (or one
+/// covered by it) sends its requests to https; when only some do, theirs
+/// are listed: cutover redirects a whole listener or none of it.
+fn to_https(addr: &str, servers: &[ServerPlan], report: &mut Report) -> Option<(u16, String)> {
+    let port = |a: &str| a.rsplit_once(':').map(|x| x.1.to_string());
+    let wildcard = addr.starts_with("0.0.0.0:") || addr.starts_with("[::]:");
+    let on_addr = |s: &&ServerPlan| {
+        s.listens
+            .iter()
+            .any(|l| l.addr == addr || (wildcard && port(&l.addr) == port(addr)))
+    };
+    let here: Vec<&ServerPlan> = servers.iter().filter(on_addr).collect();
+    let redirects: Vec<_> = here.iter().filter_map(|s| s.to_https.as_ref()).collect();
+    let first = redirects.first()?;
+    if redirects.len() < here.len() {
+        for r in &redirects {
+            report.note(format!(
+                "{}: not converted, other servers on {addr} proxy; cutover redirects a whole listener to https or none of it",
+                r.origin
+            ));
+        }
+        return None;
+    }
+    if let Some(host) = redirects.iter().find_map(|r| r.named_host.as_ref()) {
+        report.note(format!(
+            "{}: nginx redirects to {host}; cutover redirects to the host the client asked for",
+            first.origin
+        ));
+    }
+    report.note(format!(
+        "{}: the listener on {addr} redirects to https (redirect_https), except ACME's /.well-known/acme-challenge/, \
+         which is routed so certificates can be renewed over plain HTTP",
+        first.origin
+    ));
+    Some((first.port, first.origin.clone()))
 }
 
 /// nginx gzips per location, cutover for every route or none: on when a

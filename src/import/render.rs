@@ -16,7 +16,7 @@ use crate::config::raw::{
     RawBackend, RawBackendTls, RawCertPair, RawConfig, RawListener, RawListenerTls, RawMatch, RawMirror, RawRewrite, RawRoute,
     RawRouteBackend, RawSticky, RawWeights,
 };
-use crate::config::values::{Dur, Pattern};
+use crate::config::values::{Dur, Pattern, RedirectHttps};
 
 use super::ImportError;
 use super::assemble::{ConfigPlan, ListenerPlan, NamedRoute};
@@ -48,6 +48,7 @@ pub(super) fn config_file(source: &Path, plan: &ConfigPlan, notes: &[String]) ->
         config.listeners.push(listener(l)?);
         let mut lines = vec![l.origin.clone()];
         lines.extend(l.tls.iter().map(|p| format!("tls: certificate {}, key {}", p.cert_at, p.key_at)));
+        lines.extend(l.to_https.iter().map(|(_, origin)| format!("redirect_https: {origin}")));
         comments.add(&["listeners", &i.to_string()], lines);
     }
     if let Some((bytes, why)) = &plan.body_limit {
@@ -112,6 +113,10 @@ fn listener(l: &ListenerPlan) -> Result<RawListener, ImportError> {
         });
         raw.tls = Some(RawListenerTls { certs: certs.collect() });
     }
+    raw.redirect_https = l.to_https.as_ref().map(|(port, _)| match port {
+        443 => RedirectHttps::On(true),
+        &port => RedirectHttps::Port(port),
+    });
     Ok(raw)
 }
 

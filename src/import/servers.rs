@@ -19,6 +19,19 @@ pub(super) struct ServerPlan {
     pub(super) routes: Vec<RoutePlan>,
     /// For a server with `listen ... ssl`: its certificates, or why they cannot be used.
     pub(super) tls: Option<Result<Vec<TlsPair>, String>>,
+    /// A server that sends every request to `https://` (`return 301
+    /// https://$host$request_uri`): the `return`, and the port redirected to.
+    pub(super) to_https: Option<HttpsRedirect>,
+}
+
+/// A server-level `return` to the same URI on `https://`.
+#[derive(Debug, Clone)]
+pub(super) struct HttpsRedirect {
+    /// `file:line return ...`
+    pub(super) origin: String,
+    pub(super) port: u16,
+    /// The host it names, when not the client's (`$host`, `$http_host`).
+    pub(super) named_host: Option<String>,
 }
 
 /// One address of a `listen` directive.
@@ -73,6 +86,7 @@ pub(super) fn read_server(
         odd_names: false,
         routes: Vec::new(),
         tls: None,
+        to_https: None,
     };
     let mut locations = Vec::new();
     for c in d.children() {
@@ -81,9 +95,19 @@ pub(super) fn read_server(
             "server_name" => server_name(c, &mut plan, planner.report),
             "location" if c.block.is_some() => locations.push(c),
             "ssl_certificate" | "ssl_certificate_key" => {}
+            "return" if https_redirect(c).is_some() => plan.to_https = https_redirect(c),
             n if is_setting(n) => {}
             n => planner.report.skip(c, reason_for(n)),
         }
+    }
+    // Over https already, such a return changes the host only (www. to none): not converted.
+    if plan.listens.iter().any(|l| l.ssl)
+        && let Some(r) = plan.to_https.take()
+        && let Some(c) = d.children().iter().find(|c| c.name == "return")
+    {
+        planner
+            .report
+            .skip(c, format!("{}: cutover redirects plain HTTP listeners to https only", r.origin));
     }
     if plan.listens.iter().any(|l| l.ssl) {
         plan.tls = Some(certs.server_tls(&server_certs));
@@ -177,6 +201,31 @@ fn server_name(d: &Directive, plan: &mut ServerPlan, report: &mut Report) {
             ),
         );
     }
+}
+
+/// `return 301 https://$host$request_uri` (or 302, 307, 308; `$http_host`,
+/// `$server_name` or a name for the host; a port after it): the same request
+/// on `https://`.
+fn https_redirect(d: &Directive) -> Option<HttpsRedirect> {
+    let [code, url] = d.args.as_slice() else { return None };
+    if !matches!(code.text.as_str(), "301" | "302" | "307" | "308") {
+        return None;
+    }
+    let authority = url.text.strip_prefix("https://")?.strip_suffix("$request_uri")?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok()?),
+        None => (authority, 443),
+    };
+    let named_host = match host {
+        "$host" | "$http_host" => None,
+        h if h.contains('$') && h != "$server_name" => return None,
+        h => Some(h.to_string()),
+    };
+    Some(HttpsRedirect {
+        origin: format!("{} {}", d.at, d.text()),
+        port,
+        named_host,
+    })
 }
 
 /// A listen address as a socket address cutover can bind.

@@ -21,6 +21,8 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// The peer's address as a header value, for `X-Forwarded-For`.
     pub peer_value: HeaderValue,
+    /// The listener's `redirect_https` port.
+    pub redirect_https: Option<u16>,
     /// When the connection was accepted.
     pub accepted: Instant,
     /// When a request last ended, in milliseconds after `accepted` (only
@@ -40,11 +42,12 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, proto: &'static str) -> ConnInfo {
+    pub fn new(peer: SocketAddr, proto: &'static str, redirect_https: Option<u16>) -> ConnInfo {
         ConnInfo {
             peer,
             proto,
             peer_value: headers::ip_value(peer.ip()),
+            redirect_https,
             accepted: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),

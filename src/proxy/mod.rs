@@ -106,6 +106,12 @@ impl Proxy {
             method: req.method(),
             headers: req.headers(),
         };
+        // Certificates are issued over plain HTTP: ACME's challenges are routed.
+        if let Some(port) = conn.redirect_https
+            && !view.path.starts_with("/.well-known/acme-challenge/")
+        {
+            return Err(Refusal::to_https(port, view.host, view.method, req.uri()));
+        }
         let choice = choose::choose(table, &view, || {
             client_address(req.headers(), conn.peer.ip(), &config.trusted_proxies)
         })

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode, Uri};
 
 use super::body::ResponseBody;
 use super::record::RequestRecord;
@@ -16,6 +16,12 @@ pub enum Refusal {
     /// The request is malformed; found before it was routed.
     BadRequest(&'static str),
     NoRoute,
+    /// The listener sends every request to `https://` (`redirect_https`).
+    ToHttps {
+        location: HeaderValue,
+        /// 301, or 308 for methods a 301 would turn into `GET`.
+        status: StatusCode,
+    },
     /// The exchange with backend `backend` failed, on either side.
     Failed {
         failure: Failure,
@@ -32,7 +38,27 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) => true,
             Refusal::Failed { failure, .. } => failure.fault() == Fault::Client || had_body,
-            Refusal::NoRoute => false,
+            Refusal::NoRoute | Refusal::ToHttps { .. } => false,
+        }
+    }
+
+    /// The redirect of a request for `uri` on `host` to the same on `https://`
+    /// at `port`; a request without a host cannot be redirected.
+    pub fn to_https(port: u16, host: Option<&str>, method: &Method, uri: &Uri) -> Refusal {
+        let Some(host) = host else {
+            return Refusal::BadRequest("a redirect to https needs a Host header");
+        };
+        let port = if port == 443 { String::new() } else { format!(":{port}") };
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        match HeaderValue::from_str(&format!("https://{host}{port}{target}")) {
+            Ok(location) => Refusal::ToHttps {
+                location,
+                status: match *method {
+                    Method::GET | Method::HEAD => StatusCode::MOVED_PERMANENTLY,
+                    _ => StatusCode::PERMANENT_REDIRECT,
+                },
+            },
+            Err(_) => Refusal::BadRequest("malformed request path"),
         }
     }
 
@@ -40,6 +66,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::ToHttps { status, .. } => *status,
             Refusal::Failed { failure, .. } => failure.status(),
         }
     }
@@ -48,6 +75,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(why) => format!("bad request: {why}\n"),
             Refusal::NoRoute => "no route matches this request\n".into(),
+            Refusal::ToHttps { location, .. } => format!("moved to {}\n", location.to_str().unwrap_or_default()),
             Refusal::Failed { failure, backend } => match failure {
                 Failure::Client(ClientFault::BodyTooLarge) => "payload too large: the request body exceeds server.max_body_bytes\n".into(),
                 Failure::Client(ClientFault::BodyStalled) => "request timeout: the request body stalled\n".into(),
@@ -72,7 +100,7 @@ impl Refusal {
         let status = self.status();
         let failure = match &self {
             Refusal::Failed { failure, .. } => Some(*failure),
-            Refusal::BadRequest(_) | Refusal::NoRoute => None,
+            Refusal::BadRequest(_) | Refusal::NoRoute | Refusal::ToHttps { .. } => None,
         };
         record.refused(status.as_u16(), failure);
         let mut resp = Response::new(ResponseBody::local(self.message(), Some(record)));
@@ -81,6 +109,9 @@ impl Refusal {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         if closes {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Refusal::ToHttps { location, .. } = self {
+            resp.headers_mut().insert(header::LOCATION, location);
         }
         resp
     }

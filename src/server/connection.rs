@@ -792,7 +792,7 @@ mod tests {
 
     #[tokio::test]
     async fn rewound_bytes_are_read_before_the_stream() {
-        let conn = Arc::new(ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http"));
+        let conn = Arc::new(ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http", None));
         let mut io = ClientIo::new(std::io::Cursor::new(b" world".to_vec()), Bytes::from_static(b"hello"), conn, None);
         let mut all = String::new();
         io.read_to_string(&mut all).await.unwrap();
@@ -801,7 +801,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_head_reaches_hyper_as_no_request_at_all() {
-        let conn = Arc::new(ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http"));
+        let conn = Arc::new(ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http", None));
         let served = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
         let refused = b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         // In the sniffed first bytes, or in bytes read from the socket. (A

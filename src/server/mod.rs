@@ -92,6 +92,8 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
 
     let tls_sources: std::collections::HashMap<String, Option<Vec<crate::tls::CertSource>>> =
         config.listeners.iter().map(|l| (l.name.clone(), l.tls.clone())).collect();
+    let redirects: std::collections::HashMap<String, Option<u16>> =
+        config.listeners.iter().map(|l| (l.name.clone(), l.redirect_https)).collect();
     let workers = settings.workers;
     let mut bound = Vec::new();
     for l in &config.listeners {
@@ -139,6 +141,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
             thread.push(ThreadListener {
                 socket,
                 tls: tls.clone(),
+                redirect_https: redirects.get(&name).copied().flatten(),
                 limit: limit.clone(),
             });
         }
@@ -332,6 +335,7 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
 struct ThreadListener {
     socket: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
+    redirect_https: Option<u16>,
     limit: Arc<ConnectionLimit>,
 }
 
@@ -364,6 +368,7 @@ impl Serving {
                         tokio::spawn(accept_loop(
                             listener,
                             l.tls,
+                            l.redirect_https,
                             self.timeouts,
                             self.proxy.clone(),
                             self.builders.clone(),
@@ -546,6 +551,7 @@ async fn accept(listener: &TcpListener, limit: &ConnectionLimit) -> (TcpStream, 
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    redirect_https: Option<u16>,
     timeouts: ConnTimeouts,
     proxy: Arc<Proxy>,
     builders: Arc<ConnBuilders>,
@@ -567,7 +573,7 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ConnInfo::new(peer, if tls.is_some() { "https" } else { "http" }));
+        let conn = Arc::new(ConnInfo::new(peer, if tls.is_some() { "https" } else { "http" }, redirect_https));
         let proxy = proxy.clone();
         let builders = builders.clone();
         let shutdown = shutdown.clone();
