@@ -1226,3 +1226,37 @@ server {{
     assert_listed(&imported, "static.conf", 4, "expires");
     assert!(!listed(&imported, "static.conf", 4, "location"), "{}", imported.report());
 }
+
+/// An admin area open to the office only (`allow ...; deny all;`) stays
+/// closed to everyone else, its bare prefix too; other mixes of `allow`
+/// and `deny` are listed, loudly.
+#[test]
+fn an_allow_list_becomes_allow_from_and_covers_the_bare_prefix() {
+    let text = "
+server {
+    listen 80;
+    location /admin/ { allow 10.0.0.0/8; allow 192.0.2.7; deny all; proxy_pass http://127.0.0.1:8000; }
+    location /internal/ { deny 203.0.113.0/24; allow all; proxy_pass http://127.0.0.1:8000; }
+    location / { proxy_pass http://127.0.0.1:8000; }
+}
+";
+    let imported = import::import_str(Path::new("acl.conf"), text).unwrap();
+    let config = validate(&imported);
+    let office: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    let outsider: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    for path in ["/admin/users/", "/admin"] {
+        let name = route_for(&config, path, None).unwrap();
+        let route = &config.routes[config.route_index(&name).unwrap()];
+        assert!(route.admits(|| Some(office)), "{path}: {}", imported.config);
+        assert!(!route.admits(|| Some(outsider)), "{path} is open to all: {}", imported.config);
+        assert!(route.admits(|| "192.0.2.7".parse().ok()));
+    }
+    let site = &config.routes[config.route_index("default").unwrap()];
+    assert!(site.admits(|| Some(outsider)));
+    for directive in ["deny", "allow"] {
+        assert_listed(&imported, "acl.conf", 5, directive);
+    }
+    let deny = imported.not_converted.iter().find(|n| n.directive == "deny").unwrap();
+    assert!(deny.reason.contains("ACCESS CONTROL NOT CONVERTED"), "{}", deny.reason);
+    assert!(!listed(&imported, "acl.conf", 4, "allow"), "{}", imported.report());
+}

@@ -423,3 +423,56 @@ async fn a_forced_request_to_a_backend_that_is_down_fails_instead_of_going_elsew
     })
     .await;
 }
+
+/// `allow_from`: nginx's `allow ...; deny all;` for an admin area. The
+/// client is the peer, or what a trusted proxy says it forwarded for; a
+/// client's own `X-Forwarded-For` counts for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_open_only_to_some_networks_refuses_everyone_else_with_403() {
+    within(30, async {
+        let app = Upstream::echo("app").await;
+        let config = format!(
+            "{}trusted_proxies: [127.0.0.1]\nbackends:\n  app: {{ url: \"{}\" }}\n\
+             routes:\n  - name: admin\n    match: {{ path_prefix: /admin/ }}\n    backends: {{ app: {{}} }}\n\
+             \x20   allow_from: [10.0.0.0/8, 192.0.2.7]\n\
+             \x20 - name: site\n    backends: {{ app: {{}} }}\n",
+            config_head("{ path: off }"),
+            app.url(),
+        );
+        let proxy = Proxy::start(&config, "").await;
+        // From 127.0.0.1, the trusted load balancer, for several clients.
+        for (forwarded_for, status) in [
+            (Some("10.1.2.3"), StatusCode::OK),
+            (Some("192.0.2.7"), StatusCode::OK),
+            (Some("203.0.113.9"), StatusCode::FORBIDDEN),
+            (Some("10.1.2.3, 203.0.113.9"), StatusCode::FORBIDDEN),
+            (None, StatusCode::FORBIDDEN),
+        ] {
+            let headers: Vec<(&str, &str)> = forwarded_for.iter().map(|v| ("x-forwarded-for", *v)).collect();
+            let resp = send(request(Method::GET, &proxy.url("/admin/users/"), &headers)).await;
+            assert_eq!(resp.status, status, "{forwarded_for:?}: {}", resp.text());
+        }
+        let hits = app.hits();
+        assert_eq!(hits, 2, "refused requests reach no backend");
+        // From 127.0.0.2, a client of its own: its claim to be 10.1.2.3 is ignored.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let stream = socket.connect(proxy.addr()).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let spoofed = http::Request::get("/admin/users/")
+            .header("host", "shop.example")
+            .header("x-forwarded-for", "10.1.2.3")
+            .body(empty())
+            .unwrap();
+        assert_eq!(sender.send_request(spoofed).await.unwrap().status(), StatusCode::FORBIDDEN);
+        // The rest of the site is open to all.
+        sender.ready().await.unwrap();
+        let page = http::Request::get("/").header("host", "shop.example").body(empty()).unwrap();
+        assert_eq!(sender.send_request(page).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(app.hits(), hits + 1);
+    })
+    .await;
+}

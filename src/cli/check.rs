@@ -54,6 +54,10 @@ fn describe(config: &Config, weights: &Weights) -> String {
             cutover::config::Sticky::Pin(c) => format!("pin cookie {c}"),
         };
         let _ = writeln!(out, "     sticky: {sticky}   stable: {}", route.backends[route.stable].spec.name);
+        if let Some(nets) = &route.allow_from {
+            let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "     allow from: {} (others get 403)", nets.join(", "));
+        }
         if let Some(f) = &route.force_header {
             let from: Vec<String> = f.from.iter().map(ToString::to_string).collect();
             let token = if f.token.is_some() { ", with its token" } else { "" };

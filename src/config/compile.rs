@@ -449,6 +449,15 @@ fn compile_routes(
                 non_idempotent: r.retry.non_idempotent,
             },
             guard: r.guard.as_ref().and_then(|g| compile_guard(g, &value, errors)),
+            allow_from: r.allow_from.as_ref().map(|nets| {
+                if nets.is_empty() {
+                    errors.push(ConfigError::at(
+                        value(&["allow_from"]),
+                        "allow_from lists the client networks the route answers; leave it out to answer everyone",
+                    ));
+                }
+                nets.iter().map(|c| c.0).collect()
+            }),
         });
     }
     out

@@ -199,6 +199,8 @@ pub struct RouteSpec {
     pub mirror: Option<MirrorSpec>,
     pub retry: RetrySpec,
     pub guard: Option<GuardSpec>,
+    /// The client networks the route answers (nginx's `allow`); others get 403.
+    pub allow_from: Option<Vec<ipnet::IpNet>>,
 }
 
 /// A header that lets trusted clients pin a backend of the route.
@@ -314,6 +316,13 @@ impl AcceptRule {
 impl RouteSpec {
     pub fn backend_index(&self, name: &str) -> Option<usize> {
         self.backends.iter().position(|b| &*b.spec.name == name)
+    }
+
+    /// Whether the client may use the route (`allow_from`); `client` finds
+    /// its address, `None` when it cannot be named (admitted nowhere).
+    pub fn admits(&self, client: impl FnOnce() -> Option<std::net::IpAddr>) -> bool {
+        let Some(nets) = &self.allow_from else { return true };
+        client().is_some_and(|ip| nets.iter().any(|net| net.contains(&ip)))
     }
 }
 

@@ -389,6 +389,8 @@ pub struct RawRoute {
     #[serde(default)]
     #[serde(skip_serializing_if = "is_default")]
     pub retry: RawRetry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_from: Option<Vec<Cidr>>,
 }
 
 /// `force_header`: a header name (short form), or the long form with who may use it.

@@ -10,7 +10,7 @@ use super::nginx::Directive;
 use super::precedence::order_locations;
 use super::proxy_pass::{ProxyPass, ProxyTarget, TargetId};
 use super::report::{NotConverted, Report, reason_for};
-use super::routes::{RoutePlan, RoutePlanner};
+use super::routes::{PathCond, RoutePlan, RoutePlanner};
 use super::settings::{Settings, Sourced, is_setting};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,8 @@ struct Location<'a> {
     returns: Option<&'a Directive>,
     /// Its own `alias` or `root`: the directory it serves files from.
     files: Option<&'a Directive>,
+    /// Its `allow` and `deny` lines, in order.
+    access: Vec<&'a Directive>,
     internal: bool,
     /// Entries for its directives, reported only if it converts.
     child_reports: Vec<NotConverted>,
@@ -90,7 +92,8 @@ pub(super) fn plan_locations(dirs: &[&Directive], server: &Settings, planner: &m
                     Some((pp, n)) => (pp, &locs[n].settings, Some(n)),
                     None => {
                         match files_only(l).map(|dir| planner.plan_files(l.d, l.kind, &l.pattern, dir, &l.settings)) {
-                            Some(Ok(plan)) => {
+                            Some(Ok(mut plan)) => {
+                                plan.restrict(allow_list(&l.access));
                                 planner.report.extend(&l.child_reports);
                                 plans.push(plan);
                             }
@@ -104,6 +107,7 @@ pub(super) fn plan_locations(dirs: &[&Directive], server: &Settings, planner: &m
         };
         match planner.plan(l.d, l.kind, &l.pattern, pp, settings) {
             Ok(mut plan) => {
+                plan.restrict(allow_list(&l.access));
                 planner.report.extend(&l.child_reports);
                 if let (Some(n), Some(t)) = (via_named, l.try_files) {
                     named_used.insert(n);
@@ -131,7 +135,36 @@ pub(super) fn plan_locations(dirs: &[&Directive], server: &Settings, planner: &m
                 .skip(l.d, "named location: reached only by nginx's try_files/error_page fallbacks");
         }
     }
+    cover_bare_prefixes(&mut plans);
     order_locations(plans)
+}
+
+/// nginx answers `/admin` with a redirect to `/admin/` when `location /admin/`
+/// proxies, so its `allow` list covers both; cutover would route `/admin` to
+/// another route. An exact route for the bare prefix keeps the list on it.
+fn cover_bare_prefixes(plans: &mut Vec<RoutePlan>) {
+    let mut bare = Vec::new();
+    for p in plans.iter() {
+        let path = p.pattern.trim_end_matches('/');
+        let restricted_prefix = p.allow_from.is_some() && matches!(p.kind, LocKind::Prefix | LocKind::NoRegex);
+        if !restricted_prefix || !p.pattern.ends_with('/') || path.is_empty() {
+            continue;
+        }
+        if plans.iter().any(|q| q.kind == LocKind::Exact && q.pattern == path) {
+            continue;
+        }
+        let mut exact = p.clone();
+        exact.kind = LocKind::Exact;
+        exact.pattern = path.to_string();
+        exact.matcher = PathCond::Exact(path.to_string());
+        exact.base_name.push_str("-bare");
+        exact.comments.push(format!(
+            "{path}: nginx redirected it to {} before checking the allow list; here it gets the same list",
+            p.pattern
+        ));
+        bare.push(exact);
+    }
+    plans.extend(bare);
 }
 
 fn read_locations<'a>(dirs: &[&'a Directive], server: &Settings, report: &mut Report) -> Vec<Location<'a>> {
@@ -159,6 +192,7 @@ fn read_locations<'a>(dirs: &[&'a Directive], server: &Settings, report: &mut Re
             try_files: None,
             returns: None,
             files: None,
+            access: Vec::new(),
             internal: false,
             child_reports: Vec::new(),
             child_names: Vec::new(),
@@ -176,12 +210,19 @@ fn read_locations<'a>(dirs: &[&'a Directive], server: &Settings, report: &mut Re
                 }
                 "internal" => loc.internal = true,
                 "alias" | "root" => loc.files = Some(c),
+                "allow" | "deny" => loc.access.push(c),
                 "location" => report.skip(c, "nested locations are not converted: move it out to the server level"),
                 n if is_setting(n) => {}
                 n => {
                     loc.child_names.push(n.to_string());
                     report.skip(c, reason_for(n));
                 }
+            }
+        }
+        if !loc.access.is_empty() && allow_list(&loc.access).is_none() {
+            for c in &loc.access {
+                loc.child_names.push(c.name.clone());
+                report.skip(c, reason_for(&c.name));
             }
         }
         loc.child_reports = report.take_since(mark);
@@ -293,6 +334,23 @@ fn location_head(d: &Directive) -> Option<(LocKind, String)> {
         }
         _ => None,
     }
+}
+
+/// `allow NET; ... deny all;`, an allow-list, as the networks of `allow_from`
+/// and the lines they came from; any other mix of `allow` and `deny` is not
+/// converted.
+fn allow_list(access: &[&Directive]) -> Option<(Vec<String>, Vec<String>)> {
+    let (last, allows) = access.split_last()?;
+    if last.name != "deny" || last.arg(0) != Some("all") || last.args.len() != 1 || allows.is_empty() {
+        return None;
+    }
+    let mut nets = Vec::new();
+    for a in allows {
+        let net = a.arg(0).filter(|_| a.name == "allow" && a.args.len() == 1)?;
+        net.parse::<crate::config::values::Cidr>().ok()?;
+        nets.push(net.to_string());
+    }
+    Some((nets, access.iter().map(|d| format!("{} {}", d.at, d.text())).collect()))
 }
 
 /// The `alias` or `root` of a location that serves only files: no

@@ -46,6 +46,8 @@
 //! - `unix:` sockets in `proxy_pass` and upstream `server`s → `unix:` backends.
 //! - A plain server's `return 301 https://$host$request_uri` → its
 //!   listener's `redirect_https`, when no other server there proxies.
+//! - A location's `allow NET; ... deny all;` → the route's `allow_from`, and
+//!   an exact route with the same list for its bare prefix.
 //! - A location's own `alias` or `root` → a `file:` backend (an `alias` with
 //!   the rewrite that drops the location's prefix), when the directory is
 //!   on this machine, as `cutover check` will look for it.

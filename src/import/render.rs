@@ -191,6 +191,10 @@ fn route(r: &NamedRoute) -> Result<RawRoute, ImportError> {
     if let Some(to) = &p.mirror {
         raw.mirror = Some(as_loaded::<RawMirror>(&[("to", to.as_str().into())])?);
     }
+    if let Some(nets) = &p.allow_from {
+        let nets = nets.iter().map(|n| n.parse()).collect::<Result<_, _>>();
+        raw.allow_from = Some(nets.map_err(|e| ImportError::Invalid(format!("allow_from: {e}")))?);
+    }
     Ok(raw)
 }
 

@@ -33,6 +33,8 @@ pub(super) struct RoutePlan {
     pub(super) body_limit: Option<Sourced<u64>>,
     /// The gzip directives in effect for the location.
     pub(super) gzip: GzipSettings,
+    /// `allow_from`, from `allow ...; deny all;`.
+    pub(super) allow_from: Option<Vec<String>>,
     /// The nginx lines the route came from.
     pub(super) comments: Vec<String>,
     /// The nginx lines its weights came from.
@@ -315,6 +317,14 @@ impl RoutePlanner<'_> {
 }
 
 impl RoutePlan {
+    /// Opens the route to these networks only: `allow_list`'s networks and the lines they came from.
+    pub(super) fn restrict(&mut self, allow_list: Option<(Vec<String>, Vec<String>)>) {
+        if let Some((nets, lines)) = allow_list {
+            self.allow_from = Some(nets);
+            self.comments.extend(lines);
+        }
+    }
+
     /// A route for `loc`, whose requests go where `to` (its proxy_pass, alias or root) says, with no backends yet.
     fn new(loc: &Directive, kind: LocKind, pattern: &str, to: &Directive, settings: &Settings) -> RoutePlan {
         RoutePlan {
@@ -335,6 +345,7 @@ impl RoutePlan {
             mirror: None,
             body_limit: settings.body_limit.clone(),
             gzip: settings.gzip.clone(),
+            allow_from: None,
             comments: vec![format!("{} {}", loc.at, loc.text()), format!("{} {}", to.at, to.text())],
             weight_comments: Vec::new(),
         }

@@ -117,6 +117,9 @@ impl Proxy {
         })
         .ok_or(Refusal::NoRoute)?;
         let (route, live) = (&config.routes[choice.route], &table.routes[choice.route]);
+        if !route.admits(|| client_address(req.headers(), conn.peer.ip(), &config.trusted_proxies)) {
+            return Err(Refusal::Forbidden);
+        }
         record.chose(choice.route, choice.backend, choice.feeds_guard(route));
         let refuse = |failure, backend: usize| Refusal::Failed {
             failure,

@@ -16,6 +16,8 @@ pub enum Refusal {
     /// The request is malformed; found before it was routed.
     BadRequest(&'static str),
     NoRoute,
+    /// The route does not answer the client's address (`allow_from`).
+    Forbidden,
     /// The listener sends every request to `https://` (`redirect_https`).
     ToHttps {
         location: HeaderValue,
@@ -38,7 +40,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) => true,
             Refusal::Failed { failure, .. } => failure.fault() == Fault::Client || had_body,
-            Refusal::NoRoute | Refusal::ToHttps { .. } => false,
+            Refusal::NoRoute | Refusal::Forbidden | Refusal::ToHttps { .. } => false,
         }
     }
 
@@ -66,6 +68,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::Forbidden => StatusCode::FORBIDDEN,
             Refusal::ToHttps { status, .. } => *status,
             Refusal::Failed { failure, .. } => failure.status(),
         }
@@ -75,6 +78,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(why) => format!("bad request: {why}\n"),
             Refusal::NoRoute => "no route matches this request\n".into(),
+            Refusal::Forbidden => "forbidden: this route does not answer your address\n".into(),
             Refusal::ToHttps { location, .. } => format!("moved to {}\n", location.to_str().unwrap_or_default()),
             Refusal::Failed { failure, backend } => match failure {
                 Failure::Client(ClientFault::BodyTooLarge) => "payload too large: the request body exceeds server.max_body_bytes\n".into(),
@@ -100,7 +104,7 @@ impl Refusal {
         let status = self.status();
         let failure = match &self {
             Refusal::Failed { failure, .. } => Some(*failure),
-            Refusal::BadRequest(_) | Refusal::NoRoute | Refusal::ToHttps { .. } => None,
+            Refusal::BadRequest(_) | Refusal::NoRoute | Refusal::Forbidden | Refusal::ToHttps { .. } => None,
         };
         record.refused(status.as_u16(), failure);
         let mut resp = Response::new(ResponseBody::local(self.message(), Some(record)));
