@@ -1406,6 +1406,15 @@ async fn a_file_backend_serves_its_directory_as_nginx_root_and_alias_do() {
         }
         let encoded = get(&proxy.url("/static/css/..%2f..%2fsecret.txt")).await;
         assert_eq!(encoded.status, StatusCode::BAD_REQUEST);
+        // Encoded slashes kept as data reach the directory as one name, which
+        // climbs nowhere once decoded.
+        let keeping = Proxy::start(
+            &config.replace("compression:", "server: { encoded_slashes: keep }\ncompression:"),
+            "",
+        )
+        .await;
+        let kept = get(&keeping.url("/static/css/..%2F..%2Fsecret.txt")).await;
+        assert_eq!(kept.status, StatusCode::NOT_FOUND, "{}", kept.text());
         proxy
             .wait_metric(
                 "cutover_requests_total",
