@@ -12,7 +12,7 @@ use http::{HeaderMap, Method};
 use common::*;
 use cutover::config::{Config, Weights};
 use cutover::import::nginx::{self, ParseError};
-use cutover::import::{self, Import, ImportError};
+use cutover::import::{self, Import, ImportError, NotConverted};
 use cutover::routing::RequestView;
 
 fn fixture(name: &str) -> PathBuf {
@@ -35,12 +35,17 @@ fn validate(imported: &Import) -> Config {
     config
 }
 
-/// Whether `directive` at `file:line` is in the not-converted list.
-fn listed(imported: &Import, file: &str, line: usize, directive: &str) -> bool {
+/// The not-converted entry for `directive` at `file:line`, if it is listed.
+fn entry<'a>(imported: &'a Import, file: &str, line: usize, directive: &str) -> Option<&'a NotConverted> {
     imported
         .not_converted
         .iter()
-        .any(|n| n.at.line == line && n.directive == directive && n.at.file.ends_with(file))
+        .find(|n| n.at.line == line && n.directive == directive && n.at.file.ends_with(file))
+}
+
+/// Whether `directive` at `file:line` is in the not-converted list.
+fn listed(imported: &Import, file: &str, line: usize, directive: &str) -> bool {
+    entry(imported, file, line, directive).is_some()
 }
 
 fn assert_listed(imported: &Import, file: &str, line: usize, directive: &str) {
@@ -628,11 +633,7 @@ server {
     let v2 = backend(&config, "api-v2");
     assert_eq!(v2.url.socket.as_deref(), Some(Path::new("/run/api-v2.sock")), "{}", imported.config);
     // uWSGI's own protocol is not HTTP: the note says how to get HTTP from it.
-    let uwsgi = imported
-        .not_converted
-        .iter()
-        .find(|n| n.at.line == 14 && n.directive == "location")
-        .expect("the uwsgi location is listed");
+    let uwsgi = entry(&imported, "gunicorn.conf", 14, "location").expect("the uwsgi location is listed");
     assert!(uwsgi.reason.contains("http-socket"), "{}", uwsgi.reason);
     assert!(
         imported.not_converted.iter().all(|n| !n.reason.contains("unix")),
@@ -1217,11 +1218,7 @@ server {{
     }
     // A directory that is not on this machine stays nginx's to serve, and says so.
     assert_eq!(route_for(&config, "/media/a.png", None).as_deref(), Some("default"));
-    let media = imported
-        .not_converted
-        .iter()
-        .find(|n| n.at.line == 5 && n.directive == "location")
-        .expect("the /media/ location is listed");
+    let media = entry(&imported, "static.conf", 5, "location").expect("the /media/ location is listed");
     assert!(media.reason.contains("not a directory on this machine"), "{}", media.reason);
     assert_listed(&imported, "static.conf", 4, "expires");
     assert!(!listed(&imported, "static.conf", 4, "location"), "{}", imported.report());

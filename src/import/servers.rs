@@ -89,25 +89,28 @@ pub(super) fn read_server(
         to_https: None,
     };
     let mut locations = Vec::new();
+    let mut to_https = None;
     for c in d.children() {
         match c.name.as_str() {
             "listen" => listen(c, &mut plan, planner.report),
             "server_name" => server_name(c, &mut plan, planner.report),
             "location" if c.block.is_some() => locations.push(c),
             "ssl_certificate" | "ssl_certificate_key" => {}
-            "return" if https_redirect(c).is_some() => plan.to_https = https_redirect(c),
+            "return" if to_https.is_none() => match https_redirect(c) {
+                Some(r) => to_https = Some((c, r)),
+                None => planner.report.skip(c, reason_for("return")),
+            },
             n if is_setting(n) => {}
             n => planner.report.skip(c, reason_for(n)),
         }
     }
-    // Over https already, such a return changes the host only (www. to none): not converted.
-    if plan.listens.iter().any(|l| l.ssl)
-        && let Some(r) = plan.to_https.take()
-        && let Some(c) = d.children().iter().find(|c| c.name == "return")
-    {
-        planner
+    match to_https {
+        // Over https already, such a return changes the host only (www. to none): not converted.
+        Some((c, r)) if plan.listens.iter().any(|l| l.ssl) => planner
             .report
-            .skip(c, format!("{}: cutover redirects plain HTTP listeners to https only", r.origin));
+            .skip(c, format!("{}: cutover redirects plain HTTP listeners to https only", r.origin)),
+        Some((_, r)) => plan.to_https = Some(r),
+        None => {}
     }
     if plan.listens.iter().any(|l| l.ssl) {
         plan.tls = Some(certs.server_tls(&server_certs));

@@ -108,16 +108,14 @@ impl Proxy {
         };
         // Certificates are issued over plain HTTP: ACME's challenges are routed.
         if let Some(port) = conn.redirect_https
-            && !view.path.starts_with("/.well-known/acme-challenge/")
+            && !view.path.starts_with(ACME_CHALLENGE)
         {
             return Err(Refusal::to_https(port, view.host, view.method, req.uri()));
         }
-        let choice = choose::choose(table, &view, || {
-            client_address(req.headers(), conn.peer.ip(), &config.trusted_proxies)
-        })
-        .ok_or(Refusal::NoRoute)?;
+        let client = || client_address(req.headers(), conn.peer.ip(), &config.trusted_proxies);
+        let choice = choose::choose(table, &view, client).ok_or(Refusal::NoRoute)?;
         let (route, live) = (&config.routes[choice.route], &table.routes[choice.route]);
-        if !route.admits(|| client_address(req.headers(), conn.peer.ip(), &config.trusted_proxies)) {
+        if !route.admits(client) {
             return Err(Refusal::Forbidden);
         }
         record.chose(choice.route, choice.backend, choice.feeds_guard(route));
@@ -190,6 +188,10 @@ impl Proxy {
         Ok(Answer { resp, tap, gzip })
     }
 }
+
+/// Where ACME's HTTP challenges are answered, which a `redirect_https`
+/// listener still routes.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// A backend's answer as the client is to get it.
 struct Answer {

@@ -90,15 +90,11 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
         .map(Arc::new);
     let settings = config.server;
 
-    let tls_sources: std::collections::HashMap<String, Option<Vec<crate::tls::CertSource>>> =
-        config.listeners.iter().map(|l| (l.name.clone(), l.tls.clone())).collect();
-    let redirects: std::collections::HashMap<String, Option<u16>> =
-        config.listeners.iter().map(|l| (l.name.clone(), l.redirect_https)).collect();
     let workers = settings.workers;
     let mut bound = Vec::new();
     for l in &config.listeners {
         let sockets = bind_group(&format!("listener {}", l.name), l.addr, workers)?;
-        bound.push((l.name.clone(), sockets));
+        bound.push((l.clone(), sockets));
     }
     let admin_listener = bind(ADMIN_LISTENER, config.admin.addr).await?;
     let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
@@ -124,12 +120,13 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     // another core, and no task is stolen.
     let mut listeners = Vec::new();
     let mut per_thread: Vec<Vec<ThreadListener>> = (0..workers).map(|_| Vec::new()).collect();
-    for (name, sockets) in bound {
+    for (listener, sockets) in bound {
+        let name = listener.name;
         let addr = sockets[0].local_addr().expect("bound socket has an address");
         tracing::info!(listener = %name, %addr, threads = workers, "listening");
         listeners.push((name.clone(), addr));
         let limit = ConnectionLimit::new(&name, settings.max_connections, &metrics);
-        let tls = match tls_sources.get(&name).cloned().flatten() {
+        let tls = match listener.tls {
             Some(sources) => {
                 let resolver = crate::tls::CertResolver::new(sources).map_err(StartError::Tls)?;
                 crate::tls::spawn_cert_reloader(resolver.clone(), shutdown.clone());
@@ -141,7 +138,7 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
             thread.push(ThreadListener {
                 socket,
                 tls: tls.clone(),
-                redirect_https: redirects.get(&name).copied().flatten(),
+                redirect_https: listener.redirect_https,
                 limit: limit.clone(),
             });
         }
